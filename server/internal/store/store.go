@@ -1,0 +1,107 @@
+// Package store defines the records Parley keeps and the errors its storage
+// back ends return. The back ends live in sub-packages (sqlite is the
+// default); the packages that use storage declare the small interfaces they
+// need over these types.
+package store
+
+import (
+	"errors"
+	"strings"
+	"time"
+)
+
+var (
+	// ErrNotFound is returned when a record does not exist (or, for refresh
+	// tokens, is revoked or expired).
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists is returned when creating a record whose key is taken.
+	ErrExists = errors.New("store: already exists")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Roles as stored. They match the names of chat.v1.Role without the prefix,
+// lower-cased.
+const (
+	RoleUser      = "user"
+	RoleModerator = "moderator"
+	RoleAdmin     = "admin"
+)
+
+// User is an account.
+type User struct {
+	Username     string
+	PasswordHash string // argon2id or bcrypt, in its standard encoded form
+	Role         string // RoleUser, RoleModerator or RoleAdmin
+	Active       bool
+	CreatedAt    time.Time
+	// LastSeenAt is when the user's last session closed; zero if never.
+	LastSeenAt time.Time
+}
+
+// RefreshToken is a stored refresh token. Only a hash of the token is kept.
+type RefreshToken struct {
+	Hash      string // hex SHA-256 of the opaque token
+	Username  string
+	ExpiresAt time.Time
+}
+
+// Message is a stored chat message.
+type Message struct {
+	ID           string // assigned by the store when empty
+	Conversation string // a RoomKey or DirectKey
+	Seq          int64  // assigned by the store, per conversation, from 1
+	Sender       string
+	Recipient    string // for direct messages; empty for rooms
+	ClientMsgID  string // sender-chosen dedup key; may be empty
+	Text         string
+	FileID       string // set for file messages
+	FileName     string
+	FileSize     int64
+	FileType     string
+	SentAt       time.Time // assigned by the store when zero
+}
+
+// HistoryQuery selects a page of a conversation. With neither BeforeSeq
+// nor AfterSeq set it selects the latest Limit messages.
+type HistoryQuery struct {
+	BeforeSeq int64 // seq < BeforeSeq when > 0
+	AfterSeq  int64 // seq > AfterSeq when > 0
+	Limit     int
+}
+
+// File is the metadata of a stored file; ID is the hex SHA-256 of its
+// plaintext content.
+type File struct {
+	ID          string
+	Name        string
+	Size        int64
+	ContentType string
+	Uploader    string
+	CreatedAt   time.Time
+}
+
+// RoomKey is the conversation key of a room.
+func RoomKey(room string) string { return "r:" + room }
+
+// DirectKey is the conversation key of the direct conversation between two
+// users; it is the same whichever order they are given in.
+func DirectKey(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return "d:" + a + ":" + b
+}
+
+// ParseKey splits a conversation key. For a room it returns the room name;
+// for a direct conversation the two usernames in order.
+func ParseKey(key string) (room string, a, b string, ok bool) {
+	switch {
+	case strings.HasPrefix(key, "r:"):
+		return key[2:], "", "", len(key) > 2
+	case strings.HasPrefix(key, "d:"):
+		a, b, ok = strings.Cut(key[2:], ":")
+		return "", a, b, ok && a != "" && b != ""
+	}
+	return "", "", "", false
+}
