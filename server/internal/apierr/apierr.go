@@ -1,0 +1,125 @@
+// Package apierr is the one place where Parley's failures are mapped to
+// codes: to a gRPC status at a call or stream boundary, and to an in-band
+// chat.v1.Error event for a failed command inside a live stream.
+package apierr
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+)
+
+// Error is a failure with a chat.v1 error code and a message safe to show
+// to the client.
+type Error struct {
+	Code       chatv1.ErrorCode
+	Msg        string
+	RetryAfter time.Duration // set with ERROR_CODE_RATE_LIMITED
+}
+
+// New returns an *Error with a formatted message.
+func New(code chatv1.ErrorCode, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Convenience constructors for the common codes.
+func InvalidArgument(format string, args ...any) *Error {
+	return New(chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, format, args...)
+}
+
+// NotFound is ERROR_CODE_NOT_FOUND.
+func NotFound(format string, args ...any) *Error {
+	return New(chatv1.ErrorCode_ERROR_CODE_NOT_FOUND, format, args...)
+}
+
+// PermissionDenied is ERROR_CODE_PERMISSION_DENIED.
+func PermissionDenied(format string, args ...any) *Error {
+	return New(chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, format, args...)
+}
+
+// FailedPrecondition is ERROR_CODE_FAILED_PRECONDITION.
+func FailedPrecondition(format string, args ...any) *Error {
+	return New(chatv1.ErrorCode_ERROR_CODE_FAILED_PRECONDITION, format, args...)
+}
+
+// Internal is ERROR_CODE_INTERNAL. Its message never carries the cause.
+func Internal() *Error {
+	return New(chatv1.ErrorCode_ERROR_CODE_INTERNAL, "internal error")
+}
+
+// RateLimited is ERROR_CODE_RATE_LIMITED with a retry hint.
+func RateLimited(what string, retryAfter time.Duration) *Error {
+	e := New(chatv1.ErrorCode_ERROR_CODE_RATE_LIMITED, "rate limit exceeded for %s; retry after %s", what, retryAfter.Round(time.Millisecond))
+	e.RetryAfter = retryAfter
+	return e
+}
+
+func (e *Error) Error() string { return e.Code.String() + ": " + e.Msg }
+
+// GRPCCode maps the error code to a gRPC code.
+func (e *Error) GRPCCode() codes.Code {
+	switch e.Code {
+	case chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT:
+		return codes.InvalidArgument
+	case chatv1.ErrorCode_ERROR_CODE_NOT_FOUND:
+		return codes.NotFound
+	case chatv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED:
+		return codes.PermissionDenied
+	case chatv1.ErrorCode_ERROR_CODE_RATE_LIMITED:
+		return codes.ResourceExhausted
+	case chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED:
+		return codes.Unauthenticated
+	case chatv1.ErrorCode_ERROR_CODE_FAILED_PRECONDITION:
+		return codes.FailedPrecondition
+	case chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE:
+		return codes.Unavailable
+	}
+	return codes.Internal
+}
+
+// GRPCStatus lets status.FromError and grpc-go turn an *Error into a status.
+func (e *Error) GRPCStatus() *status.Status { return status.New(e.GRPCCode(), e.Msg) }
+
+// Event renders the error as the in-band event answering requestID.
+func (e *Error) Event(requestID string) *chatv1.ServerEvent {
+	ev := &chatv1.Error{Code: e.Code, Message: e.Msg}
+	if e.RetryAfter > 0 {
+		ev.RetryAfter = durationpb.New(e.RetryAfter)
+	}
+	return &chatv1.ServerEvent{RequestId: requestID, Event: &chatv1.ServerEvent_Error{Error: ev}}
+}
+
+// InBand is returned by a stream's RecvMsg (from an interceptor) when one
+// received command was refused but the stream lives on: the handler answers
+// with Err.Event(RequestID), drops the command and reads the next one.
+type InBand struct {
+	RequestID string
+	Err       *Error
+}
+
+func (e *InBand) Error() string { return "in-band: " + e.Err.Error() }
+
+// Unwrap exposes the underlying *Error.
+func (e *InBand) Unwrap() error { return e.Err }
+
+// AsInBand reports whether err is an *InBand.
+func AsInBand(err error) (*InBand, bool) {
+	var ib *InBand
+	ok := errors.As(err, &ib)
+	return ib, ok
+}
+
+// From returns err as an *Error, mapping unknown errors to Internal.
+func From(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return Internal()
+}
