@@ -1,0 +1,253 @@
+// Package ratelimit holds token buckets keyed by caller (a user or a client
+// IP) and kind of action, so that one noisy client slows down alone.
+//
+// Concurrency: a *Limiter is safe for concurrent use. Buckets live in
+// sharded maps; Allow holds one shard's lock only to find or create a
+// bucket, and charges the bucket outside it. Idle buckets that have
+// refilled are swept when their shard next grows, so memory follows the
+// number of recently active keys. There is no background goroutine and
+// nothing to close.
+package ratelimit
+
+import (
+	"fmt"
+	"hash/maphash"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Kind is a class of action with its own budget.
+type Kind uint8
+
+// Kinds of action. The names (String) are used in error messages and in
+// ParseKind.
+const (
+	KindMessage Kind = iota // chat messages, private messages, file posts
+	KindTyping              // typing indicators
+	KindJoin                // room joins
+	KindUpload              // file uploads
+	KindConnect             // stream opens, keyed by client IP
+	KindOther               // every other call or command
+	numKinds
+)
+
+var kindNames = [numKinds]string{"message", "typing", "join", "upload", "connect", "other"}
+
+// String returns the kind's name: "message", "typing", "join", "upload",
+// "connect" or "other".
+func (k Kind) String() string {
+	if k < numKinds {
+		return kindNames[k]
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// ParseKind parses a kind name as String returns it.
+func ParseKind(s string) (Kind, error) {
+	for k, n := range kindNames {
+		if n == s {
+			return Kind(k), nil
+		}
+	}
+	return 0, fmt.Errorf("ratelimit: unknown kind %q", s)
+}
+
+// Rate is a token bucket: PerSecond tokens are added each second up to
+// Burst. The zero Rate means the kind's default; a negative PerSecond
+// means no limit.
+type Rate struct {
+	PerSecond float64
+	Burst     int
+}
+
+// DefaultRates are used for kinds that Config.Rates leaves out or zero.
+var DefaultRates = map[Kind]Rate{
+	KindMessage: {PerSecond: 5, Burst: 10},
+	KindTyping:  {PerSecond: 2, Burst: 5},
+	KindJoin:    {PerSecond: 1, Burst: 5},
+	KindUpload:  {PerSecond: 0.5, Burst: 3},
+	KindConnect: {PerSecond: 5, Burst: 20},
+	KindOther:   {PerSecond: 10, Burst: 20},
+}
+
+// ParseRate parses "N/unit[:burst]", where unit is s, m or h, for
+// example "5/s:10" or "30/m". Without a burst, the burst is N rounded up
+// (at least 1). "unlimited" gives a negative PerSecond.
+func ParseRate(s string) (Rate, error) {
+	if s == "unlimited" {
+		return Rate{PerSecond: -1}, nil
+	}
+	spec, burstStr, hasBurst := strings.Cut(s, ":")
+	nStr, unit, ok := strings.Cut(spec, "/")
+	if !ok {
+		return Rate{}, fmt.Errorf("ratelimit: rate %q: want N/unit[:burst], e.g. 5/s:10", s)
+	}
+	n, err := strconv.ParseFloat(nStr, 64)
+	if err != nil || n <= 0 || math.IsInf(n, 0) || math.IsNaN(n) {
+		return Rate{}, fmt.Errorf("ratelimit: rate %q: count must be a positive number", s)
+	}
+	var per float64
+	switch unit {
+	case "s":
+		per = 1
+	case "m":
+		per = 60
+	case "h":
+		per = 3600
+	default:
+		return Rate{}, fmt.Errorf("ratelimit: rate %q: unit must be s, m or h", s)
+	}
+	burst := max(1, int(math.Ceil(n)))
+	if hasBurst {
+		if burst, err = strconv.Atoi(burstStr); err != nil || burst < 1 {
+			return Rate{}, fmt.Errorf("ratelimit: rate %q: burst must be a positive integer", s)
+		}
+	}
+	return Rate{PerSecond: n / per, Burst: burst}, nil
+}
+
+// Config configures a Limiter; the zero Config uses DefaultRates.
+type Config struct {
+	// Rates overrides DefaultRates per kind; missing or zero entries keep
+	// the default.
+	Rates map[Kind]Rate
+	// IdleAfter is how long a full bucket is kept unused before it may be
+	// evicted; default 5 minutes. A bucket that has not refilled is never
+	// evicted, since that would hand its key a fresh burst.
+	IdleAfter time.Duration
+}
+
+const (
+	defaultIdleAfter = 5 * time.Minute
+	numShards        = 64
+)
+
+// Limiter rate-limits actions per (key, kind). Safe for concurrent use.
+type Limiter struct {
+	limits [numKinds]struct {
+		limit rate.Limit
+		burst int
+	}
+	idle   time.Duration
+	seed   maphash.Seed
+	shards [numShards]shard
+}
+
+type shard struct {
+	mu        sync.RWMutex
+	buckets   map[bucketKey]*bucket
+	lastSweep time.Time // written with mu held for writing
+}
+
+type bucketKey struct {
+	key  string
+	kind Kind
+}
+
+type bucket struct {
+	lim      *rate.Limiter
+	lastUsed atomic.Int64 // Unix nanoseconds
+}
+
+// New returns a Limiter for cfg.
+func New(cfg Config) *Limiter {
+	l := &Limiter{idle: cfg.IdleAfter, seed: maphash.MakeSeed()}
+	if l.idle <= 0 {
+		l.idle = defaultIdleAfter
+	}
+	for k := range numKinds {
+		r := DefaultRates[k]
+		if c, ok := cfg.Rates[k]; ok && c != (Rate{}) {
+			r = c
+		}
+		if r.PerSecond < 0 {
+			l.limits[k].limit, l.limits[k].burst = rate.Inf, 0
+			continue
+		}
+		l.limits[k].limit, l.limits[k].burst = rate.Limit(r.PerSecond), max(1, r.Burst)
+	}
+	now := time.Now()
+	for i := range l.shards {
+		l.shards[i].buckets = make(map[bucketKey]*bucket)
+		l.shards[i].lastSweep = now
+	}
+	return l
+}
+
+// Allow charges one action of kind to key. When the bucket is empty it
+// returns false and how long until a token is available; the refused
+// action costs nothing, so a client that waits retryAfter gets through.
+func (l *Limiter) Allow(key string, kind Kind) (ok bool, retryAfter time.Duration) {
+	return l.allowAt(key, kind, time.Now())
+}
+
+func (l *Limiter) allowAt(key string, kind Kind, now time.Time) (bool, time.Duration) {
+	if kind >= numKinds {
+		kind = KindOther
+	}
+	if l.limits[kind].limit == rate.Inf {
+		return true, 0
+	}
+	b := l.bucket(bucketKey{key, kind}, now)
+	b.lastUsed.Store(now.UnixNano())
+	r := b.lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now) // give the token back: refused actions are free
+		return false, d
+	}
+	return true, 0
+}
+
+func (l *Limiter) bucket(k bucketKey, now time.Time) *bucket {
+	sh := &l.shards[maphash.String(l.seed, k.key)%numShards]
+	sh.mu.RLock()
+	b := sh.buckets[k]
+	sh.mu.RUnlock()
+	if b != nil {
+		return b
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if b = sh.buckets[k]; b != nil {
+		return b
+	}
+	// The shard grows only here, so sweeping here bounds it without a
+	// background goroutine.
+	if now.Sub(sh.lastSweep) >= l.idle/2 {
+		l.sweep(sh, now)
+	}
+	lim := l.limits[k.kind]
+	b = &bucket{lim: rate.NewLimiter(lim.limit, lim.burst)}
+	sh.buckets[k] = b
+	return b
+}
+
+// sweep drops buckets unused for IdleAfter that are full again, which are
+// equivalent to new ones. Called with sh.mu held.
+func (l *Limiter) sweep(sh *shard, now time.Time) {
+	sh.lastSweep = now
+	cutoff := now.Add(-l.idle).UnixNano()
+	for k, b := range sh.buckets {
+		if b.lastUsed.Load() < cutoff && b.lim.TokensAt(now) >= float64(b.lim.Burst()) {
+			delete(sh.buckets, k)
+		}
+	}
+}
+
+// Len returns the number of buckets held, for tests and metrics.
+func (l *Limiter) Len() int {
+	n := 0
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.RLock()
+		n += len(sh.buckets)
+		sh.mu.RUnlock()
+	}
+	return n
+}
