@@ -48,6 +48,12 @@ func FailedPrecondition(format string, args ...any) *Error {
 	return New(chatv1.ErrorCode_ERROR_CODE_FAILED_PRECONDITION, format, args...)
 }
 
+// Unauthenticated is ERROR_CODE_UNAUTHENTICATED, e.g. a refused in-band
+// token refresh.
+func Unauthenticated(format string, args ...any) *Error {
+	return New(chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, format, args...)
+}
+
 // Internal is ERROR_CODE_INTERNAL. Its message never carries the cause.
 func Internal() *Error {
 	return New(chatv1.ErrorCode_ERROR_CODE_INTERNAL, "internal error")
