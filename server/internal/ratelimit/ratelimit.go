@@ -3,10 +3,10 @@
 //
 // Concurrency: a *Limiter is safe for concurrent use. Buckets live in
 // sharded maps; Allow holds one shard's lock only to find or create a
-// bucket, and charges the bucket outside it. Idle buckets that have
-// refilled are swept when their shard next grows, so memory follows the
-// number of recently active keys. There is no background goroutine and
-// nothing to close.
+// bucket, and charges the bucket outside it. One janitor goroutine per
+// Limiter evicts idle buckets that have refilled, so memory follows the
+// number of recently active keys and the sweep never runs inside Allow;
+// Close stops it.
 package ratelimit
 
 import (
@@ -112,6 +112,34 @@ func ParseRate(s string) (Rate, error) {
 	return Rate{PerSecond: n / per, Burst: burst}, nil
 }
 
+// ParseConfig parses a flag value "kind=rate,kind=rate", each rate in
+// ParseRate's form, e.g. "message=5/s:10,upload=unlimited". The empty
+// string gives the zero Config (all defaults).
+func ParseConfig(s string) (Config, error) {
+	var cfg Config
+	if strings.TrimSpace(s) == "" {
+		return cfg, nil
+	}
+	cfg.Rates = make(map[Kind]Rate)
+	for item := range strings.SplitSeq(s, ",") {
+		name, spec, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if !ok {
+			return Config{}, fmt.Errorf("ratelimit: %q: want kind=rate", item)
+		}
+		k, err := ParseKind(name)
+		if err != nil {
+			return Config{}, err
+		}
+		if _, dup := cfg.Rates[k]; dup {
+			return Config{}, fmt.Errorf("ratelimit: kind %s given twice", k)
+		}
+		if cfg.Rates[k], err = ParseRate(spec); err != nil {
+			return Config{}, err
+		}
+	}
+	return cfg, nil
+}
+
 // Config configures a Limiter; the zero Config uses DefaultRates.
 type Config struct {
 	// Rates overrides DefaultRates per kind; missing or zero entries keep
@@ -137,12 +165,15 @@ type Limiter struct {
 	idle   time.Duration
 	seed   maphash.Seed
 	shards [numShards]shard
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 type shard struct {
 	mu        sync.RWMutex
 	buckets   map[bucketKey]*bucket
-	lastSweep time.Time // written with mu held for writing
 }
 
 type bucketKey struct {
@@ -155,9 +186,10 @@ type bucket struct {
 	lastUsed atomic.Int64 // Unix nanoseconds
 }
 
-// New returns a Limiter for cfg.
+// New returns a Limiter for cfg and starts its janitor; call Close when
+// done with it.
 func New(cfg Config) *Limiter {
-	l := &Limiter{idle: cfg.IdleAfter, seed: maphash.MakeSeed()}
+	l := &Limiter{idle: cfg.IdleAfter, seed: maphash.MakeSeed(), stop: make(chan struct{}), done: make(chan struct{})}
 	if l.idle <= 0 {
 		l.idle = defaultIdleAfter
 	}
@@ -172,12 +204,34 @@ func New(cfg Config) *Limiter {
 		}
 		l.limits[k].limit, l.limits[k].burst = rate.Limit(r.PerSecond), max(1, r.Burst)
 	}
-	now := time.Now()
 	for i := range l.shards {
 		l.shards[i].buckets = make(map[bucketKey]*bucket)
-		l.shards[i].lastSweep = now
 	}
+	go l.janitor()
 	return l
+}
+
+// Close stops the janitor and waits for it. The Limiter still answers
+// Allow afterwards, but no longer evicts. Close is idempotent and always
+// returns nil.
+func (l *Limiter) Close() error {
+	l.closeOnce.Do(func() { close(l.stop) })
+	<-l.done
+	return nil
+}
+
+func (l *Limiter) janitor() {
+	defer close(l.done)
+	t := time.NewTicker(l.idle / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case now := <-t.C:
+			l.sweep(now)
+		}
+	}
 }
 
 // Allow charges one action of kind to key. When the bucket is empty it
@@ -217,11 +271,6 @@ func (l *Limiter) bucket(k bucketKey, now time.Time) *bucket {
 	if b = sh.buckets[k]; b != nil {
 		return b
 	}
-	// The shard grows only here, so sweeping here bounds it without a
-	// background goroutine.
-	if now.Sub(sh.lastSweep) >= l.idle/2 {
-		l.sweep(sh, now)
-	}
 	lim := l.limits[k.kind]
 	b = &bucket{lim: rate.NewLimiter(lim.limit, lim.burst)}
 	sh.buckets[k] = b
@@ -229,14 +278,19 @@ func (l *Limiter) bucket(k bucketKey, now time.Time) *bucket {
 }
 
 // sweep drops buckets unused for IdleAfter that are full again, which are
-// equivalent to new ones. Called with sh.mu held.
-func (l *Limiter) sweep(sh *shard, now time.Time) {
-	sh.lastSweep = now
+// equivalent to new ones. It locks one shard at a time so Allow on the
+// other shards never waits for it.
+func (l *Limiter) sweep(now time.Time) {
 	cutoff := now.Add(-l.idle).UnixNano()
-	for k, b := range sh.buckets {
-		if b.lastUsed.Load() < cutoff && b.lim.TokensAt(now) >= float64(b.lim.Burst()) {
-			delete(sh.buckets, k)
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		for k, b := range sh.buckets {
+			if b.lastUsed.Load() < cutoff && b.lim.TokensAt(now) >= float64(b.lim.Burst()) {
+				delete(sh.buckets, k)
+			}
 		}
+		sh.mu.Unlock()
 	}
 }
 

@@ -5,7 +5,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newLimiter(tb testing.TB, cfg Config) *Limiter {
+	tb.Helper()
+	l := New(cfg)
+	tb.Cleanup(func() { l.Close() })
+	return l
+}
 
 func TestParseRate(t *testing.T) {
 	t.Parallel()
@@ -37,6 +48,25 @@ func TestParseRate(t *testing.T) {
 	}
 }
 
+func TestParseConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseConfig("message=3/s:6, upload=unlimited")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Rates) != 2 || cfg.Rates[KindMessage] != (Rate{3, 6}) || cfg.Rates[KindUpload].PerSecond >= 0 {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+	if cfg, err := ParseConfig(""); err != nil || cfg.Rates != nil {
+		t.Fatalf("empty: %+v, %v", cfg, err)
+	}
+	for _, bad := range []string{"message", "bogus=1/s", "message=1/s,message=2/s", "message=fast"} {
+		if _, err := ParseConfig(bad); err == nil {
+			t.Errorf("ParseConfig(%q) succeeded", bad)
+		}
+	}
+}
+
 func TestKindNames(t *testing.T) {
 	t.Parallel()
 	for k := range numKinds {
@@ -57,7 +87,7 @@ func TestBurstThenRefuse(t *testing.T) {
 	for kind, r := range DefaultRates {
 		t.Run(kind.String(), func(t *testing.T) {
 			t.Parallel()
-			l := New(Config{})
+			l := newLimiter(t, Config{})
 			now := time.Unix(1_000_000, 0)
 			for i := range r.Burst {
 				if ok, _ := l.allowAt("alice", kind, now); !ok {
@@ -86,7 +116,7 @@ func TestBurstThenRefuse(t *testing.T) {
 
 func TestConfigOverrides(t *testing.T) {
 	t.Parallel()
-	l := New(Config{Rates: map[Kind]Rate{
+	l := newLimiter(t, Config{Rates: map[Kind]Rate{
 		KindMessage: {PerSecond: 1, Burst: 1},
 		KindTyping:  {PerSecond: -1},
 		KindJoin:    {}, // zero keeps the default
@@ -115,52 +145,60 @@ func TestConfigOverrides(t *testing.T) {
 
 func TestEviction(t *testing.T) {
 	t.Parallel()
-	l := New(Config{IdleAfter: time.Minute})
+	l := newLimiter(t, Config{IdleAfter: time.Minute})
 	now := time.Now()
 	for i := range 1000 {
 		l.allowAt(fmt.Sprint("ip-", i), KindConnect, now)
 	}
-	// Drain one bucket so it is not full when the others are swept.
-	for range 30 {
+	// An upload bucket drained at 0.5/s refills in 6s; one drained at
+	// 1/hour does not refill before the sweep and must survive it, or its
+	// key would get a fresh burst.
+	for range 5 {
 		l.allowAt("busy", KindUpload, now)
 	}
+	slow := newLimiter(t, Config{IdleAfter: time.Minute, Rates: map[Kind]Rate{KindUpload: {PerSecond: 1.0 / 3600, Burst: 1}}})
+	slow.allowAt("slow", KindUpload, now)
 	if n := l.Len(); n != 1001 {
 		t.Fatalf("Len = %d, want 1001", n)
 	}
-	// Two minutes on, new keys land in every shard and make it sweep: the
-	// idle buckets have all refilled (the drained upload one in 6s), so only
-	// the new keys remain.
 	later := now.Add(2 * time.Minute)
-	for i := range 5000 {
-		l.allowAt(fmt.Sprint("new-", i), KindOther, later)
+	l.sweep(later)
+	slow.sweep(later)
+	if n := l.Len(); n != 0 {
+		t.Fatalf("Len = %d after the sweep, want 0", n)
 	}
-	if n := l.Len(); n != 5000 {
-		t.Fatalf("Len = %d after the sweep, want 5000", n)
+	if ok, _ := slow.allowAt("slow", KindUpload, later); ok || slow.Len() != 1 {
+		t.Fatal("an empty slow bucket was evicted")
+	}
+	// A bucket used recently stays even when full.
+	l.allowAt("recent", KindOther, later)
+	l.sweep(later.Add(30 * time.Second))
+	if l.Len() != 1 {
+		t.Fatal("a recently used bucket was evicted")
 	}
 }
 
-func TestNoEvictionBeforeRefill(t *testing.T) {
+func TestJanitorAndClose(t *testing.T) {
 	t.Parallel()
-	// A slow bucket that is still empty after IdleAfter must survive the
-	// sweep, or its key would get a fresh burst.
-	l := New(Config{IdleAfter: time.Second, Rates: map[Kind]Rate{KindUpload: {PerSecond: 1.0 / 3600, Burst: 1}}})
-	now := time.Now()
-	l.allowAt("slow", KindUpload, now)
-	if ok, _ := l.allowAt("slow", KindUpload, now); ok {
-		t.Fatal("second upload allowed")
+	l := New(Config{IdleAfter: 20 * time.Millisecond})
+	l.allowAt("old", KindOther, time.Now().Add(-time.Hour))
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Len() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the janitor did not evict an idle bucket")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	later := now.Add(time.Minute)
-	for i := range 2000 {
-		l.allowAt(fmt.Sprint("k", i), KindOther, later)
-	}
-	if ok, _ := l.allowAt("slow", KindUpload, later); ok {
-		t.Fatal("an evicted bucket handed out a fresh burst")
+	l.Close()
+	l.Close() // idempotent
+	if ok, _ := l.Allow("k", KindOther); !ok {
+		t.Fatal("Allow refused after Close")
 	}
 }
 
 func TestConcurrent(t *testing.T) {
 	t.Parallel()
-	l := New(Config{Rates: map[Kind]Rate{KindMessage: {PerSecond: 1e-9, Burst: 100}}})
+	l := newLimiter(t, Config{Rates: map[Kind]Rate{KindMessage: {PerSecond: 1e-9, Burst: 100}}})
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -186,7 +224,7 @@ func TestConcurrent(t *testing.T) {
 }
 
 func BenchmarkAllow(b *testing.B) {
-	l := New(Config{Rates: map[Kind]Rate{KindMessage: {PerSecond: 1e12, Burst: 1 << 30}}})
+	l := newLimiter(b, Config{Rates: map[Kind]Rate{KindMessage: {PerSecond: 1e12, Burst: 1 << 30}}})
 	b.ReportAllocs()
 	for b.Loop() {
 		l.Allow("alice", KindMessage)
@@ -194,7 +232,7 @@ func BenchmarkAllow(b *testing.B) {
 }
 
 func BenchmarkAllowParallel(b *testing.B) {
-	l := New(Config{Rates: map[Kind]Rate{KindMessage: {PerSecond: 1e12, Burst: 1 << 30}}})
+	l := newLimiter(b, Config{Rates: map[Kind]Rate{KindMessage: {PerSecond: 1e12, Burst: 1 << 30}}})
 	keys := make([]string, 1024)
 	for i := range keys {
 		keys[i] = fmt.Sprint("user-", i)
