@@ -172,8 +172,8 @@ type Limiter struct {
 }
 
 type shard struct {
-	mu        sync.RWMutex
-	buckets   map[bucketKey]*bucket
+	mu      sync.RWMutex
+	buckets map[bucketKey]*bucket
 }
 
 type bucketKey struct {
