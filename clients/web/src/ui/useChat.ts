@@ -1,0 +1,181 @@
+// useChat wires the live stream, the session and the reducer together and
+// exposes the commands the UI needs.
+
+import { useCallback, useEffect, useMemo, useReducer, useRef } from "react";
+import type { Role } from "../gen/chat/v1/chat_pb";
+import type { SessionManager } from "../auth/session";
+import type { Api } from "../rpc/api";
+import { defs } from "../rpc/api";
+import { LiveConnection, newRequestId } from "../live/connection";
+import { conversationInit, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../chat/model";
+import { fromWire } from "../chat/model";
+import { cursorsOf, initialState, reduce, type ChatState } from "../chat/store";
+
+/** newClientMsgId returns a random id (works outside secure contexts too). */
+export function newClientMsgId(): string {
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+export interface ChatCommands {
+  open(key: ConvKey): void;
+  sendText(key: ConvKey, text: string): void;
+  sendFile(key: ConvKey, file: FileInfo): void;
+  typing(key: ConvKey, typing: boolean): void;
+  joinRoom(room: string): void;
+  leaveRoom(room: string): void;
+  listRooms(): void;
+  reconnect(): void;
+  dismissBroadcast(id: string): void;
+  dismissToast(id: string): void;
+  toast(text: string): void;
+}
+
+export function useChat(opts: {
+  session: SessionManager;
+  api: Api;
+  username: string;
+  role: Role;
+  onSignedOut: (reason: string) => void;
+}): [ChatState, ChatCommands] {
+  const { session, api } = opts;
+  const [state, dispatch] = useReducer(reduce, undefined, () => initialState(opts.username, opts.role));
+  const stateRef = useRef(state);
+  stateRef.current = state;
+  const signedOut = useRef(opts.onSignedOut);
+  signedOut.current = opts.onSignedOut;
+
+  const live = useMemo(
+    () =>
+      new LiveConnection({
+        token: (force) => session.accessToken(force),
+        onEvent: (ev) => {
+          dispatch({ type: "server", ev, now: Date.now() });
+          if (ev.event.case === "welcome") {
+            // Rooms with counts; the stream answers with RoomsList.
+            live.send({ event: { case: "listRooms", value: {} } });
+          }
+        },
+        onStatus: (s) =>
+          dispatch({ type: "conn", conn: { phase: s.phase, attempt: s.attempt, retryAt: s.retryAt, detail: s.detail } }),
+        cursors: () =>
+          cursorsOf(stateRef.current).map((c) => ({
+            conversation: conversationInit(c.key),
+            lastSeq: BigInt(c.lastSeq),
+          })),
+        onAuthLost: (reason) => signedOut.current(`Signed out: ${reason}`),
+      }),
+    [session],
+  );
+
+  useEffect(() => {
+    live.start();
+    // Forward refreshed access tokens on the open stream.
+    let last = session.current?.accessToken;
+    const unsub = session.subscribe((d) => {
+      if (d && d.accessToken !== last) {
+        last = d.accessToken;
+        live.refreshToken(d.accessToken);
+      }
+    });
+    const tick = setInterval(() => dispatch({ type: "tick", now: Date.now() }), 1000);
+    const rooms = setInterval(() => {
+      if (live.currentPhase === "connected") live.send({ event: { case: "listRooms", value: {} } });
+    }, 15_000);
+    const online = () => {
+      if (live.currentPhase !== "connected") live.reconnectNow();
+    };
+    window.addEventListener("online", online);
+    return () => {
+      unsub();
+      clearInterval(tick);
+      clearInterval(rooms);
+      window.removeEventListener("online", online);
+      live.stop();
+    };
+  }, [live, session]);
+
+  const loadHistory = useCallback(
+    (key: ConvKey) => {
+      api
+        .call(defs.getHistory, { conversation: conversationInit(key), limit: 50 })
+        .then((res) => dispatch({ type: "history", key, messages: res.messages.map(fromWire) }))
+        .catch((err: Error) => dispatch({ type: "toast", text: `History of ${parseKey(key).name}: ${err.message}`, now: Date.now() }));
+    },
+    [api],
+  );
+
+  const commands = useMemo<ChatCommands>(
+    () => ({
+      open(key) {
+        dispatch({ type: "open", key });
+        const c = stateRef.current.convs[key];
+        if (!c || !c.historyLoaded) loadHistory(key);
+      },
+      sendText(key, text) {
+        const { kind, name } = parseKey(key);
+        const clientMsgId = newClientMsgId();
+        const requestId = newRequestId("m");
+        const msg: ChatMessage = {
+          id: "",
+          seq: 0,
+          sender: stateRef.current.me,
+          sentAt: Date.now(),
+          clientMsgId,
+          text,
+          pending: true,
+          requestId,
+        };
+        dispatch({ type: "pending", key, msg });
+        if (kind === "room") {
+          live.send({ event: { case: "sendMessage", value: { room: name, text, clientMsgId } } }, { durable: true, requestId });
+        } else {
+          live.send({ event: { case: "sendPrivateMessage", value: { to: name, text, clientMsgId } } }, { durable: true, requestId });
+        }
+      },
+      sendFile(key, file) {
+        const clientMsgId = newClientMsgId();
+        const requestId = newRequestId("f");
+        dispatch({
+          type: "pending",
+          key,
+          msg: { id: "", seq: 0, sender: stateRef.current.me, sentAt: Date.now(), clientMsgId, file, pending: true, requestId },
+        });
+        live.send(
+          { event: { case: "sendFile", value: { conversation: conversationInit(key), fileId: file.id, clientMsgId } } },
+          { durable: true, requestId },
+        );
+      },
+      typing(key, typing) {
+        live.send({ event: { case: "typing", value: { conversation: conversationInit(key), typing } } });
+      },
+      joinRoom(room) {
+        live.send({ event: { case: "joinRoom", value: { room } } }, { durable: true });
+        dispatch({ type: "open", key: roomKey(room) });
+        loadHistory(roomKey(room));
+      },
+      leaveRoom(room) {
+        live.send({ event: { case: "leaveRoom", value: { room } } }, { durable: true });
+      },
+      listRooms() {
+        live.send({ event: { case: "listRooms", value: {} } });
+      },
+      reconnect() {
+        live.reconnectNow();
+      },
+      dismissBroadcast(id) {
+        dispatch({ type: "dismissBroadcast", id });
+      },
+      dismissToast(id) {
+        dispatch({ type: "dismissToast", id });
+      },
+      toast(text) {
+        dispatch({ type: "toast", text, now: Date.now() });
+      },
+    }),
+    [live, loadHistory],
+  );
+
+  return [state, commands];
+}
