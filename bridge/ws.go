@@ -1,0 +1,440 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+)
+
+const (
+	// Subprotocol is the /ws subprotocol; the only one the bridge echoes.
+	Subprotocol = "parley.v1"
+	// bearerPrefix marks the token offered as a second subprotocol.
+	bearerPrefix = "bearer."
+
+	// firstFrameTimeout bounds the wait for the client's first frame.
+	firstFrameTimeout = 10 * time.Second
+	// wsWriteTimeout bounds one frame write to a /ws client.
+	wsWriteTimeout = 10 * time.Second
+	// maxInBandMessage cuts decode errors echoed to the client.
+	maxInBandMessage = 200
+)
+
+var (
+	jsonIn  = protojson.UnmarshalOptions{DiscardUnknown: false}
+	jsonOut = protojson.MarshalOptions{} // lowerCamelCase names, enums as names, int64 as strings
+)
+
+// serveWS is /ws: one Chat.Connect per WebSocket. See the package
+// documentation for the protocol.
+func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
+	if refuseTokenInURL(w, r) {
+		return
+	}
+	if !b.origins.allowsRequest(r) {
+		writeJSONError(w, http.StatusForbidden, "PERMISSION_DENIED", "origin not allowed")
+		return
+	}
+	subToken, err := subprotocolToken(r)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", err.Error())
+		return
+	}
+	s := &wsSession{
+		b:     b,
+		queue: make(chan wsItem, b.cfg.SendQueue),
+		done:  make(chan struct{}),
+		first: make(chan struct{}),
+	}
+	if !b.addSession(s) {
+		writeJSONError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "server shutting down")
+		return
+	}
+	defer b.removeSession(s)
+
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols: []string{Subprotocol},
+		// Checked above, exactly; coder/websocket checks again (and would
+		// also let the request's own host through).
+		OriginPatterns: b.origins.patterns(),
+	})
+	if err != nil {
+		return // Accept has answered
+	}
+	conn.SetReadLimit(b.cfg.MaxFrameBytes)
+	s.conn = conn
+	s.run(r, subToken)
+}
+
+// subprotocolToken returns the token offered as "bearer.<token>" in
+// Sec-WebSocket-Protocol, which must come with "parley.v1".
+func subprotocolToken(r *http.Request) (string, error) {
+	var token string
+	var v1, seen bool
+	for _, line := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(line, ",") {
+			p = strings.TrimSpace(p)
+			switch {
+			case p == Subprotocol:
+				v1 = true
+			case len(p) > len(bearerPrefix) && strings.EqualFold(p[:len(bearerPrefix)], bearerPrefix):
+				if seen {
+					return "", errors.New("more than one bearer.<token> subprotocol")
+				}
+				seen, token = true, p[len(bearerPrefix):]
+			}
+		}
+	}
+	if seen && !v1 {
+		return "", fmt.Errorf("offer the %q subprotocol with bearer.<token>", Subprotocol)
+	}
+	return token, nil
+}
+
+// wsFormat is the encoding a /ws connection answers in.
+type wsFormat int
+
+const (
+	formatJSON   wsFormat = iota // text frames, protojson
+	formatBinary                 // binary frames, protobuf
+)
+
+// wsItem is one entry of a session's send queue: an event from the server
+// (raw protobuf), an event made by the bridge, or the stream's end.
+type wsItem struct {
+	raw   []byte
+	ev    *chatv1.ServerEvent
+	final *status.Status
+	isEnd bool
+}
+
+// wsSession is one /ws connection and its Connect stream.
+//
+// Goroutines: the HTTP handler (run) waits for the end and closes the
+// WebSocket; readLoop is the only reader of the WebSocket and the only
+// caller of stream.SendMsg; recvLoop is the only caller of stream.RecvMsg
+// and feeds the bounded queue without ever blocking; writeLoop drains the
+// queue and is the only writer of data frames; pingLoop pings. Whoever
+// sees the end first calls end, once.
+type wsSession struct {
+	b      *Bridge
+	conn   *websocket.Conn
+	queue  chan wsItem
+	format wsFormat // set by readLoop before first is closed
+
+	first chan struct{} // closed when the first frame has arrived
+	wg    sync.WaitGroup
+
+	endOnce sync.Once
+	done    chan struct{}
+	code    websocket.StatusCode
+	reason  string
+}
+
+// end records why the session ends; the first call wins.
+func (s *wsSession) end(code websocket.StatusCode, reason string) {
+	s.endOnce.Do(func() {
+		s.code, s.reason = code, closeReason(reason)
+		close(s.done)
+	})
+}
+
+func (s *wsSession) run(r *http.Request, subToken string) {
+	ctx, cancel := context.WithCancel(r.Context())
+	ip := remoteIP(r)
+
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.readLoop(ctx, ip, subToken)
+	}()
+
+	t := time.NewTimer(firstFrameTimeout)
+	select {
+	case <-s.first:
+	case <-t.C:
+		s.end(closeFirstFrame, "no first frame within 10s")
+	case <-s.done:
+	}
+	t.Stop()
+
+	<-s.done
+	cancel() // ends the Connect stream, so the server's handler returns
+	_ = s.conn.Close(s.code, s.reason)
+	s.wg.Wait()
+	s.b.log.Debug("ws session ended", "remote", ip, "code", int(s.code), "reason", s.reason)
+}
+
+// readLoop reads the first frame, opens Connect, then forwards frames.
+func (s *wsSession) readLoop(ctx context.Context, ip, subToken string) {
+	typ, data, err := s.conn.Read(context.Background())
+	if err != nil {
+		s.readFailed(err)
+		return
+	}
+	if typ == websocket.MessageBinary {
+		s.format = formatBinary
+	}
+	close(s.first)
+
+	auth, isHello, err := parseHello(data)
+	if err != nil {
+		s.end(closeBadRequest, err.Error())
+		return
+	}
+	switch {
+	case auth != "" && subToken != "":
+		s.end(closeBadRequest, "token given twice: in the first frame and in Sec-WebSocket-Protocol")
+		return
+	case subToken != "":
+		auth = "Bearer " + subToken
+	}
+	if !printableASCII(auth) {
+		s.end(closeBadRequest, "token must be printable ASCII")
+		return
+	}
+
+	md := metadata.Pairs(s.b.cfg.ClientIPHeader, ip)
+	if auth != "" {
+		md.Set("authorization", auth)
+	}
+	stream, err := s.b.cfg.Conn.NewStream(metadata.NewOutgoingContext(ctx, md),
+		&chatv1.Chat_ServiceDesc.Streams[0], chatv1.Chat_Connect_FullMethodName,
+		grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		st := status.Convert(err)
+		s.end(CloseCode(st), st.Message())
+		return
+	}
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.recvLoop(stream) }()
+	go func() { defer s.wg.Done(); s.writeLoop() }()
+	go func() { defer s.wg.Done(); s.pingLoop() }()
+
+	sendOK := true
+	if !isHello {
+		sendOK = s.forward(stream, typ, data)
+	}
+	for {
+		typ, data, err := s.conn.Read(context.Background())
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		if sendOK { // after a failed send the status is on its way; drop
+			sendOK = s.forward(stream, typ, data)
+		}
+	}
+}
+
+// readFailed ends the session after a failed read: the peer closed or
+// vanished, or sent a frame over the limit (coder/websocket has then
+// already closed with 1009).
+func (s *wsSession) readFailed(err error) {
+	if code := websocket.CloseStatus(err); code != -1 {
+		s.end(code, "")
+		return
+	}
+	if errors.Is(err, websocket.ErrMessageTooBig) {
+		s.end(websocket.StatusMessageTooBig, "frame too large")
+		return
+	}
+	s.end(closeGoingAway, "read failed")
+}
+
+// forward decodes one client frame and sends it on the stream; a frame
+// that does not decode is answered in band and dropped. It reports false
+// when the stream no longer takes messages.
+func (s *wsSession) forward(stream grpc.ClientStream, typ websocket.MessageType, data []byte) bool {
+	var raw []byte
+	if typ == websocket.MessageBinary {
+		if err := proto.Unmarshal(data, new(chatv1.ClientEvent)); err != nil {
+			s.inBandError("", "malformed protobuf: "+err.Error())
+			return true
+		}
+		raw = data
+	} else {
+		ev := new(chatv1.ClientEvent)
+		if err := jsonIn.Unmarshal(data, ev); err != nil {
+			s.inBandError(probeRequestID(data), "malformed JSON: "+err.Error())
+			return true
+		}
+		var err error
+		if raw, err = proto.Marshal(ev); err != nil {
+			s.inBandError(ev.GetRequestId(), "cannot encode event: "+err.Error())
+			return true
+		}
+	}
+	return stream.SendMsg(&rawMsg{b: raw}) == nil
+}
+
+func (s *wsSession) inBandError(requestID, msg string) {
+	if len(msg) > maxInBandMessage {
+		msg = msg[:maxInBandMessage]
+	}
+	ev := &chatv1.ServerEvent{
+		RequestId: requestID,
+		Event: &chatv1.ServerEvent_Error{Error: &chatv1.Error{
+			Code:    chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT,
+			Message: strings.ToValidUTF8(msg, ""),
+		}},
+	}
+	s.enqueue(wsItem{ev: ev})
+}
+
+// enqueue never blocks: a full queue ends the session as a slow consumer.
+func (s *wsSession) enqueue(it wsItem) {
+	select {
+	case s.queue <- it:
+	case <-s.done:
+	default:
+		s.end(closeSlowConsumer, "slow consumer")
+	}
+}
+
+func (s *wsSession) recvLoop(stream grpc.ClientStream) {
+	for {
+		m := new(rawMsg)
+		if err := stream.RecvMsg(m); err != nil {
+			var st *status.Status
+			if !errors.Is(err, io.EOF) {
+				st = status.Convert(err)
+			}
+			s.enqueue(wsItem{final: st, isEnd: true})
+			return
+		}
+		s.enqueue(wsItem{raw: m.b})
+	}
+}
+
+func (s *wsSession) writeLoop() {
+	for {
+		select {
+		case <-s.done:
+			return
+		case it := <-s.queue:
+			if it.isEnd {
+				s.end(CloseCode(it.final), it.final.Message())
+				return
+			}
+			typ, frame, err := s.encode(it)
+			if err != nil {
+				s.b.log.Error("ws: cannot encode server event", "err", err)
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
+			err = s.conn.Write(ctx, typ, frame)
+			cancel()
+			if err != nil {
+				s.end(closeGoingAway, "write failed")
+				return
+			}
+		}
+	}
+}
+
+func (s *wsSession) encode(it wsItem) (websocket.MessageType, []byte, error) {
+	if s.format == formatBinary {
+		if it.ev != nil {
+			b, err := proto.Marshal(it.ev)
+			return websocket.MessageBinary, b, err
+		}
+		return websocket.MessageBinary, it.raw, nil // as the server encoded it
+	}
+	ev := it.ev
+	if ev == nil {
+		ev = new(chatv1.ServerEvent)
+		if err := proto.Unmarshal(it.raw, ev); err != nil {
+			return 0, nil, err
+		}
+	}
+	b, err := jsonOut.Marshal(ev)
+	return websocket.MessageText, b, err
+}
+
+func (s *wsSession) pingLoop() {
+	interval := s.b.cfg.PingInterval
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), interval)
+			err := s.conn.Ping(ctx)
+			cancel()
+			if err != nil {
+				s.end(closeGoingAway, "ping timeout")
+				return
+			}
+		}
+	}
+}
+
+// parseHello reports whether data is a hello frame, a JSON object whose
+// only key is "authorization", and returns that key's value.
+func parseHello(data []byte) (auth string, ok bool, err error) {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return "", false, nil
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(trimmed, &fields) != nil {
+		return "", false, nil
+	}
+	for k := range fields {
+		if k != "authorization" {
+			return "", false, nil
+		}
+	}
+	if v, has := fields["authorization"]; has {
+		if err := json.Unmarshal(v, &auth); err != nil {
+			return "", false, errors.New(`first frame: "authorization" must be a string like "Bearer <token>"`)
+		}
+	}
+	return auth, true, nil
+}
+
+// probeRequestID finds a request id in a frame that is not a valid
+// ClientEvent, so that the in-band error can answer it.
+func probeRequestID(data []byte) string {
+	var p struct {
+		Camel string `json:"requestId"`
+		Snake string `json:"request_id"`
+	}
+	_ = json.Unmarshal(data, &p)
+	id := p.Camel
+	if id == "" {
+		id = p.Snake
+	}
+	if len(id) > 64 {
+		return ""
+	}
+	return id
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
