@@ -1,0 +1,476 @@
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/parleychat/parley/server/internal/store"
+)
+
+// Request states, guarded by Store.qmu. A request is abandoned only while
+// still queued; once taken by the writer it is always answered.
+const (
+	queued = iota
+	taken
+	abandoned
+)
+
+type appendReq struct {
+	msg    store.Message
+	sealed []byte // sealed Text, nil when no key is configured
+	state  int
+	done   chan appendResult // buffered: the writer never blocks on it
+}
+
+type appendResult struct {
+	msg store.Message
+	dup bool
+	err error
+}
+
+// AppendMessage stores m and returns it as stored, with ID (when empty: a
+// new id that sorts by time), SentAt (when zero: now, UTC) and Seq (the
+// conversation's next number, from 1, assigned in the same transaction as
+// the insert) filled in; m.Seq is ignored.
+//
+// If m.ClientMsgID is set and the sender already has a message with that
+// id, nothing is written and the original is returned with duplicate set.
+// This holds within one group-commit batch too.
+//
+// AppendMessage returns only after the transaction holding m committed
+// (see the package doc for what that guarantees). If ctx ends while m is
+// still queued it returns ctx.Err() and m is not stored; once the writer
+// has taken m it runs to completion and the real outcome is returned.
+// A caller-chosen ID that is taken gives store.ErrExists.
+func (s *Store) AppendMessage(ctx context.Context, m store.Message) (store.Message, bool, error) {
+	if err := s.check(ctx); err != nil {
+		return store.Message{}, false, err
+	}
+	if m.Conversation == "" || m.Sender == "" {
+		return store.Message{}, false, errors.New("sqlite: message needs Conversation and Sender")
+	}
+	m.Seq = 0
+	if !m.SentAt.IsZero() {
+		m.SentAt = m.SentAt.UTC()
+	}
+	req := &appendReq{msg: m, done: make(chan appendResult, 1)}
+	if s.sealer.Enabled() {
+		// Seal here, on the caller's goroutine, so the cost spreads over
+		// callers instead of lengthening the writer's batch.
+		sealed, err := s.sealer.Seal([]byte(m.Text))
+		if err != nil {
+			return store.Message{}, false, err
+		}
+		req.sealed = sealed
+	}
+
+	s.qmu.Lock()
+	if s.qclosed {
+		s.qmu.Unlock()
+		return store.Message{}, false, store.ErrClosed
+	}
+	s.queue = append(s.queue, req)
+	s.qcond.Signal()
+	s.qmu.Unlock()
+
+	select {
+	case r := <-req.done:
+		return r.msg, r.dup, r.err
+	case <-ctx.Done():
+		s.qmu.Lock()
+		if req.state == queued {
+			req.state = abandoned
+			s.qmu.Unlock()
+			return store.Message{}, false, ctx.Err()
+		}
+		s.qmu.Unlock()
+		r := <-req.done
+		return r.msg, r.dup, r.err
+	}
+}
+
+// writeLoop is the single writer of messages. It runs until Close and the
+// queue is empty.
+func (s *Store) writeLoop() {
+	defer close(s.done)
+	batch := make([]*appendReq, 0, s.maxBatch)
+	for {
+		batch = s.take(batch[:0])
+		if len(batch) == 0 {
+			return
+		}
+		s.commitBatch(batch)
+		clear(batch) // drop references so answered requests can be collected
+	}
+}
+
+// take blocks until there is work, then takes up to maxBatch live
+// requests. It returns an empty batch only when closed and drained.
+func (s *Store) take(batch []*appendReq) []*appendReq {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for {
+		for len(s.queue) == 0 && !s.qclosed {
+			s.qcond.Wait()
+		}
+		i := 0
+		for ; i < len(s.queue) && len(batch) < s.maxBatch; i++ {
+			r := s.queue[i]
+			if r.state == abandoned {
+				continue
+			}
+			r.state = taken
+			batch = append(batch, r)
+		}
+		s.taken.Add(int64(len(batch)))
+		n := copy(s.queue, s.queue[i:])
+		clear(s.queue[n:])
+		s.queue = s.queue[:n]
+		if len(batch) > 0 || (s.qclosed && len(s.queue) == 0) {
+			return batch
+		}
+	}
+}
+
+const (
+	msgCols = `id, conversation, seq, sender, recipient, coalesce(client_msg_id, ''), text, text_sealed,
+		coalesce(file_id, ''), file_name, file_size, file_type, sent_at`
+
+	qDedup = `SELECT ` + msgCols + ` FROM messages WHERE sender = ? AND client_msg_id = ?`
+
+	// The seq comes from the conversation's counter read in this same
+	// write transaction; the insert goes first so that a failed insert
+	// (a taken caller-chosen id) leaves the counter untouched.
+	qInsertMsg = `INSERT INTO messages (id, conversation, seq, sender, recipient, client_msg_id, text, text_sealed,
+			file_id, file_name, file_size, file_type, sent_at)
+		VALUES (?1, ?2, coalesce((SELECT last_seq FROM conversations WHERE key = ?2), 0) + 1,
+			?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+		RETURNING seq`
+	qBumpSeq = `INSERT INTO conversations (key, last_seq) VALUES (?, ?)
+		ON CONFLICT (key) DO UPDATE SET last_seq = excluded.last_seq`
+)
+
+// commitBatch writes batch in one transaction and answers every request
+// after the commit. A request that fails on its own (a taken id) fails
+// alone; any other error fails the whole batch, since the transaction is
+// then rolled back.
+func (s *Store) commitBatch(batch []*appendReq) {
+	// Not any caller's context: a taken request must complete.
+	ctx := context.Background()
+	results := make([]appendResult, len(batch))
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		seen := make(map[string]int) // sender\x00client_msg_id -> index in batch
+		for i, r := range batch {
+			res, err := s.appendOne(ctx, tx, i, r, seen, results)
+			if err != nil {
+				return err
+			}
+			results[i] = res
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Error("append batch failed", "messages", len(batch), "err", err)
+		for i := range results {
+			results[i] = appendResult{err: err}
+		}
+	} else {
+		s.batches.Add(1)
+		s.appended.Add(int64(len(batch)))
+	}
+	for i, r := range batch {
+		r.done <- results[i]
+	}
+}
+
+// appendOne writes one request inside the batch transaction. A non-nil
+// error aborts the batch; a per-request failure is in the result.
+func (s *Store) appendOne(ctx context.Context, tx *sql.Tx, i int, r *appendReq, seen map[string]int, results []appendResult) (appendResult, error) {
+	m := r.msg
+	var key string
+	if m.ClientMsgID != "" {
+		key = m.Sender + "\x00" + m.ClientMsgID
+		if j, ok := seen[key]; ok {
+			return appendResult{msg: results[j].msg, dup: true}, nil
+		}
+		orig, sealed, err := scanMessage(tx.QueryRowContext(ctx, qDedup, m.Sender, m.ClientMsgID))
+		switch {
+		case err == nil:
+			orig.Text, err = s.openText(orig.Text, sealed)
+			return appendResult{msg: orig, dup: true, err: err}, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return appendResult{}, err
+		}
+	}
+	now := time.Now().UTC()
+	if m.ID == "" {
+		m.ID = s.ids.next(now)
+	}
+	if m.SentAt.IsZero() {
+		m.SentAt = now
+	}
+	text := m.Text
+	if r.sealed != nil {
+		text = ""
+	}
+	err := tx.QueryRowContext(ctx, qInsertMsg, m.ID, m.Conversation, m.Sender, m.Recipient,
+		nullIfEmpty(m.ClientMsgID), text, r.sealed, nullIfEmpty(m.FileID), m.FileName, m.FileSize, m.FileType,
+		nanos(m.SentAt)).Scan(&m.Seq)
+	if err != nil {
+		if mapped := s.mapErr(err); errors.Is(mapped, store.ErrExists) {
+			// SQLite undid just the failed statement; the batch goes on.
+			return appendResult{err: mapped}, nil
+		}
+		return appendResult{}, err
+	}
+	if _, err := tx.ExecContext(ctx, qBumpSeq, m.Conversation, m.Seq); err != nil {
+		return appendResult{}, err
+	}
+	if key != "" {
+		seen[key] = i
+	}
+	return appendResult{msg: m}, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// scanMessage reads a row of msgCols. Text holds the plaintext column;
+// sealed is the sealed text, if any, for openText.
+func scanMessage(row scanner) (m store.Message, sealed []byte, err error) {
+	var sent int64
+	err = row.Scan(&m.ID, &m.Conversation, &m.Seq, &m.Sender, &m.Recipient, &m.ClientMsgID, &m.Text, &sealed,
+		&m.FileID, &m.FileName, &m.FileSize, &m.FileType, &sent)
+	m.SentAt = fromNanos(sent)
+	return m, sealed, err
+}
+
+// openText returns a message's text from its two columns.
+func (s *Store) openText(text string, sealed []byte) (string, error) {
+	if sealed == nil {
+		return text, nil // stored before a key was configured, or never sealed
+	}
+	if !s.sealer.Enabled() {
+		return "", errors.New("sqlite: message text is sealed and no key is configured")
+	}
+	plain, err := s.sealer.Open(sealed)
+	if err != nil {
+		return "", fmt.Errorf("sqlite: open message text: %w", err)
+	}
+	return string(plain), nil
+}
+
+func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]store.Message, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	var msgs []store.Message
+	for rows.Next() {
+		m, sealed, err := scanMessage(rows)
+		if err != nil {
+			return nil, s.mapErr(err)
+		}
+		if m.Text, err = s.openText(m.Text, sealed); err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.mapErr(err)
+	}
+	return msgs, nil
+}
+
+// History limits.
+const (
+	DefaultHistoryLimit = 50
+	MaxHistoryLimit     = 100
+)
+
+const (
+	qHistoryBackward = `SELECT ` + msgCols + ` FROM messages
+		WHERE conversation = ? AND seq < ? ORDER BY seq DESC LIMIT ?`
+	qHistoryForward = `SELECT ` + msgCols + ` FROM messages
+		WHERE conversation = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?`
+)
+
+// History returns a page of a conversation, oldest first, and whether more
+// messages lie beyond the page in the direction of travel:
+//   - neither bound: the latest Limit messages; hasMore means older exist.
+//   - BeforeSeq: the Limit messages just before it; hasMore means older exist.
+//   - AfterSeq: the Limit messages just after it; hasMore means newer exist.
+//   - both: the first Limit messages strictly between them; hasMore means
+//     more lie in that window.
+//
+// Limit is clamped to 1..MaxHistoryLimit; 0 means DefaultHistoryLimit.
+// Seq numbers of deleted (expired) messages are simply absent.
+func (s *Store) History(ctx context.Context, conversation string, q store.HistoryQuery) ([]store.Message, bool, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, false, err
+	}
+	limit := q.Limit
+	switch {
+	case limit == 0:
+		limit = DefaultHistoryLimit
+	case limit < 1:
+		limit = 1
+	case limit > MaxHistoryLimit:
+		limit = MaxHistoryLimit
+	}
+	before := int64(math.MaxInt64)
+	if q.BeforeSeq > 0 {
+		before = q.BeforeSeq
+	}
+	// Fetch one extra row to learn whether there is more.
+	var msgs []store.Message
+	var err error
+	if q.AfterSeq > 0 {
+		msgs, err = s.queryMessages(ctx, qHistoryForward, conversation, q.AfterSeq, before, limit+1)
+	} else {
+		msgs, err = s.queryMessages(ctx, qHistoryBackward, conversation, before, limit+1)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	hasMore := len(msgs) > limit
+	if hasMore {
+		msgs = msgs[:limit]
+	}
+	if q.AfterSeq <= 0 {
+		for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
+			msgs[i], msgs[j] = msgs[j], msgs[i]
+		}
+	}
+	return msgs, hasMore, nil
+}
+
+const qLastSeq = `SELECT last_seq FROM conversations WHERE key = ?`
+
+// LastSeq returns the highest seq ever assigned in conversation, 0 if none.
+// Retention does not lower it.
+func (s *Store) LastSeq(ctx context.Context, conversation string) (int64, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	var seq int64
+	err := s.r.QueryRowContext(ctx, qLastSeq, conversation).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return seq, s.mapErr(err)
+}
+
+// MaxDirectLimit caps DirectMessagesSince.
+const MaxDirectLimit = 1000
+
+// The redundant test for a non-empty recipient lets SQLite use the partial
+// index messages_direct.
+const qDirectSince = `SELECT ` + msgCols + ` FROM messages
+	WHERE recipient = ? AND recipient <> '' AND sent_at > ? ORDER BY sent_at, rowid LIMIT ?`
+
+// DirectMessagesSince returns direct messages to username sent strictly
+// after since, oldest first, at most limit of them (limit <= 0 or above
+// MaxDirectLimit means MaxDirectLimit). A zero since means from the start.
+func (s *Store) DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if username == "" {
+		return nil, nil
+	}
+	if limit <= 0 || limit > MaxDirectLimit {
+		limit = MaxDirectLimit
+	}
+	return s.queryMessages(ctx, qDirectSince, username, nanos(since), limit)
+}
+
+// defaultDeleteChunk bounds how many rows one retention transaction
+// deletes, so that appends waiting on the writer are not held up for long.
+const defaultDeleteChunk = 2000
+
+const qDeleteBefore = `DELETE FROM messages WHERE rowid IN
+	(SELECT rowid FROM messages WHERE sent_at < ? LIMIT ?)`
+
+// DeleteMessagesBefore deletes messages sent before t and returns how many
+// it deleted. It works in chunks, each its own transaction, checking ctx
+// between them; on error the count so far is returned with it. Sequence
+// counters are kept, so new messages never reuse a deleted seq.
+func (s *Store) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error) {
+	var total int64
+	for {
+		if err := s.check(ctx); err != nil {
+			return total, err
+		}
+		res, err := s.w.ExecContext(ctx, qDeleteBefore, nanos(t), s.deleteChunk)
+		if err != nil {
+			return total, s.mapErr(err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, s.mapErr(err)
+		}
+		total += n
+		if n < int64(s.deleteChunk) {
+			return total, nil
+		}
+	}
+}
+
+// CountMessages returns the number of stored messages.
+func (s *Store) CountMessages(ctx context.Context) (int64, error) {
+	return s.count(ctx, "SELECT count(*) FROM messages")
+}
+
+func (s *Store) count(ctx context.Context, q string) (int64, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := s.r.QueryRowContext(ctx, q).Scan(&n)
+	return n, s.mapErr(err)
+}
+
+// idGen makes message ids: 16 bytes, hex encoded, the first 6 a big-endian
+// Unix millisecond time and the other 10 random, like a ULID. Ids sort by
+// creation time; within one process they are strictly increasing, because
+// a clock that stalls or steps back reuses the last time and increments
+// the random part instead. Not safe for concurrent use: only the writer
+// goroutine calls next.
+type idGen struct {
+	lastMS int64
+	last   [16]byte
+}
+
+func (g *idGen) next(now time.Time) string {
+	ms := now.UnixMilli()
+	if ms > g.lastMS || !g.increment() {
+		if ms <= g.lastMS {
+			ms = g.lastMS + 1 // the 80-bit random part overflowed: borrow a millisecond
+		}
+		g.lastMS = ms
+		var ts [8]byte
+		binary.BigEndian.PutUint64(ts[:], uint64(ms))
+		copy(g.last[:6], ts[2:])
+		rand.Read(g.last[6:])
+	}
+	return hex.EncodeToString(g.last[:])
+}
+
+// increment adds one to the random part, reporting false on overflow.
+func (g *idGen) increment() bool {
+	for i := len(g.last) - 1; i >= 6; i-- {
+		g.last[i]++
+		if g.last[i] != 0 {
+			return true
+		}
+	}
+	return false
+}
