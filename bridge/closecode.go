@@ -26,10 +26,10 @@ import (
 //
 // The close reason is the gRPC status message, cut to 123 bytes.
 const (
-	closeNormal          = websocket.StatusNormalClosure  // 1000
-	closeGoingAway       = websocket.StatusGoingAway      // 1001
+	closeNormal          = websocket.StatusNormalClosure   // 1000
+	closeGoingAway       = websocket.StatusGoingAway       // 1001
 	closeSlowConsumer    = websocket.StatusPolicyViolation // 1008
-	closeServiceRestart  = websocket.StatusServiceRestart // 1012
+	closeServiceRestart  = websocket.StatusServiceRestart  // 1012
 	closeBadRequest      = websocket.StatusCode(4400)
 	closeUnauthenticated = websocket.StatusCode(4401)
 	closePermission      = websocket.StatusCode(4403)

@@ -177,16 +177,24 @@ func (b *Bridge) postAuth(w http.ResponseWriter, r *http.Request) {
 	switch r.PathValue("op") {
 	case "register":
 		m := new(chatv1.RegisterRequest)
-		req, call = m, func(ctx context.Context, o ...grpc.CallOption) (proto.Message, error) { return auth.Register(ctx, m, o...) }
+		req, call = m, func(ctx context.Context, o ...grpc.CallOption) (proto.Message, error) {
+			return auth.Register(ctx, m, o...)
+		}
 	case "login":
 		m := new(chatv1.LoginRequest)
-		req, call = m, func(ctx context.Context, o ...grpc.CallOption) (proto.Message, error) { return auth.Login(ctx, m, o...) }
+		req, call = m, func(ctx context.Context, o ...grpc.CallOption) (proto.Message, error) {
+			return auth.Login(ctx, m, o...)
+		}
 	case "refresh":
 		m := new(chatv1.RefreshRequest)
-		req, call = m, func(ctx context.Context, o ...grpc.CallOption) (proto.Message, error) { return auth.Refresh(ctx, m, o...) }
+		req, call = m, func(ctx context.Context, o ...grpc.CallOption) (proto.Message, error) {
+			return auth.Refresh(ctx, m, o...)
+		}
 	case "logout":
 		m := new(chatv1.LogoutRequest)
-		req, call = m, func(ctx context.Context, o ...grpc.CallOption) (proto.Message, error) { return auth.Logout(ctx, m, o...) }
+		req, call = m, func(ctx context.Context, o ...grpc.CallOption) (proto.Message, error) {
+			return auth.Logout(ctx, m, o...)
+		}
 	default:
 		b.apiNotFound(w, r)
 		return
