@@ -27,7 +27,7 @@ func newOriginList(origins []string) (originList, error) {
 // normalizeOrigin returns "scheme://host[:port]" in lower case without a
 // default port, or false when o is not a serialized http(s) origin.
 func normalizeOrigin(o string) (string, bool) {
-	if o == "" || strings.ContainsAny(o, "*?[] \t") {
+	if o == "" || strings.ContainsAny(o, "*? \t") {
 		return "", false
 	}
 	u, err := url.Parse(o)
