@@ -166,9 +166,16 @@ func (s *Store) commitBatch(batch []*appendReq) {
 	ctx := context.Background()
 	results := make([]appendResult, len(batch))
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		// Bind the prepared statements to this transaction's connection
+		// (the one writer connection, where they are already prepared).
+		st := batchStmts{
+			dedup:  tx.StmtContext(ctx, s.wst.dedup),
+			insert: tx.StmtContext(ctx, s.wst.insert),
+			bump:   tx.StmtContext(ctx, s.wst.bump),
+		}
 		seen := make(map[string]int) // sender\x00client_msg_id -> index in batch
 		for i, r := range batch {
-			res, err := s.appendOne(ctx, tx, i, r, seen, results)
+			res, err := s.appendOne(ctx, st, i, r, seen, results)
 			if err != nil {
 				return err
 			}
@@ -192,7 +199,9 @@ func (s *Store) commitBatch(batch []*appendReq) {
 
 // appendOne writes one request inside the batch transaction. A non-nil
 // error aborts the batch; a per-request failure is in the result.
-func (s *Store) appendOne(ctx context.Context, tx *sql.Tx, i int, r *appendReq, seen map[string]int, results []appendResult) (appendResult, error) {
+type batchStmts struct{ dedup, insert, bump *sql.Stmt }
+
+func (s *Store) appendOne(ctx context.Context, st batchStmts, i int, r *appendReq, seen map[string]int, results []appendResult) (appendResult, error) {
 	m := r.msg
 	var key string
 	if m.ClientMsgID != "" {
@@ -200,7 +209,7 @@ func (s *Store) appendOne(ctx context.Context, tx *sql.Tx, i int, r *appendReq, 
 		if j, ok := seen[key]; ok {
 			return appendResult{msg: results[j].msg, dup: true}, nil
 		}
-		orig, sealed, err := scanMessage(tx.QueryRowContext(ctx, qDedup, m.Sender, m.ClientMsgID))
+		orig, sealed, err := scanMessage(st.dedup.QueryRowContext(ctx, m.Sender, m.ClientMsgID))
 		switch {
 		case err == nil:
 			orig.Text, err = s.openText(orig.Text, sealed)
@@ -220,7 +229,7 @@ func (s *Store) appendOne(ctx context.Context, tx *sql.Tx, i int, r *appendReq, 
 	if r.sealed != nil {
 		text = ""
 	}
-	err := tx.QueryRowContext(ctx, qInsertMsg, m.ID, m.Conversation, m.Sender, m.Recipient,
+	err := st.insert.QueryRowContext(ctx, m.ID, m.Conversation, m.Sender, m.Recipient,
 		nullIfEmpty(m.ClientMsgID), text, r.sealed, nullIfEmpty(m.FileID), m.FileName, m.FileSize, m.FileType,
 		nanos(m.SentAt)).Scan(&m.Seq)
 	if err != nil {
@@ -230,7 +239,7 @@ func (s *Store) appendOne(ctx context.Context, tx *sql.Tx, i int, r *appendReq, 
 		}
 		return appendResult{}, err
 	}
-	if _, err := tx.ExecContext(ctx, qBumpSeq, m.Conversation, m.Seq); err != nil {
+	if _, err := st.bump.ExecContext(ctx, m.Conversation, m.Seq); err != nil {
 		return appendResult{}, err
 	}
 	if key != "" {
@@ -266,8 +275,8 @@ func (s *Store) openText(text string, sealed []byte) (string, error) {
 	return string(plain), nil
 }
 
-func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]store.Message, error) {
-	rows, err := s.r.QueryContext(ctx, q, args...)
+func (s *Store) queryMessages(ctx context.Context, q *sql.Stmt, args ...any) ([]store.Message, error) {
+	rows, err := q.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, s.mapErr(err)
 	}
@@ -333,9 +342,9 @@ func (s *Store) History(ctx context.Context, conversation string, q store.Histor
 	var msgs []store.Message
 	var err error
 	if q.AfterSeq > 0 {
-		msgs, err = s.queryMessages(ctx, qHistoryForward, conversation, q.AfterSeq, before, limit+1)
+		msgs, err = s.queryMessages(ctx, s.rst.histFwd, conversation, q.AfterSeq, before, limit+1)
 	} else {
-		msgs, err = s.queryMessages(ctx, qHistoryBackward, conversation, before, limit+1)
+		msgs, err = s.queryMessages(ctx, s.rst.histBack, conversation, before, limit+1)
 	}
 	if err != nil {
 		return nil, false, err
@@ -361,7 +370,7 @@ func (s *Store) LastSeq(ctx context.Context, conversation string) (int64, error)
 		return 0, err
 	}
 	var seq int64
-	err := s.r.QueryRowContext(ctx, qLastSeq, conversation).Scan(&seq)
+	err := s.rst.lastSeq.QueryRowContext(ctx, conversation).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -389,7 +398,7 @@ func (s *Store) DirectMessagesSince(ctx context.Context, username string, since 
 	if limit <= 0 || limit > MaxDirectLimit {
 		limit = MaxDirectLimit
 	}
-	return s.queryMessages(ctx, qDirectSince, username, nanos(since), limit)
+	return s.queryMessages(ctx, s.rst.direct, username, nanos(since), limit)
 }
 
 // defaultDeleteChunk bounds how many rows one retention transaction

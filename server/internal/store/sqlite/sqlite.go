@@ -90,8 +90,12 @@ func (c Config) Validate() error {
 
 // Store is the SQLite store. See the package doc.
 type Store struct {
-	w      *sql.DB // one connection: every write
-	r      *sql.DB // pool: every read
+	w *sql.DB // one connection: every write
+	r *sql.DB // pool: every read
+	// Statements on the hot paths, prepared once: parsing SQL costs more
+	// than running these statements.
+	wst    struct{ dedup, insert, bump *sql.Stmt }
+	rst    struct{ histBack, histFwd, lastSeq, direct *sql.Stmt }
 	sealer *sealer.Keyring
 	log    *slog.Logger
 
@@ -197,6 +201,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		deleteChunk: defaultDeleteChunk,
 	}
 	s.qcond = sync.NewCond(&s.qmu)
+	if err := s.prepare(ctx); err != nil {
+		r.Close()
+		return fail(err)
+	}
 	go s.writeLoop()
 	log.Info("store opened", "schema_version", version, "migrations_applied", applied,
 		"synchronous", cfg.synchronous, "sealed", cfg.Sealer.Enabled(), "max_batch", cfg.MaxBatch)
@@ -220,11 +228,52 @@ func (s *Store) Close() error {
 		s.qcond.Broadcast()
 		s.qmu.Unlock()
 		<-s.done
+		for _, st := range s.stmts() {
+			st.Close()
+		}
 		// sql.DB.Close waits for queries already running on it.
 		s.closeErr = errors.Join(s.w.Close(), s.r.Close())
 		s.log.Info("store closed", "batches", s.batches.Load(), "messages", s.appended.Load())
 	})
 	return s.closeErr
+}
+
+func (s *Store) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		db *sql.DB
+		q  string
+		to **sql.Stmt
+	}{
+		{s.w, qDedup, &s.wst.dedup},
+		{s.w, qInsertMsg, &s.wst.insert},
+		{s.w, qBumpSeq, &s.wst.bump},
+		{s.r, qHistoryBackward, &s.rst.histBack},
+		{s.r, qHistoryForward, &s.rst.histFwd},
+		{s.r, qLastSeq, &s.rst.lastSeq},
+		{s.r, qDirectSince, &s.rst.direct},
+	} {
+		st, err := p.db.PrepareContext(ctx, p.q)
+		if err != nil {
+			for _, st := range s.stmts() {
+				st.Close()
+			}
+			return fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		*p.to = st
+	}
+	return nil
+}
+
+// stmts lists the prepared statements that exist.
+func (s *Store) stmts() []*sql.Stmt {
+	var out []*sql.Stmt
+	for _, st := range []*sql.Stmt{s.wst.dedup, s.wst.insert, s.wst.bump,
+		s.rst.histBack, s.rst.histFwd, s.rst.lastSeq, s.rst.direct} {
+		if st != nil {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 // check is called first by every method.
