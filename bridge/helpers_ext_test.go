@@ -26,6 +26,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -689,3 +690,7 @@ func grpcWebUnary(ctx context.Context, e *env, method, origin, auth string, req,
 	}
 	return res, final
 }
+
+func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }
+
+func protoMarshal(v any) ([]byte, error) { return proto.Marshal(v.(proto.Message)) }

@@ -30,8 +30,6 @@ const (
 
 	// firstFrameTimeout bounds the wait for the client's first frame.
 	firstFrameTimeout = 10 * time.Second
-	// wsWriteTimeout bounds one frame write to a /ws client.
-	wsWriteTimeout = 10 * time.Second
 	// maxInBandMessage cuts decode errors echoed to the client.
 	maxInBandMessage = 200
 )
@@ -338,10 +336,10 @@ func (s *wsSession) writeLoop() {
 				s.b.log.Error("ws: cannot encode server event", "err", err)
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
-			err = s.conn.Write(ctx, typ, frame)
-			cancel()
-			if err != nil {
+			// No per-write timeout (it would cost a timer per event): a
+			// write stuck on a client that stopped reading is ended by the
+			// slow-consumer rule or the ping timeout, whose close unblocks it.
+			if err := s.conn.Write(context.Background(), typ, frame); err != nil {
 				s.end(closeGoingAway, "write failed")
 				return
 			}
