@@ -30,6 +30,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -141,6 +142,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	log := cfg.Logger.With("component", "store.sqlite", "path", path)
+	if err := createPrivate(path); err != nil {
+		return nil, err
+	}
 
 	busy := strconv.FormatInt(busyTimeout.Milliseconds(), 10)
 	w, err := sql.Open("sqlite", dsn(path, url.Values{
@@ -209,6 +213,21 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	log.Info("store opened", "schema_version", version, "migrations_applied", applied,
 		"synchronous", cfg.synchronous, "sealed", cfg.Sealer.Enabled(), "max_batch", cfg.MaxBatch)
 	return s, nil
+}
+
+// createPrivate makes sure the database file exists with mode 0600 (and
+// its directory, 0700) before SQLite opens it: SQLite would create it
+// world-readable under the usual umask, and gives the -wal and -shm files
+// the database file's permissions. It holds password hashes and messages.
+func createPrivate(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	return f.Close()
 }
 
 func dsn(path string, q url.Values) string {

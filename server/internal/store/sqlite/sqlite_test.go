@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -519,6 +520,22 @@ func TestReopenKeepsEverything(t *testing.T) {
 	s.r.QueryRow("SELECT count(*) FROM schema_version").Scan(&versions)
 	if versions != 1 {
 		t.Fatalf("%d schema_version rows after reopen, want 1", versions)
+	}
+}
+
+func TestFilePermissions(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "new", "dir", "parley.db")
+	s := openAt(t, path, Config{})
+	mustAppend(t, s, store.Message{Conversation: "r:x", Sender: "a"})
+	for _, p := range []string{path, path + "-wal"} {
+		info, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := info.Mode().Perm(); perm&0o077 != 0 {
+			t.Errorf("%s has mode %v, want no group or other access", filepath.Base(p), perm)
+		}
 	}
 }
 
