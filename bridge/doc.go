@@ -1,0 +1,97 @@
+// Package bridge puts Parley's gRPC API on one HTTP listener for browsers
+// and simple clients: gRPC-Web (improbable-eng/grpc-web, including its
+// WebSocket transport for the bidirectional Chat.Connect), a plain
+// WebSocket endpoint /ws, a small REST JSON API under /api, and the web
+// app at "/".
+//
+// # No policy here
+//
+// Every path ends in a call to the gRPC server, so the server's
+// interceptor chain (auth, roles, rate limits, validation) decides
+// everything: the bridge never verifies a token or applies a limit of the
+// chat's own. It owns only transport rules: the origin allow-list, frame
+// and body sizes, pings, first-frame and per-chunk timeouts, the /ws send
+// queue, and refusing tokens in URLs (400). It forwards the caller's
+// `authorization` and sets Config.ClientIPHeader to the TCP peer's address
+// (http.Request.RemoteAddr); any value the client sent for that header, or
+// for X-Forwarded-For, X-Real-IP, Forwarded and the like, is dropped.
+//
+// # gRPC-Web
+//
+// Requests are recognised by content type (application/grpc-web*), by the
+// "grpc-websockets" subprotocol, or as CORS pre-flights naming
+// x-grpc-web. With Config.GRPCServer set they are served by that server
+// (grpc.Server.ServeHTTP), so its interceptors and message-size limits
+// apply unchanged; without it, by a proxy that forwards each call's frames
+// over Config.Conn undecoded. Options: origin allow-list for CORS and
+// WebSocket upgrades (403 otherwise), CORS only for the chat.v1 methods,
+// WebSocket pings every PingInterval, read limit MaxFrameBytes. Only
+// authorization, content-type, grpc-timeout, grpc-encoding,
+// grpc-accept-encoding, x-grpc-web, x-user-agent, user-agent and te reach
+// the server, whether they came as HTTP headers or in the WebSocket header
+// frame. The header frame must arrive within 10s. A browser that goes away
+// ends the call: a close or read error cancels the stream, and on Linux
+// TCP_USER_TIMEOUT (2 x PingInterval) makes the kernel drop a peer that
+// stops acknowledging, which the pings guarantee is noticed.
+//
+// # /ws protocol
+//
+// One WebSocket is one Chat.Connect stream. Client to server:
+//
+//   - Authenticate with the subprotocols "parley.v1, bearer.<access JWT>"
+//     (the bridge echoes only "parley.v1"; a bearer without parley.v1 gets
+//     400), or with a first frame {"authorization":"Bearer <access JWT>"}.
+//     Not both (4400). Without a token the call still reaches the server,
+//     which refuses it (4401).
+//   - The first frame fixes the connection's format for everything the
+//     server sends: a TEXT first frame means protojson text frames, a
+//     BINARY one means protobuf binary frames. The first frame is either a
+//     hello (a JSON object whose only key is "authorization", e.g. `{}`
+//     when the token came in the subprotocol; a binary frame may carry the
+//     same JSON) or the first ClientEvent. The server sends nothing, not
+//     even Welcome, before that frame, and closes with 4408 if it does not
+//     come within 10s.
+//   - Every later frame is one ClientEvent: text frames in protojson,
+//     binary frames in protobuf (each frame is decoded by its own type).
+//     JSON input accepts lowerCamelCase and proto field names; unknown
+//     fields are errors.
+//
+// Server to client, each frame is one ServerEvent: protojson with the
+// default options (lowerCamelCase names, enums by name, int64 as strings,
+// zero values omitted), or protobuf as the server encoded it. A frame that
+// does not decode is answered in band with an Error event
+// (ERROR_CODE_INVALID_ARGUMENT, "malformed JSON: ..." or "malformed
+// protobuf: ...", with the request id when one can be read) and the
+// connection lives on. A frame over MaxFrameBytes closes with 1009. The
+// stream's final status becomes the close code and reason; see CloseCode
+// for the table. The bridge pings every PingInterval and ends a session
+// whose pong does not come within another PingInterval. Events wait in a
+// queue of SendQueue; a client that lets it fill is closed with 1008
+// "slow consumer", and its Connect stream is cancelled.
+//
+// # REST
+//
+//	GET  /api/messages?room=NAME|user=PEER[&before_seq=N][&after_seq=N][&limit=N]  Chat.GetHistory (limit 100 by default)
+//	GET  /api/users/online                       Chat.ListOnlineUsers
+//	GET  /api/rooms                              Chat.ListRooms
+//	GET  /api/files/{id}                         Chat.DownloadFile, streamed as an attachment
+//	POST /api/files                              Chat.UploadFile in 64 KiB chunks (see postFile)
+//	POST /api/auth/{register,login,refresh,logout}  chat.v1.Auth, protojson bodies
+//
+// Tokens come only from the Authorization header. Responses are the
+// protojson of the chat.v1 response; errors are {"code": "NOT_FOUND",
+// "message": "..."} with the status of HTTPStatus (429 carries
+// Retry-After from a google.rpc.RetryInfo detail or a retry-after trailer).
+// Bodies are bounded: 1 KiB for GETs, 16 KiB for auth, MaxUploadBytes for
+// files. Browser requests must come from an allowed origin, which also
+// gets CORS headers.
+//
+// # Concurrency
+//
+// A Bridge and its Handler are safe for concurrent use. Each /ws
+// connection has one reader (the only caller of Send on its stream), one
+// goroutine receiving from the stream into the bounded queue without ever
+// blocking, one writer (the only writer of data frames) and a pinger; the
+// first to see the end records the close code and the handler closes the
+// WebSocket and cancels the stream. Close ends every /ws session with 1001.
+package bridge
