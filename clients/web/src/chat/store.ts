@@ -13,6 +13,12 @@ import type { ServerEvent } from "../gen/chat/v1/chat_pb";
 import { GENERAL, dmKey, fromWire, keyOf, parseKey, roomKey } from "./model";
 import type { ChatMessage, ConvKey } from "./model";
 
+/**
+ * QUIET_PREFIX starts the request id of commands whose failure the user need
+ * not hear about (typing indicators): their in-band errors are dropped.
+ */
+export const QUIET_PREFIX = "q";
+
 /** MAX_MESSAGES caps what one conversation keeps in memory. */
 export const MAX_MESSAGES = 500;
 /** TYPING_TTL_MS hides a typing indicator whose stop never arrived. */
@@ -323,6 +329,7 @@ function serverEvent(state: ChatState, ev: ServerEvent, now: number): ChatState 
       });
     }
     case "error": {
+      if (ev.requestId.startsWith(QUIET_PREFIX)) return state;
       const key = findPending(state, ev.requestId);
       const text = e.value.message || "request failed";
       if (key) {

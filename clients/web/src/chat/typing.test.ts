@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { TypingThrottle, typingText } from "./typing";
+import { TokenBucket, TypingThrottle, typingText } from "./typing";
 
 describe("typingText", () => {
   it.each([
@@ -44,7 +44,7 @@ describe("TypingThrottle", () => {
   it("sends one start, repeats while typing, and stops when idle", () => {
     const clock = fakeClock();
     const sent: boolean[] = [];
-    const t = new TypingThrottle((s) => sent.push(s.typing), { repeatMs: 3000, idleMs: 2000, ...clock });
+    const t = new TypingThrottle((s) => void sent.push(s.typing), { repeatMs: 3000, idleMs: 2000, ...clock });
     t.keystroke();
     clock.advance(500);
     t.keystroke();
@@ -66,7 +66,7 @@ describe("TypingThrottle", () => {
   it("stops on demand only when a start is outstanding", () => {
     const clock = fakeClock();
     const sent: boolean[] = [];
-    const t = new TypingThrottle((s) => sent.push(s.typing), clock);
+    const t = new TypingThrottle((s) => void sent.push(s.typing), clock);
     t.stop();
     expect(sent).toEqual([]);
     t.keystroke();
@@ -74,6 +74,53 @@ describe("TypingThrottle", () => {
     t.stop();
     expect(sent).toEqual([true, false]);
     clock.advance(10000);
+    expect(sent).toEqual([true, false]);
+  });
+});
+
+describe("TokenBucket with TypingThrottle", () => {
+  it("drops starts over budget and sends no stop for them", () => {
+    const clock = fakeClock();
+    const bucket = new TokenBucket(1, 2, clock.now);
+    const sent: boolean[] = [];
+    const mk = () =>
+      new TypingThrottle(
+        (s) => {
+          if (s.typing && !bucket.tryTake()) return false;
+          if (!s.typing) bucket.take();
+          sent.push(s.typing);
+        },
+        clock,
+      );
+    const a = mk();
+    a.keystroke(); // start (1 token left)
+    a.stop(); // stop (0 left)
+    a.keystroke(); // dropped
+    a.stop(); // nothing outstanding
+    expect(sent).toEqual([true, false]);
+    clock.advance(1000); // one token back
+    a.keystroke();
+    expect(sent).toEqual([true, false, true]);
+  });
+
+  it("retries a dropped start while the user is still typing", () => {
+    const clock = fakeClock();
+    const bucket = new TokenBucket(1, 1, clock.now);
+    const sent: boolean[] = [];
+    const t = new TypingThrottle(
+      (s) => {
+        if (s.typing && !bucket.tryTake()) return false;
+        if (!s.typing) bucket.take();
+        sent.push(s.typing);
+      },
+      { idleMs: 2500, ...clock },
+    );
+    bucket.tryTake(); // empty the bucket
+    t.keystroke(); // dropped; a retry is scheduled
+    expect(sent).toEqual([]);
+    clock.advance(1000); // a token is back and the retry fires
+    expect(sent).toEqual([true]);
+    clock.advance(2000); // idle: stop
     expect(sent).toEqual([true, false]);
   });
 });

@@ -292,7 +292,7 @@ export class LiveConnection {
         this.fail("no data from server", false);
         return;
       }
-      if (this.ready) this.write({ requestId: newRequestId("p"), ev: { event: { case: "ping", value: {} } }, durable: false });
+      if (this.ready) this.write({ requestId: newRequestId("qp"), ev: { event: { case: "ping", value: {} } }, durable: false });
     }, every);
   }
 

@@ -61,7 +61,7 @@ export function ChatApp(props: {
           {state.broadcasts.map((b) => (
             <div key={b.id} className="broadcast" role="alert" data-testid="broadcast">
               <span>
-                📣 <strong>{b.from}</strong>
+                <strong>Announcement from {b.from}</strong>
                 {b.room ? ` to #${b.room}` : " to everyone"}: {b.text}
               </span>
               <button type="button" className="link" aria-label="Dismiss announcement" onClick={() => cmd.dismissBroadcast(b.id)}>

@@ -126,7 +126,7 @@ function FileLink({ file, session, onError }: { file: FileInfo; session: Session
   const [busy, setBusy] = useState(false);
   return (
     <div className="file" data-testid="file">
-      <span aria-hidden="true">📎</span>{" "}
+      <span className="file-icon" aria-hidden="true">FILE</span>{" "}
       <button
         type="button"
         className="link"

@@ -122,7 +122,9 @@ export function Sidebar({ state, cmd }: { state: ChatState; cmd: ChatCommands })
             <li key={u} data-user={u}>
               {u === state.me ? (
                 <div className="conv self">
-                  <span className="presence" aria-hidden="true" /> {u} <span className="muted">(you)</span>
+                  <span className="conv-label">
+                    <span className="presence" aria-hidden="true" /> {u} <span className="muted">(you)</span>
+                  </span>
                 </div>
               ) : (
                 <button
@@ -135,7 +137,7 @@ export function Sidebar({ state, cmd }: { state: ChatState; cmd: ChatCommands })
                   <span className="conv-label">
                     <span className="presence" aria-hidden="true" /> {u}
                     {state.online[u] !== undefined && roleName(state.online[u]) !== "user" && (
-                      <span className="role"> {roleName(state.online[u])}</span>
+                      <span className="role-pill">{roleName(state.online[u])}</span>
                     )}
                   </span>
                   <Unread n={state.convs[dmKey(u)]?.unread ?? 0} />

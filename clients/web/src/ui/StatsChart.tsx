@@ -14,6 +14,8 @@ interface Series {
   label: string;
   color: string;
   values: number[];
+  /** dashed draws the line dashed, so equal series stay distinguishable. */
+  dashed?: boolean;
 }
 
 const W = 360;
@@ -70,7 +72,15 @@ function LineChart({ title, series, slots, unit }: { title: string; series: Seri
         </text>
         {series.map((s) =>
           s.values.length > 1 ? (
-            <polyline key={s.label} points={points(s.values, max, slots)} fill="none" stroke={s.color} strokeWidth={2} />
+            <polyline
+              key={s.label}
+              points={points(s.values, max, slots)}
+              fill="none"
+              stroke={s.color}
+              strokeWidth={s.dashed ? 2 : 3}
+              strokeDasharray={s.dashed ? "5 4" : undefined}
+              strokeLinejoin="round"
+            />
           ) : null,
         )}
       </svg>
@@ -101,7 +111,7 @@ export function StatsChart({ samples }: { samples: Sample[] }) {
         unit=""
         series={[
           { label: "connections", color: "#1d4ed8", values: samples.map((s) => s.connections) },
-          { label: "online users", color: "#047857", values: samples.map((s) => s.onlineUsers) },
+          { label: "online users", color: "#047857", values: samples.map((s) => s.onlineUsers), dashed: true },
         ]}
       />
       <LineChart
@@ -110,7 +120,7 @@ export function StatsChart({ samples }: { samples: Sample[] }) {
         unit="/s"
         series={[
           { label: "in", color: "#b45309", values: samples.map((s) => s.inPerSec) },
-          { label: "out", color: "#7c3aed", values: samples.map((s) => s.outPerSec) },
+          { label: "out", color: "#7c3aed", values: samples.map((s) => s.outPerSec), dashed: true },
         ]}
       />
     </div>

@@ -9,7 +9,8 @@ import { defs } from "../rpc/api";
 import { LiveConnection, newRequestId } from "../live/connection";
 import { conversationInit, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../chat/model";
 import { fromWire } from "../chat/model";
-import { cursorsOf, initialState, reduce, type ChatState } from "../chat/store";
+import { QUIET_PREFIX, cursorsOf, initialState, reduce, type ChatState } from "../chat/store";
+import { TokenBucket } from "../chat/typing";
 
 /** newClientMsgId returns a random id (works outside secure contexts too). */
 export function newClientMsgId(): string {
@@ -22,7 +23,8 @@ export interface ChatCommands {
   open(key: ConvKey): void;
   sendText(key: ConvKey, text: string): void;
   sendFile(key: ConvKey, file: FileInfo): void;
-  typing(key: ConvKey, typing: boolean): void;
+  /** typing sends a typing start/stop; false when a start was not sent. */
+  typing(key: ConvKey, typing: boolean): boolean;
   joinRoom(room: string): void;
   leaveRoom(room: string): void;
   listRooms(): void;
@@ -55,6 +57,11 @@ export function useChat(opts: {
           if (ev.event.case === "welcome") {
             // Rooms with counts; the stream answers with RoomsList.
             live.send({ event: { case: "listRooms", value: {} } });
+          }
+          if (ev.event.case === "roomJoined") {
+            // Members may read the room's history only once joined.
+            const key = roomKey(ev.event.value.room);
+            if (!stateRef.current.convs[key]?.historyLoaded) loadHistoryRef.current(key);
           }
         },
         onStatus: (s) =>
@@ -106,6 +113,11 @@ export function useChat(opts: {
     [api],
   );
 
+  // Below the server's default typing limit (2/s, burst 5).
+  const typingBudget = useMemo(() => new TokenBucket(1.5, 4), []);
+  const loadHistoryRef = useRef(loadHistory);
+  loadHistoryRef.current = loadHistory;
+
   const commands = useMemo<ChatCommands>(
     () => ({
       open(key) {
@@ -148,12 +160,18 @@ export function useChat(opts: {
         );
       },
       typing(key, typing) {
-        live.send({ event: { case: "typing", value: { conversation: conversationInit(key), typing } } });
+        if (typing && !typingBudget.tryTake()) return false;
+        if (!typing) typingBudget.take();
+        live.send(
+          { event: { case: "typing", value: { conversation: conversationInit(key), typing } } },
+          { requestId: newRequestId(QUIET_PREFIX) },
+        );
+        return true;
       },
       joinRoom(room) {
+        // History is loaded when RoomJoined confirms the membership.
         live.send({ event: { case: "joinRoom", value: { room } } }, { durable: true });
         dispatch({ type: "open", key: roomKey(room) });
-        loadHistory(roomKey(room));
       },
       leaveRoom(room) {
         live.send({ event: { case: "leaveRoom", value: { room } } }, { durable: true });
@@ -174,7 +192,7 @@ export function useChat(opts: {
         dispatch({ type: "toast", text, now: Date.now() });
       },
     }),
-    [live, loadHistory],
+    [live, loadHistory, typingBudget],
   );
 
   return [state, commands];

@@ -1,0 +1,190 @@
+// Test harness for the browser end-to-end tests: builds parleyd from the
+// repository, runs it on free ports with a temporary data directory (and
+// restarts it on the same ports and data), and launches Debian's headless
+// Chromium through playwright-core. Nothing is downloaded.
+
+import { spawn, execFile } from "node:child_process";
+import { once } from "node:events";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createWriteStream, existsSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { chromium } from "playwright-core";
+
+const run = promisify(execFile);
+
+export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export const repoRoot = path.resolve(webDir, "../..");
+export const resultsDir = path.join(webDir, "test-results");
+
+/** chromiumPath is Debian's chromium unless CHROMIUM overrides it. */
+export const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+const chromiumArgs = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+/** freePort asks the kernel for an unused TCP port on 127.0.0.1. */
+export async function freePort() {
+  const srv = net.createServer();
+  srv.listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, "close");
+  return port;
+}
+
+/**
+ * buildServer compiles parleyd into a temp dir (or uses PARLEYD_BIN) and
+ * returns the binary's path.
+ */
+export async function buildServer(tmp) {
+  if (process.env.PARLEYD_BIN) return process.env.PARLEYD_BIN;
+  const bin = path.join(tmp, "parleyd");
+  await run("go", ["build", "-o", bin, "./server/cmd/parleyd"], { cwd: repoRoot, maxBuffer: 16 << 20 });
+  return bin;
+}
+
+/** tempDir makes a fresh temporary directory. */
+export function tempDir(prefix = "parley-e2e-") {
+  return mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+/** parleyd runs a subcommand of the binary (e.g. user add) and returns stdout. */
+export async function parleyd(bin, args) {
+  const { stdout } = await run(bin, args, { cwd: repoRoot });
+  return stdout.trim();
+}
+
+/**
+ * ParleyServer is one running parleyd. restart() stops it and starts a new
+ * process on the same ports and data directory.
+ */
+export class ParleyServer {
+  constructor({ bin, dataDir, httpPort, grpcPort, logName = "parleyd", extraArgs = [] }) {
+    Object.assign(this, { bin, dataDir, httpPort, grpcPort, logName, extraArgs });
+    this.proc = null;
+    this.starts = 0;
+  }
+
+  get baseURL() {
+    return `http://127.0.0.1:${this.httpPort}`;
+  }
+
+  get grpcAddr() {
+    return `127.0.0.1:${this.grpcPort}`;
+  }
+
+  async start() {
+    await mkdir(resultsDir, { recursive: true });
+    this.starts += 1;
+    const log = createWriteStream(path.join(resultsDir, `${this.logName}-${this.starts}.log`));
+    const args = [
+      "--grpc-addr", this.grpcAddr,
+      "--http-addr", `127.0.0.1:${this.httpPort}`,
+      "--metrics-addr", "off",
+      "--data-dir", this.dataDir,
+      "--allowed-origins", this.baseURL,
+      "--log-level", "debug",
+      ...this.extraArgs,
+    ];
+    const proc = spawn(this.bin, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+    proc.stdout.pipe(log, { end: false });
+    proc.stderr.pipe(log, { end: false });
+    proc.once("exit", () => log.end());
+    this.proc = proc;
+    const exited = once(proc, "exit").then(([code]) => {
+      throw new Error(`parleyd exited early with ${code}; see test-results/${this.logName}-${this.starts}.log`);
+    });
+    await Promise.race([waitForHTTP(this.baseURL, 30_000), exited]);
+    exited.catch(() => {});
+  }
+
+  /** stop sends SIGTERM (graceful stop) and waits for the exit. */
+  async stop(signal = "SIGTERM") {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const done = once(p, "exit");
+    p.kill(signal);
+    const timer = setTimeout(() => p.kill("SIGKILL"), 15_000);
+    await done;
+    clearTimeout(timer);
+    this.proc = null;
+  }
+
+  async restart() {
+    await this.stop();
+    await this.start();
+  }
+}
+
+async function waitForHTTP(url, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(url + "/", { signal: AbortSignal.timeout(2_000) });
+      if (res.ok) return;
+      last = new Error(`HTTP ${res.status}`);
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`parleyd did not answer on ${url}: ${last?.message}`);
+}
+
+/** launchBrowser starts headless Chromium (never downloads one). */
+export async function launchBrowser() {
+  if (!existsSync(chromiumPath)) {
+    throw new Error(`${chromiumPath} is missing: apt-get install -y chromium (or set CHROMIUM)`);
+  }
+  return chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, headless: true });
+}
+
+/**
+ * newUserPage opens a browser context (its own storage, like another person
+ * on another machine) with console and page errors collected.
+ */
+export async function newUserPage(browser, name) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (err) => errors.push(`${name}: ${err.message}`));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") errors.push(`${name} console: ${msg.text()}`);
+  });
+  return { context, page, errors, name };
+}
+
+let shot = 0;
+
+/** screenshot saves a numbered PNG under test-results/. */
+export async function screenshot(page, name) {
+  await mkdir(resultsDir, { recursive: true });
+  shot += 1;
+  const file = path.join(resultsDir, `${String(shot).padStart(2, "0")}-${name}.png`);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+/** writeArtifact saves a text artifact under test-results/. */
+export async function writeArtifact(name, text) {
+  await mkdir(resultsDir, { recursive: true });
+  await writeFile(path.join(resultsDir, name), text);
+}
+
+export async function removeDir(dir) {
+  await rm(dir, { recursive: true, force: true });
+}
