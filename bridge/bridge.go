@@ -156,6 +156,10 @@ type Bridge struct {
 	handler http.Handler
 	static  *staticHandler
 
+	// Transport timeouts; fields so that tests can shorten them.
+	firstFrameTimeout  time.Duration
+	headerFrameTimeout time.Duration
+
 	mu       sync.Mutex
 	closed   bool
 	sessions map[*wsSession]struct{}
@@ -174,6 +178,9 @@ func New(cfg Config) (*Bridge, error) {
 		log:      cfg.Logger,
 		origins:  origins,
 		sessions: make(map[*wsSession]struct{}),
+
+		firstFrameTimeout:  firstFrameTimeout,
+		headerFrameTimeout: headerFrameTimeout,
 	}
 	b.grpcWeb, b.proxy = b.newGRPCWeb()
 	if cfg.Static != nil {

@@ -119,7 +119,7 @@ func (b *Bridge) serveGRPCWeb(w http.ResponseWriter, r *http.Request) {
 	// endpoint. The guard bounds the wait for the header frame, lets the
 	// kernel drop a peer that stops acknowledging (pings included), and
 	// closes the socket whatever path improbable returns by.
-	g := &hijackGuard{ResponseWriter: w, userTimeout: 2 * b.cfg.PingInterval}
+	g := &hijackGuard{ResponseWriter: w, userTimeout: 2 * b.cfg.PingInterval, headerTimeout: b.headerFrameTimeout}
 	defer g.close()
 	b.grpcWeb.ServeHTTP(g, r.WithContext(context.WithValue(r.Context(), hijackGuardKey{}, g)))
 }
@@ -163,7 +163,8 @@ type hijackGuardKey struct{}
 // get hold of the hijacked connection.
 type hijackGuard struct {
 	http.ResponseWriter
-	userTimeout time.Duration
+	userTimeout   time.Duration
+	headerTimeout time.Duration
 
 	mu   sync.Mutex
 	conn net.Conn
@@ -175,7 +176,7 @@ func (g *hijackGuard) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	_ = c.SetReadDeadline(time.Now().Add(headerFrameTimeout))
+	_ = c.SetReadDeadline(time.Now().Add(g.headerTimeout))
 	setTCPUserTimeout(c, g.userTimeout)
 	g.mu.Lock()
 	g.conn = c

@@ -1,10 +1,18 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -124,4 +132,85 @@ func TestCodeName(t *testing.T) {
 	if string(b) != `["OK","CANCELLED","INVALID_ARGUMENT","RESOURCE_EXHAUSTED","UNAUTHENTICATED"]` {
 		t.Fatal(string(b))
 	}
+}
+
+// TestFirstFrameTimeouts: a WebSocket that never sends its first frame is
+// closed, on /ws (4408) and on the gRPC-Web transport (header frame).
+func TestFirstFrameTimeouts(t *testing.T) {
+	t.Parallel()
+	b, err := New(Config{Conn: nopConn{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.firstFrameTimeout, b.headerFrameTimeout = 300*time.Millisecond, 300*time.Millisecond
+	hs := httptest.NewServer(b.Handler())
+	defer hs.Close()
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws := "ws" + strings.TrimPrefix(hs.URL, "http")
+
+	c, _, err := websocket.Dial(ctx, ws+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != closeFirstFrame {
+		t.Fatalf("/ws: %v, want close 4408", err)
+	}
+
+	g, _, err := websocket.Dial(ctx, ws+chatv1.Chat_Connect_FullMethodName, &websocket.DialOptions{Subprotocols: []string{"grpc-websockets"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.CloseNow()
+	start := time.Now()
+	if _, _, err := g.Read(ctx); err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("gRPC-Web: read %v after %s, want the socket closed after 300ms", err, time.Since(start))
+	}
+}
+
+// nopConn is a grpc.ClientConnInterface that refuses every call.
+type nopConn struct{}
+
+func (nopConn) Invoke(context.Context, string, any, any, ...grpc.CallOption) error {
+	return status.Error(codes.Unavailable, "nop")
+}
+
+func (nopConn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
+	return nil, status.Error(codes.Unavailable, "nop")
+}
+
+func FuzzParseHello(f *testing.F) {
+	for _, s := range []string{`{"authorization":"Bearer x"}`, `{}`, `{"ping":{}}`, `{"authorization":1}`, "\x0a\x00", ` {"authorization":"a","b":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		auth, ok, err := parseHello(data)
+		if err != nil && ok {
+			t.Fatal("ok with an error")
+		}
+		if auth != "" && !ok {
+			t.Fatal("token from a frame that is not a hello")
+		}
+		_ = probeRequestID(data)
+	})
+}
+
+func FuzzNormalizeOrigin(f *testing.F) {
+	for _, s := range []string{"http://localhost:8080", "https://a.example:443", "http://[::1]:80", "*", "null", "http://a/b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, o string) {
+		n, ok := normalizeOrigin(o)
+		if !ok {
+			return
+		}
+		if n2, ok2 := normalizeOrigin(n); !ok2 || n2 != n {
+			t.Fatalf("not idempotent: %q -> %q -> %q", o, n, n2)
+		}
+		if strings.ContainsAny(n, "*?/ ") && !strings.HasPrefix(n, "http") {
+			t.Fatalf("odd origin %q", n)
+		}
+	})
 }

@@ -31,7 +31,7 @@ func normalizeOrigin(o string) (string, bool) {
 		return "", false
 	}
 	u, err := url.Parse(o)
-	if err != nil || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+	if err != nil || u.Hostname() == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return "", false
 	}
 	scheme := strings.ToLower(u.Scheme)

@@ -163,11 +163,11 @@ func (s *wsSession) run(r *http.Request, subToken string) {
 		s.readLoop(ctx, ip, subToken)
 	}()
 
-	t := time.NewTimer(firstFrameTimeout)
+	t := time.NewTimer(s.b.firstFrameTimeout)
 	select {
 	case <-s.first:
 	case <-t.C:
-		s.end(closeFirstFrame, "no first frame within 10s")
+		s.end(closeFirstFrame, "no first frame within "+s.b.firstFrameTimeout.String())
 	case <-s.done:
 	}
 	t.Stop()
