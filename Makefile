@@ -1,0 +1,42 @@
+# Parley: `make run` starts the server on its embedded default; `make test`
+# installs what the tests need and runs every test.
+SHELL := /bin/bash
+GOBIN ?= $(shell go env GOPATH)/bin
+export PATH := $(GOBIN):$(PATH)
+
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+
+.PHONY: run test test-go test-web tools generate lint check-generated bench
+
+run:
+	go run ./server/cmd/parleyd
+
+# Every test: Go (race detector on) and the web app (unit + headless Chromium).
+test: test-go test-web
+
+test-go:
+	go test -race -count=1 ./...
+
+test-web:
+	bash clients/web/scripts/ci.sh
+
+tools:
+	go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+generate: tools
+	buf generate
+
+lint: tools
+	buf lint
+	go vet ./...
+
+# Fails when the committed generated Go differs from a fresh generation.
+check-generated: generate
+	git diff --exit-code -- proto/gen
+
+bench:
+	go test -run '^$$' -bench . -benchmem ./...

@@ -1,0 +1,186 @@
+// Package authsvc implements chat.v1.Auth: registration, password login,
+// refresh-token rotation and logout. It is the only service that runs
+// without a token; its inputs are still validated and rate-limited by the
+// interceptors. Safe for concurrent use.
+package authsvc
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/auth"
+	"github.com/parleychat/parley/server/internal/store"
+)
+
+// Store is what the service needs from storage.
+type Store interface {
+	CreateUser(ctx context.Context, u store.User) error
+	GetUser(ctx context.Context, username string) (store.User, error)
+	CreateRefreshToken(ctx context.Context, t store.RefreshToken) error
+	RotateRefreshToken(ctx context.Context, oldHash string, next store.RefreshToken, now time.Time) (string, error)
+	RevokeRefreshToken(ctx context.Context, hash string) error
+}
+
+// Config configures the service.
+type Config struct {
+	Store  Store
+	Issuer *auth.Issuer
+	Logger *slog.Logger
+	// RefreshTTL is how long a refresh token lives; default 30 days.
+	RefreshTTL time.Duration
+	// DisableRegistration refuses Register (accounts then come from
+	// `parleyd user add`).
+	DisableRegistration bool
+}
+
+// Service implements chatv1.AuthServer.
+type Service struct {
+	chatv1.UnimplementedAuthServer
+	cfg Config
+	// dummyHash is checked when a login names no user, so that the answer
+	// takes as long as a wrong password and does not reveal which users exist.
+	dummyHash string
+}
+
+// New returns the service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Issuer == nil {
+		return nil, errors.New("authsvc: Store and Issuer are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RefreshTTL <= 0 {
+		cfg.RefreshTTL = 30 * 24 * time.Hour
+	}
+	h, err := auth.HashPassword("parley-timing-equaliser")
+	if err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, dummyHash: h}, nil
+}
+
+var errBadLogin = status.Error(codes.Unauthenticated, "invalid username or password")
+
+// Register creates a user with role user and logs it in.
+func (s *Service) Register(ctx context.Context, req *chatv1.RegisterRequest) (*chatv1.RegisterResponse, error) {
+	if s.cfg.DisableRegistration {
+		return nil, status.Error(codes.PermissionDenied, "registration is disabled on this server")
+	}
+	hash, err := auth.HashPassword(req.GetPassword())
+	if err != nil {
+		return nil, s.internal("hash password", err)
+	}
+	u := store.User{Username: req.GetUsername(), PasswordHash: hash, Role: store.RoleUser, Active: true, CreatedAt: time.Now().UTC()}
+	if err := s.cfg.Store.CreateUser(ctx, u); errors.Is(err, store.ErrExists) {
+		return nil, status.Errorf(codes.AlreadyExists, "username %q is taken", u.Username)
+	} else if err != nil {
+		return nil, s.internal("create user", err)
+	}
+	user, tokens, err := s.login(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	return &chatv1.RegisterResponse{User: user, Tokens: tokens}, nil
+}
+
+// Login checks a password.
+func (s *Service) Login(ctx context.Context, req *chatv1.LoginRequest) (*chatv1.LoginResponse, error) {
+	u, err := s.cfg.Store.GetUser(ctx, req.GetUsername())
+	if errors.Is(err, store.ErrNotFound) {
+		auth.CheckPassword(s.dummyHash, req.GetPassword())
+		return nil, errBadLogin
+	} else if err != nil {
+		return nil, s.internal("get user", err)
+	}
+	if !auth.CheckPassword(u.PasswordHash, req.GetPassword()) {
+		return nil, errBadLogin
+	}
+	if !u.Active {
+		return nil, status.Error(codes.PermissionDenied, "account deactivated")
+	}
+	user, tokens, err := s.login(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	return &chatv1.LoginResponse{User: user, Tokens: tokens}, nil
+}
+
+// Refresh rotates a refresh token: the old one stops working.
+func (s *Service) Refresh(ctx context.Context, req *chatv1.RefreshRequest) (*chatv1.RefreshResponse, error) {
+	token, hash, err := auth.NewRefreshToken()
+	if err != nil {
+		return nil, s.internal("new refresh token", err)
+	}
+	now := time.Now().UTC()
+	next := store.RefreshToken{Hash: hash, ExpiresAt: now.Add(s.cfg.RefreshTTL)}
+	name, err := s.cfg.Store.RotateRefreshToken(ctx, auth.HashRefreshToken(req.GetRefreshToken()), next, now)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Error(codes.Unauthenticated, "refresh token invalid, expired or already used")
+	} else if err != nil {
+		return nil, s.internal("rotate refresh token", err)
+	}
+	u, err := s.cfg.Store.GetUser(ctx, name)
+	if err != nil {
+		return nil, s.internal("get user", err)
+	}
+	if !u.Active {
+		_ = s.cfg.Store.RevokeRefreshToken(ctx, hash)
+		return nil, status.Error(codes.PermissionDenied, "account deactivated")
+	}
+	role, _ := auth.ParseRole(u.Role)
+	access, exp, err := s.cfg.Issuer.Issue(u.Username, role)
+	if err != nil {
+		return nil, s.internal("issue token", err)
+	}
+	return &chatv1.RefreshResponse{
+		User: &chatv1.User{Username: u.Username, Role: role.Proto()},
+		Tokens: &chatv1.Tokens{
+			AccessToken: access, AccessExpiresAt: timestamppb.New(exp),
+			RefreshToken: token, RefreshExpiresAt: timestamppb.New(next.ExpiresAt),
+		},
+	}, nil
+}
+
+// Logout revokes a refresh token; an unknown token is not an error.
+func (s *Service) Logout(ctx context.Context, req *chatv1.LogoutRequest) (*chatv1.LogoutResponse, error) {
+	if err := s.cfg.Store.RevokeRefreshToken(ctx, auth.HashRefreshToken(req.GetRefreshToken())); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, s.internal("revoke refresh token", err)
+	}
+	return &chatv1.LogoutResponse{}, nil
+}
+
+func (s *Service) login(ctx context.Context, u store.User) (*chatv1.User, *chatv1.Tokens, error) {
+	role, err := auth.ParseRole(u.Role)
+	if err != nil {
+		return nil, nil, s.internal("stored role", err)
+	}
+	access, exp, err := s.cfg.Issuer.Issue(u.Username, role)
+	if err != nil {
+		return nil, nil, s.internal("issue token", err)
+	}
+	refresh, hash, err := auth.NewRefreshToken()
+	if err != nil {
+		return nil, nil, s.internal("new refresh token", err)
+	}
+	rt := store.RefreshToken{Hash: hash, Username: u.Username, ExpiresAt: time.Now().UTC().Add(s.cfg.RefreshTTL)}
+	if err := s.cfg.Store.CreateRefreshToken(ctx, rt); err != nil {
+		return nil, nil, s.internal("store refresh token", err)
+	}
+	return &chatv1.User{Username: u.Username, Role: role.Proto()}, &chatv1.Tokens{
+		AccessToken: access, AccessExpiresAt: timestamppb.New(exp),
+		RefreshToken: refresh, RefreshExpiresAt: timestamppb.New(rt.ExpiresAt),
+	}, nil
+}
+
+func (s *Service) internal(what string, err error) error {
+	s.cfg.Logger.Error("auth: "+what, "err", err)
+	return status.Error(codes.Internal, "internal error")
+}

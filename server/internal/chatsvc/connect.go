@@ -1,0 +1,325 @@
+// Package chatsvc implements the chat.v1.Chat service: the Connect stream
+// (one reader goroutine, one writer, the hub's bounded queue between them),
+// history, and file upload and download. Policy (auth, roles, limits,
+// validation) has already run in the interceptors when a call gets here.
+package chatsvc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/apierr"
+	"github.com/parleychat/parley/server/internal/auth"
+	"github.com/parleychat/parley/server/internal/hub"
+	"github.com/parleychat/parley/server/internal/store"
+)
+
+// Store is what the service needs from storage besides the hub.
+type Store interface {
+	History(ctx context.Context, conversation string, q store.HistoryQuery) ([]store.Message, bool, error)
+	PutFile(ctx context.Context, f store.File) (store.File, error)
+	GetFile(ctx context.Context, id string) (store.File, error)
+}
+
+// Blobs stores file contents by SHA-256.
+type Blobs interface {
+	Put(ctx context.Context, r io.Reader) (id string, size int64, err error)
+	Open(ctx context.Context, id string) (io.ReadCloser, error)
+}
+
+// Config configures the service.
+type Config struct {
+	Hub    *hub.Hub
+	Store  Store
+	Blobs  Blobs
+	Logger *slog.Logger
+	// MaxFileSize bounds uploads; default 10 MiB (the blob store enforces
+	// its own limit too).
+	MaxFileSize int64
+	// TokenWarning is how long before its token expires a stream is told to
+	// refresh in band; default 30s.
+	TokenWarning time.Duration
+}
+
+// Service implements chatv1.ChatServer.
+type Service struct {
+	chatv1.UnimplementedChatServer
+	cfg Config
+	hub *hub.Hub
+	log *slog.Logger
+}
+
+// New returns the service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Hub == nil || cfg.Store == nil || cfg.Blobs == nil {
+		return nil, errors.New("chatsvc: Hub, Store and Blobs are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxFileSize <= 0 {
+		cfg.MaxFileSize = 10 << 20
+	}
+	if cfg.TokenWarning <= 0 {
+		cfg.TokenWarning = 30 * time.Second
+	}
+	return &Service{cfg: cfg, hub: cfg.Hub, log: cfg.Logger}, nil
+}
+
+func principal(ctx context.Context) (*auth.Principal, error) {
+	p, ok := auth.FromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "token required")
+	}
+	return p, nil
+}
+
+// Connect runs one live session with one reader goroutine and one writer
+// goroutine (the only caller of SendMsg) around the hub's bounded queue.
+// The handler goroutine supervises: it returns the stream's status as soon
+// as the session must end, which also unblocks a writer stuck on a client
+// that stopped reading.
+func (s *Service) Connect(stream grpc.BidiStreamingServer[chatv1.ClientEvent, chatv1.ServerEvent]) error {
+	ctx := stream.Context()
+	p, err := principal(ctx)
+	if err != nil {
+		return err
+	}
+	sess, err := s.hub.Attach(ctx, hub.Identity{Username: p.Username, Role: p.Role.Proto()}, p.ExpiresAt())
+	if err != nil {
+		return toStatus(s.log, err)
+	}
+	defer s.hub.Detach(sess)
+
+	readDone := make(chan error, 1)
+	writeDone := make(chan error, 1)
+	go func() { readDone <- s.readLoop(ctx, stream, sess) }()
+	go func() { writeDone <- writeLoop(stream, sess) }()
+
+	warned := false
+	timer := time.NewTimer(s.untilCheck(p, warned))
+	defer timer.Stop()
+	for {
+		select {
+		case <-sess.Done():
+			if sess.DrainOnClose() {
+				// Give the writer a moment to flush the final notice.
+				select {
+				case <-writeDone:
+				case <-time.After(drainTimeout):
+				}
+			}
+			return closeStatus(sess.Reason())
+		case err := <-writeDone:
+			return err
+		case err := <-readDone:
+			// The client half-closed (or its read failed): send what its
+			// last commands produced, then end.
+			sess.Close(hub.ReasonNone, true)
+			select {
+			case <-writeDone:
+			case <-time.After(drainTimeout):
+			}
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-timer.C:
+			exp := p.ExpiresAt()
+			left := time.Until(exp)
+			if left <= 0 {
+				return status.Error(codes.Unauthenticated, "token expired; reconnect with a new token or refresh in band before expiry")
+			}
+			if left <= s.cfg.TokenWarning && !warned {
+				warned = true
+				sess.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_ServerNotice{ServerNotice: &chatv1.ServerNotice{
+					Kind: chatv1.NoticeKind_NOTICE_KIND_TOKEN_EXPIRING, Message: "access token expires at " + exp.UTC().Format(time.RFC3339) + "; send refresh_token",
+				}}})
+			} else if left > s.cfg.TokenWarning {
+				warned = false
+			}
+			timer.Reset(s.untilCheck(p, warned))
+		}
+	}
+}
+
+// drainTimeout bounds how long a closing session may take to flush.
+const drainTimeout = 2 * time.Second
+
+// writeLoop is the stream's only writer. It stops when a send fails or
+// the session closes (after flushing the queue when asked to).
+func writeLoop(stream grpc.ServerStream, sess *hub.Session) error {
+	for {
+		select {
+		case f := <-sess.Frames():
+			if err := stream.SendMsg(f); err != nil {
+				return err
+			}
+		case <-sess.Done():
+			if !sess.DrainOnClose() {
+				return nil
+			}
+			for {
+				select {
+				case f := <-sess.Frames():
+					if err := stream.SendMsg(f); err != nil {
+						return err
+					}
+				default:
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// untilCheck is how long until the expiry timer should look again.
+func (s *Service) untilCheck(p *auth.Principal, warned bool) time.Duration {
+	left := time.Until(p.ExpiresAt())
+	if !warned {
+		return max(left-s.cfg.TokenWarning, 0)
+	}
+	return max(left, time.Millisecond)
+}
+
+func closeStatus(r hub.CloseReason) error {
+	switch r {
+	case hub.ReasonSlowConsumer:
+		return status.Error(codes.ResourceExhausted, r.String())
+	case hub.ReasonDisconnectedByAdmin:
+		return status.Error(codes.Aborted, r.String())
+	case hub.ReasonShutdown:
+		return status.Error(codes.Unavailable, r.String())
+	case hub.ReasonNone:
+		return nil
+	}
+	return status.Error(codes.Canceled, r.String())
+}
+
+func (s *Service) readLoop(ctx context.Context, stream grpc.ServerStream, sess *hub.Session) error {
+	for {
+		ev := new(chatv1.ClientEvent)
+		err := stream.RecvMsg(ev)
+		if ib, ok := apierr.AsInBand(err); ok {
+			sess.SendEvent(ib.Err.Event(ib.RequestID))
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if reply := s.handle(ctx, sess, ev); reply != nil {
+			reply.RequestId = ev.GetRequestId()
+			sess.SendEvent(reply)
+		}
+	}
+}
+
+// handle runs one command and returns the event that answers it, if any.
+func (s *Service) handle(ctx context.Context, sess *hub.Session, ev *chatv1.ClientEvent) *chatv1.ServerEvent {
+	reply, err := s.dispatch(ctx, sess, ev)
+	if err != nil {
+		return s.errorEvent(err)
+	}
+	return reply
+}
+
+func (s *Service) dispatch(ctx context.Context, sess *hub.Session, ev *chatv1.ClientEvent) (*chatv1.ServerEvent, error) {
+	switch e := ev.GetEvent().(type) {
+	case *chatv1.ClientEvent_JoinRoom:
+		j, err := s.hub.Join(ctx, sess, e.JoinRoom.GetRoom())
+		if err != nil {
+			return nil, err
+		}
+		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RoomJoined{RoomJoined: j}}, nil
+	case *chatv1.ClientEvent_LeaveRoom:
+		if err := s.hub.Leave(ctx, sess, e.LeaveRoom.GetRoom()); err != nil {
+			return nil, err
+		}
+		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RoomLeft{RoomLeft: &chatv1.RoomLeft{Room: e.LeaveRoom.GetRoom()}}}, nil
+	case *chatv1.ClientEvent_SendMessage:
+		m := e.SendMessage
+		return ack(s.hub.SendRoom(ctx, sess, m.GetRoom(), m.GetText(), m.GetClientMsgId()))
+	case *chatv1.ClientEvent_SendPrivateMessage:
+		m := e.SendPrivateMessage
+		if m.GetTo() == sess.Username {
+			return nil, apierr.InvalidArgument("cannot send a private message to yourself")
+		}
+		return ack(s.hub.SendDirect(ctx, sess, m.GetTo(), m.GetText(), m.GetClientMsgId()))
+	case *chatv1.ClientEvent_SendFile:
+		m := e.SendFile
+		if m.GetConversation().GetUser() == sess.Username {
+			return nil, apierr.InvalidArgument("cannot send a private message to yourself")
+		}
+		return ack(s.hub.SendFile(ctx, sess, m.GetConversation(), m.GetFileId(), m.GetClientMsgId()))
+	case *chatv1.ClientEvent_Typing:
+		return nil, s.hub.Typing(sess, e.Typing.GetConversation(), e.Typing.GetTyping())
+	case *chatv1.ClientEvent_ListRooms:
+		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RoomsList{RoomsList: &chatv1.RoomsList{Rooms: s.hub.Rooms(sess.Username)}}}, nil
+	case *chatv1.ClientEvent_Resume:
+		return nil, s.hub.Resume(ctx, sess, e.Resume.GetCursors())
+	case *chatv1.ClientEvent_Ping:
+		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_Pong{Pong: &chatv1.Pong{ServerTime: timestamppb.Now()}}}, nil
+	case *chatv1.ClientEvent_RefreshToken:
+		// The auth interceptor verified the token and moved the expiry.
+		p, err := principal(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_TokenRefreshed{TokenRefreshed: &chatv1.TokenRefreshed{ExpiresAt: timestamppb.New(p.ExpiresAt())}}}, nil
+	}
+	return nil, apierr.InvalidArgument("unknown or empty event")
+}
+
+func ack(sent hub.Sent, err error) (*chatv1.ServerEvent, error) {
+	if err != nil {
+		return nil, err
+	}
+	m := sent.Message
+	return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_Ack{Ack: &chatv1.Ack{
+		MessageId: m.GetId(), Seq: m.GetSeq(), Duplicate: sent.Duplicate, Conversation: m.GetConversation(),
+	}}}, nil
+}
+
+// errorEvent maps a command's failure to its in-band error; causes of
+// internal errors are logged, never sent.
+func (s *Service) errorEvent(err error) *chatv1.ServerEvent {
+	var e *apierr.Error
+	if !errors.As(err, &e) {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			e = apierr.New(chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "request cancelled")
+		} else {
+			s.log.Error("chat command failed", "err", err)
+			e = apierr.Internal()
+		}
+	}
+	return e.Event("")
+}
+
+// toStatus maps an error to a gRPC status at a call boundary.
+func toStatus(log *slog.Logger, err error) error {
+	var e *apierr.Error
+	switch {
+	case errors.As(err, &e):
+		return e.GRPCStatus().Err()
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.NotFound, "not found")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
+		return err
+	}
+	log.Error("chat call failed", "err", err)
+	return status.Error(codes.Internal, "internal error")
+}

@@ -1,0 +1,813 @@
+// Package hub owns Parley's live state: sessions, presence, rooms, typing,
+// and the routing of every event to the sessions that may see it. It stores
+// through a Store it declares and knows nothing of gRPC: transports attach
+// a Session and drain its queue.
+//
+// Concurrency: a Hub is safe for concurrent use. One RWMutex guards the maps;
+// fan-out under it only queues pre-encoded frames without blocking, so no
+// I/O ever happens under the lock and a slow session cannot stall a room.
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/apierr"
+	"github.com/parleychat/parley/server/internal/store"
+)
+
+// GeneralRoom is the global room every user is in; it cannot be left.
+const GeneralRoom = "general"
+
+// Store is what the hub needs from storage.
+type Store interface {
+	GetUser(ctx context.Context, username string) (store.User, error)
+	AppendMessage(ctx context.Context, m store.Message) (store.Message, bool, error)
+	LastSeq(ctx context.Context, conversation string) (int64, error)
+	History(ctx context.Context, conversation string, q store.HistoryQuery) ([]store.Message, bool, error)
+	Memberships(ctx context.Context, username string) ([]string, error)
+	AddMembership(ctx context.Context, username, room string) error
+	RemoveMembership(ctx context.Context, username, room string) error
+	DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, error)
+	TouchLastSeen(ctx context.Context, username string, t time.Time) error
+	GetFile(ctx context.Context, id string) (store.File, error)
+	IsFileUploader(ctx context.Context, id, username string) (bool, error)
+	FileConversations(ctx context.Context, fileID string) ([]string, error)
+}
+
+// Config configures a Hub. Zero values mean the documented defaults.
+type Config struct {
+	Store  Store
+	Logger *slog.Logger
+	// NodeID names this node in Welcome and stats; default a random id.
+	NodeID string
+	// QueueSize bounds each session's outbound queue; default 256 frames.
+	QueueSize int
+	// RecentLimit is how many general messages a new session gets; default 50.
+	RecentLimit int
+	// ReplayCap bounds the messages one restore or Resume replays; default 1000.
+	ReplayCap int
+	// TypingTimeout ends a typing indicator without a stop; default 5s.
+	TypingTimeout time.Duration
+}
+
+// Hub routes live events. Create it with New.
+type Hub struct {
+	cfg     Config
+	log     *slog.Logger
+	store   Store
+	started time.Time
+
+	mu       sync.RWMutex
+	users    map[string]*user
+	rooms    map[string]*room
+	sessions int
+
+	typing typingTable
+
+	seq sequencer
+
+	msgsIn, msgsOut atomic.Int64
+}
+
+type user struct {
+	name     string
+	role     chatv1.Role
+	sessions map[*Session]struct{}
+	rooms    map[string]struct{}
+}
+
+type room struct {
+	name    string
+	members map[string]*user
+}
+
+// New returns a Hub.
+func New(cfg Config) (*Hub, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("hub: Config.Store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = "node-" + randomID(4)
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 256
+	}
+	if cfg.RecentLimit <= 0 {
+		cfg.RecentLimit = 50
+	}
+	if cfg.ReplayCap <= 0 {
+		cfg.ReplayCap = 1000
+	}
+	if cfg.TypingTimeout <= 0 {
+		cfg.TypingTimeout = 5 * time.Second
+	}
+	h := &Hub{
+		cfg: cfg, log: cfg.Logger, store: cfg.Store, started: time.Now(),
+		users: map[string]*user{}, rooms: map[string]*room{},
+	}
+	h.seq.convs = map[string]*convOrder{}
+	h.typing.init(h)
+	return h, nil
+}
+
+// NodeID names this node.
+func (h *Hub) NodeID() string { return h.cfg.NodeID }
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Identity is who a session belongs to.
+type Identity struct {
+	Username string
+	Role     chatv1.Role
+}
+
+// Attach registers a new session for id and queues, in this order, Welcome,
+// the online users, the last messages of general, the direct messages the
+// user missed while offline, and StateRestored. The caller must Detach it.
+func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*Session, error) {
+	u, err := h.store.GetUser(ctx, id.Username)
+	if err != nil {
+		return nil, err
+	}
+	rooms, err := h.store.Memberships(ctx, id.Username)
+	if err != nil {
+		return nil, err
+	}
+	s := newSession(randomID(8), id.Username, h.cfg.QueueSize)
+	welcome := &chatv1.Welcome{
+		SessionId:  s.ID,
+		User:       &chatv1.User{Username: id.Username, Role: id.Role},
+		ServerTime: timestamppb.Now(),
+		Recovered:  len(rooms) > 0,
+		NodeId:     h.cfg.NodeID,
+	}
+	if !tokenExpiry.IsZero() {
+		welcome.TokenExpiresAt = timestamppb.New(tokenExpiry)
+	}
+	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Welcome{Welcome: welcome}})
+
+	var joined []string
+	h.mu.Lock()
+	us := h.users[id.Username]
+	first := us == nil
+	if first {
+		us = &user{name: id.Username, role: id.Role, sessions: map[*Session]struct{}{}, rooms: map[string]struct{}{}}
+		h.users[id.Username] = us
+		h.joinLocked(us, GeneralRoom)
+		for _, r := range rooms {
+			if h.joinLocked(us, r) {
+				joined = append(joined, r)
+			}
+		}
+	}
+	us.role = id.Role
+	us.sessions[s] = struct{}{}
+	h.sessions++
+	// The snapshot is taken under the same lock that orders later
+	// online/offline events, so the client's view stays consistent.
+	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_OnlineUsers{OnlineUsers: &chatv1.OnlineUsers{Users: h.onlineLocked()}}})
+	if first {
+		ev := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOnline{UserOnline: &chatv1.UserOnline{
+			User: &chatv1.User{Username: id.Username, Role: id.Role}, OnlineCount: int32(len(h.users)),
+		}}})
+		h.toAllLocked(ev, id.Username)
+		for _, r := range joined {
+			h.toRoomLocked(r, h.memberEvent(r, id.Username, true), id.Username)
+		}
+	}
+	h.mu.Unlock()
+
+	// Fetched after registration: a message committed meanwhile may arrive
+	// both live and here (clients dedupe by id) but none is missed.
+	recent, _, err := h.store.History(ctx, store.RoomKey(GeneralRoom), store.HistoryQuery{Limit: h.cfg.RecentLimit})
+	if err != nil {
+		h.Detach(s)
+		return nil, err
+	}
+	s.SendEvent(recentEvent(&chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: GeneralRoom}}, recent))
+
+	replayed, complete := 0, true
+	if !u.LastSeenAt.IsZero() {
+		dms, err := h.store.DirectMessagesSince(ctx, id.Username, u.LastSeenAt, h.cfg.ReplayCap+1)
+		if err != nil {
+			h.Detach(s)
+			return nil, err
+		}
+		if len(dms) > h.cfg.ReplayCap {
+			dms, complete = dms[:h.cfg.ReplayCap], false
+		}
+		replayed = len(dms)
+		h.sendGrouped(s, dms)
+	}
+	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
+		Rooms: rooms, MessagesReplayed: int32(replayed), Complete: complete,
+	}}})
+	return s, nil
+}
+
+// Detach removes a session. When it was the user's last one the user goes
+// offline: its rooms hear MemberLeft, everyone hears UserOffline, and its
+// last-seen time is stored so missed direct messages reach it next time.
+func (h *Hub) Detach(s *Session) {
+	s.Close(ReasonNone, false)
+	h.mu.Lock()
+	us := h.users[s.Username]
+	if us == nil {
+		h.mu.Unlock()
+		return
+	}
+	if _, ok := us.sessions[s]; !ok {
+		h.mu.Unlock()
+		return
+	}
+	delete(us.sessions, s)
+	h.sessions--
+	last := len(us.sessions) == 0
+	if last {
+		delete(h.users, us.name)
+		for r := range us.rooms {
+			h.leaveLocked(us, r)
+			if r != GeneralRoom {
+				h.toRoomLocked(r, h.memberEvent(r, us.name, false), "")
+			}
+		}
+		h.toAllLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOffline{UserOffline: &chatv1.UserOffline{
+			User: &chatv1.User{Username: us.name, Role: us.role}, OnlineCount: int32(len(h.users)),
+		}}}), "")
+	}
+	h.mu.Unlock()
+	if last {
+		h.typing.clearUser(s.Username)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := h.store.TouchLastSeen(ctx, s.Username, time.Now().UTC()); err != nil {
+			h.log.Warn("store last seen", "user", s.Username, "err", err)
+		}
+	}
+}
+
+// joinLocked adds us to room r; it reports whether us was not yet a member.
+func (h *Hub) joinLocked(us *user, r string) bool {
+	if _, ok := us.rooms[r]; ok {
+		return false
+	}
+	rm := h.rooms[r]
+	if rm == nil {
+		rm = &room{name: r, members: map[string]*user{}}
+		h.rooms[r] = rm
+	}
+	rm.members[us.name] = us
+	us.rooms[r] = struct{}{}
+	return true
+}
+
+func (h *Hub) leaveLocked(us *user, r string) {
+	delete(us.rooms, r)
+	if rm := h.rooms[r]; rm != nil {
+		delete(rm.members, us.name)
+		if len(rm.members) == 0 {
+			delete(h.rooms, r) // empty rooms live only in storage
+		}
+	}
+}
+
+func (h *Hub) memberEvent(r, name string, joined bool) *Frame {
+	n := int32(0)
+	if rm := h.rooms[r]; rm != nil {
+		n = int32(len(rm.members))
+	}
+	if joined {
+		return Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_MemberJoined{MemberJoined: &chatv1.MemberJoined{Room: r, Username: name, MemberCount: n}}})
+	}
+	return Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_MemberLeft{MemberLeft: &chatv1.MemberLeft{Room: r, Username: name, MemberCount: n}}})
+}
+
+// toAllLocked queues f to every session except those of user skip.
+func (h *Hub) toAllLocked(f *Frame, skip string) int {
+	n := 0
+	for name, us := range h.users {
+		if name == skip {
+			continue
+		}
+		for s := range us.sessions {
+			if s.Send(f) {
+				n++
+			}
+		}
+	}
+	h.msgsOut.Add(int64(n))
+	return n
+}
+
+// toRoomLocked queues f to every session of every member of room r except
+// the sessions of user skip.
+func (h *Hub) toRoomLocked(r string, f *Frame, skip string) int {
+	rm := h.rooms[r]
+	if rm == nil {
+		return 0
+	}
+	n := 0
+	for name, us := range rm.members {
+		if name == skip {
+			continue
+		}
+		for s := range us.sessions {
+			if s.Send(f) {
+				n++
+			}
+		}
+	}
+	h.msgsOut.Add(int64(n))
+	return n
+}
+
+// toUsersLocked queues f to every session of the named users.
+func (h *Hub) toUsersLocked(f *Frame, names ...string) int {
+	n := 0
+	for i, name := range names {
+		if slices.Contains(names[:i], name) {
+			continue
+		}
+		if us := h.users[name]; us != nil {
+			for s := range us.sessions {
+				if s.Send(f) {
+					n++
+				}
+			}
+		}
+	}
+	h.msgsOut.Add(int64(n))
+	return n
+}
+
+func (h *Hub) onlineLocked() []*chatv1.User {
+	out := make([]*chatv1.User, 0, len(h.users))
+	for _, us := range h.users {
+		out = append(out, &chatv1.User{Username: us.name, Role: us.role})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Username < out[j].Username })
+	return out
+}
+
+// Online lists online users.
+func (h *Hub) Online() []*chatv1.User {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.onlineLocked()
+}
+
+// IsMember reports whether user is live in room.
+func (h *Hub) IsMember(username, r string) bool {
+	if r == GeneralRoom {
+		return true
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	us := h.users[username]
+	if us == nil {
+		return false
+	}
+	_, ok := us.rooms[r]
+	return ok
+}
+
+// Join adds the session's user to room r (all of its sessions), stores the
+// membership and tells the other members.
+func (h *Hub) Join(ctx context.Context, s *Session, r string) (*chatv1.RoomJoined, error) {
+	if err := h.store.AddMembership(ctx, s.Username, r); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	us := h.users[s.Username]
+	if us == nil {
+		return nil, apierr.FailedPrecondition("session is closed")
+	}
+	if h.joinLocked(us, r) {
+		h.toRoomLocked(r, h.memberEvent(r, us.name, true), us.name)
+	}
+	rm := h.rooms[r]
+	members := make([]string, 0, len(rm.members))
+	for name := range rm.members {
+		members = append(members, name)
+	}
+	sort.Strings(members)
+	return &chatv1.RoomJoined{Room: r, Members: members, MemberCount: int32(len(members))}, nil
+}
+
+// Leave removes the session's user from room r and its stored membership.
+func (h *Hub) Leave(ctx context.Context, s *Session, r string) error {
+	if r == GeneralRoom {
+		return apierr.FailedPrecondition("the general room cannot be left")
+	}
+	if !h.IsMember(s.Username, r) {
+		return apierr.FailedPrecondition("not a member of room %q", r)
+	}
+	if err := h.store.RemoveMembership(ctx, s.Username, r); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	if us := h.users[s.Username]; us != nil {
+		if _, ok := us.rooms[r]; ok {
+			h.leaveLocked(us, r)
+			h.toRoomLocked(r, h.memberEvent(r, us.name, false), "")
+		}
+	}
+	h.mu.Unlock()
+	h.typing.stop(store.RoomKey(r), s.Username)
+	return nil
+}
+
+// Rooms lists live rooms with member counts, marking those user is in.
+func (h *Hub) Rooms(username string) []*chatv1.RoomInfo {
+	h.mu.RLock()
+	out := make([]*chatv1.RoomInfo, 0, len(h.rooms))
+	for name, rm := range h.rooms {
+		_, joined := rm.members[username]
+		out = append(out, &chatv1.RoomInfo{Name: name, MemberCount: int32(len(rm.members)), Joined: joined})
+	}
+	h.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Sent is the result of storing a message.
+type Sent struct {
+	Message   *chatv1.Message
+	Duplicate bool
+}
+
+// SendRoom stores a text message to room r and delivers it to the room's
+// members (the sender's sessions included). Only members may send.
+func (h *Hub) SendRoom(ctx context.Context, s *Session, r, text, clientMsgID string) (Sent, error) {
+	if !h.IsMember(s.Username, r) {
+		return Sent{}, apierr.PermissionDenied("not a member of room %q", r)
+	}
+	return h.post(ctx, store.Message{Conversation: store.RoomKey(r), Sender: s.Username, ClientMsgID: clientMsgID, Text: text})
+}
+
+// SendDirect stores a private message and delivers it to every session of
+// the recipient and of the sender.
+func (h *Hub) SendDirect(ctx context.Context, s *Session, to, text, clientMsgID string) (Sent, error) {
+	if err := h.checkRecipient(ctx, to); err != nil {
+		return Sent{}, err
+	}
+	return h.post(ctx, store.Message{Conversation: store.DirectKey(s.Username, to), Sender: s.Username, Recipient: to, ClientMsgID: clientMsgID, Text: text})
+}
+
+func (h *Hub) checkRecipient(ctx context.Context, to string) error {
+	u, err := h.store.GetUser(ctx, to)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !u.Active) {
+		return apierr.NotFound("user %q not found", to)
+	}
+	return err
+}
+
+// SendFile posts a file message. The sender must have uploaded the file or
+// be able to read a conversation it was posted in.
+func (h *Hub) SendFile(ctx context.Context, s *Session, conv *chatv1.Conversation, fileID, clientMsgID string) (Sent, error) {
+	f, err := h.store.GetFile(ctx, fileID)
+	if errors.Is(err, store.ErrNotFound) {
+		return Sent{}, apierr.NotFound("file %s not found", fileID)
+	} else if err != nil {
+		return Sent{}, err
+	}
+	if ok, err := h.CanReadFile(ctx, s.Username, fileID); err != nil {
+		return Sent{}, err
+	} else if !ok {
+		return Sent{}, apierr.NotFound("file %s not found", fileID)
+	}
+	m := store.Message{Sender: s.Username, ClientMsgID: clientMsgID, FileID: f.ID, FileName: f.Name, FileSize: f.Size, FileType: f.ContentType}
+	switch k := conv.GetKind().(type) {
+	case *chatv1.Conversation_Room:
+		if !h.IsMember(s.Username, k.Room) {
+			return Sent{}, apierr.PermissionDenied("not a member of room %q", k.Room)
+		}
+		m.Conversation = store.RoomKey(k.Room)
+	case *chatv1.Conversation_User:
+		if err := h.checkRecipient(ctx, k.User); err != nil {
+			return Sent{}, err
+		}
+		m.Conversation, m.Recipient = store.DirectKey(s.Username, k.User), k.User
+	default:
+		return Sent{}, apierr.InvalidArgument("conversation is required")
+	}
+	return h.post(ctx, m)
+}
+
+// post stores m and, once committed, delivers it. Appends to the same
+// conversation run concurrently (so they share group commits); the
+// sequencer releases them to the members in sequence order.
+func (h *Hub) post(ctx context.Context, m store.Message) (Sent, error) {
+	co, err := h.seq.begin(ctx, h.store, m.Conversation)
+	if err != nil {
+		return Sent{}, err
+	}
+	stored, dup, err := h.store.AppendMessage(ctx, m)
+	if err != nil || dup {
+		h.seq.end(co, m.Conversation, 0, nil)
+		if err != nil {
+			return Sent{}, err
+		}
+		h.msgsIn.Add(1)
+		return Sent{Message: MessageProto(stored), Duplicate: true}, nil
+	}
+	h.msgsIn.Add(1)
+	pm := MessageProto(stored)
+	h.seq.end(co, m.Conversation, stored.Seq, func() { h.deliver(stored, pm) })
+	return Sent{Message: pm}, nil
+}
+
+// deliver fans a stored message out to whoever may see it.
+func (h *Hub) deliver(m store.Message, pm *chatv1.Message) {
+	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Message{Message: pm}})
+	h.mu.RLock()
+	if room, _, _, ok := store.ParseKey(m.Conversation); ok && room != "" {
+		h.toRoomLocked(room, f, "")
+	} else {
+		h.toUsersLocked(f, m.Sender, m.Recipient)
+	}
+	h.mu.RUnlock()
+	h.typing.stop(m.Conversation, m.Sender)
+}
+
+// Typing starts or stops username's typing indicator in conv.
+func (h *Hub) Typing(s *Session, conv *chatv1.Conversation, on bool) error {
+	var key string
+	switch k := conv.GetKind().(type) {
+	case *chatv1.Conversation_Room:
+		if !h.IsMember(s.Username, k.Room) {
+			return apierr.PermissionDenied("not a member of room %q", k.Room)
+		}
+		key = store.RoomKey(k.Room)
+	case *chatv1.Conversation_User:
+		key = store.DirectKey(s.Username, k.User)
+	default:
+		return apierr.InvalidArgument("conversation is required")
+	}
+	if on {
+		h.typing.start(key, s.Username)
+	} else {
+		h.typing.stop(key, s.Username)
+	}
+	return nil
+}
+
+// deliverTyping fans a typing change out; called by the typing table
+// without its own lock held.
+func (h *Hub) deliverTyping(key, username string, on bool) {
+	room, a, b, _ := store.ParseKey(key)
+	ev := &chatv1.TypingEvent{Username: username, Typing: on}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if room != "" {
+		ev.Conversation = &chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: room}}
+		h.toRoomLocked(room, Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Typing{Typing: ev}}), username)
+		return
+	}
+	peer := a
+	if peer == username {
+		peer = b
+	}
+	ev.Conversation = &chatv1.Conversation{Kind: &chatv1.Conversation_User{User: peer}}
+	h.toUsersLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Typing{Typing: ev}}), peer)
+}
+
+// ConversationKey resolves conv as seen by username to a storage key and
+// checks that username may read it.
+func (h *Hub) ConversationKey(ctx context.Context, username string, conv *chatv1.Conversation) (string, error) {
+	switch k := conv.GetKind().(type) {
+	case *chatv1.Conversation_Room:
+		if !h.CanReadRoom(ctx, username, k.Room) {
+			return "", apierr.PermissionDenied("not a member of room %q", k.Room)
+		}
+		return store.RoomKey(k.Room), nil
+	case *chatv1.Conversation_User:
+		return store.DirectKey(username, k.User), nil
+	}
+	return "", apierr.InvalidArgument("conversation is required")
+}
+
+// CanReadRoom reports whether username is a member of room r, live or stored.
+func (h *Hub) CanReadRoom(ctx context.Context, username, r string) bool {
+	if h.IsMember(username, r) {
+		return true
+	}
+	rooms, err := h.store.Memberships(ctx, username)
+	return err == nil && slices.Contains(rooms, r)
+}
+
+// CanReadFile reports whether username uploaded the file or can read a
+// conversation it was posted in.
+func (h *Hub) CanReadFile(ctx context.Context, username, fileID string) (bool, error) {
+	if ok, err := h.store.IsFileUploader(ctx, fileID, username); err != nil || ok {
+		return ok, err
+	}
+	convs, err := h.store.FileConversations(ctx, fileID)
+	if err != nil {
+		return false, err
+	}
+	for _, c := range convs {
+		room, a, b, ok := store.ParseKey(c)
+		switch {
+		case !ok:
+		case room != "" && h.CanReadRoom(ctx, username, room):
+			return true, nil
+		case room == "" && (a == username || b == username):
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Resume replays, for each cursor, the messages after its sequence, up to
+// ReplayCap in all, then queues StateRestored.
+func (h *Hub) Resume(ctx context.Context, s *Session, cursors []*chatv1.ConversationCursor) error {
+	budget, replayed, complete := h.cfg.ReplayCap, 0, true
+	var rooms []string
+	for _, c := range cursors {
+		key, err := h.ConversationKey(ctx, s.Username, c.GetConversation())
+		if err != nil {
+			return err
+		}
+		if r := c.GetConversation().GetRoom(); r != "" {
+			rooms = append(rooms, r)
+		}
+		after := c.GetLastSeq()
+		for {
+			if budget == 0 {
+				complete = false
+				break
+			}
+			msgs, more, err := h.store.History(ctx, key, store.HistoryQuery{AfterSeq: after, Limit: min(100, budget)})
+			if err != nil {
+				return err
+			}
+			if len(msgs) > 0 {
+				s.SendEvent(recentEvent(c.GetConversation(), msgs))
+				after = msgs[len(msgs)-1].Seq
+				budget -= len(msgs)
+				replayed += len(msgs)
+			}
+			if !more || len(msgs) == 0 {
+				break
+			}
+		}
+	}
+	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
+		Rooms: rooms, MessagesReplayed: int32(replayed), Complete: complete,
+	}}})
+	return nil
+}
+
+// sendGrouped queues messages as RecentMessages, one event per conversation
+// and at most 100 messages per event so one restore cannot overflow a queue.
+func (h *Hub) sendGrouped(s *Session, msgs []store.Message) {
+	byConv := map[string][]store.Message{}
+	var order []string
+	for _, m := range msgs {
+		if _, ok := byConv[m.Conversation]; !ok {
+			order = append(order, m.Conversation)
+		}
+		byConv[m.Conversation] = append(byConv[m.Conversation], m)
+	}
+	for _, key := range order {
+		ms := byConv[key]
+		conv := conversationProto(ms[0])
+		if u := conv.GetUser(); u == s.Username {
+			conv = &chatv1.Conversation{Kind: &chatv1.Conversation_User{User: ms[0].Sender}}
+		}
+		for len(ms) > 0 {
+			n := min(100, len(ms))
+			s.SendEvent(recentEvent(conv, ms[:n]))
+			ms = ms[n:]
+		}
+	}
+}
+
+// Broadcast queues an AdminBroadcast to everyone, or to room when set, and
+// returns the number of sessions it was queued to.
+func (h *Hub) Broadcast(from, text, room string) int {
+	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_AdminBroadcast{AdminBroadcast: &chatv1.AdminBroadcast{
+		From: from, Text: text, Room: room, SentAt: timestamppb.Now(),
+	}}})
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if room != "" {
+		return h.toRoomLocked(room, f, "")
+	}
+	return h.toAllLocked(f, "")
+}
+
+// DisconnectUser sends a notice to every session of username and closes them.
+func (h *Hub) DisconnectUser(username, reason string) int {
+	msg := "disconnected by an administrator"
+	if reason != "" {
+		msg += ": " + reason
+	}
+	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_ServerNotice{ServerNotice: &chatv1.ServerNotice{
+		Kind: chatv1.NoticeKind_NOTICE_KIND_DISCONNECTED, Message: msg,
+	}}})
+	h.mu.RLock()
+	var ss []*Session
+	if us := h.users[username]; us != nil {
+		for s := range us.sessions {
+			ss = append(ss, s)
+		}
+	}
+	h.mu.RUnlock()
+	for _, s := range ss {
+		s.Send(f)
+		s.Close(ReasonDisconnectedByAdmin, true)
+	}
+	return len(ss)
+}
+
+// Shutdown tells every session the server is going away, with a reconnect
+// hint, and closes them so their writers flush the notice and end.
+func (h *Hub) Shutdown(reconnectAfter time.Duration) int {
+	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_ServerNotice{ServerNotice: &chatv1.ServerNotice{
+		Kind: chatv1.NoticeKind_NOTICE_KIND_SHUTDOWN, Message: "server shutting down; reconnect shortly",
+		ReconnectAfter: durationpb.New(reconnectAfter),
+	}}})
+	h.mu.RLock()
+	var ss []*Session
+	for _, us := range h.users {
+		for s := range us.sessions {
+			ss = append(ss, s)
+		}
+	}
+	h.mu.RUnlock()
+	for _, s := range ss {
+		s.Send(f)
+		s.Close(ReasonShutdown, true)
+	}
+	h.typing.close()
+	return len(ss)
+}
+
+// Stats are the hub's live counters.
+type Stats struct {
+	Connections, OnlineUsers, Rooms int
+	MessagesIn, MessagesOut         int64
+	Uptime                          time.Duration
+}
+
+// Stats returns the live counters.
+func (h *Hub) Stats() Stats {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return Stats{
+		Connections: h.sessions, OnlineUsers: len(h.users), Rooms: len(h.rooms),
+		MessagesIn: h.msgsIn.Load(), MessagesOut: h.msgsOut.Load(), Uptime: time.Since(h.started),
+	}
+}
+
+// MessageProto converts a stored message for the wire.
+func MessageProto(m store.Message) *chatv1.Message {
+	pm := &chatv1.Message{
+		Id: m.ID, Conversation: conversationProto(m), Seq: m.Seq, Sender: m.Sender,
+		SentAt: timestamppb.New(m.SentAt), ClientMsgId: m.ClientMsgID,
+	}
+	if m.FileID != "" {
+		pm.Body = &chatv1.Message_File{File: &chatv1.FileRef{Id: m.FileID, Name: m.FileName, Size: m.FileSize, ContentType: m.FileType}}
+	} else {
+		pm.Body = &chatv1.Message_Text{Text: m.Text}
+	}
+	return pm
+}
+
+func conversationProto(m store.Message) *chatv1.Conversation {
+	if room, _, _, ok := store.ParseKey(m.Conversation); ok && room != "" {
+		return &chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: room}}
+	}
+	return &chatv1.Conversation{Kind: &chatv1.Conversation_User{User: m.Recipient}}
+}
+
+func recentEvent(conv *chatv1.Conversation, msgs []store.Message) *chatv1.ServerEvent {
+	out := make([]*chatv1.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = MessageProto(m)
+	}
+	return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RecentMessages{RecentMessages: &chatv1.RecentMessages{Conversation: conv, Messages: out}}}
+}

@@ -1,0 +1,206 @@
+package hub_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/hub"
+	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/sqlite"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newHub(tb testing.TB, users int, queue int) (*hub.Hub, *sqlite.Store) {
+	tb.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(tb.TempDir(), "hub.db")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	for i := range users {
+		// The hash is never checked here; hashing 10,000 passwords would
+		// only slow the benchmark's setup.
+		if err := st.CreateUser(context.Background(), store.User{Username: fmt.Sprintf("user%05d", i), PasswordHash: "x", Role: store.RoleUser, Active: true}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	h, err := hub.New(hub.Config{Store: st, QueueSize: queue, TypingTimeout: time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { h.Shutdown(time.Second) })
+	return h, st
+}
+
+func attach(tb testing.TB, h *hub.Hub, name string) *hub.Session {
+	tb.Helper()
+	s, err := h.Attach(context.Background(), hub.Identity{Username: name, Role: chatv1.Role_ROLE_USER}, time.Time{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+func drain(s *hub.Session) {
+	for {
+		select {
+		case <-s.Frames():
+		default:
+			return
+		}
+	}
+}
+
+// TestSlowSessionIsClosedNotWaitedFor fills one session's queue: it is
+// closed as a slow consumer and the others keep receiving.
+func TestSlowSessionIsClosedNotWaitedFor(t *testing.T) {
+	h, _ := newHub(t, 2, 8)
+	slow, fast := attach(t, h, "user00000"), attach(t, h, "user00001")
+	drain(fast)
+	for i := range 20 {
+		h.Broadcast("test", fmt.Sprint(i), "")
+		select {
+		case <-fast.Frames():
+		case <-time.After(time.Second):
+			t.Fatalf("fast session missed broadcast %d", i)
+		}
+	}
+	select {
+	case <-slow.Done():
+	default:
+		t.Fatal("slow session was not closed")
+	}
+	if slow.Reason() != hub.ReasonSlowConsumer || slow.DrainOnClose() {
+		t.Fatalf("reason %v, drain %v", slow.Reason(), slow.DrainOnClose())
+	}
+	h.Detach(slow)
+	h.Detach(fast)
+	if st := h.Stats(); st.Connections != 0 || st.OnlineUsers != 0 {
+		t.Fatalf("stats after detach = %+v", st)
+	}
+}
+
+// TestFanoutEncodesOnce: every recipient gets the very same frame.
+func TestFanoutEncodesOnce(t *testing.T) {
+	h, _ := newHub(t, 3, 64)
+	var ss []*hub.Session
+	for i := range 3 {
+		s := attach(t, h, fmt.Sprintf("user%05d", i))
+		ss = append(ss, s)
+	}
+	for _, s := range ss {
+		drain(s)
+	}
+	if n := h.Broadcast("test", "hi", ""); n != 3 {
+		t.Fatalf("queued to %d sessions", n)
+	}
+	var first *hub.Frame
+	for _, s := range ss {
+		f := <-s.Frames()
+		if first == nil {
+			first = f
+		} else if f != first {
+			t.Fatal("a recipient got its own copy of the frame")
+		}
+	}
+	for _, s := range ss {
+		h.Detach(s)
+	}
+}
+
+// BenchmarkBroadcast measures one fan-out (encode once, queue to every
+// member) at several room sizes; drainers stand in for the writers.
+func BenchmarkBroadcast(b *testing.B) {
+	for _, n := range []int{1, 100, 1000, 10000} {
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			h, _ := newHub(b, n, 1024)
+			var wg sync.WaitGroup
+			var ss []*hub.Session
+			for i := range n {
+				s := attach(b, h, fmt.Sprintf("user%05d", i))
+				ss = append(ss, s)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-s.Frames():
+						case <-s.Done():
+							return
+						}
+					}
+				}()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				h.Broadcast("bench", "a 128-byte payload .........................................................................................", "")
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+			for _, s := range ss {
+				s.Close(hub.ReasonNone, false)
+			}
+			wg.Wait()
+			for _, s := range ss {
+				h.Detach(s)
+			}
+		})
+	}
+}
+
+// BenchmarkPostRoom measures a stored room message (group-committed append
+// plus fan-out to 100 members) from parallel senders.
+func BenchmarkPostRoom(b *testing.B) {
+	const members = 100
+	h, _ := newHub(b, members, 4096)
+	var ss []*hub.Session
+	var wg sync.WaitGroup
+	for i := range members {
+		s := attach(b, h, fmt.Sprintf("user%05d", i))
+		ss = append(ss, s)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-s.Frames():
+				case <-s.Done():
+					return
+				}
+			}
+		}()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var mu sync.Mutex
+	next := 0
+	b.RunParallel(func(pb *testing.PB) {
+		mu.Lock()
+		s := ss[next%members]
+		next++
+		mu.Unlock()
+		for pb.Next() {
+			if _, err := h.SendRoom(context.Background(), s, "general", "benchmark message", ""); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	for _, s := range ss {
+		s.Close(hub.ReasonNone, false)
+	}
+	wg.Wait()
+	for _, s := range ss {
+		h.Detach(s)
+	}
+}

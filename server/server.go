@@ -1,0 +1,593 @@
+// Package server wires Parley together: storage, hub, services, the one
+// interceptor chain, the gRPC listener, the HTTP bridge and the metrics
+// listener, and their graceful stop. cmd/parleyd fills its Config from
+// flags and the environment.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/encoding/gzip" // clients may ask for gzip
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/reflection"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/adminsvc"
+	"github.com/parleychat/parley/server/internal/auth"
+	"github.com/parleychat/parley/server/internal/authsvc"
+	"github.com/parleychat/parley/server/internal/blob"
+	"github.com/parleychat/parley/server/internal/chatsvc"
+	"github.com/parleychat/parley/server/internal/hub"
+	"github.com/parleychat/parley/server/internal/interceptor"
+	"github.com/parleychat/parley/server/internal/ratelimit"
+	"github.com/parleychat/parley/server/internal/sealer"
+	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/sqlite"
+)
+
+// ClientIPHeader is the metadata key the in-process bridge uses to pass the
+// browser's address; it is trusted only on the in-process connection.
+const ClientIPHeader = "x-parley-client-ip"
+
+// Config configures a Server. Zero values mean the documented defaults.
+type Config struct {
+	// GRPCAddr is the native gRPC listen address; default ":50051".
+	GRPCAddr string
+	// HTTPAddr is the bridge's listen address (gRPC-Web, /ws, REST, web
+	// app); default ":8080"; "off" disables it.
+	HTTPAddr string
+	// MetricsAddr serves /metrics and /debug/pprof; default
+	// "127.0.0.1:9090"; "off" disables it.
+	MetricsAddr string
+	// DataDir holds the database, files and generated secret; default "./data".
+	DataDir string
+
+	// JWTSecret signs and verifies HS256 tokens; default: 32 random bytes
+	// created on first start and kept in DataDir/jwt.secret.
+	JWTSecret []byte
+	// JWTIssuer and JWTAudience are required in every token; default "parley".
+	JWTIssuer, JWTAudience string
+	// PublicKeyFiles are PEM files of RS256/Ed25519 keys of an external
+	// identity provider (selected by kid = file base name).
+	PublicKeyFiles []string
+	// AccessTTL is the lifetime of issued access tokens; default 15m.
+	AccessTTL time.Duration
+
+	// EncryptionKeys enables at-rest encryption: "id:base64key,..." with the
+	// first key active.
+	EncryptionKeys string
+	// MaxFileSize bounds uploads; default 10 MiB.
+	MaxFileSize int64
+	// Retention deletes messages older than this, hourly; 0 keeps them.
+	Retention time.Duration
+
+	// TLSCertFile and TLSKeyFile enable TLS on the gRPC and HTTP listeners.
+	TLSCertFile, TLSKeyFile string
+	// AllowedOrigins are the browser origins the bridge accepts; default the
+	// HTTP listener's own http://localhost:PORT and http://127.0.0.1:PORT.
+	AllowedOrigins []string
+	// Static is the web app served at "/"; nil serves none.
+	Static fs.FS
+
+	// Rates are the per-user rate limits.
+	Rates ratelimit.Config
+	// QueueSize bounds each session's outbound queue; default 256.
+	QueueSize int
+	// TypingTimeout ends a typing indicator without a stop; default 5s.
+	TypingTimeout time.Duration
+	// DisableRegistration refuses Auth.Register.
+	DisableRegistration bool
+	// ShutdownGrace bounds the graceful stop; default 10s.
+	ShutdownGrace time.Duration
+	// ReconnectAfter is the hint sent to clients on shutdown; default 2s.
+	ReconnectAfter time.Duration
+
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.GRPCAddr, ":50051")
+	def(&c.HTTPAddr, ":8080")
+	def(&c.MetricsAddr, "127.0.0.1:9090")
+	def(&c.DataDir, "data")
+	def(&c.JWTIssuer, "parley")
+	def(&c.JWTAudience, "parley")
+	if c.AccessTTL <= 0 {
+		c.AccessTTL = 15 * time.Minute
+	}
+	if c.MaxFileSize <= 0 {
+		c.MaxFileSize = 10 << 20
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.ReconnectAfter <= 0 {
+		c.ReconnectAfter = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("TLS needs both a certificate and a key file")
+	}
+	if c.JWTSecret != nil && len(c.JWTSecret) < 32 {
+		return errors.New("the JWT secret must be at least 32 bytes")
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" || strings.Contains(o, "*") {
+			return errors.New("allowed origins must be exact; wildcards are refused")
+		}
+	}
+	return nil
+}
+
+// Server is one Parley node.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *sqlite.Store
+	hub    *hub.Hub
+	issuer *auth.Issuer
+	grpc   *grpc.Server
+	health *health.Server
+	limit  *ratelimit.Limiter
+	pipe   *pipeListener
+	inproc *grpc.ClientConn
+	http   *http.Server
+	bridge interface{ Close() error }
+	mhttp  *http.Server
+
+	grpcLis, httpLis, metricsLis net.Listener
+	serveErr                     chan error
+	stopOnce                     sync.Once
+	bg                           sync.WaitGroup
+	bgStop                       chan struct{}
+}
+
+// New opens storage and builds the node; Start binds its listeners.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, serveErr: make(chan error, 3), bgStop: make(chan struct{})}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	if cfg.JWTSecret == nil {
+		secret, err := LoadOrCreateSecret(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.JWTSecret = secret
+		s.cfg.JWTSecret = secret
+	}
+	keys, err := sealer.ParseKeys(cfg.EncryptionKeys)
+	if err != nil {
+		return nil, fmt.Errorf("encryption keys: %w", err)
+	}
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, "parley.db"), Sealer: keys, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s.store = st
+	ok := false
+	defer func() {
+		if !ok {
+			st.Close()
+		}
+	}()
+	blobs, err := blob.New(blob.Config{Dir: filepath.Join(cfg.DataDir, "files"), Sealer: keys, MaxSize: cfg.MaxFileSize})
+	if err != nil {
+		return nil, err
+	}
+	s.issuer, err = auth.NewIssuer(auth.IssuerConfig{Secret: cfg.JWTSecret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TTL: cfg.AccessTTL})
+	if err != nil {
+		return nil, err
+	}
+	pubKeys, err := auth.LoadPublicKeys(cfg.PublicKeyFiles...)
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := auth.NewVerifier(auth.VerifierConfig{HMACSecret: cfg.JWTSecret, PublicKeys: pubKeys, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience})
+	if err != nil {
+		return nil, err
+	}
+	s.hub, err = hub.New(hub.Config{Store: st, Logger: cfg.Logger, QueueSize: cfg.QueueSize, TypingTimeout: cfg.TypingTimeout})
+	if err != nil {
+		return nil, err
+	}
+	s.limit = ratelimit.New(cfg.Rates)
+	chain, err := interceptor.New(interceptor.Config{
+		Verifier: verifier, Users: st, Limiter: s.limit, Logger: cfg.Logger, ClientIP: clientIP,
+	})
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(chatsvc.Codec{}),
+		grpc.MaxRecvMsgSize(256 << 10), // a 64 KiB file chunk or a 4,000-character event, with room to spare
+		grpc.MaxSendMsgSize(8 << 20),   // a history page of 100 long messages
+		grpc.MaxConcurrentStreams(64),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ConnectionTimeout(10 * time.Second),
+	}
+	if cfg.TLSCertFile != "" {
+		creds, err := credentials.NewServerTLSFromFile(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	opts = append(opts, chain.ServerOptions()...)
+	s.grpc = grpc.NewServer(opts...)
+
+	chat, err := chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize})
+	if err != nil {
+		return nil, err
+	}
+	authSvc, err := authsvc.New(authsvc.Config{Store: st, Issuer: s.issuer, Logger: cfg.Logger, DisableRegistration: cfg.DisableRegistration})
+	if err != nil {
+		return nil, err
+	}
+	admin, err := adminsvc.New(adminsvc.Config{Hub: s.hub, Store: st, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	chatv1.RegisterChatServer(s.grpc, chat)
+	chatv1.RegisterAuthServer(s.grpc, authSvc)
+	chatv1.RegisterAdminServer(s.grpc, admin)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	ok = true
+	return s, nil
+}
+
+// clientIP is the address rate limits key on: the TCP peer, or, on the
+// in-process bridge connection only, the browser address it forwards.
+func clientIP(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	if _, inproc := p.Addr.(pipeAddr); inproc {
+		if v := metadata.ValueFromIncomingContext(ctx, ClientIPHeader); len(v) > 0 {
+			return v[0]
+		}
+		return "in-process"
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
+	}
+	return host
+}
+
+// LoadOrCreateSecret returns the HS256 secret kept in dir, creating a
+// random one on first use; it is never a well-known default.
+func LoadOrCreateSecret(dir string) ([]byte, error) {
+	path := filepath.Join(dir, "jwt.secret")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		secret, err := DecodeSecret(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return secret, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	secret, err := auth.GenerateSecret()
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) { // another process won the race
+			return LoadOrCreateSecret(dir)
+		}
+		return nil, err
+	}
+	if _, err := f.WriteString(hex.EncodeToString(secret) + "\n"); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return secret, f.Close()
+}
+
+// DecodeSecret parses a hex-encoded secret of at least 32 bytes.
+func DecodeSecret(b []byte) ([]byte, error) {
+	secret, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(secret) < 32 {
+		return nil, errors.New("not a hex secret of at least 32 bytes")
+	}
+	return secret, nil
+}
+
+// Issuer mints tokens with the server's key (for `parleyd token` and tests).
+func (s *Server) Issuer() *auth.Issuer { return s.issuer }
+
+// GRPCAddr is the bound gRPC address (after Start).
+func (s *Server) GRPCAddr() string { return addrOf(s.grpcLis) }
+
+// HTTPAddr is the bound HTTP address (after Start), or "" when off.
+func (s *Server) HTTPAddr() string { return addrOf(s.httpLis) }
+
+// MetricsAddr is the bound metrics address (after Start), or "" when off.
+func (s *Server) MetricsAddr() string { return addrOf(s.metricsLis) }
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
+
+// Start binds the listeners and serves in the background.
+func (s *Server) Start(ctx context.Context) error {
+	var err error
+	if s.grpcLis, err = net.Listen("tcp", s.cfg.GRPCAddr); err != nil {
+		return fmt.Errorf("gRPC listener: %w", err)
+	}
+	if s.cfg.HTTPAddr != "off" {
+		if s.httpLis, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
+			s.grpcLis.Close()
+			return fmt.Errorf("HTTP listener: %w", err)
+		}
+		if err := s.startBridge(); err != nil {
+			s.grpcLis.Close()
+			s.httpLis.Close()
+			return err
+		}
+	}
+	if s.cfg.MetricsAddr != "off" {
+		if s.metricsLis, err = net.Listen("tcp", s.cfg.MetricsAddr); err != nil {
+			s.grpcLis.Close()
+			if s.httpLis != nil {
+				s.httpLis.Close()
+			}
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		s.mhttp = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { s.serveErr <- ignoreClosed(s.mhttp.Serve(s.metricsLis)) }()
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	go func() { s.serveErr <- s.grpc.Serve(s.grpcLis) }()
+	if s.cfg.Retention > 0 {
+		s.bg.Add(1)
+		go s.retentionLoop()
+	}
+	s.log.Info("parleyd started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "metrics", s.MetricsAddr(), "data", s.cfg.DataDir, "tls", s.cfg.TLSCertFile != "", "node", s.hub.NodeID())
+	return nil
+}
+
+// startBridge serves the HTTP bridge with an in-process connection to the
+// gRPC server so every bridged call passes the same interceptors.
+func (s *Server) startBridge() error {
+	s.pipe = newPipeListener()
+	go func() { s.serveErr <- ignoreClosed(s.grpc.Serve(s.pipe)) }()
+	creds := insecure.NewCredentials()
+	if s.cfg.TLSCertFile != "" {
+		// The pipe never leaves this process, so there is nothing to verify;
+		// TLS is spoken only because the server's credentials demand it.
+		creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}) //nolint:gosec // in-memory pipe
+	}
+	conn, err := grpc.NewClient("passthrough:///in-process",
+		grpc.WithContextDialer(s.pipe.DialContext),
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)),
+	)
+	if err != nil {
+		return err
+	}
+	s.inproc = conn
+	origins := s.cfg.AllowedOrigins
+	if len(origins) == 0 {
+		_, port, _ := net.SplitHostPort(s.httpLis.Addr().String())
+		scheme := "http"
+		if s.cfg.TLSCertFile != "" {
+			scheme = "https"
+		}
+		origins = []string{scheme + "://localhost:" + port, scheme + "://127.0.0.1:" + port}
+	}
+	h, closer, err := newBridge(s, conn, origins)
+	if err != nil {
+		return err
+	}
+	s.bridge = closer
+	s.http = newHTTPServer(h)
+	go func() {
+		var err error
+		if s.cfg.TLSCertFile != "" {
+			err = s.http.ServeTLS(s.httpLis, s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+		} else {
+			err = s.http.Serve(s.httpLis)
+		}
+		s.serveErr <- ignoreClosed(err)
+	}()
+	return nil
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gauge := func(name, help string, f func(hub.Stats) float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(s.hub.Stats()) }))
+	}
+	counter := func(name, help string, f func(hub.Stats) float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(s.hub.Stats()) }))
+	}
+	gauge("parley_connections", "Live Connect streams.", func(st hub.Stats) float64 { return float64(st.Connections) })
+	gauge("parley_online_users", "Users with at least one live stream.", func(st hub.Stats) float64 { return float64(st.OnlineUsers) })
+	gauge("parley_rooms", "Rooms with live members.", func(st hub.Stats) float64 { return float64(st.Rooms) })
+	counter("parley_messages_in_total", "Messages stored.", func(st hub.Stats) float64 { return float64(st.MessagesIn) })
+	counter("parley_messages_out_total", "Events queued to sessions by fan-out.", func(st hub.Stats) float64 { return float64(st.MessagesOut) })
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func (s *Server) retentionLoop() {
+	defer s.bg.Done()
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		n, err := s.store.DeleteMessagesBefore(ctx, time.Now().Add(-s.cfg.Retention))
+		cancel()
+		if err != nil {
+			s.log.Error("retention", "err", err)
+		} else if n > 0 {
+			s.log.Info("retention deleted messages", "count", n)
+		}
+		select {
+		case <-t.C:
+		case <-s.bgStop:
+			return
+		}
+	}
+}
+
+// Run starts the server and stops it gracefully when ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		s.store.Close()
+		return err
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.serveErr:
+		if err != nil {
+			s.log.Error("listener failed", "err", err)
+		}
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	return errors.Join(err, s.Shutdown(stopCtx))
+}
+
+// Shutdown tells every client to reconnect later, stops accepting, drains
+// the live streams, and closes storage cleanly. Safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.stopOnce.Do(func() {
+		s.health.Shutdown()
+		n := s.hub.Shutdown(s.cfg.ReconnectAfter)
+		s.log.Info("shutting down", "sessions", n)
+		if s.bridge != nil {
+			s.bridge.Close()
+		}
+		if s.http != nil {
+			if e := s.http.Shutdown(ctx); e != nil {
+				s.http.Close()
+			}
+		}
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpc.Stop()
+			<-done
+		}
+		if s.inproc != nil {
+			s.inproc.Close()
+		}
+		if s.mhttp != nil {
+			s.mhttp.Close()
+		}
+		close(s.bgStop)
+		s.bg.Wait()
+		s.limit.Close()
+		err = s.store.Close()
+		s.log.Info("stopped")
+	})
+	return err
+}
+
+// EnsureUser makes sure username exists with role, creating it with an
+// unusable random password when missing (for minted test tokens).
+func (s *Server) EnsureUser(ctx context.Context, username string, role auth.Role) error {
+	return EnsureUser(ctx, s.store, username, role)
+}
+
+// UserStore is what EnsureUser needs.
+type UserStore interface {
+	GetUser(ctx context.Context, username string) (store.User, error)
+	CreateUser(ctx context.Context, u store.User) error
+	SetUserRole(ctx context.Context, username, role string) error
+}
+
+// EnsureUser makes sure username exists in st with role.
+func EnsureUser(ctx context.Context, st UserStore, username string, role auth.Role) error {
+	u, err := st.GetUser(ctx, username)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		pw, _, err := auth.NewRefreshToken() // random and never shown: a token-only account
+		if err != nil {
+			return err
+		}
+		hash, err := auth.HashPassword(pw)
+		if err != nil {
+			return err
+		}
+		return st.CreateUser(ctx, store.User{Username: username, PasswordHash: hash, Role: role.String(), Active: true, CreatedAt: time.Now().UTC()})
+	case err != nil:
+		return err
+	case u.Role != role.String():
+		return st.SetUserRole(ctx, username, role.String())
+	}
+	return nil
+}
