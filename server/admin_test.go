@@ -43,10 +43,16 @@ func TestAdmin(t *testing.T) {
 
 	// Role refusals.
 	for name, call := range map[string]func() error{
-		"user GetStats":       func() error { _, err := admin.GetStats(userCtx, &chatv1.GetStatsRequest{}); return err },
-		"user Broadcast":      func() error { _, err := admin.Broadcast(userCtx, &chatv1.BroadcastRequest{Text: "x"}); return err },
-		"moderator SetRole":   func() error { _, err := admin.SetUserRole(modCtx, &chatv1.SetUserRoleRequest{Username: "alice", Role: chatv1.Role_ROLE_ADMIN}); return err },
-		"user DisconnectUser": func() error { _, err := admin.DisconnectUser(userCtx, &chatv1.DisconnectUserRequest{Username: "bob"}); return err },
+		"user GetStats":  func() error { _, err := admin.GetStats(userCtx, &chatv1.GetStatsRequest{}); return err },
+		"user Broadcast": func() error { _, err := admin.Broadcast(userCtx, &chatv1.BroadcastRequest{Text: "x"}); return err },
+		"moderator SetRole": func() error {
+			_, err := admin.SetUserRole(modCtx, &chatv1.SetUserRoleRequest{Username: "alice", Role: chatv1.Role_ROLE_ADMIN})
+			return err
+		},
+		"user DisconnectUser": func() error {
+			_, err := admin.DisconnectUser(userCtx, &chatv1.DisconnectUserRequest{Username: "bob"})
+			return err
+		},
 	} {
 		if status.Code(call()) != codes.PermissionDenied {
 			t.Errorf("%s: want PermissionDenied", name)

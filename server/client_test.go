@@ -229,4 +229,3 @@ func userConv(u string) *chatv1.Conversation {
 }
 
 func errorCode(ev *chatv1.ServerEvent) chatv1.ErrorCode { return ev.GetError().GetCode() }
-

@@ -250,4 +250,3 @@ func userAddCmd(args []string) error {
 	fmt.Printf("created %s (%s)\n", *user, r)
 	return nil
 }
-
