@@ -14,7 +14,7 @@ run:
 	go run ./server/cmd/parleyd
 
 # Every test: Go (race detector on) and the web app (unit + headless Chromium).
-test: test-go test-web
+test: tools test-go test-web
 
 test-go:
 	go test -race -count=1 ./...
