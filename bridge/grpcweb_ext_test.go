@@ -175,8 +175,8 @@ func TestGRPCWebSocketClientGoneEndsServerStream(t *testing.T) {
 			name  string
 			close func(g *gwClient)
 		}{
-			{"abrupt", func(g *gwClient) { _ = g.c.CloseNow() }},
-			{"clean", func(g *gwClient) { _ = g.c.Close(websocket.StatusNormalClosure, "tab closed") }},
+			{"abrupt", func(g *gwClient) { _ = g.WS.CloseNow() }},
+			{"clean", func(g *gwClient) { _ = g.WS.Close(websocket.StatusNormalClosure, "tab closed") }},
 		} {
 			ctx := testCtx(t)
 			user := "gwgone-" + tc.name

@@ -1,7 +1,6 @@
 package bridge_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -13,8 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/textproto"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +33,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/parleychat/parley/bridge"
+	"github.com/parleychat/parley/bridge/internal/grpcwebws"
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 )
 
@@ -531,26 +529,9 @@ func say(rid, room, text string) *chatv1.ClientEvent {
 func hello(user string) string { return `{"authorization":"Bearer tok-` + user + `"}` }
 
 // ---------------------------------------------------------------------------
-// A client of improbable's gRPC-Web WebSocket transport, written from
-// go/grpcweb/websocket_wrapper.go v0.15.0:
-//
-//   - subprotocol "grpc-websockets"; the first message is binary and holds
-//     the request headers as "Key: value\r\n" lines;
-//   - each later client message is binary: one control byte (0 = data, then
-//     a gRPC frame: flag byte, 4-byte big-endian length, message; 1 = the
-//     client has finished sending);
-//   - the server sends a byte stream cut into binary messages at arbitrary
-//     points: gRPC-Web frames whose flag 0x00 is a message and 0x80 a
-//     header block (first the response headers, last the trailers with
-//     grpc-status).
+// gRPC-Web clients.
 
-type gwClient struct {
-	c        *websocket.Conn
-	buf      []byte
-	Header   textproto.MIMEHeader
-	Trailer  textproto.MIMEHeader
-	finished bool
-}
+type gwClient = grpcwebws.Conn
 
 func dialGRPCWeb(ctx context.Context, e *env, method, origin string, headers map[string]string, upgradeHeaders http.Header) (*gwClient, *http.Response, error) {
 	h := http.Header{}
@@ -560,84 +541,10 @@ func dialGRPCWeb(ctx context.Context, e *env, method, origin string, headers map
 	if origin != "" {
 		h.Set("Origin", origin)
 	}
-	c, resp, err := websocket.Dial(ctx, e.wsURL(method), &websocket.DialOptions{HTTPHeader: h, Subprotocols: []string{"grpc-websockets"}})
-	if err != nil {
-		return nil, resp, err
-	}
-	c.SetReadLimit(8 << 20)
-	var sb strings.Builder
-	sb.WriteString("content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n")
-	for k, v := range headers {
-		sb.WriteString(k + ": " + v + "\r\n")
-	}
-	if err := c.Write(ctx, websocket.MessageBinary, []byte(sb.String())); err != nil {
-		_ = c.CloseNow()
-		return nil, resp, err
-	}
-	return &gwClient{c: c}, resp, nil
+	return grpcwebws.Dial(ctx, e.base, method, headers, h)
 }
 
-func grpcFrame(flag byte, payload []byte) []byte {
-	f := make([]byte, 5+len(payload))
-	f[0] = flag
-	binary.BigEndian.PutUint32(f[1:5], uint32(len(payload)))
-	copy(f[5:], payload)
-	return f
-}
-
-func (g *gwClient) Send(ctx context.Context, m proto.Message) error {
-	b, err := proto.Marshal(m)
-	if err != nil {
-		return err
-	}
-	return g.c.Write(ctx, websocket.MessageBinary, append([]byte{0}, grpcFrame(0, b)...))
-}
-
-func (g *gwClient) CloseSend(ctx context.Context) error {
-	return g.c.Write(ctx, websocket.MessageBinary, []byte{1})
-}
-
-// Recv reads the next message into m. At the end of the call it returns
-// io.EOF for OK, or the status error the trailers carry.
-func (g *gwClient) Recv(ctx context.Context, m proto.Message) error {
-	for {
-		if len(g.buf) >= 5 {
-			n := int(binary.BigEndian.Uint32(g.buf[1:5]))
-			if len(g.buf) >= 5+n {
-				flag, payload := g.buf[0], g.buf[5:5+n]
-				g.buf = g.buf[5+n:]
-				if flag&0x80 == 0 {
-					return proto.Unmarshal(payload, m)
-				}
-				hdr, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(payload, "\r\n"...)))).ReadMIMEHeader()
-				if err != nil {
-					return fmt.Errorf("bad header block %q: %w", payload, err)
-				}
-				if hdr.Get("Grpc-Status") == "" {
-					g.Header = hdr
-					continue
-				}
-				g.Trailer, g.finished = hdr, true
-				code, _ := strconv.Atoi(hdr.Get("Grpc-Status"))
-				if code == 0 {
-					return io.EOF
-				}
-				msg, _ := url.PathUnescape(hdr.Get("Grpc-Message"))
-				return status.Error(codes.Code(code), msg)
-			}
-		}
-		typ, data, err := g.c.Read(ctx)
-		if err != nil {
-			return err
-		}
-		if typ != websocket.MessageBinary {
-			return fmt.Errorf("unexpected %v message", typ)
-		}
-		g.buf = append(g.buf, data...)
-	}
-}
-
-func (g *gwClient) Close() { _ = g.c.CloseNow() }
+func grpcFrame(flag byte, payload []byte) []byte { return grpcwebws.Frame(flag, payload) }
 
 // grpcWebUnary makes a plain (HTTP, not WebSocket) gRPC-Web call and
 // returns the reply and the final status.
@@ -679,10 +586,13 @@ func grpcWebUnary(ctx context.Context, e *env, method, origin, auth string, req,
 			}
 			continue
 		}
-		hdr, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(payload, "\r\n"...)))).ReadMIMEHeader()
-		code, _ := strconv.Atoi(hdr.Get("Grpc-Status"))
-		msg, _ := url.PathUnescape(hdr.Get("Grpc-Message"))
-		final, sawTrailer = status.Error(codes.Code(code), msg), true
+		hdr, err := grpcwebws.ParseHeaderBlock(payload)
+		if err != nil {
+			return res, err
+		}
+		if final, sawTrailer = grpcwebws.StatusFrom(hdr), true; errors.Is(final, io.EOF) {
+			final = nil
+		}
 	}
 	if !sawTrailer && res.Header.Get("Grpc-Status") != "" { // trailers-only: in the headers
 		code, _ := strconv.Atoi(res.Header.Get("Grpc-Status"))
