@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/internal/auth"
 )
@@ -82,6 +83,17 @@ func (s *Server) Token(tb testing.TB, username string, role auth.Role) string {
 		tb.Fatalf("servertest: issue token: %v", err)
 	}
 	return tok
+}
+
+// TokenAs is Token for tests outside the server tree, which cannot name
+// auth.Role: role is the chat.v1 role (USER, MODERATOR or ADMIN).
+func (s *Server) TokenAs(tb testing.TB, username string, role chatv1.Role) string {
+	tb.Helper()
+	r := auth.RoleFromProto(role)
+	if r == 0 {
+		tb.Fatalf("servertest: no such role %v", role)
+	}
+	return s.Token(tb, username, r)
 }
 
 // Dial connects to the native gRPC listener; closed when the test ends.
