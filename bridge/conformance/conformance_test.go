@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"regexp"
 	"strings"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -71,18 +74,23 @@ func newSession(name string, send func(*chatv1.ClientEvent) error, recv func() (
 // transport opens sessions to a running server; token "" sends none.
 type transport struct {
 	name string
-	open func(t *testing.T, srv *servertest.Server, token string) *session
+	open func(t *testing.T, h *harness, token string) *session
 }
 
+// The bridge inside parleyd (in-process gRPC server and connection), and
+// a standalone bridge in front of parleyd's gRPC port (gRPC-Web through
+// the proxy, /ws over a TCP connection).
 var transports = []transport{
 	{"grpc", openGRPC},
-	{"grpc-web-ws", openGRPCWeb},
-	{"ws-json", openWS(websocket.MessageText)},
-	{"ws-binary", openWS(websocket.MessageBinary)},
+	{"grpc-web-ws", openGRPCWeb(false)},
+	{"ws-json", openWS(websocket.MessageText, false)},
+	{"ws-binary", openWS(websocket.MessageBinary, false)},
+	{"standalone/grpc-web-ws", openGRPCWeb(true)},
+	{"standalone/ws-json", openWS(websocket.MessageText, true)},
 }
 
-func openGRPC(t *testing.T, srv *servertest.Server, token string) *session {
-	conn := srv.Dial(t)
+func openGRPC(t *testing.T, h *harness, token string) *session {
+	conn := h.srv.Dial(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	if token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
@@ -97,34 +105,38 @@ func openGRPC(t *testing.T, srv *servertest.Server, token string) *session {
 	return s
 }
 
-func openGRPCWeb(t *testing.T, srv *servertest.Server, token string) *session {
-	ctx, cancel := context.WithCancel(context.Background())
-	hdr := map[string]string{}
-	if token != "" {
-		hdr["authorization"] = "Bearer " + token
+func openGRPCWeb(standalone bool) func(t *testing.T, h *harness, token string) *session {
+	return func(t *testing.T, h *harness, token string) *session {
+		base, origin := h.bridgeURL(t, standalone)
+		ctx, cancel := context.WithCancel(context.Background())
+		hdr := map[string]string{}
+		if token != "" {
+			hdr["authorization"] = "Bearer " + token
+		}
+		c, _, err := grpcwebws.Dial(ctx, base, chatv1.Chat_Connect_FullMethodName, hdr, http.Header{"Origin": {origin}})
+		if err != nil {
+			cancel()
+			t.Fatalf("grpc-web: dial: %v", err)
+		}
+		s := newSession("grpc-web-ws",
+			func(ev *chatv1.ClientEvent) error { return c.Send(ctx, ev) },
+			func() (*chatv1.ServerEvent, error) {
+				ev := new(chatv1.ServerEvent)
+				return ev, c.Recv(ctx, ev)
+			},
+			func() { cancel(); c.Close() })
+		t.Cleanup(s.close)
+		return s
 	}
-	c, _, err := grpcwebws.Dial(ctx, "http://"+srv.HTTPAddr(), chatv1.Chat_Connect_FullMethodName, hdr, http.Header{"Origin": {"http://" + srv.HTTPAddr()}})
-	if err != nil {
-		cancel()
-		t.Fatalf("grpc-web: dial: %v", err)
-	}
-	s := newSession("grpc-web-ws",
-		func(ev *chatv1.ClientEvent) error { return c.Send(ctx, ev) },
-		func() (*chatv1.ServerEvent, error) {
-			ev := new(chatv1.ServerEvent)
-			return ev, c.Recv(ctx, ev)
-		},
-		func() { cancel(); c.Close() })
-	t.Cleanup(s.close)
-	return s
 }
 
 // openWS authenticates with a hello frame of the chosen type, which fixes
 // the connection's format.
-func openWS(format websocket.MessageType) func(t *testing.T, srv *servertest.Server, token string) *session {
-	return func(t *testing.T, srv *servertest.Server, token string) *session {
+func openWS(format websocket.MessageType, standalone bool) func(t *testing.T, h *harness, token string) *session {
+	return func(t *testing.T, h *harness, token string) *session {
+		base, origin := h.bridgeURL(t, standalone)
 		ctx, cancel := context.WithCancel(context.Background())
-		c, _, err := websocket.Dial(ctx, "ws://"+srv.HTTPAddr()+"/ws", &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"http://" + srv.HTTPAddr()}}})
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {origin}}})
 		if err != nil {
 			cancel()
 			t.Fatalf("ws: dial: %v", err)
@@ -334,6 +346,41 @@ type harness struct {
 	tr   transport
 	rec  *recorder
 	toks map[string]string
+
+	standalone string // base URL of the standalone bridge, once started
+}
+
+const standaloneOrigin = "http://conformance.test"
+
+// bridgeURL returns the base URL of parleyd's own bridge, or of a
+// standalone bridge in front of its gRPC port, and an origin it allows.
+func (h *harness) bridgeURL(t *testing.T, standalone bool) (base, origin string) {
+	t.Helper()
+	if !standalone {
+		return "http://" + h.srv.HTTPAddr(), "http://" + h.srv.HTTPAddr()
+	}
+	if h.standalone == "" {
+		h.standalone = startStandalone(t, h.srv.GRPCAddr())
+	}
+	return h.standalone, standaloneOrigin
+}
+
+// startStandalone serves a bridge whose Conn is a TCP connection to addr.
+func startStandalone(t *testing.T, addr string) string {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	b, err := bridge.New(bridge.Config{Conn: conn, AllowedOrigins: []string{standaloneOrigin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(b.Handler())
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { _ = b.Close() })
+	return hs.URL
 }
 
 // token registers user (through Auth.Register over native gRPC) once.
@@ -355,7 +402,7 @@ func (h *harness) token(t *testing.T, user string) string {
 // connect opens user's session and records what it sees up to a sync.
 func (h *harness) connect(t *testing.T, user string) *session {
 	t.Helper()
-	s := h.tr.open(t, h.srv, h.token(t, user))
+	s := h.tr.open(t, h, h.token(t, user))
 	s.name = user + "/" + h.tr.name
 	h.rec.note(user, s.sync(t)...)
 	return s
@@ -411,13 +458,13 @@ var scenarios = []scenario{
 		h.sync(t, "alice", alice)
 	}},
 	{name: "missing token", run: func(t *testing.T, h *harness) {
-		s := h.tr.open(t, h.srv, "")
+		s := h.tr.open(t, h, "")
 		evs, err := s.finish(t)
 		h.rec.note("anon", evs...)
 		h.rec.noteEnd("anon", err)
 	}},
 	{name: "invalid token", run: func(t *testing.T, h *harness) {
-		s := h.tr.open(t, h.srv, "not.a.jwt")
+		s := h.tr.open(t, h, "not.a.jwt")
 		evs, err := s.finish(t)
 		h.rec.note("anon", evs...)
 		h.rec.noteEnd("anon", err)
