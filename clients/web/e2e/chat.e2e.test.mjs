@@ -289,7 +289,7 @@ describe("parley web app against a real parleyd", { timeout: 240_000 }, () => {
 
     await admin.page.getByLabel("Announcement").fill("Maintenance at noon");
     await admin.page.getByRole("button", { name: "Send broadcast" }).click();
-    await waitFor(async () => /Broadcast queued to \d+ session/.test((await admin.page.getByTestId("admin-result").textContent()) ?? ""), "broadcast result");
+    await waitFor(async () => /Broadcast queued to \d+ session/.test((await admin.page.getByTestId("broadcast-result").textContent()) ?? ""), "broadcast result");
     for (const p of [alice.page, bob.page]) {
       await p.getByTestId("broadcast").filter({ hasText: "Maintenance at noon" }).waitFor({ timeout: T });
     }
@@ -355,6 +355,39 @@ describe("parley web app against a real parleyd", { timeout: 240_000 }, () => {
       await copyFile(file, path.join(webDir, "docs", "screenshot.png"));
     }
     await box.fill("");
+  });
+
+  it("lets an admin disconnect and then deactivate a user", async () => {
+    const a = admin.page;
+    await a.getByRole("link", { name: "Admin" }).click();
+    await a.getByLabel("Username").fill(BOB);
+    await a.getByLabel("Reason (optional)").fill("e2e check");
+    await a.getByRole("button", { name: "Disconnect", exact: true }).click();
+    await waitFor(async () => /Closed 1 session of bob/.test((await a.getByTestId("users-result").textContent()) ?? ""), "disconnect result");
+    // Told why, and not reconnecting by itself.
+    await bob.page.locator('[data-testid="status"][data-phase="stopped"]').waitFor({ timeout: T });
+    assert.match((await bob.page.getByTestId("status").textContent()) ?? "", /disconnected by an administrator: e2e check/);
+    await screenshot(bob.page, "disconnected-by-admin");
+    await bob.page.getByRole("button", { name: "Reconnect" }).click();
+    await waitConnected(bob.page);
+
+    await a.getByRole("button", { name: "Deactivate" }).click();
+    await waitFor(async () => /bob is deactivated/.test((await a.getByTestId("users-result").textContent()) ?? ""), "deactivate result");
+    // The stream closes; a reconnect is refused and Bob lands on the login screen.
+    const loginForm = bob.page.getByRole("button", { name: "Log in" }).first();
+    await waitFor(
+      async () => (await loginForm.isVisible()) || (await bob.page.locator('[data-testid="status"][data-phase="stopped"]').count()) > 0,
+      "bob's session to end",
+    );
+    if (!(await loginForm.isVisible())) await bob.page.getByRole("button", { name: "Reconnect" }).click();
+    await loginForm.waitFor({ timeout: T });
+    assert.match((await bob.page.getByRole("status").first().textContent()) ?? "", /Signed out/);
+    await screenshot(bob.page, "deactivated");
+    // And the password no longer works.
+    await bob.page.getByLabel("Username").fill(BOB);
+    await bob.page.getByLabel("Password").fill(PW);
+    await bob.page.locator("form").getByRole("button", { name: "Log in" }).click();
+    await bob.page.getByRole("alert").waitFor({ timeout: T });
   });
 
   it("logged no errors in the browsers", () => {

@@ -168,7 +168,7 @@ function Stats({ api }: { api: Api }) {
   );
 }
 
-function useResult() {
+function useResult(testId: string) {
   const [result, setResult] = useState<{ ok: boolean; text: string } | null>(null);
   const run = async (fn: () => Promise<string>) => {
     setResult(null);
@@ -179,7 +179,7 @@ function useResult() {
     }
   };
   const view = result && (
-    <p className={result.ok ? "ok-text" : "error"} role="status" data-testid="admin-result">
+    <p className={result.ok ? "ok-text" : "error"} role="status" data-testid={testId}>
       {result.text}
     </p>
   );
@@ -190,7 +190,7 @@ function BroadcastForm({ api, rooms }: { api: Api; rooms: string[] }) {
   const [text, setText] = useState("");
   const [room, setRoom] = useState("");
   const uid = useId();
-  const { run, view } = useResult();
+  const { run, view } = useResult("broadcast-result");
   function submit(e: FormEvent) {
     e.preventDefault();
     void run(async () => {
@@ -228,7 +228,7 @@ function UserForm({ api, canSetRole }: { api: Api; canSetRole: boolean }) {
   const [reason, setReason] = useState("");
   const [role, setRole] = useState<Role>(Role.MODERATOR);
   const uid = useId();
-  const { run, view } = useResult();
+  const { run, view } = useResult("users-result");
   const valid = /^[A-Za-z0-9_.-]{3,32}$/.test(username);
   return (
     <section className="card" aria-labelledby={`${uid}-t`}>

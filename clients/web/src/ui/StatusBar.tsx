@@ -44,7 +44,7 @@ export function StatusBar({ conn, onlineCount, onReconnect }: { conn: ConnState;
       break;
   }
   return (
-    <div className={`statusbar ${tone}`} data-testid="status" data-phase={conn.phase} role="status" aria-live="polite">
+    <div className={`statusbar ${tone}`} data-testid="status" data-phase={conn.phase} data-session={conn.sessionId} role="status" aria-live="polite">
       <span className="dot" aria-hidden="true" />
       <span data-testid="status-text">{text}</span>
       {conn.detail && conn.phase !== "connected" && <span className="detail">— {conn.detail}</span>}

@@ -2,7 +2,7 @@
 // exposes the commands the UI needs.
 
 import { useCallback, useEffect, useMemo, useReducer, useRef } from "react";
-import type { Role } from "../gen/chat/v1/chat_pb";
+import { NoticeKind, type Role } from "../gen/chat/v1/chat_pb";
 import type { SessionManager } from "../auth/session";
 import type { Api } from "../rpc/api";
 import { defs } from "../rpc/api";
@@ -57,6 +57,12 @@ export function useChat(opts: {
           if (ev.event.case === "welcome") {
             // Rooms with counts; the stream answers with RoomsList.
             live.send({ event: { case: "listRooms", value: {} } });
+          }
+          if (ev.event.case === "serverNotice" && ev.event.value.kind === NoticeKind.TOKEN_EXPIRING) {
+            // The server is about to end the stream: refresh now unless a
+            // refresh already moved the expiry well ahead.
+            const d = session.current;
+            if (d && d.accessExpiresAt - Date.now() < 60_000) session.refresh().catch(() => {});
           }
           if (ev.event.case === "roomJoined") {
             // Members may read the room's history only once joined.
