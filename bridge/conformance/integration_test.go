@@ -1,0 +1,176 @@
+package conformance_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/servertest"
+)
+
+type httpResult struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func call(t *testing.T, method, url string, hdr map[string]string, body io.Reader) httpResult {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return httpResult{res.StatusCode, res.Header, b}
+}
+
+// TestRESTAgainstParleyd walks the REST API of the bridge inside parleyd:
+// register, post through /ws, read history, list, upload and download,
+// and the refusals that come from the server's interceptors.
+func TestRESTAgainstParleyd(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	base := "http://" + srv.HTTPAddr()
+
+	r := call(t, "POST", base+"/api/auth/register", nil, strings.NewReader(`{"username":"carol","password":"correct horse battery"}`))
+	if r.status != 200 {
+		t.Fatalf("register: %d %s", r.status, r.body)
+	}
+	var reg chatv1.RegisterResponse
+	if err := protojson.Unmarshal(r.body, &reg); err != nil || reg.GetTokens().GetAccessToken() == "" {
+		t.Fatalf("register: %s %v", r.body, err)
+	}
+	auth := map[string]string{"Authorization": "Bearer " + reg.GetTokens().GetAccessToken()}
+	if r = call(t, "POST", base+"/api/auth/login", nil, strings.NewReader(`{"username":"carol","password":"wrong password"}`)); r.status != 401 {
+		t.Fatalf("login with a wrong password: %d %s", r.status, r.body)
+	}
+
+	// Post a message over /ws so that history has something.
+	ws, _, err := websocket.Dial(t.Context(), "ws://"+srv.HTTPAddr()+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	_ = ws.Write(t.Context(), websocket.MessageText, []byte(`{"authorization":"Bearer `+reg.GetTokens().GetAccessToken()+`"}`))
+	_ = ws.Write(t.Context(), websocket.MessageText, []byte(`{"requestId":"m1","sendMessage":{"room":"general","text":"from the bridge"}}`))
+	for {
+		_, data, err := ws.Read(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev chatv1.ServerEvent
+		if err := protojson.Unmarshal(data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.GetRequestId() == "m1" {
+			if ev.GetAck() == nil {
+				t.Fatalf("want ack, got %v", &ev)
+			}
+			break
+		}
+	}
+
+	r = call(t, "GET", base+"/api/messages?room=general", auth, nil)
+	var hist chatv1.GetHistoryResponse
+	if r.status != 200 || protojson.Unmarshal(r.body, &hist) != nil || len(hist.GetMessages()) != 1 || hist.GetMessages()[0].GetText() != "from the bridge" {
+		t.Fatalf("history: %d %s", r.status, r.body)
+	}
+	if r = call(t, "GET", base+"/api/users/online", auth, nil); r.status != 200 || !strings.Contains(string(r.body), `"carol"`) {
+		t.Fatalf("online: %d %s", r.status, r.body)
+	}
+	if r = call(t, "GET", base+"/api/rooms", auth, nil); r.status != 200 || !strings.Contains(string(r.body), `"general"`) {
+		t.Fatalf("rooms: %d %s", r.status, r.body)
+	}
+
+	// Files: 150 KiB in three chunks, back byte for byte.
+	content := bytes.Repeat([]byte("parley "), 150<<10/7)
+	sum := sha256.Sum256(content)
+	r = call(t, "POST", base+"/api/files", map[string]string{
+		"Authorization": auth["Authorization"], "Content-Type": "text/plain", "X-File-Name": "notes%20%C3%A9t%C3%A9.txt",
+	}, bytes.NewReader(content))
+	var up chatv1.UploadFileResponse
+	if r.status != 200 || protojson.Unmarshal(r.body, &up) != nil || up.GetFile().GetId() != hex.EncodeToString(sum[:]) {
+		t.Fatalf("upload: %d %s", r.status, r.body)
+	}
+	r = call(t, "GET", base+"/api/files/"+up.GetFile().GetId(), auth, nil)
+	if r.status != 200 || !bytes.Equal(r.body, content) || r.header.Get("Content-Length") != strconv.Itoa(len(content)) ||
+		!strings.HasPrefix(r.header.Get("Content-Disposition"), "attachment;") || r.header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("download: %d, %d bytes, %v", r.status, len(r.body), r.header)
+	}
+
+	// Refusals: the server's interceptors decide, the bridge maps.
+	for _, tc := range []struct {
+		path   string
+		hdr    map[string]string
+		status int
+		code   string
+	}{
+		{"/api/rooms", nil, 401, "UNAUTHENTICATED"},
+		{"/api/rooms", map[string]string{"Authorization": "Bearer nope"}, 401, "UNAUTHENTICATED"},
+		{"/api/messages?room=general&limit=1000", auth, 400, "INVALID_ARGUMENT"},
+		{"/api/messages?user=x", auth, 400, "INVALID_ARGUMENT"},
+		{"/api/files/" + strings.Repeat("0", 64), auth, 404, "NOT_FOUND"},
+		{"/api/files/nothex", auth, 400, "INVALID_ARGUMENT"},
+		{"/api/rooms?token=abc", nil, 400, "INVALID_ARGUMENT"},
+		{"/api/rooms", map[string]string{"Authorization": auth["Authorization"], "Origin": "http://evil.example"}, 403, "PERMISSION_DENIED"},
+	} {
+		r := call(t, "GET", base+tc.path, tc.hdr, nil)
+		var body struct{ Code, Message string }
+		_ = json.Unmarshal(r.body, &body)
+		if r.status != tc.status || body.Code != tc.code {
+			t.Errorf("GET %s: %d %s, want %d %s", tc.path, r.status, r.body, tc.status, tc.code)
+		}
+	}
+}
+
+// TestClientGoneIsOfflineOnParleyd: when a browser-side WebSocket goes
+// away, the server's session ends, which another client sees as
+// UserOffline, on /ws and on gRPC-Web alike.
+func TestClientGoneIsOfflineOnParleyd(t *testing.T) {
+	t.Parallel()
+	for _, tr := range []transport{{"grpc-web-ws", openGRPCWeb(false)}, {"ws-json", openWS(websocket.MessageText, false)}, {"ws-binary", openWS(websocket.MessageBinary, false)}} {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			srv := servertest.Start(t, servertest.Options{})
+			h := &harness{srv: srv, tr: transport{"grpc", openGRPC}, rec: &recorder{t: t, seen: map[string][]string{}}, toks: map[string]string{}}
+			watcher := h.connect(t, "watcher")
+			h.tr = tr
+			leaver := h.connect(t, "leaver")
+			leaver.close() // drop the WebSocket without a word
+
+			deadline := time.After(waitFor)
+			for {
+				select {
+				case ev, ok := <-watcher.events:
+					if !ok {
+						t.Fatal("watcher's stream ended")
+					}
+					if ev.GetUserOffline().GetUser().GetUsername() == "leaver" {
+						return
+					}
+				case <-deadline:
+					t.Fatal("the server never saw the leaver go")
+				}
+			}
+		})
+	}
+}
