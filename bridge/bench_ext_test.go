@@ -16,7 +16,9 @@ import (
 // BenchmarkDeliver measures the cost of one ServerEvent (a 100-byte text
 // Message) delivered to a client: over native gRPC, and over /ws in
 // protobuf and in JSON, where it crosses the bridge (gRPC over loopback to
-// the bridge, re-framed, WebSocket over loopback to the client). ns/op and
+// the bridge, re-framed, WebSocket over loopback to the client; the -pipe
+// variants reach the gRPC server over net.Pipe, as parleyd's in-process
+// connection does). ns/op and
 // allocs/op are per delivered event and count both ends, the server, the
 // bridge and the client, all in this process. Clients do not decode (the
 // gRPC one receives raw bytes), so the figures are the cost of the path,
@@ -57,12 +59,21 @@ func BenchmarkDeliver(b *testing.B) {
 		_ = stream.CloseSend()
 	})
 
-	for _, format := range []websocket.MessageType{websocket.MessageBinary, websocket.MessageText} {
-		name := map[websocket.MessageType]string{websocket.MessageBinary: "ws-binary", websocket.MessageText: "ws-json"}[format]
-		b.Run(name, func(b *testing.B) {
+	for _, v := range []struct {
+		name   string
+		format websocket.MessageType
+		pipe   bool
+	}{
+		{"ws-binary", websocket.MessageBinary, false},
+		{"ws-json", websocket.MessageText, false},
+		{"ws-binary-pipe", websocket.MessageBinary, true},
+		{"ws-json-pipe", websocket.MessageText, true},
+	} {
+		format := v.format
+		b.Run(v.name, func(b *testing.B) {
 			// The whole burst is queued at once: size the queue for it, so
 			// that the figure is the path's cost, not the slow-consumer policy.
-			e := newEnv(b, inProcess, func(c *bridge.Config) { c.SendQueue = b.N + 64 })
+			e := newEnvWith(b, inProcess, v.pipe, func(c *bridge.Config) { c.SendQueue = b.N + 64 })
 			ctx := testCtx(b)
 			c := dialWS(b, ctx, e, wsOpts{})
 			if err := c.Write(ctx, format, []byte(hello("bench"))); err != nil {

@@ -356,6 +356,13 @@ type env struct {
 
 func newEnv(t testing.TB, m mode, configure func(*bridge.Config)) *env {
 	t.Helper()
+	return newEnvWith(t, m, false, configure)
+}
+
+// newEnvWith gives the bridge a Conn over net.Pipe when pipe is set, as
+// parleyd does, instead of loopback TCP.
+func newEnvWith(t testing.TB, m mode, pipe bool, configure func(*bridge.Config)) *env {
+	t.Helper()
 	chat := newTestChat()
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(chat.unary), grpc.ChainStreamInterceptor(chat.stream))
 	chatv1.RegisterChatServer(srv, chat)
@@ -367,7 +374,13 @@ func newEnv(t testing.TB, m mode, configure func(*bridge.Config)) *env {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	target, opts := lis.Addr().String(), []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if pipe {
+		pl := newPipeListener()
+		go func() { _ = srv.Serve(pl) }()
+		target, opts = "passthrough:///pipe", append(opts, grpc.WithContextDialer(pl.dial))
+	}
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -604,3 +617,39 @@ func grpcWebUnary(ctx context.Context, e *env, method, origin, auth string, req,
 func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }
 
 func protoMarshal(v any) ([]byte, error) { return proto.Marshal(v.(proto.Message)) }
+
+// pipeListener hands net.Pipe ends to a grpc.Server, like parleyd's
+// in-process connection.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *pipeListener) Addr() net.Addr { return &net.UnixAddr{Name: "pipe", Net: "pipe"} }
+
+func (l *pipeListener) dial(ctx context.Context, _ string) (net.Conn, error) {
+	s, c := net.Pipe()
+	select {
+	case l.conns <- s:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
