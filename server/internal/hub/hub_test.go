@@ -183,6 +183,8 @@ func BenchmarkPostRoom(b *testing.B) {
 	b.ResetTimer()
 	var mu sync.Mutex
 	next := 0
+	// Many concurrent senders, as many clients would be: they share commits.
+	b.SetParallelism(32)
 	b.RunParallel(func(pb *testing.PB) {
 		mu.Lock()
 		s := ss[next%members]
