@@ -189,8 +189,12 @@ func TestGRPCWebSocketClientGoneEndsServerStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.close(g)
-			if err := e.waitEnded(t, user, 10*time.Second); status.Code(err) != codes.Canceled {
-				t.Fatalf("%s: handler returned %v, want Canceled", tc.name, err)
+			// improbable reports the vanished socket both as the end of the
+			// client's messages (io.EOF from Recv) and by cancelling the
+			// stream's context, so the handler returns nil or Canceled,
+			// whichever it notices first; either way it returns.
+			if err := e.waitEnded(t, user, 10*time.Second); err != nil && status.Code(err) != codes.Canceled {
+				t.Fatalf("%s: handler returned %v", tc.name, err)
 			}
 		}
 	})
