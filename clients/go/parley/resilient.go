@@ -1,0 +1,630 @@
+package parley
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+)
+
+// ReconnectOption configures a ResilientSession.
+type ReconnectOption func(*reconnectConfig)
+
+type reconnectConfig struct {
+	min, max time.Duration
+	cursors  []*chatv1.ConversationCursor
+	hook     func(err error, wait time.Duration)
+}
+
+// WithBackoff sets the reconnect delays: the first retry waits about min,
+// each failed attempt doubles it up to max, and each delay is drawn at
+// random from its upper half. Default 500ms and 30s.
+func WithBackoff(min, max time.Duration) ReconnectOption {
+	return func(c *reconnectConfig) { c.min, c.max = min, max }
+}
+
+// WithResumeFrom starts from cursors saved earlier (see
+// [ResilientSession.Cursors]): the first session resumes from them as a
+// reconnect would.
+func WithResumeFrom(cursors []*chatv1.ConversationCursor) ReconnectOption {
+	return func(c *reconnectConfig) { c.cursors = cursors }
+}
+
+// WithReconnectHook calls fn each time the session is lost (or a reconnect
+// attempt fails) and another attempt will be made after wait. fn runs on
+// the session's event goroutine and must return quickly.
+func WithReconnectHook(fn func(err error, wait time.Duration)) ReconnectOption {
+	return func(c *reconnectConfig) { c.hook = fn }
+}
+
+// ResilientSession is a live session that survives lost connections and
+// server restarts. When its stream ends it reconnects with exponential
+// backoff and jitter (or after the server's ServerNotice.reconnect_after),
+// then resumes every conversation from the last sequence it delivered, and
+// drops messages it has already delivered, so Events carries each message
+// once.
+//
+// It stops, closing Events, when ctx ends, on Close, when a reconnect is
+// refused as Unauthenticated or PermissionDenied, or when the server ends
+// the session with a notice that carries no reconnect_after (an
+// administrator's disconnect); Err then says why.
+//
+// Events delivers what each underlying [Session] delivers, with the same
+// slow-consumer caveat: a Welcome opens each (re)connection. After a
+// reconnect, the server's connect-time copy of a conversation the session
+// already tracks is dropped in favour of the resumed replay; a live message
+// can still arrive before older missed ones, so order by Message.seq.
+//
+// Commands wait for a live session (bounded by their ctx). Send, SendPrivate
+// and SendFile are retried on the next session when the stream is lost
+// before their answer, with the same client_msg_id, so they post once.
+// Safe for concurrent use.
+type ResilientSession struct {
+	c      *Client
+	cfg    reconnectConfig
+	log    *slog.Logger
+	parent context.Context
+	ctx    context.Context
+	cancel context.CancelFunc
+	events chan *chatv1.ServerEvent
+	done   chan struct{}
+	err    error // written before done is closed
+
+	mu      sync.Mutex
+	cur     *Session
+	changed chan struct{} // closed and replaced when cur changes
+	track   *tracker
+}
+
+// ConnectResilient opens a ResilientSession. The first connection is made
+// before it returns, and its failure is returned as is; later ones are
+// retried. ctx bounds the session's whole life.
+func (c *Client) ConnectResilient(ctx context.Context, opts ...ReconnectOption) (*ResilientSession, error) {
+	cfg := reconnectConfig{min: 500 * time.Millisecond, max: 30 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.min <= 0 {
+		cfg.min = 500 * time.Millisecond
+	}
+	cfg.max = max(cfg.max, cfg.min)
+	rctx, cancel := context.WithCancel(ctx)
+	s, err := c.Connect(rctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	r := &ResilientSession{
+		c: c, cfg: cfg, log: c.log, parent: ctx, ctx: rctx, cancel: cancel,
+		events: make(chan *chatv1.ServerEvent, c.eventBuffer), done: make(chan struct{}),
+		changed: make(chan struct{}), track: newTracker(cfg.cursors),
+	}
+	r.setCurrent(s)
+	go r.run(s)
+	return r, nil
+}
+
+// Events delivers the events of every underlying session; see
+// [ResilientSession]. It is closed when the ResilientSession stops.
+func (r *ResilientSession) Events() <-chan *chatv1.ServerEvent { return r.events }
+
+// Done is closed when the ResilientSession has stopped.
+func (r *ResilientSession) Done() <-chan struct{} { return r.done }
+
+// Err returns nil while running and after Close; otherwise why it stopped:
+// the refusal of a reconnect, the status of a session the server said not
+// to reconnect, or ctx's error.
+func (r *ResilientSession) Err() error {
+	select {
+	case <-r.done:
+		return r.err
+	default:
+		return nil
+	}
+}
+
+// Close stops reconnecting, ends the current session and waits for the
+// event goroutine. Safe to call more than once.
+func (r *ResilientSession) Close() error {
+	r.cancel()
+	<-r.done
+	return nil
+}
+
+// Current returns the live session, or nil while reconnecting.
+func (r *ResilientSession) Current() *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur
+}
+
+// Cursors returns the last sequence delivered in each conversation seen so
+// far, in a stable order; save them to resume later with [WithResumeFrom].
+func (r *ResilientSession) Cursors() []*chatv1.ConversationCursor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.track.cursors(nil)
+}
+
+func (r *ResilientSession) setCurrent(s *Session) {
+	r.mu.Lock()
+	r.cur = s
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// run owns the session loop: it forwards events, and reconnects.
+func (r *ResilientSession) run(s *Session) {
+	defer close(r.done)
+	defer close(r.events)
+	defer r.cancel()
+	attempt := 0
+	for {
+		hint, final := r.pump(s)
+		<-s.Done()
+		err := s.Err()
+		r.setCurrent(nil)
+		if r.ctx.Err() != nil {
+			r.err = r.parent.Err() // nil after Close
+			return
+		}
+		if final {
+			if err == nil {
+				err = errors.New("parley: the server ended the session and asked not to reconnect")
+			}
+			r.err = err
+			r.log.Info("parley: session ended; not reconnecting", "err", err)
+			return
+		}
+		for {
+			wait := r.delay(attempt)
+			if hint > 0 {
+				wait, hint = hint+rand.N(hint/4+1), 0
+			}
+			attempt++
+			r.log.Info("parley: session lost; reconnecting", "err", err, "in", wait)
+			if r.cfg.hook != nil {
+				r.cfg.hook(err, wait)
+			}
+			select {
+			case <-r.ctx.Done():
+				r.err = r.parent.Err()
+				return
+			case <-time.After(wait):
+			}
+			next, cerr := r.c.Connect(r.ctx)
+			if cerr == nil {
+				s, attempt = next, 0
+				break
+			}
+			if r.ctx.Err() != nil {
+				r.err = r.parent.Err()
+				return
+			}
+			if permanent(cerr) {
+				r.err = cerr
+				r.log.Info("parley: reconnect refused; giving up", "err", cerr)
+				return
+			}
+			err = cerr
+		}
+		r.log.Info("parley: reconnected", "session", s.Welcome().GetSessionId())
+		r.setCurrent(s)
+	}
+}
+
+// permanent reports a refusal that retrying cannot fix.
+func permanent(err error) bool {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return true
+	}
+	return false
+}
+
+// delay is the backoff before attempt n (0-based): min·2ⁿ capped at max,
+// drawn from its upper half.
+func (r *ResilientSession) delay(n int) time.Duration {
+	d := r.cfg.max
+	if n < 30 {
+		d = min(r.cfg.min<<n, r.cfg.max)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// pump forwards one session's events until it ends. It reports the
+// server's reconnect hint, and final when the server said not to return.
+//
+// The server opens every session with a restore (recent messages of
+// general, missed direct messages) ending in StateRestored. When this
+// ResilientSession already tracks conversations, their part of that
+// restore is dropped and, after it, one Resume asks for exactly what was
+// missed since the last delivered sequence.
+func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
+	me := s.Welcome().GetUser().GetUsername()
+	r.mu.Lock()
+	tracked := r.track.keys()
+	r.mu.Unlock()
+	restoring := true // until the connect-time StateRestored
+	resumes := 0
+	for ev := range s.Events() {
+		switch e := ev.GetEvent().(type) {
+		case *chatv1.ServerEvent_ServerNotice:
+			switch e.ServerNotice.GetKind() {
+			case chatv1.NoticeKind_NOTICE_KIND_SHUTDOWN, chatv1.NoticeKind_NOTICE_KIND_DISCONNECTED:
+				if ra := e.ServerNotice.GetReconnectAfter(); ra != nil {
+					hint, final = ra.AsDuration(), false
+				} else {
+					final = true
+				}
+			}
+		case *chatv1.ServerEvent_Message:
+			r.mu.Lock()
+			fresh := r.track.see(me, e.Message)
+			r.mu.Unlock()
+			if !fresh {
+				continue
+			}
+		case *chatv1.ServerEvent_RecentMessages:
+			if ev = r.filterRecent(me, ev, restoring, tracked); ev == nil {
+				continue
+			}
+		case *chatv1.ServerEvent_StateRestored:
+			if restoring {
+				restoring = false
+				for _, room := range e.StateRestored.GetRooms() {
+					r.baseline(r.ctx, room)
+				}
+				if len(tracked) > 0 {
+					r.resume(s, true, e.StateRestored.GetRooms())
+				}
+			} else if !e.StateRestored.GetComplete() && resumes < 100 {
+				resumes++
+				r.resume(s, false, nil)
+			}
+		}
+		select {
+		case r.events <- ev:
+		case <-r.ctx.Done():
+			return 0, false
+		}
+	}
+	return hint, final
+}
+
+// filterRecent drops messages already delivered and, during the
+// connect-time restore, whole conversations a Resume will bring back.
+func (r *ResilientSession) filterRecent(me string, ev *chatv1.ServerEvent, restoring bool, tracked map[string]bool) *chatv1.ServerEvent {
+	rm := ev.GetRecentMessages()
+	msgs := rm.GetMessages()
+	if restoring && len(msgs) > 0 && tracked[convKey(me, msgs[0])] {
+		return nil
+	}
+	r.mu.Lock()
+	kept := make([]*chatv1.Message, 0, len(msgs))
+	for _, m := range msgs {
+		if r.track.see(me, m) {
+			kept = append(kept, m)
+		}
+	}
+	r.mu.Unlock()
+	if len(kept) == len(msgs) {
+		return ev
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RecentMessages{RecentMessages: &chatv1.RecentMessages{
+		Conversation: rm.GetConversation(), Messages: kept,
+	}}}
+}
+
+// resume asks s for everything after the tracked cursors. With filter,
+// members are the user's stored rooms (from the connect-time
+// StateRestored): rooms outside them and general were left and are
+// forgotten, since the server refuses a Resume that names them.
+func (r *ResilientSession) resume(s *Session, filter bool, members []string) {
+	r.mu.Lock()
+	var keep map[string]bool
+	if filter {
+		keep = map[string]bool{"#general": true}
+		for _, room := range members {
+			keep["#"+room] = true
+		}
+	}
+	cursors := r.track.cursors(keep)
+	r.mu.Unlock()
+	if len(cursors) == 0 {
+		return
+	}
+	if err := s.Resume(r.ctx, cursors); err != nil {
+		r.log.Debug("parley: resume not sent", "err", err)
+	}
+}
+
+// session waits for a live session.
+func (r *ResilientSession) session(ctx context.Context) (*Session, error) {
+	for {
+		r.mu.Lock()
+		s, changed := r.cur, r.changed
+		r.mu.Unlock()
+		if s != nil {
+			select {
+			case <-s.Done():
+			default:
+				return s, nil
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-r.done:
+			if r.err != nil {
+				return nil, errors.Join(ErrClosed, r.err)
+			}
+			return nil, ErrClosed
+		}
+	}
+}
+
+// retry runs f on the live session, again on the next one when the
+// session ends before f is answered.
+func retry[T any](ctx context.Context, r *ResilientSession, f func(*Session) (T, error)) (T, error) {
+	for {
+		s, err := r.session(ctx)
+		if err != nil {
+			var zero T
+			return zero, err
+		}
+		v, err := f(s)
+		if errors.Is(err, ErrClosed) {
+			continue
+		}
+		return v, err
+	}
+}
+
+// Send is [Session.Send] on the live session, retried with the same
+// client_msg_id if the session is lost before the Ack.
+func (r *ResilientSession) Send(ctx context.Context, room, text string) (*chatv1.Ack, error) {
+	id := NewClientMsgID()
+	return retry(ctx, r, func(s *Session) (*chatv1.Ack, error) { return s.SendWithID(ctx, room, text, id) })
+}
+
+// SendPrivate is [Session.SendPrivate], retried like Send.
+func (r *ResilientSession) SendPrivate(ctx context.Context, to, text string) (*chatv1.Ack, error) {
+	id := NewClientMsgID()
+	return retry(ctx, r, func(s *Session) (*chatv1.Ack, error) { return s.sendPrivate(ctx, to, text, id) })
+}
+
+// SendFile is [Session.SendFile], retried like Send.
+func (r *ResilientSession) SendFile(ctx context.Context, conv *chatv1.Conversation, fileID string) (*chatv1.Ack, error) {
+	id := NewClientMsgID()
+	return retry(ctx, r, func(s *Session) (*chatv1.Ack, error) { return s.sendFile(ctx, conv, fileID, id) })
+}
+
+// Join is [Session.Join] on the live session. The room is resumed after a
+// reconnect even if no message arrived in it before.
+func (r *ResilientSession) Join(ctx context.Context, room string) (*chatv1.RoomJoined, error) {
+	j, err := retry(ctx, r, func(s *Session) (*chatv1.RoomJoined, error) { return s.Join(ctx, room) })
+	if err == nil {
+		r.baseline(ctx, room)
+	}
+	return j, err
+}
+
+// baseline starts tracking a room the user is in but has seen no message
+// of, from its latest sequence, so messages missed there while
+// disconnected are resumed too. Messages seen meanwhile take precedence.
+func (r *ResilientSession) baseline(ctx context.Context, room string) {
+	key := "#" + room
+	r.mu.Lock()
+	_, known := r.track.convs[key]
+	r.mu.Unlock()
+	if known {
+		return
+	}
+	msgs, _, err := r.c.History(ctx, Room(room), HistoryOptions{Limit: 1})
+	if err != nil {
+		r.log.Debug("parley: no baseline for room", "room", room, "err", err)
+		return
+	}
+	var last int64
+	if len(msgs) > 0 {
+		last = msgs[len(msgs)-1].GetSeq()
+	}
+	r.mu.Lock()
+	if _, known := r.track.convs[key]; !known {
+		r.track.convs[key] = &convState{conv: Room(room), last: last}
+	}
+	r.mu.Unlock()
+}
+
+// Leave is [Session.Leave] on the live session; the room is no longer
+// resumed.
+func (r *ResilientSession) Leave(ctx context.Context, room string) error {
+	_, err := retry(ctx, r, func(s *Session) (struct{}, error) { return struct{}{}, s.Leave(ctx, room) })
+	if err == nil {
+		r.mu.Lock()
+		delete(r.track.convs, "#"+room)
+		r.mu.Unlock()
+	}
+	return err
+}
+
+// Typing is [Session.Typing] on the live session; it is not retried.
+func (r *ResilientSession) Typing(ctx context.Context, conv *chatv1.Conversation, typing bool) error {
+	s, err := r.session(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Typing(ctx, conv, typing)
+}
+
+// ListRooms is [Session.ListRooms] on the live session.
+func (r *ResilientSession) ListRooms(ctx context.Context) ([]*chatv1.RoomInfo, error) {
+	return retry(ctx, r, func(s *Session) ([]*chatv1.RoomInfo, error) { return s.ListRooms(ctx) })
+}
+
+// Ping is [Session.Ping] on the live session.
+func (r *ResilientSession) Ping(ctx context.Context) (*chatv1.Pong, error) {
+	return retry(ctx, r, func(s *Session) (*chatv1.Pong, error) { return s.Ping(ctx) })
+}
+
+// tracker remembers, per conversation, the last sequence delivered with no
+// gap before it, and the ids of recently delivered messages. Not safe for
+// concurrent use.
+type tracker struct {
+	convs map[string]*convState // by convKey
+	seen  map[string]struct{}   // ids of the last len(ring) messages
+	ring  []string
+	next  int
+}
+
+type convState struct {
+	conv  *chatv1.Conversation // as a request names it (peer for direct)
+	last  int64                // every seq ≤ last was delivered or predates tracking
+	ahead map[int64]struct{}   // delivered seqs beyond a gap
+}
+
+// dedupeWindow is how many message ids are remembered: more than a restore
+// (50) plus a full replay (1,000) can overlap.
+const dedupeWindow = 4096
+
+// maxAhead bounds the seqs kept beyond a gap; past it the gap is given up.
+const maxAhead = 4096
+
+func newTracker(seed []*chatv1.ConversationCursor) *tracker {
+	t := &tracker{convs: map[string]*convState{}, seen: map[string]struct{}{}, ring: make([]string, dedupeWindow)}
+	for _, c := range seed {
+		key := cursorKey(c.GetConversation())
+		if key != "" {
+			t.convs[key] = &convState{conv: c.GetConversation(), last: c.GetLastSeq()}
+		}
+	}
+	return t
+}
+
+// convKey names m's conversation from me's point of view: "#room", or
+// "@peer" for a direct message (in events, a direct conversation names the
+// recipient).
+func convKey(me string, m *chatv1.Message) string {
+	if room := m.GetConversation().GetRoom(); room != "" {
+		return "#" + room
+	}
+	peer := m.GetConversation().GetUser()
+	if peer == me {
+		peer = m.GetSender()
+	}
+	return "@" + peer
+}
+
+func cursorKey(c *chatv1.Conversation) string {
+	if room := c.GetRoom(); room != "" {
+		return "#" + room
+	}
+	if u := c.GetUser(); u != "" {
+		return "@" + u
+	}
+	return ""
+}
+
+// see records m and reports whether it is new.
+func (t *tracker) see(me string, m *chatv1.Message) bool {
+	key := convKey(me, m)
+	seq := m.GetSeq()
+	c := t.convs[key]
+	if id := m.GetId(); id != "" {
+		if _, dup := t.seen[id]; dup {
+			return false
+		}
+		if c != nil {
+			if _, dup := c.ahead[seq]; dup {
+				return false
+			}
+		}
+		if old := t.ring[t.next]; old != "" {
+			delete(t.seen, old)
+		}
+		t.ring[t.next] = id
+		t.next = (t.next + 1) % len(t.ring)
+		t.seen[id] = struct{}{}
+	}
+	if c == nil {
+		conv := Room(m.GetConversation().GetRoom())
+		if key[0] == '@' {
+			conv = Direct(key[1:])
+		}
+		c = &convState{conv: conv, last: seq - 1}
+		t.convs[key] = c
+	}
+	switch {
+	case seq == c.last+1:
+		c.last = seq
+		c.advance()
+	case seq > c.last+1:
+		if c.ahead == nil {
+			c.ahead = map[int64]struct{}{}
+		}
+		c.ahead[seq] = struct{}{}
+		if len(c.ahead) > maxAhead {
+			lowest := seq
+			for s := range c.ahead {
+				lowest = min(lowest, s)
+			}
+			delete(c.ahead, lowest)
+			c.last = lowest
+			c.advance()
+		}
+	}
+	return true
+}
+
+func (c *convState) advance() {
+	for {
+		if _, ok := c.ahead[c.last+1]; !ok {
+			return
+		}
+		delete(c.ahead, c.last+1)
+		c.last++
+	}
+}
+
+func (t *tracker) keys() map[string]bool {
+	out := make(map[string]bool, len(t.convs))
+	for k := range t.convs {
+		out[k] = true
+	}
+	return out
+}
+
+// cursors lists the tracked conversations, sorted by key. keep, when not
+// nil, filters rooms (direct conversations are always kept); rooms it
+// rejects are forgotten.
+func (t *tracker) cursors(keep map[string]bool) []*chatv1.ConversationCursor {
+	keys := make([]string, 0, len(t.convs))
+	for k := range t.convs {
+		if keep != nil && k[0] == '#' && !keep[k] {
+			delete(t.convs, k)
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]*chatv1.ConversationCursor, len(keys))
+	for i, k := range keys {
+		c := t.convs[k]
+		out[i] = &chatv1.ConversationCursor{Conversation: c.conv, LastSeq: c.last}
+	}
+	return out
+}
