@@ -259,6 +259,12 @@ describe("parley web app against a real parleyd", { timeout: 240_000 }, () => {
     assert.ok(got.equals(content), "downloaded bytes equal the upload");
     // No token ever went into a URL.
     assert.ok(!download.url().includes("token"), download.url());
+
+    // Bob leaves the room: back to #general, and the count drops for Alice.
+    await pane(bob.page).getByRole("button", { name: "Leave room" }).click();
+    await bob.page.locator('[data-testid="conversation"][data-conv="room:general"]').waitFor({ timeout: T });
+    await bob.page.getByRole("button", { name: "Join gophers" }).waitFor({ timeout: T });
+    await waitFor(async () => (await alice.page.getByTestId("member-count").textContent()) === "1 member", "1 member after leave");
   });
 
   it("keeps a plain user out of the admin page", async () => {
@@ -287,12 +293,20 @@ describe("parley web app against a real parleyd", { timeout: 240_000 }, () => {
     // Two polls make a line.
     await admin.page.locator('[data-testid="stats-chart"] polyline').first().waitFor({ state: "attached", timeout: 10_000 });
 
-    await admin.page.getByLabel("Announcement").fill("Maintenance at noon");
+    await admin.page.getByLabel("Announcement", { exact: true }).fill("Maintenance at noon");
     await admin.page.getByRole("button", { name: "Send broadcast" }).click();
     await waitFor(async () => /Broadcast queued to \d+ session/.test((await admin.page.getByTestId("broadcast-result").textContent()) ?? ""), "broadcast result");
     for (const p of [alice.page, bob.page]) {
       await p.getByTestId("broadcast").filter({ hasText: "Maintenance at noon" }).waitFor({ timeout: T });
     }
+    // A room broadcast reaches the room's members only (Bob left #gophers).
+    await admin.page.getByLabel("Announcement", { exact: true }).fill("Gophers meetup at 3");
+    await admin.page.getByLabel("To", { exact: true }).selectOption("gophers");
+    await admin.page.getByRole("button", { name: "Send broadcast" }).click();
+    await alice.page.getByTestId("broadcast").filter({ hasText: "to #gophers: Gophers meetup at 3" }).waitFor({ timeout: T });
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.equal(await bob.page.getByTestId("broadcast").filter({ hasText: "Gophers meetup" }).count(), 0);
+    await admin.page.getByLabel("To", { exact: true }).selectOption("");
     await screenshot(admin.page, "admin-stats");
     await screenshot(alice.page, "broadcast");
   });
@@ -342,8 +356,8 @@ describe("parley web app against a real parleyd", { timeout: 240_000 }, () => {
     await openConv(bob.page, "room:general");
     await send(alice.page, "Welcome back, everyone. Files and rooms survived the restart.");
     await messageIn(bob.page, "Files and rooms survived");
-    await send(bob.page, "Great — see you in #gophers.");
-    await messageIn(alice.page, "see you in #gophers");
+    await send(bob.page, "Great — the file is in #gophers.");
+    await messageIn(alice.page, "the file is in #gophers");
     await waitFor(async () => (await statusText(bob.page)) === "Connected", "the Restored notice to settle", 10_000);
     await bob.page.getByRole("button", { name: "Dismiss", exact: true }).evaluateAll((bs) => bs.forEach((b) => b.click()));
     const box = pane(alice.page).getByTestId("composer");
