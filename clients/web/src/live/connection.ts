@@ -55,6 +55,8 @@ export interface LiveOptions {
   silenceMs?: number;
   /** host overrides the bridge origin (default: the page's origin). */
   host?: string;
+  /** transport overrides improbable's WebSocket transport (tests only). */
+  transport?: grpc.TransportFactory;
 }
 
 interface Outgoing {
@@ -164,7 +166,7 @@ export class LiveConnection {
 
     const client = grpc.client<Wire<typeof ClientEventSchema>, Wire<typeof ServerEventSchema>, typeof connectDef>(connectDef, {
       host: this.opts.host ?? apiHost(),
-      transport: grpc.WebsocketTransport(),
+      transport: this.opts.transport ?? grpc.WebsocketTransport(),
     });
     this.client = client;
     client.onMessage((msg) => {

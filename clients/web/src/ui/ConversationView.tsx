@@ -66,10 +66,16 @@ function MessageList({
   convKey: string;
 }) {
   const ref = useRef<HTMLOListElement>(null);
+  // stick keeps the view at the newest message unless the reader scrolled up.
   const stick = useRef(true);
+  const shownKey = useRef(convKey);
 
   useLayoutEffect(() => {
     const el = ref.current;
+    if (shownKey.current !== convKey) {
+      shownKey.current = convKey;
+      stick.current = true;
+    }
     if (el && stick.current) el.scrollTop = el.scrollHeight;
   }, [messages, convKey]);
 

@@ -64,6 +64,11 @@ export function useChat(opts: {
             const d = session.current;
             if (d && d.accessExpiresAt - Date.now() < 60_000) session.refresh().catch(() => {});
           }
+          if (ev.event.case === "stateRestored" && !ev.event.value.complete) {
+            // More was missed than the server replays: fetch the latest page
+            // of every conversation (merging dedupes the overlap).
+            for (const key of Object.keys(stateRef.current.convs)) loadHistoryRef.current(key);
+          }
           if (ev.event.case === "roomJoined") {
             // Members may read the room's history only once joined.
             const key = roomKey(ev.event.value.room);
@@ -112,7 +117,7 @@ export function useChat(opts: {
   const loadHistory = useCallback(
     (key: ConvKey) => {
       api
-        .call(defs.getHistory, { conversation: conversationInit(key), limit: 50 })
+        .call(defs.getHistory, { conversation: conversationInit(key), limit: 100 })
         .then((res) => dispatch({ type: "history", key, messages: res.messages.map(fromWire) }))
         .catch((err: Error) => dispatch({ type: "toast", text: `History of ${parseKey(key).name}: ${err.message}`, now: Date.now() }));
     },
