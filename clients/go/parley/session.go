@@ -29,6 +29,7 @@ import (
 type Session struct {
 	c       *Client
 	log     *slog.Logger
+	parent  context.Context // the ctx given to Connect
 	ctx     context.Context
 	cancel  context.CancelFunc
 	stream  grpc.BidiStreamingClient[chatv1.ClientEvent, chatv1.ServerEvent]
@@ -76,7 +77,7 @@ func (c *Client) Connect(ctx context.Context) (*Session, error) {
 		return nil, fmt.Errorf("parley: the server opened with %T, not Welcome", first.GetEvent())
 	}
 	s := &Session{
-		c: c, log: c.log, ctx: sctx, cancel: cancel, stream: stream, welcome: first.GetWelcome(),
+		c: c, log: c.log, parent: ctx, ctx: sctx, cancel: cancel, stream: stream, welcome: first.GetWelcome(),
 		events:   make(chan *chatv1.ServerEvent, c.eventBuffer),
 		out:      make(chan *chatv1.ClientEvent),
 		expiring: make(chan struct{}, 1),
@@ -120,8 +121,9 @@ func (s *Session) Events() <-chan *chatv1.ServerEvent { return s.events }
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
-// Err returns nil while the session is live and after Close; otherwise why
-// it ended: a gRPC status error such as Unavailable (server shutdown; a
+// Err returns nil while the session is live and after Close; the error of
+// Connect's ctx when that ended it; otherwise why the server ended it: a
+// gRPC status error such as Unavailable (server shutdown; a
 // ServerNotice with reconnect_after came first), ResourceExhausted (slow
 // consumer or too many refused commands), Aborted (disconnected by an
 // administrator) or Unauthenticated (token expired).
@@ -168,8 +170,11 @@ func (s *Session) readLoop() {
 		}
 		break
 	}
-	if errors.Is(err, io.EOF) || s.closed.Load() {
+	switch {
+	case errors.Is(err, io.EOF) || s.closed.Load():
 		err = nil
+	case s.parent.Err() != nil:
+		err = s.parent.Err()
 	}
 	s.err = err
 	s.cancel()

@@ -1,0 +1,72 @@
+package parley
+
+import (
+	"fmt"
+	"testing"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+)
+
+func TestTracker(t *testing.T) {
+	t.Parallel()
+	room := func(seq int64) *chatv1.Message {
+		return &chatv1.Message{Id: fmt.Sprint("r", seq), Seq: seq, Sender: "bob", Conversation: Room("club")}
+	}
+	// Direct messages name the recipient; both directions are one
+	// conversation with the peer.
+	dm := func(seq int64, from, to string) *chatv1.Message {
+		return &chatv1.Message{Id: fmt.Sprint("d", seq), Seq: seq, Sender: from, Conversation: Direct(to)}
+	}
+	tests := []struct {
+		name  string
+		seed  []*chatv1.ConversationCursor
+		msgs  []*chatv1.Message
+		fresh []bool
+		want  string // cursors
+	}{
+		{"in order", nil, []*chatv1.Message{room(5), room(6), room(7)}, []bool{true, true, true}, "#club:7"},
+		{"duplicates", nil, []*chatv1.Message{room(5), room(6), room(5), room(6)}, []bool{true, true, false, false}, "#club:6"},
+		{"gap then fill", nil, []*chatv1.Message{room(5), room(8), room(6), room(7), room(8)}, []bool{true, true, true, true, false}, "#club:8"},
+		{"gap stays at the cursor", nil, []*chatv1.Message{room(5), room(9)}, []bool{true, true}, "#club:5"},
+		{"seeded", []*chatv1.ConversationCursor{{Conversation: Room("club"), LastSeq: 10}}, []*chatv1.Message{room(11), room(13), room(12)}, []bool{true, true, true}, "#club:13"},
+		{"older than first sight", nil, []*chatv1.Message{room(7), room(6)}, []bool{true, true}, "#club:7"},
+		{"direct both ways", nil, []*chatv1.Message{dm(1, "alice", "bob"), dm(2, "bob", "alice"), dm(2, "bob", "alice")}, []bool{true, true, false}, "@bob:2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newTracker(tt.seed)
+			for i, m := range tt.msgs {
+				if got := tr.see("alice", m); got != tt.fresh[i] {
+					t.Fatalf("message %d (seq %d): fresh = %v, want %v", i, m.GetSeq(), got, tt.fresh[i])
+				}
+			}
+			var got string
+			for _, c := range tr.cursors(nil) {
+				got += cursorKey(c.GetConversation()) + ":" + fmt.Sprint(c.GetLastSeq())
+			}
+			if got != tt.want {
+				t.Fatalf("cursors %s, want %s", got, tt.want)
+			}
+		})
+	}
+
+	// Rooms outside the kept set are forgotten; direct ones stay.
+	tr := newTracker(nil)
+	tr.see("alice", room(1))
+	tr.see("alice", dm(1, "bob", "alice"))
+	if cs := tr.cursors(map[string]bool{"#general": true}); len(cs) != 1 || cs[0].GetConversation().GetUser() != "bob" {
+		t.Fatalf("filtered cursors = %v", cs)
+	}
+	if len(tr.convs) != 1 {
+		t.Fatalf("left room still tracked: %v", tr.convs)
+	}
+
+	// The id window forgets the oldest ids.
+	tr = newTracker(nil)
+	for i := range int64(dedupeWindow + 10) {
+		tr.see("alice", room(i+1))
+	}
+	if len(tr.seen) != dedupeWindow {
+		t.Fatalf("%d ids remembered, want %d", len(tr.seen), dedupeWindow)
+	}
+}
