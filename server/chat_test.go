@@ -18,7 +18,6 @@ import (
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/internal/auth"
-	"github.com/parleychat/parley/server/internal/ratelimit"
 	"github.com/parleychat/parley/server/servertest"
 )
 
@@ -366,5 +365,5 @@ func download(conn *grpc.ClientConn, token, id string) ([]byte, error) {
 }
 
 func unlimitedMessages(c *server.Config) {
-	c.Rates = ratelimit.Config{Rates: map[ratelimit.Kind]ratelimit.Rate{ratelimit.KindMessage: {PerSecond: -1}}}
+	c.RateLimits = "message=unlimited"
 }

@@ -93,8 +93,10 @@ type Config struct {
 	// Static is the web app served at "/"; nil serves none.
 	Static fs.FS
 
-	// Rates are the per-user rate limits.
-	Rates ratelimit.Config
+	// RateLimits overrides the default per-user (connect: per-IP) limits,
+	// as "kind=N/unit[:burst],..." with kinds message, typing, join,
+	// upload, connect and other, e.g. "message=5/s:10,upload=unlimited".
+	RateLimits string
 	// QueueSize bounds each session's outbound queue; default 256.
 	QueueSize int
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
@@ -230,7 +232,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.limit = ratelimit.New(cfg.Rates)
+	rates, err := ratelimit.ParseConfig(cfg.RateLimits)
+	if err != nil {
+		return nil, fmt.Errorf("rate limits: %w", err)
+	}
+	s.limit = ratelimit.New(rates)
 	chain, err := interceptor.New(interceptor.Config{
 		Verifier: verifier, Users: st, Limiter: s.limit, Logger: cfg.Logger, ClientIP: clientIP,
 	})

@@ -14,7 +14,6 @@ import (
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/internal/auth"
-	"github.com/parleychat/parley/server/internal/ratelimit"
 	"github.com/parleychat/parley/server/servertest"
 )
 
@@ -77,7 +76,7 @@ func TestTokenExpiresMidStream(t *testing.T) {
 func TestStreamRateLimit(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
-		c.Rates = ratelimit.Config{Rates: map[ratelimit.Kind]ratelimit.Rate{ratelimit.KindMessage: {PerSecond: 1, Burst: 3}}}
+		c.RateLimits = "message=1/s:3"
 	}})
 	conn := srv.Dial(t)
 	c := connect(t, conn, "alice", srv.Token(t, "alice", auth.RoleUser))
@@ -130,7 +129,7 @@ func TestSlowConsumer(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
 		c.QueueSize = 16
-		c.Rates = ratelimit.Config{Rates: map[ratelimit.Kind]ratelimit.Rate{ratelimit.KindMessage: {PerSecond: -1}}}
+		c.RateLimits = "message=unlimited"
 	}})
 	conn := srv.Dial(t)
 	// The slow client's own connection has a small fixed flow-control

@@ -472,23 +472,9 @@ var scenarios = []scenario{
 }
 
 // limitMessages sets the per-user message rate to a burst of n and one
-// more per 1000s. server.Config.Rates has a type internal to the server, which
-// the bridge may not import, hence reflection on its documented shape:
-// Rates map[Kind]Rate{PerSecond, Burst}, KindMessage being Kind 0.
+// more per hour, so the n+1st message in a scenario is refused.
 func limitMessages(n int) func(*server.Config) {
-	return func(c *server.Config) {
-		rates := reflect.ValueOf(&c.Rates).Elem().FieldByName("Rates")
-		key := reflect.Zero(rates.Type().Key())
-		if k, ok := key.Interface().(fmt.Stringer); !ok || k.String() != "message" {
-			panic("conformance: ratelimit.Kind 0 is no longer \"message\"")
-		}
-		rate := reflect.New(rates.Type().Elem()).Elem()
-		rate.FieldByName("PerSecond").SetFloat(0.001)
-		rate.FieldByName("Burst").SetInt(int64(n))
-		m := reflect.MakeMap(rates.Type())
-		m.SetMapIndex(key, rate)
-		rates.Set(m)
-	}
+	return func(c *server.Config) { c.RateLimits = fmt.Sprintf("message=1/h:%d", n) }
 }
 
 // TestTransportConformance runs every scenario over every transport and

@@ -24,7 +24,6 @@ import (
 	"github.com/parleychat/parley/clients/web"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/internal/auth"
-	"github.com/parleychat/parley/server/internal/ratelimit"
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/sqlite"
 )
@@ -137,16 +136,12 @@ func serve(args []string) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	slog.SetDefault(logger)
 
-	rl, err := ratelimit.ParseConfig(*rates)
-	if err != nil {
-		return fmt.Errorf("rate limits: %w", err)
-	}
 	cfg := server.Config{
 		GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, MetricsAddr: *metricsAddr, DataDir: *dataDir,
 		JWTIssuer: *issuer, JWTAudience: *audience, PublicKeyFiles: list(*pubKeys), AccessTTL: *accessTTL,
 		EncryptionKeys: *encKeys, MaxFileSize: *maxFile, Retention: *retention,
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, AllowedOrigins: list(*origins),
-		QueueSize: int(*queue), DisableRegistration: *noRegister, Rates: rl, Logger: logger, Static: web.Dist,
+		QueueSize: int(*queue), DisableRegistration: *noRegister, RateLimits: *rates, Logger: logger, Static: web.Dist,
 	}
 	if *secretFile != "" {
 		b, err := os.ReadFile(*secretFile)
