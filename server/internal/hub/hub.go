@@ -561,6 +561,9 @@ func (h *Hub) Typing(s *Session, conv *chatv1.Conversation, on bool) error {
 		}
 		key = store.RoomKey(k.Room)
 	case *chatv1.Conversation_User:
+		if k.User == s.Username {
+			return apierr.InvalidArgument("cannot type to yourself")
+		}
 		key = store.DirectKey(s.Username, k.User)
 	default:
 		return apierr.InvalidArgument("conversation is required")

@@ -1709,7 +1709,10 @@ func (x *UserOffline) GetOnlineCount() int32 {
 	return 0
 }
 
-// RecentMessages carries the latest messages of a conversation, oldest first.
+// RecentMessages carries messages of one conversation, oldest first: the
+// latest of general on connect, missed direct messages, or a Resume replay.
+// Unlike in Message, a direct conversation's `user` here is the reader's
+// peer.
 type RecentMessages struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversation  *Conversation          `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`

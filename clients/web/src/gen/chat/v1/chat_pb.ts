@@ -663,7 +663,10 @@ export const UserOfflineSchema: GenMessage<UserOffline> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 18);
 
 /**
- * RecentMessages carries the latest messages of a conversation, oldest first.
+ * RecentMessages carries messages of one conversation, oldest first: the
+ * latest of general on connect, missed direct messages, or a Resume replay.
+ * Unlike in Message, a direct conversation's `user` here is the reader's
+ * peer.
  *
  * @generated from message chat.v1.RecentMessages
  */
