@@ -1,0 +1,404 @@
+// Command parley-bench is Parley's load generator. It speaks native gRPC,
+// gRPC-Web over WebSocket, /ws (JSON and binary) and, for comparison, the
+// Socket.IO reference server in clients/go/bench/socketio, and runs the
+// workloads of issue 4: fan-out, many small rooms, idle connections and a
+// connect storm, plus a smoke check for CI.
+//
+// Every message carries its publisher, a per-publisher sequence and the
+// time it was due; receivers count loss, duplicates, reordering and
+// latency. With the server's pid, /proc gives its CPU time and memory.
+// Each run prints one JSON line on stdout and a summary on stderr.
+//
+// It only connects to loopback addresses, and every run ends by its
+// --deadline.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const usage = `parley-bench: load generator for Parley (and the Socket.IO reference)
+
+usage: parley-bench <workload> [flags]
+
+workloads:
+  fanout   R rooms x N members; the first P members of each room publish M msg/s
+           each. --rate takes a list (100,200,400): one step per rate on the
+           same connections, to find the knee (p99 <= --p99, no loss).
+  rooms    many small rooms, every member publishing (200 x 10 at 1 msg/s)
+  idle     hold C connections for D; server RSS per connection (--server-pid)
+  storm    W users connect, wait for the first server event, disconnect, again
+           and again: connections per second including token verification
+  smoke    CI check: 1 room x 20 members, 1 publisher, 200 messages over every
+           Parley transport; exits 1 unless every message arrived exactly once,
+           in order. No timing assertions.
+  tokens   register N users (--n) and write them to --tokens for later runs
+
+--transport takes one or more of grpc, grpcweb, ws-json, ws-binary, socketio;
+with several, the same workload runs on each in turn and a side-by-side table
+follows.
+
+The server must not rate-limit the benchmark. Start parleyd with
+  --rate-limits message=unlimited,join=unlimited,connect=unlimited,other=unlimited,typing=unlimited
+(the connect limit is per client IP, and every bench connection comes from
+127.0.0.1). Users are registered with Auth.Register (an argon2 hash each,
+about 30 ms of server CPU), before the measured phase and reported apart as
+setup; --tokens FILE keeps them for later runs (tokens last --access-ttl).
+For RSS figures, register first (parley-bench tokens), restart the server,
+then run with --tokens, so that hashing memory does not count.
+
+The Socket.IO reference verifies HS256 tokens signed with its JWT_SECRET:
+pass the same secret in --sio-secret or PARLEY_BENCH_SIO_SECRET.
+
+flags:
+`
+
+// options are the parsed flags.
+type options struct {
+	ep                      endpoints
+	transports              []string
+	serverPID, sioPID       int
+	sioSecret               string
+	tokensFile              string
+	registerConc, connConc  int
+	deadline                time.Duration
+	quiet                   bool
+	rooms, members, pubs    int
+	rates                   []float64
+	size, messages          int
+	duration, settle, drain time.Duration
+	p99                     time.Duration
+	keepGoing               bool
+	conns, workers, n       int
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(stderr, usage)
+		newFlags("fanout", &options{}).PrintDefaults()
+		return 2
+	}
+	workload := args[0]
+	var o options
+	fs := newFlags(workload, &o)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if err := o.finish(fs, workload); err != nil {
+		fmt.Fprintln(stderr, "parley-bench:", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.deadline)
+	defer cancel()
+
+	runID := newRunID()
+	reg := &registrar{addr: o.ep.grpcAddr, run: runID, concurrency: o.registerConc, file: o.tokensFile}
+	targetFor := func(tr string) target {
+		t := target{transport: tr, ep: o.ep, pid: o.serverPID, tokens: reg, run: runID, concurrency: o.connConc}
+		if tr == trSocketIO {
+			t.pid, t.tokens = o.sioPID, minter{secret: []byte(o.sioSecret), run: runID}
+		}
+		return t
+	}
+	emit := func(r report) {
+		b, _ := json.Marshal(r)
+		fmt.Fprintln(stdout, string(b))
+		if !o.quiet {
+			fmt.Fprintln(stderr, summary(r))
+		}
+	}
+
+	if workload == "tokens" {
+		start := time.Now()
+		us, err := reg.users(ctx, o.n)
+		if err != nil {
+			fmt.Fprintln(stderr, "parley-bench:", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "%d users in %s (%.1f s)\n", len(us), o.tokensFile, time.Since(start).Seconds())
+		return 0
+	}
+
+	var results [][]report
+	ok := true
+	for _, tr := range o.transports {
+		t := targetFor(tr)
+		var reps []report
+		switch workload {
+		case "fanout", "rooms":
+			reps = runFanout(ctx, t, o.fanoutSpec(workload), emit)
+			if k := knee(reps); k != nil && len(reps) > 1 {
+				fmt.Fprintf(stderr, "%s knee: %.0f msg/s per publisher, %.0f deliveries/s (p99 %.1f ms, no loss)\n",
+					tr, k.Rate, k.DeliveredPerS, k.Latency.P99)
+			}
+		case "idle":
+			reps = []report{runIdle(ctx, t, o.conns, o.duration, emit)}
+		case "storm":
+			reps = []report{runStorm(ctx, t, o.workers, o.conns, o.duration, emit)}
+		case "smoke":
+			sp := smokeSpec(o.members, o.messages)
+			reps = runFanout(ctx, t, sp, emit)
+			if err := smokeCheck(reps, sp); err != nil {
+				fmt.Fprintf(stderr, "SMOKE FAIL %s: %v\n", tr, err)
+				ok = false
+			} else {
+				fmt.Fprintf(stderr, "smoke ok %s: %d of %d delivered exactly once, in order\n", tr, reps[0].Received, reps[0].Expected)
+			}
+		}
+		results = append(results, reps)
+		if workload == "fanout" && len(o.rates) > 1 {
+			ok = ok && knee(reps) != nil // a sweep is meant to end in a failed step
+		} else {
+			for _, r := range reps {
+				ok = ok && r.OK
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(results) > 1 {
+		fmt.Fprint(stderr, sideBySide(results))
+	}
+	if !ok {
+		return 1
+	}
+	return 0
+}
+
+func newFlags(workload string, o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("parley-bench "+workload, flag.ContinueOnError)
+	fs.StringVar(&o.ep.grpcAddr, "grpc-addr", "127.0.0.1:50051", "Parley native gRPC address (loopback only)")
+	fs.StringVar(&o.ep.httpAddr, "http-addr", "127.0.0.1:8080", "Parley HTTP address: gRPC-Web and /ws (loopback only)")
+	fs.StringVar(&o.ep.sioAddr, "sio-addr", "127.0.0.1:3000", "Socket.IO reference server address (loopback only)")
+	fs.Func("transport", "comma-separated: grpc, grpcweb, ws-json, ws-binary, socketio (default ws-binary; smoke: the four Parley ones)", func(s string) error {
+		o.transports = splitList(s)
+		return nil
+	})
+	fs.IntVar(&o.serverPID, "server-pid", 0, "parleyd's pid, for CPU and RSS figures from /proc")
+	fs.IntVar(&o.sioPID, "sio-pid", 0, "the Socket.IO server's pid (node), for its CPU and RSS figures")
+	fs.StringVar(&o.sioSecret, "sio-secret", os.Getenv("PARLEY_BENCH_SIO_SECRET"), "the Socket.IO server's JWT_SECRET (default $PARLEY_BENCH_SIO_SECRET)")
+	fs.StringVar(&o.tokensFile, "tokens", "", "file of registered users to reuse (and to add newly registered ones to)")
+	fs.IntVar(&o.registerConc, "register-concurrency", 4, "parallel Auth.Register calls during setup")
+	fs.IntVar(&o.connConc, "concurrency", 32, "parallel connection attempts")
+	fs.DurationVar(&o.deadline, "deadline", 60*time.Second, "hard deadline for the whole invocation, setup included")
+	fs.BoolVar(&o.quiet, "quiet", false, "print only the JSON lines")
+
+	d := defaultsFor(workload)
+	fs.IntVar(&o.rooms, "rooms", d.rooms, "fanout, rooms: number of rooms")
+	fs.IntVar(&o.members, "members", d.members, "fanout, rooms, smoke: members per room (each its own user and connection)")
+	fs.IntVar(&o.pubs, "publishers", d.pubs, "fanout, rooms: publishers per room, among its members (0: all)")
+	fs.Func("rate", fmt.Sprintf("fanout, rooms, smoke: msg/s per publisher; a list runs one step per rate (default %g)", d.rate), func(s string) error {
+		for _, f := range splitList(s) {
+			v, err := strconv.ParseFloat(f, 64)
+			if err != nil || v <= 0 {
+				return fmt.Errorf("bad rate %q", f)
+			}
+			o.rates = append(o.rates, v)
+		}
+		return nil
+	})
+	fs.IntVar(&o.size, "size", 128, "fanout, rooms: message text size in bytes")
+	fs.IntVar(&o.messages, "messages", d.messages, "fanout, rooms, smoke: messages per publisher and step (0: rate x duration)")
+	fs.DurationVar(&o.duration, "duration", d.duration, "fanout, rooms: publishing time per step; idle: hold time; storm: time limit")
+	fs.DurationVar(&o.settle, "settle", time.Second, "fanout, rooms: pause before each step (lets join traffic pass)")
+	fs.DurationVar(&o.drain, "drain", 5*time.Second, "fanout, rooms: after publishing, wait this long without new deliveries before counting the rest lost")
+	fs.DurationVar(&o.p99, "p99", d.p99, "fanout, rooms: a step with a higher p99 latency fails (0: no limit)")
+	fs.BoolVar(&o.keepGoing, "keep-going", false, "fanout: continue the rate sweep after a failed step")
+	fs.IntVar(&o.conns, "conns", d.conns, "idle: connections to hold; storm: connections to make in total")
+	fs.IntVar(&o.workers, "workers", 50, "storm: users connecting in parallel")
+	fs.IntVar(&o.n, "n", 1000, "tokens: users to register")
+	return fs
+}
+
+// workloadDefaults are the flag defaults that differ by workload.
+type workloadDefaults struct {
+	rooms, members, pubs, messages, conns int
+	rate                                  float64
+	duration, p99                         time.Duration
+}
+
+func defaultsFor(workload string) workloadDefaults {
+	switch workload {
+	case "rooms":
+		return workloadDefaults{rooms: 200, members: 10, pubs: 0, rate: 1, duration: 20 * time.Second, p99: 20 * time.Millisecond, conns: 1000}
+	case "smoke":
+		return workloadDefaults{rooms: 1, members: 20, pubs: 1, rate: 200, messages: 200, duration: 10 * time.Second, conns: 1000}
+	case "storm":
+		return workloadDefaults{rooms: 1, members: 1000, pubs: 1, rate: 100, duration: 20 * time.Second, p99: 250 * time.Millisecond, conns: 2000}
+	}
+	return workloadDefaults{rooms: 1, members: 1000, pubs: 1, rate: 100, duration: 10 * time.Second, p99: 250 * time.Millisecond, conns: 1000}
+}
+
+// finish checks the flags and fills in the workload's defaults.
+func (o *options) finish(fs *flag.FlagSet, workload string) error {
+	switch workload {
+	case "fanout", "rooms", "idle", "storm", "smoke", "tokens":
+	default:
+		return fmt.Errorf("unknown workload %q (fanout, rooms, idle, storm, smoke, tokens)", workload)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if len(o.transports) == 0 {
+		o.transports = []string{trWSBinary}
+		if workload == "smoke" {
+			o.transports = parleyTransports
+		}
+	}
+	if len(o.rates) == 0 {
+		o.rates = []float64{defaultsFor(workload).rate}
+	}
+	if o.pubs == 0 || o.pubs > o.members {
+		o.pubs = o.members
+	}
+	switch {
+	case o.rooms < 1 || o.members < 1 || o.conns < 1 || o.workers < 1 || o.n < 1:
+		return errors.New("--rooms, --members, --conns, --workers and --n must be positive")
+	case o.size < 64 || o.size > 4000:
+		return errors.New("--size must be 64..4000 bytes (Parley's limit is 4000)")
+	case o.deadline <= 0:
+		return errors.New("--deadline must be positive")
+	case workload == "tokens" && o.tokensFile == "":
+		return errors.New("tokens needs --tokens FILE")
+	}
+	needParley, needSIO := workload == "tokens", false
+	for _, tr := range o.transports {
+		if !knownTransport(tr) {
+			return fmt.Errorf("unknown transport %q", tr)
+		}
+		if tr == trSocketIO {
+			needSIO = true
+		} else {
+			needParley = true
+		}
+	}
+	if needParley {
+		for _, a := range []string{o.ep.grpcAddr, o.ep.httpAddr} {
+			if err := loopbackOnly(a); err != nil {
+				return err
+			}
+		}
+	}
+	if needSIO {
+		if err := loopbackOnly(o.ep.sioAddr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o *options) fanoutSpec(workload string) fanoutSpec {
+	return fanoutSpec{
+		workload: workload, rooms: o.rooms, members: o.members, publishers: o.pubs,
+		rates: o.rates, size: o.size, duration: o.duration, messages: o.messages,
+		settle: o.settle, drain: o.drain, p99Limit: o.p99, keepGoing: o.keepGoing,
+	}
+}
+
+// smokeSpec is the CI fan-out: one room, one publisher, a fixed count.
+func smokeSpec(members, messages int) fanoutSpec {
+	return fanoutSpec{
+		workload: "smoke", rooms: 1, members: members, publishers: 1, rates: []float64{200},
+		size: 128, messages: messages, settle: 200 * time.Millisecond, drain: 5 * time.Second,
+	}
+}
+
+// smokeCheck passes only exact delivery: every message to every member,
+// once, in order, with no errors or dropped connections.
+func smokeCheck(reps []report, sp fanoutSpec) error {
+	if len(reps) != 1 {
+		return fmt.Errorf("%d reports", len(reps))
+	}
+	r := reps[0]
+	want := int64(sp.messages * sp.members)
+	switch {
+	case r.Problem != "":
+		return errors.New(r.Problem)
+	case r.Sent != int64(sp.messages):
+		return fmt.Errorf("sent %d of %d", r.Sent, sp.messages)
+	case r.Expected != want || r.Received != want:
+		return fmt.Errorf("received %d, expected %d, want %d", r.Received, r.Expected, want)
+	case r.Lost != 0 || r.Dups != 0 || r.OOO != 0 || r.Late != 0 || r.Alien != 0:
+		return fmt.Errorf("lost %d, duplicates %d, out of order %d, late %d, foreign %d", r.Lost, r.Dups, r.OOO, r.Late, r.Alien)
+	case r.Errors != 0 || r.Dropped != 0:
+		return fmt.Errorf("%d in-band errors (%s), %d dropped connections (%s)", r.Errors, r.LastError, r.Dropped, r.DropReason)
+	}
+	return nil
+}
+
+// loopbackOnly refuses an address whose host is not a loopback address
+// (or a name resolving only to loopback addresses).
+func loopbackOnly(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q: %w", addr, err)
+	}
+	ips := []net.IP{net.ParseIP(host)}
+	if ips[0] == nil {
+		if host == "" {
+			return fmt.Errorf("address %q: name a loopback host, e.g. 127.0.0.1", addr)
+		}
+		ips = nil
+		addrs, err := net.LookupIP(host)
+		if err != nil {
+			return fmt.Errorf("address %q: %w", addr, err)
+		}
+		ips = addrs
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("address %q is not loopback: parley-bench only loads this machine", addr)
+		}
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func newRunID() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// knee is the passing step with the most deliveries per second.
+func knee(reps []report) *report {
+	var best *report
+	for i := range reps {
+		if r := &reps[i]; r.OK && (best == nil || r.DeliveredPerS > best.DeliveredPerS) {
+			best = r
+		}
+	}
+	return best
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+)
+
+// user is a benchmark account and its access token.
+type user struct{ name, token string }
+
+// tokenSource hands out n distinct users with tokens.
+type tokenSource interface {
+	users(ctx context.Context, n int) ([]user, error)
+}
+
+// benchPassword is every registered bench user's password.
+const benchPassword = "bench-password"
+
+// registrar registers users named bench-<run>-<i> with Auth.Register over
+// native gRPC. Registration costs the server an argon2id hash (about
+// 30 ms of CPU), so it runs with small concurrency, before the measured
+// phase. With file set, users listed there by an earlier run are reused
+// and newly registered ones appended ("name token" lines); their access
+// tokens expire after the server's --access-ttl (15m by default). Users
+// are reused by later runs of the same process too. Safe for concurrent
+// use.
+type registrar struct {
+	addr        string
+	run         string
+	concurrency int
+	file        string
+
+	mu    sync.Mutex
+	known []user // registered by this process
+}
+
+func (r *registrar) users(ctx context.Context, n int) ([]user, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	have := r.known
+	if len(have) == 0 {
+		var err error
+		if have, err = readUsers(r.file); err != nil {
+			return nil, err
+		}
+	}
+	if len(have) >= n {
+		r.known = have
+		return have[:n], nil
+	}
+	cc, err := grpc.NewClient("passthrough:///"+r.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	auth := chatv1.NewAuthClient(cc)
+	out := make([]user, n)
+	copy(out, have)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(r.concurrency, 1))
+	for i := len(have); i < n; i++ {
+		g.Go(func() error {
+			name := fmt.Sprintf("bench-%s-%d", r.run, i)
+			resp, err := auth.Register(gctx, &chatv1.RegisterRequest{Username: name, Password: benchPassword})
+			if err != nil {
+				return fmt.Errorf("register %s: %w", name, err)
+			}
+			out[i] = user{name: name, token: resp.GetTokens().GetAccessToken()}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if r.file != "" {
+		if err := appendUsers(r.file, out[len(have):]); err != nil {
+			return nil, err
+		}
+	}
+	r.known = out
+	return out, nil
+}
+
+func readUsers(file string) ([]user, error) {
+	if file == "" {
+		return nil, nil
+	}
+	f, err := os.Open(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []user
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		name, tok, ok := strings.Cut(strings.TrimSpace(sc.Text()), " ")
+		if ok {
+			out = append(out, user{name: name, token: tok})
+		}
+	}
+	return out, sc.Err()
+}
+
+func appendUsers(file string, us []user) error {
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, u := range us {
+		fmt.Fprintf(w, "%s %s\n", u.name, u.token)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// minter signs HS256 tokens for the Socket.IO reference server, which
+// trusts any token its JWT_SECRET verifies: no registration needed.
+type minter struct {
+	secret []byte
+	run    string
+}
+
+func (m minter) users(_ context.Context, n int) ([]user, error) {
+	if len(m.secret) == 0 {
+		return nil, errors.New("socketio: no secret; set --sio-secret or PARLEY_BENCH_SIO_SECRET to the server's JWT_SECRET")
+	}
+	out := make([]user, n)
+	for i := range out {
+		name := fmt.Sprintf("bench-%s-%d", m.run, i)
+		out[i] = user{name: name, token: mintHS256(m.secret, name, 2*time.Hour)}
+	}
+	return out, nil
+}
+
+// fixedUsers hands out a fixed list in order (tests).
+type fixedUsers struct {
+	mu   sync.Mutex
+	list []user
+}
+
+func (f *fixedUsers) users(_ context.Context, n int) ([]user, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n > len(f.list) {
+		return nil, fmt.Errorf("want %d users, have %d", n, len(f.list))
+	}
+	out := f.list[:n]
+	f.list = f.list[n:]
+	return out, nil
+}
