@@ -4,7 +4,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { grpc } from "@improbable-eng/grpc-web";
 import { ClientEventSchema, NoticeKind, ServerEventSchema, type ClientEvent, type ServerEvent } from "../gen/chat/v1/chat_pb";
-import { LiveConnection, type StatusUpdate } from "./connection";
+import { LiveConnection, endDetail, type StatusUpdate } from "./connection";
 
 /** FakeStream plays the server side of one Connect stream. */
 class FakeStream {
@@ -130,7 +130,7 @@ describe("LiveConnection", () => {
     const st = t.statuses.at(-1)!;
     expect(st.phase).toBe("reconnecting");
     expect(st.attempt).toBe(1);
-    expect(st.detail).toMatch(/Unavailable: server restarting/);
+    expect(st.detail).toBe("Unavailable: server restarting");
     expect(t.streams).toHaveLength(1);
 
     await vi.advanceTimersByTimeAsync(49);
@@ -145,6 +145,12 @@ describe("LiveConnection", () => {
     expect(resent.requestId).toBe(lost);
     expect(resent.event.case === "sendMessage" && resent.event.value.clientMsgId).toBe("cb");
     t.live.stop();
+  });
+
+  it("describes a socket closed without a status as a lost connection", () => {
+    expect(endDetail(grpc.Code.Internal, "Response closed without grpc-status (Trailers provided)")).toBe("connection lost");
+    expect(endDetail(grpc.Code.Unknown, "Response closed without headers")).toBe("connection lost");
+    expect(endDetail(grpc.Code.ResourceExhausted, "slow consumer")).toBe("ResourceExhausted: slow consumer");
   });
 
   it("grows the delay while the server stays down", async () => {
@@ -200,6 +206,7 @@ describe("LiveConnection", () => {
     t.last().emit({ event: { case: "serverNotice", value: { kind: NoticeKind.SHUTDOWN, reconnectAfter: durationFromMs(2_000) } } });
     t.last().end(grpc.Code.Unavailable, "shutting down");
     expect(t.statuses.at(-1)!.retryAt! - Date.now()).toBe(2_000);
+    expect(t.statuses.at(-1)!.detail).toBe("server shutting down");
     t.live.stop();
   });
 

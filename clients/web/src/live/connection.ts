@@ -184,7 +184,7 @@ export class LiveConnection {
         this.setStatus({ phase: "stopped", attempt: 0, detail: this.noReconnect });
         return;
       }
-      const detail = code === grpc.Code.OK ? "stream closed" : `${codeName(code)}${message ? `: ${message}` : ""}`;
+      const detail = this.shutdownNotice ?? endDetail(code, message);
       if (code === grpc.Code.Unauthenticated) {
         // The token may have expired while we were away: refresh once, then retry.
         this.opts
@@ -203,6 +203,7 @@ export class LiveConnection {
       }
       const hint = this.shutdownHint;
       this.shutdownHint = undefined;
+      this.shutdownNotice = undefined;
       this.fail(detail, false, hint);
     });
     const md = new grpc.Metadata();
@@ -277,12 +278,14 @@ export class LiveConnection {
         this.noReconnect = n.message || "disconnected by the server";
       } else if (n.kind === NoticeKind.SHUTDOWN) {
         this.shutdownHint = hint;
+        this.shutdownNotice = n.message || "server shutting down";
       }
     }
     this.opts.onEvent(ev);
   }
 
   private shutdownHint: number | undefined;
+  private shutdownNotice: string | undefined;
 
   private startPings(gen: number): void {
     this.stopPings();
@@ -307,4 +310,17 @@ export class LiveConnection {
   get currentPhase(): Phase {
     return this.phase;
   }
+}
+
+/**
+ * endDetail says why a stream ended, for people. improbable reports a socket
+ * that closed without a gRPC status as Unknown/Internal "Response closed
+ * without ..."; that is a lost connection, whatever the wording.
+ */
+export function endDetail(code: grpc.Code, message: string): string {
+  if (code === grpc.Code.OK) return "stream closed";
+  if ((code === grpc.Code.Unknown || code === grpc.Code.Internal) && message.startsWith("Response closed without")) {
+    return "connection lost";
+  }
+  return `${codeName(code)}${message ? `: ${message}` : ""}`;
 }

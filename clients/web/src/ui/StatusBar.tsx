@@ -32,11 +32,11 @@ export function StatusBar({ conn, onlineCount, onReconnect }: { conn: ConnState;
     }
     case "connecting":
       tone = "warn";
-      text = conn.attempt > 0 ? `Connecting… (attempt ${conn.attempt + 1}${retryIn(conn, now)})` : "Connecting…";
+      text = conn.attempt > 0 ? `Connecting… (retry ${conn.attempt}${retryIn(conn, now)})` : "Connecting…";
       break;
     case "reconnecting":
       tone = "warn";
-      text = `Reconnecting… (attempt ${conn.attempt + 1}${retryIn(conn, now)})`;
+      text = conn.attempt > 0 ? `Reconnecting… (attempt ${conn.attempt}${retryIn(conn, now)})` : "Reconnecting…";
       break;
     case "stopped":
       tone = "bad";
