@@ -55,6 +55,13 @@ type Config struct {
 	// caller's token as `authorization` metadata. Required.
 	Conn grpc.ClientConnInterface
 
+	// Sessions, when set, attaches /ws connections to the server's sessions
+	// directly instead of opening Chat.Connect over Conn: no HTTP/2 hop, no
+	// re-encoding of binary frames, fewer goroutines per connection. The
+	// server runs the interceptors' own policy code on it (see Attacher).
+	// parleyd sets it; a standalone bridge leaves it nil.
+	Sessions Attacher
+
 	// AllowedOrigins lists the exact browser origins ("scheme://host[:port]",
 	// e.g. "http://localhost:8080") allowed to call gRPC-Web, /ws and /api.
 	// Requests without an Origin header (non-browser clients) are allowed;

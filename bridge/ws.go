@@ -208,6 +208,10 @@ func (s *wsSession) readLoop(ctx context.Context, ip, subToken string) {
 		return
 	}
 
+	if s.b.cfg.Sessions != nil {
+		s.attach(ctx, auth, ip, data, typ, isHello)
+		return
+	}
 	md := metadata.Pairs(s.b.cfg.ClientIPHeader, ip)
 	if auth != "" {
 		md.Set("authorization", auth)

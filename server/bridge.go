@@ -8,13 +8,14 @@ import (
 	"github.com/parleychat/parley/bridge"
 )
 
-// newBridge builds the HTTP side: gRPC-Web over the in-process *grpc.Server
-// and /ws, REST and the web app over the in-process connection, so every
-// request meets the same interceptors as native gRPC.
+// newBridge builds the HTTP side: gRPC-Web over the in-process *grpc.Server,
+// /ws attached to the sessions directly (AttachConnect), REST over the
+// in-process connection; every request meets the interceptors' policy.
 func newBridge(s *Server, conn *grpc.ClientConn, origins []string) (http.Handler, interface{ Close() error }, error) {
 	b, err := bridge.New(bridge.Config{
 		GRPCServer:     s.grpc,
 		Conn:           conn,
+		Sessions:       s,
 		AllowedOrigins: origins,
 		Static:         s.cfg.Static,
 		Logger:         s.log,

@@ -170,6 +170,8 @@ type Server struct {
 	inproc *grpc.ClientConn
 	http   *http.Server
 	bridge interface{ Close() error }
+	chain  *interceptor.Chain
+	chat   *chatsvc.Service
 	mhttp  *http.Server
 
 	grpcLis, httpLis, metricsLis net.Listener
@@ -237,7 +239,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("rate limits: %w", err)
 	}
 	s.limit = ratelimit.New(rates)
-	chain, err := interceptor.New(interceptor.Config{
+	s.chain, err = interceptor.New(interceptor.Config{
 		Verifier: verifier, Users: st, Limiter: s.limit, Logger: cfg.Logger, ClientIP: clientIP,
 	})
 	if err != nil {
@@ -259,10 +261,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		opts = append(opts, grpc.Creds(creds))
 	}
-	opts = append(opts, chain.ServerOptions()...)
+	opts = append(opts, s.chain.ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
 
-	chat, err := chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize})
+	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize})
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +276,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	chatv1.RegisterChatServer(s.grpc, chat)
+	chatv1.RegisterChatServer(s.grpc, s.chat)
 	chatv1.RegisterAuthServer(s.grpc, authSvc)
 	chatv1.RegisterAdminServer(s.grpc, admin)
 	s.health = health.NewServer()

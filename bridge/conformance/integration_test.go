@@ -2,6 +2,7 @@ package conformance_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/servertest"
@@ -172,5 +174,64 @@ func TestClientGoneIsOfflineOnParleyd(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMalformedFramesOnParleyd: on parleyd's /ws (attached to the sessions
+// directly) a frame that does not decode is refused in band and the
+// connection lives on, in both formats.
+func TestMalformedFramesOnParleyd(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	h := &harness{srv: srv, rec: &recorder{t: t, seen: map[string][]string{}}, toks: map[string]string{}}
+	tok := h.token(t, "mallory")
+	for _, format := range []websocket.MessageType{websocket.MessageText, websocket.MessageBinary} {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		base := "http://" + srv.HTTPAddr()
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {base}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		if err := c.Write(ctx, format, []byte(`{"authorization":"Bearer `+tok+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		bad, ping := []byte(`{"requestId":"r1","sendMessage":`), []byte(`{"requestId":"r2","ping":{}}`)
+		if format == websocket.MessageBinary {
+			bad = []byte{0x0a, 0xff, 0xff, 0xff}
+			ping, _ = proto.Marshal(&chatv1.ClientEvent{RequestId: "r2", Event: &chatv1.ClientEvent_Ping{Ping: &chatv1.Ping{}}})
+		}
+		for _, frame := range [][]byte{bad, ping} {
+			if err := c.Write(ctx, format, frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var sawError, sawPong bool
+		for !sawPong {
+			typ, data, err := c.Read(ctx)
+			if err != nil {
+				t.Fatalf("%v: connection ended: %v", format, err)
+			}
+			ev := new(chatv1.ServerEvent)
+			if typ == websocket.MessageText {
+				err = protojson.Unmarshal(data, ev)
+			} else {
+				err = proto.Unmarshal(data, ev)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := ev.GetError(); e != nil {
+				if e.GetCode() != chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || !strings.Contains(e.GetMessage(), "malformed") {
+					t.Fatalf("%v: error = %v", format, e)
+				}
+				sawError = true
+			}
+			sawPong = ev.GetPong() != nil && ev.GetRequestId() == "r2"
+		}
+		if !sawError {
+			t.Fatalf("%v: no in-band error before the pong", format)
+		}
 	}
 }

@@ -83,17 +83,42 @@ func principal(ctx context.Context) (*auth.Principal, error) {
 	return p, nil
 }
 
-// Connect runs one live session with one reader goroutine and one writer
-// goroutine (the only caller of SendMsg) around the hub's bounded queue.
-// The handler goroutine supervises: it returns the stream's status as soon
-// as the session must end, which also unblocks a writer stuck on a client
-// that stopped reading.
+// Transport is one client connection as a session sees it: the gRPC
+// stream, or a bridged WebSocket attached directly. One goroutine calls
+// Recv and another calls Send. Recv may return an *apierr.InBand for a
+// refused command (answered in band; the session reads on); any other
+// error ends the session. After Serve returns, the caller must close the
+// transport so that a Send blocked on a client that stopped reading ends.
+type Transport interface {
+	Recv(ev *chatv1.ClientEvent) error
+	Send(f *hub.Frame) error
+}
+
+// grpcTransport is the native Chat.Connect stream.
+type grpcTransport struct{ stream grpc.ServerStream }
+
+func (t grpcTransport) Recv(ev *chatv1.ClientEvent) error { return t.stream.RecvMsg(ev) }
+func (t grpcTransport) Send(f *hub.Frame) error           { return t.stream.SendMsg(f) }
+
+// Connect runs one live session over the gRPC stream; returning ends the
+// stream, which also unblocks a writer stuck on a client that stopped
+// reading.
 func (s *Service) Connect(stream grpc.BidiStreamingServer[chatv1.ClientEvent, chatv1.ServerEvent]) error {
 	ctx := stream.Context()
 	p, err := principal(ctx)
 	if err != nil {
 		return err
 	}
+	return s.Serve(ctx, p, grpcTransport{stream})
+}
+
+// Serve runs one live session for p over t, with one reader goroutine and
+// one writer goroutine (the only caller of t.Send) around the hub's bounded
+// queue. The calling goroutine supervises: it returns the session's final
+// status as soon as the session must end (client gone, slow consumer,
+// shutdown, token expired). The policy checks on p and on every command
+// are the caller's (the interceptor chain).
+func (s *Service) Serve(ctx context.Context, p *auth.Principal, t Transport) error {
 	sess, err := s.hub.Attach(ctx, hub.Identity{Username: p.Username, Role: p.Role.Proto()}, p.ExpiresAt())
 	if err != nil {
 		return toStatus(s.log, err)
@@ -102,8 +127,8 @@ func (s *Service) Connect(stream grpc.BidiStreamingServer[chatv1.ClientEvent, ch
 
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
-	go func() { readDone <- s.readLoop(ctx, stream, sess) }()
-	go func() { writeDone <- writeLoop(stream, sess) }()
+	go func() { readDone <- s.readLoop(ctx, t, sess) }()
+	go func() { writeDone <- writeLoop(t, sess) }()
 
 	warned := false
 	timer := time.NewTimer(s.untilCheck(p, warned))
@@ -159,11 +184,11 @@ const drainTimeout = 2 * time.Second
 
 // writeLoop is the stream's only writer. It stops when a send fails or
 // the session closes (after flushing the queue when asked to).
-func writeLoop(stream grpc.ServerStream, sess *hub.Session) error {
+func writeLoop(t Transport, sess *hub.Session) error {
 	for {
 		select {
 		case f := <-sess.Frames():
-			if err := stream.SendMsg(f); err != nil {
+			if err := t.Send(f); err != nil {
 				return err
 			}
 		case <-sess.Done():
@@ -173,7 +198,7 @@ func writeLoop(stream grpc.ServerStream, sess *hub.Session) error {
 			for {
 				select {
 				case f := <-sess.Frames():
-					if err := stream.SendMsg(f); err != nil {
+					if err := t.Send(f); err != nil {
 						return err
 					}
 				default:
@@ -207,10 +232,10 @@ func closeStatus(r hub.CloseReason) error {
 	return status.Error(codes.Canceled, r.String())
 }
 
-func (s *Service) readLoop(ctx context.Context, stream grpc.ServerStream, sess *hub.Session) error {
+func (s *Service) readLoop(ctx context.Context, t Transport, sess *hub.Session) error {
 	for {
 		ev := new(chatv1.ClientEvent)
-		err := stream.RecvMsg(ev)
+		err := t.Recv(ev)
 		if ib, ok := apierr.AsInBand(err); ok {
 			sess.SendEvent(ib.Err.Event(ib.RequestID))
 			continue

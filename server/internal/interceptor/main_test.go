@@ -65,7 +65,7 @@ func BenchmarkStreamMessageChain(b *testing.B) {
 			Conversation: &chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: "general"}}, Typing: true}}}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			s := &messageStream{ServerStream: &replayStream{ctx: ctx, ev: bc.ev}, c: c, ctx: ctx, p: p, key: "u:alice"}
+			s := &messageStream{ServerStream: &replayStream{ctx: ctx, ev: bc.ev}, Events: &Events{c: c, ctx: ctx, p: p, key: "u:alice"}}
 			var ev chatv1.ClientEvent
 			b.ReportAllocs()
 			for b.Loop() {

@@ -21,21 +21,56 @@ import (
 const maxRequestIDLen = 64
 
 func (c *Chain) streamMessages(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx := ss.Context()
-	p, _ := auth.FromContext(ctx)
-	return handler(srv, &messageStream{ServerStream: ss, c: c, ctx: ctx, p: p, key: c.callerKey(ctx)})
+	return handler(srv, &messageStream{ServerStream: ss, Events: c.newEvents(ss.Context())})
 }
 
-// messageStream checks every message the handler receives. gRPC lets one
-// goroutine at a time call RecvMsg, so refused needs no lock.
+// messageStream checks every message the handler receives.
 type messageStream struct {
 	grpc.ServerStream
+	*Events
+}
+
+// Events checks the commands of one live session: rate limit, validation
+// and in-band token refresh, exactly as the interceptors do on a gRPC
+// stream. One goroutine at a time calls Check (gRPC's rule for RecvMsg),
+// so it keeps its count without a lock.
+type Events struct {
 	c       *Chain
 	ctx     context.Context
 	p       *auth.Principal // nil on public streams
 	key     string
 	refused int // consecutive rate-limited ClientEvents
 }
+
+func (c *Chain) newEvents(ctx context.Context) *Events {
+	p, _ := auth.FromContext(ctx)
+	return &Events{c: c, ctx: ctx, p: p, key: c.callerKey(ctx)}
+}
+
+// OpenStream runs the stream-open policy (auth, roles, the connect limit)
+// for a call of method that reaches the services without the gRPC server,
+// such as the bridge's direct WebSocket attach. ctx must carry the
+// caller's incoming metadata and peer as the gRPC server would set them.
+// It returns ctx with the caller's Principal and the checker for the
+// session's commands; the error is a gRPC status.
+func (c *Chain) OpenStream(ctx context.Context, method string) (context.Context, *Events, error) {
+	ctx, err := c.authenticate(ctx, method)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.authorize(ctx, method); err != nil {
+		return nil, nil, err
+	}
+	if err := c.chargeCall(ctx, method); err != nil {
+		return nil, nil, err
+	}
+	return ctx, c.newEvents(ctx), nil
+}
+
+// Check charges, validates and (for refresh_token) re-authenticates one
+// command: nil to run it, *apierr.InBand to refuse it in band, or a
+// terminal status that ends the session.
+func (s *Events) Check(ev *chatv1.ClientEvent) error { return s.checkEvent(ev) }
 
 // RecvMsg receives, then charges, validates and (for refresh_token)
 // re-authenticates. A refused ClientEvent comes back as *apierr.InBand and
@@ -53,12 +88,12 @@ func (s *messageStream) RecvMsg(m any) error {
 		return err
 	}
 	if ev, ok := m.(*chatv1.ClientEvent); ok {
-		return s.checkEvent(ev)
+		return s.Events.checkEvent(ev)
 	}
 	return s.c.validateStatus(s.ctx, m)
 }
 
-func (s *messageStream) checkEvent(ev *chatv1.ClientEvent) error {
+func (s *Events) checkEvent(ev *chatv1.ClientEvent) error {
 	reqID := ev.GetRequestId()
 	if len(reqID) > maxRequestIDLen {
 		reqID = ""
@@ -94,7 +129,7 @@ func (s *messageStream) checkEvent(ev *chatv1.ClientEvent) error {
 // refresh moves the session's expiry to that of a new token for the same,
 // still active, user. The role stays as it was at stream open: the
 // Principal's Role is read without a lock by the handler.
-func (s *messageStream) refresh(token string) *apierr.Error {
+func (s *Events) refresh(token string) *apierr.Error {
 	if s.p == nil {
 		return apierr.Unauthenticated("no session to refresh")
 	}

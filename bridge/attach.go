@@ -1,0 +1,108 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+)
+
+// Attacher runs a Chat.Connect session for a connection that is not a gRPC
+// stream. The implementation must apply the same policy as the gRPC
+// server's interceptors (auth, roles, connect limit on open; rate limit,
+// validation and token refresh on every command) and return the session's
+// final status as a gRPC status error (nil for OK).
+type Attacher interface {
+	AttachConnect(ctx context.Context, authorization, clientIP string, t SessionTransport) error
+}
+
+// SessionTransport is a bridged connection as the server's session sees
+// it. One goroutine calls Recv and another Send.
+type SessionTransport interface {
+	// Recv returns the next command. A *CommandError refuses one frame in
+	// band (the session reads on); io.EOF means the client is gone.
+	Recv(ev *chatv1.ClientEvent) error
+	// Send writes one ServerEvent in its protobuf encoding, shared with
+	// other sessions: it must not be modified.
+	Send(event []byte) error
+}
+
+// CommandError is a client frame the bridge could not decode.
+type CommandError struct {
+	RequestID string
+	Code      chatv1.ErrorCode
+	Message   string
+}
+
+func (e *CommandError) Error() string { return e.Message }
+
+// attach runs the /ws session through cfg.Sessions. It is called on the
+// read goroutine, which becomes the session's supervisor; the Attacher
+// starts the reader and writer that use the transport.
+func (s *wsSession) attach(ctx context.Context, auth, ip string, first []byte, firstType websocket.MessageType, isHello bool) {
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.pingLoop() }()
+	t := &directTransport{s: s}
+	if !isHello {
+		t.pending, t.pendingType = first, firstType
+	}
+	err := s.b.cfg.Sessions.AttachConnect(ctx, auth, ip, t)
+	st := status.Convert(err)
+	s.end(CloseCode(st), st.Message())
+}
+
+// directTransport reads and writes the WebSocket for the server's session.
+type directTransport struct {
+	s           *wsSession
+	pending     []byte // the first frame, when it was already a command
+	pendingType websocket.MessageType
+}
+
+func (t *directTransport) Recv(ev *chatv1.ClientEvent) error {
+	typ, data := t.pendingType, t.pending
+	if data != nil {
+		t.pending = nil
+	} else {
+		var err error
+		if typ, data, err = t.s.conn.Read(context.Background()); err != nil {
+			t.s.readFailed(err)
+			return io.EOF
+		}
+	}
+	if typ == websocket.MessageBinary {
+		if err := proto.Unmarshal(data, ev); err != nil {
+			return &CommandError{Code: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, Message: clip("malformed protobuf: " + err.Error())}
+		}
+		return nil
+	}
+	if err := jsonIn.Unmarshal(data, ev); err != nil {
+		return &CommandError{RequestID: probeRequestID(data), Code: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, Message: clip("malformed JSON: " + err.Error())}
+	}
+	return nil
+}
+
+func (t *directTransport) Send(event []byte) error {
+	typ, frame, err := t.s.encode(wsItem{raw: event})
+	if err != nil {
+		return err
+	}
+	// No per-write timeout: a write stuck on a client that stopped reading
+	// ends when the session's end closes the WebSocket.
+	if err := t.s.conn.Write(context.Background(), typ, frame); err != nil {
+		t.s.end(closeGoingAway, "write failed")
+		return errors.Join(io.ErrClosedPipe, err)
+	}
+	return nil
+}
+
+func clip(msg string) string {
+	if len(msg) > maxInBandMessage {
+		return msg[:maxInBandMessage]
+	}
+	return msg
+}

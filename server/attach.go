@@ -1,0 +1,72 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/bridge"
+	"github.com/parleychat/parley/server/internal/apierr"
+	"github.com/parleychat/parley/server/internal/auth"
+	"github.com/parleychat/parley/server/internal/hub"
+	"github.com/parleychat/parley/server/internal/interceptor"
+)
+
+// AttachConnect implements bridge.Attacher: it runs a Chat.Connect session
+// for a bridged WebSocket without the in-process gRPC hop. The policy is
+// the interceptor chain's own code: OpenStream does auth, roles and the
+// connect limit exactly as for a gRPC stream, and every command passes
+// the same per-message checks before the session sees it.
+func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP string, t bridge.SessionTransport) (err error) {
+	md := metadata.MD{}
+	if authorization != "" {
+		md.Set("authorization", authorization)
+	}
+	if clientIP != "" {
+		md.Set(ClientIPHeader, clientIP)
+	}
+	// The in-process peer is what makes clientIP trusted, as on the pipe.
+	ctx = peer.NewContext(metadata.NewIncomingContext(ctx, md), &peer.Peer{Addr: pipeAddr{}})
+	start := time.Now()
+	ctx, events, err := s.chain.OpenStream(ctx, chatv1.Chat_Connect_FullMethodName)
+	if err != nil {
+		return err
+	}
+	p, _ := auth.FromContext(ctx)
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in bridged session", "panic", r, "user", p.Username)
+			err = status.Error(codes.Internal, "internal error")
+		}
+		s.log.Info("finished call", "transport", "ws", "grpc.method", chatv1.Chat_Connect_FullMethodName,
+			"grpc.code", status.Code(err).String(), "user", p.Username, "grpc.time_ms", time.Since(start).Milliseconds())
+	}()
+	return s.chat.Serve(ctx, p, directTransport{t: t, events: events})
+}
+
+// directTransport adapts a bridged connection to the session's Transport
+// and runs each command through the chain's per-message policy.
+type directTransport struct {
+	t      bridge.SessionTransport
+	events *interceptor.Events
+}
+
+func (d directTransport) Recv(ev *chatv1.ClientEvent) error {
+	err := d.t.Recv(ev)
+	var ce *bridge.CommandError
+	if errors.As(err, &ce) {
+		return &apierr.InBand{RequestID: ce.RequestID, Err: apierr.New(ce.Code, "%s", ce.Message)}
+	}
+	if err != nil {
+		return err
+	}
+	return d.events.Check(ev)
+}
+
+func (d directTransport) Send(f *hub.Frame) error { return d.t.Send(f.Data) }
