@@ -116,7 +116,7 @@ func (w *sioWire) recv(ctx context.Context) (event, error) {
 		return event{kind: evJoined, room: []byte(d.RoomID)}, nil
 	case "room_left":
 		return event{kind: evLeft, room: []byte(d.RoomID)}, nil
-	case "error_message":
+	case "error":
 		return event{kind: evError, text: []byte(d.Message)}, nil
 	}
 	return event{}, nil
