@@ -36,6 +36,14 @@
 //
 // # /ws protocol
 //
+// With Config.Sessions set (as parleyd sets it), a /ws connection is
+// attached to the server's session logic directly (Attacher): the server
+// runs the same policy code its interceptors run, but without an HTTP/2
+// hop, and binary frames go out exactly as the hub encoded them, once for
+// all recipients. Without it (a standalone bridge), the bridge opens
+// Chat.Connect over Config.Conn. Clients cannot tell the two apart; the
+// conformance suite checks that.
+//
 // One WebSocket is one Chat.Connect stream. Client to server:
 //
 //   - Authenticate with the subprotocols "parley.v1, bearer.<access JWT>"
