@@ -179,6 +179,13 @@ describe("LiveConnection", () => {
     await flush();
     expect(t.tokenCalls).toEqual([false, true, false]);
     expect(t.streams).toHaveLength(2);
+    // Refused again: back off instead of looping.
+    t.last().end(grpc.Code.Unauthenticated, "token expired");
+    await flush();
+    expect(t.streams).toHaveLength(2);
+    expect(t.statuses.at(-1)!.retryAt! - Date.now()).toBe(100);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(t.streams).toHaveLength(3);
     t.live.stop();
   });
 

@@ -186,10 +186,13 @@ export class LiveConnection {
       }
       const detail = this.shutdownNotice ?? endDetail(code, message);
       if (code === grpc.Code.Unauthenticated) {
-        // The token may have expired while we were away: refresh once, then retry.
+        // The token may have expired while we were away: refresh, then
+        // retry at once the first time and with backoff after that, so a
+        // server that keeps refusing is not hammered.
+        const first = this.attempt === 0;
         this.opts
           .token(true)
-          .then(() => this.fail(detail, true))
+          .then(() => this.fail(detail, first))
           .catch((err: Error) => {
             this.setStatus({ phase: "stopped", attempt: 0, detail: `signed out: ${err.message}` });
             this.opts.onAuthLost?.(err.message);

@@ -33,6 +33,12 @@ export function ChatApp(props: {
   }, []);
 
   const staff = isStaff(state.role);
+  const unread = Object.values(state.convs).reduce((n, c) => n + c.unread, 0);
+
+  // The tab title shows the total unread count.
+  useEffect(() => {
+    document.title = unread > 0 ? `(${unread}) Parley` : "Parley";
+  }, [unread]);
 
   return (
     <div className="app">
