@@ -122,23 +122,7 @@ func BenchmarkBroadcast(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
 			h, _ := newHub(b, n, 1024)
-			var wg sync.WaitGroup
-			var ss []*hub.Session
-			for i := range n {
-				s := attach(b, h, fmt.Sprintf("user%05d", i))
-				ss = append(ss, s)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						select {
-						case <-s.Frames():
-						case <-s.Done():
-							return
-						}
-					}
-				}()
-			}
+			_, stop := drained(b, h, n)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -146,13 +130,7 @@ func BenchmarkBroadcast(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
-			for _, s := range ss {
-				s.Close(hub.ReasonNone, false)
-			}
-			wg.Wait()
-			for _, s := range ss {
-				h.Detach(s)
-			}
+			stop()
 		})
 	}
 }
@@ -162,23 +140,7 @@ func BenchmarkBroadcast(b *testing.B) {
 func BenchmarkPostRoom(b *testing.B) {
 	const members = 100
 	h, _ := newHub(b, members, 4096)
-	var ss []*hub.Session
-	var wg sync.WaitGroup
-	for i := range members {
-		s := attach(b, h, fmt.Sprintf("user%05d", i))
-		ss = append(ss, s)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-s.Frames():
-				case <-s.Done():
-					return
-				}
-			}
-		}()
-	}
+	ss, stop := drained(b, h, members)
 	b.ReportAllocs()
 	b.ResetTimer()
 	var mu sync.Mutex
@@ -198,11 +160,35 @@ func BenchmarkPostRoom(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	for _, s := range ss {
-		s.Close(hub.ReasonNone, false)
+	stop()
+}
+
+// drained attaches n users whose queues a goroutine each drains, standing
+// in for the writers; stop closes and detaches them.
+func drained(tb testing.TB, h *hub.Hub, n int) (ss []*hub.Session, stop func()) {
+	var wg sync.WaitGroup
+	for i := range n {
+		s := attach(tb, h, fmt.Sprintf("user%05d", i))
+		ss = append(ss, s)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-s.Frames():
+				case <-s.Done():
+					return
+				}
+			}
+		}()
 	}
-	wg.Wait()
-	for _, s := range ss {
-		h.Detach(s)
+	return ss, func() {
+		for _, s := range ss {
+			s.Close(hub.ReasonNone, false)
+		}
+		wg.Wait()
+		for _, s := range ss {
+			h.Detach(s)
+		}
 	}
 }
