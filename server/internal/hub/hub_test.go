@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,4 +192,33 @@ func drained(tb testing.TB, h *hub.Hub, n int) (ss []*hub.Session, stop func()) 
 			h.Detach(s)
 		}
 	}
+}
+
+// BenchmarkFanoutEncoding shows what encoding once saves: the cost of
+// preparing one room message for 1,000 recipients, once versus per
+// recipient (what a naive per-connection Send(proto) does).
+func BenchmarkFanoutEncoding(b *testing.B) {
+	const recipients = 1000
+	ev := &chatv1.ServerEvent{Event: &chatv1.ServerEvent_Message{Message: hub.MessageProto(store.Message{
+		ID: "01a2172179550e0dd8670e1896875c42", Conversation: store.RoomKey("general"), Seq: 42, Sender: "alice",
+		Text: strings.Repeat("x", 128), SentAt: time.Now(),
+	})}}
+	sink := make([]*hub.Frame, recipients)
+	b.Run("once", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f := hub.Encode(ev)
+			for i := range sink {
+				sink[i] = f
+			}
+		}
+	})
+	b.Run("per-recipient", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for i := range sink {
+				sink[i] = hub.Encode(ev)
+			}
+		}
+	})
 }
