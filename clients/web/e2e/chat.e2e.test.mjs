@@ -333,6 +333,11 @@ describe("parley web app against a real parleyd", { timeout: 240_000 }, () => {
     }
     // Settled (acked) on Bob's side before Alice returns.
     await waitFor(async () => !(await ids(bob.page)).includes(""), "acks for Bob's messages");
+    // And a private message.
+    await openConv(bob.page, `dm:${ALICE}`);
+    await send(bob.page, "a private word while you were away");
+    await waitFor(async () => !(await ids(bob.page)).includes(""), "ack for the DM");
+    await openConv(bob.page, "room:general");
 
     await alice.context.setOffline(false);
     await waitConnected(alice.page, 30_000);
@@ -344,6 +349,16 @@ describe("parley web app against a real parleyd", { timeout: 240_000 }, () => {
     assert.deepEqual(after, [...before, ...missed], "history then the missed messages, in order");
     const shown = (await ids(alice.page)).filter(Boolean);
     assert.equal(new Set(shown).size, shown.length, "no message twice");
+
+    // The missed private message is waiting, unread, exactly once.
+    const dmButton = alice.page.locator(`button.conv[data-conv="dm:${BOB}"]`);
+    await waitFor(async () => (await dmButton.getByTestId("unread").textContent()) === "1", "1 unread DM after the restart");
+    await dmButton.click();
+    await messageIn(alice.page, "a private word while you were away");
+    assert.equal(await pane(alice.page).getByTestId("message").filter({ hasText: "a private word" }).count(), 1);
+    const dmIds = (await ids(alice.page)).filter(Boolean);
+    assert.equal(new Set(dmIds).size, dmIds.length, "no DM twice");
+    await openConv(alice.page, "room:general");
 
     // The stream works both ways after the restart.
     await send(alice.page, "back online");

@@ -153,6 +153,26 @@ describe("reduce", () => {
     expect(s.rooms.go.joined).toBe(true);
   });
 
+  it("files RecentMessages of a direct conversation under the named peer", () => {
+    let s = initialState("ann", Role.USER);
+    const recent = (msgs: Ev[]): Ev => ({
+      event: {
+        case: "recentMessages",
+        value: { conversation: { kind: { case: "user", value: "bob" } }, messages: msgs.map((m) => create(ServerEventSchema, m).event.value as never) },
+      },
+    });
+    // Only Ann's own messages: still Bob's conversation.
+    s = reduce(s, ev(recent([dm("d1", 1, "ann", "bob", "mine")])));
+    expect(texts(s, dmKey("bob"))).toEqual(["mine"]);
+    expect(s.convs[dmKey("bob")].unread).toBe(0);
+    // After a reconnect, a replay counts as unread.
+    s = reduce(s, ev({ event: { case: "welcome", value: {} } }));
+    s = reduce(s, ev({ event: { case: "welcome", value: {} } }));
+    s = reduce(s, ev(recent([dm("d1", 1, "ann", "bob", "mine"), dm("d2", 2, "bob", "ann", "missed")])));
+    expect(texts(s, dmKey("bob"))).toEqual(["mine", "missed"]);
+    expect(s.convs[dmKey("bob")].unread).toBe(1);
+  });
+
   it("keeps admin broadcasts", () => {
     let s = initialState("ann", Role.USER);
     s = reduce(s, ev({ event: { case: "adminBroadcast", value: { from: "root", text: "maintenance at 5", sentAt: timestampFromMs(7) } } }));

@@ -300,10 +300,15 @@ function serverEvent(state: ChatState, ev: ServerEvent, now: number): ChatState 
       return s;
     }
     case "recentMessages": {
-      const msgs = e.value.messages.map(fromWire);
-      const key = keyOf(e.value.conversation, state.me, peerHint(state.me, msgs));
+      // Here, unlike in Message, a direct conversation's `user` is the
+      // reader's peer.
+      const conv = e.value.conversation;
+      const key = conv?.kind.case === "user" ? dmKey(conv.kind.value) : keyOf(conv, state.me, state.me);
       if (!key) return state;
-      return addMessages(state, key, msgs, false, true);
+      // What a reconnect replays was missed while this page was open: unread.
+      // What the first connect brings is history this reader may have seen.
+      const replay = (state.conn.reconnects ?? 0) > 0;
+      return addMessages(state, key, e.value.messages.map(fromWire), replay, true);
     }
     case "message": {
       const m = fromWire(e.value);
@@ -417,12 +422,6 @@ function findPending(state: ChatState, requestId: string): ConvKey | null {
     if (c.messages.some((m) => m.pending && m.requestId === requestId)) return c.key;
   }
   return null;
-}
-
-// A RecentMessages for a direct conversation names the recipient of its
-// messages; any message not sent by the reader names the peer directly.
-function peerHint(me: string, msgs: ChatMessage[]): string {
-  return msgs.find((m) => m.sender !== me)?.sender ?? me;
 }
 
 /** cursors lists the resume point of every conversation that has one. */
