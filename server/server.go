@@ -534,6 +534,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.health.Shutdown()
 		n := s.hub.Shutdown(s.cfg.ReconnectAfter)
 		s.log.Info("shutting down", "sessions", n)
+		// Let the sessions end on their own, so each writes its final status:
+		// GracefulStop would close gRPC-Web (ServeHTTP) streams mid-flight.
+		if s.hub.WaitIdle(ctx) == nil {
+			select { // a session detaches just before its status goes out
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
 		if s.bridge != nil {
 			s.bridge.Close()
 		}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -233,5 +235,34 @@ func TestMalformedFramesOnParleyd(t *testing.T) {
 		if !sawError {
 			t.Fatalf("%v: no in-band error before the pong", format)
 		}
+	}
+}
+
+// TestShutdownStatusOnEveryTransport: on shutdown every client gets the
+// notice with a reconnect hint and then the final status Unavailable,
+// whatever carries its stream.
+func TestShutdownStatusOnEveryTransport(t *testing.T) {
+	t.Parallel()
+	for _, tr := range transports[:4] { // parleyd's own listeners
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			srv := servertest.Start(t, servertest.Options{})
+			h := &harness{srv: srv, tr: tr, rec: &recorder{t: t, seen: map[string][]string{}}, toks: map[string]string{}}
+			s := h.connect(t, "stayer")
+			srv.Stop()
+			seen, err := s.finish(t)
+			var notice *chatv1.ServerNotice
+			for _, ev := range seen {
+				if n := ev.GetServerNotice(); n != nil {
+					notice = n
+				}
+			}
+			if notice.GetKind() != chatv1.NoticeKind_NOTICE_KIND_SHUTDOWN || notice.GetReconnectAfter().AsDuration() <= 0 {
+				t.Fatalf("notice = %v", notice)
+			}
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("final status = %v, want Unavailable", err)
+			}
+		})
 	}
 }

@@ -769,6 +769,25 @@ func (h *Hub) Shutdown(reconnectAfter time.Duration) int {
 	return len(ss)
 }
 
+// WaitIdle waits until every session has detached, or ctx ends.
+func (h *Hub) WaitIdle(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		h.mu.RLock()
+		n := h.sessions
+		h.mu.RUnlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // Stats are the hub's live counters.
 type Stats struct {
 	Connections, OnlineUsers, Rooms int
