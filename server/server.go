@@ -253,6 +253,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ConnectionTimeout(10 * time.Second),
+		// Chat connections are mostly idle: release the write buffer between
+		// writes and keep the read buffer small, so memory per connection
+		// stays low (see the idle-connection figures in the README).
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(16 << 10),
 	}
 	if cfg.TLSCertFile != "" {
 		creds, err := credentials.NewServerTLSFromFile(cfg.TLSCertFile, cfg.TLSKeyFile)
