@@ -110,10 +110,12 @@ func (s *Session) Welcome() *chatv1.Welcome { return s.welcome }
 //
 // The channel buffers [WithEventBuffer] events (default 256). When the
 // application stops reading and the buffer fills, the reader stops: answers
-// to commands wait behind the unread events, the server's queue for this
-// session fills, and the server disconnects it as a slow consumer (the
-// session then ends with ResourceExhausted). So read Events from its own
-// goroutine, not from the one waiting on a command.
+// to commands wait behind the unread events (so commands wait until their
+// ctx ends), the server's queue for this session fills, and the server
+// disconnects it as a slow consumer. The application finds out when it
+// reads again: the buffered events, then the channel closes and Err is
+// ResourceExhausted. So read Events from its own goroutine, never from the
+// one waiting on a command.
 //
 // The channel is closed when the session ends; [Session.Err] then says why.
 func (s *Session) Events() <-chan *chatv1.ServerEvent { return s.events }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -298,5 +300,58 @@ func TestStaticTokenExpires(t *testing.T) {
 	<-s.Done()
 	if status.Code(s.Err()) != codes.Unauthenticated || parley.CodeOf(s.Err()) != chatv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED {
 		t.Fatalf("ended with %v", s.Err())
+	}
+}
+
+// TestSlowConsumer: an application that stops reading Events is
+// disconnected by the server once the SDK's buffer and the server's queue
+// fill, and finds out when it reads again, as Session.Events documents.
+func TestSlowConsumer(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.QueueSize = 16
+		c.RateLimits = "message=unlimited"
+	}})
+	pub := connect(t, register(t, srv, "pub"))
+	slowGone := make(chan struct{})
+	go func() {
+		for ev := range pub.Events() {
+			if ev.GetUserOffline().GetUser().GetUsername() == "slow" {
+				close(slowGone)
+			}
+		}
+	}()
+	tok, err := dial(t, srv.GRPCAddr()).Register(t.Context(), "slow", password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A small fixed flow-control window, so the server's writes block soon
+	// after the reader stops.
+	slowClient := dial(t, srv.GRPCAddr(), parley.WithToken(tok.AccessToken), parley.WithEventBuffer(4),
+		parley.WithDialOptions(grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)))
+	slow, err := slowClient.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	text := strings.Repeat("y", 3000)
+	for i := 0; ; i++ {
+		if _, err := pub.Send(t.Context(), "general", fmt.Sprint(i, text)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-slowGone:
+		default:
+			if i < 2000 {
+				continue
+			}
+			t.Fatal("not disconnected after 2,000 unread messages")
+		}
+		break
+	}
+	for range slow.Events() { // reading again, it finds the session over
+	}
+	if status.Code(slow.Err()) != codes.ResourceExhausted || !strings.Contains(slow.Err().Error(), "slow consumer") {
+		t.Fatalf("slow session ended with %v", slow.Err())
 	}
 }
