@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+)
+
+// Lines start with the local time; "*" marks presence and room events, "!"
+// server and admin notices.
+
+func stamp(t time.Time) string { return t.Local().Format("15:04:05") }
+
+func convName(c *chatv1.Conversation) string {
+	if r := c.GetRoom(); r != "" {
+		return "#" + r
+	}
+	return "@" + c.GetUser()
+}
+
+// peerName names m's conversation as me sees it: "#room", or "@peer" for a
+// direct message (whose conversation names the recipient). me == "" shows
+// the recipient.
+func peerName(me string, m *chatv1.Message) string {
+	c := m.GetConversation()
+	if c.GetRoom() == "" && c.GetUser() == me && me != "" {
+		return "@" + m.GetSender()
+	}
+	return convName(c)
+}
+
+func formatMessage(me string, m *chatv1.Message) string {
+	body := m.GetText()
+	if f := m.GetFile(); f != nil {
+		body = fmt.Sprintf("[file %s, %s, id %s]", f.GetName(), humanSize(f.GetSize()), f.GetId())
+	}
+	return fmt.Sprintf("%s %s <%s> %s", stamp(m.GetSentAt().AsTime()), peerName(me, m), m.GetSender(), body)
+}
+
+func humanSize(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func roleName(r chatv1.Role) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "ROLE_"))
+}
+
+func usernames(us []*chatv1.User) string {
+	names := make([]string, len(us))
+	for i, u := range us {
+		names[i] = u.GetUsername()
+	}
+	return strings.Join(names, ", ")
+}
+
+// formatEvent renders one server event as lines for the terminal; nil for
+// events not worth showing.
+func formatEvent(me string, ev *chatv1.ServerEvent) []string {
+	now := stamp(time.Now())
+	switch e := ev.GetEvent().(type) {
+	case *chatv1.ServerEvent_Welcome:
+		return []string{fmt.Sprintf("%s * connected as %s (%s)", now, e.Welcome.GetUser().GetUsername(), roleName(e.Welcome.GetUser().GetRole()))}
+	case *chatv1.ServerEvent_OnlineUsers:
+		return []string{fmt.Sprintf("%s * online: %s", now, usernames(e.OnlineUsers.GetUsers()))}
+	case *chatv1.ServerEvent_UserOnline:
+		return []string{fmt.Sprintf("%s * %s is online (%d online)", now, e.UserOnline.GetUser().GetUsername(), e.UserOnline.GetOnlineCount())}
+	case *chatv1.ServerEvent_UserOffline:
+		return []string{fmt.Sprintf("%s * %s went offline (%d online)", now, e.UserOffline.GetUser().GetUsername(), e.UserOffline.GetOnlineCount())}
+	case *chatv1.ServerEvent_RecentMessages:
+		var lines []string
+		for _, m := range e.RecentMessages.GetMessages() {
+			lines = append(lines, formatMessage(me, m))
+		}
+		return lines
+	case *chatv1.ServerEvent_Message:
+		return []string{formatMessage(me, e.Message)}
+	case *chatv1.ServerEvent_MemberJoined:
+		return []string{fmt.Sprintf("%s * %s joined #%s (%d members)", now, e.MemberJoined.GetUsername(), e.MemberJoined.GetRoom(), e.MemberJoined.GetMemberCount())}
+	case *chatv1.ServerEvent_MemberLeft:
+		return []string{fmt.Sprintf("%s * %s left #%s (%d members)", now, e.MemberLeft.GetUsername(), e.MemberLeft.GetRoom(), e.MemberLeft.GetMemberCount())}
+	case *chatv1.ServerEvent_Typing:
+		if !e.Typing.GetTyping() {
+			return nil
+		}
+		where := convName(e.Typing.GetConversation())
+		if e.Typing.GetConversation().GetRoom() == "" {
+			where = "a direct message"
+		}
+		return []string{fmt.Sprintf("%s * %s is typing in %s…", now, e.Typing.GetUsername(), where)}
+	case *chatv1.ServerEvent_AdminBroadcast:
+		to := "everyone"
+		if r := e.AdminBroadcast.GetRoom(); r != "" {
+			to = "#" + r
+		}
+		return []string{fmt.Sprintf("%s ! broadcast from %s to %s: %s", now, e.AdminBroadcast.GetFrom(), to, e.AdminBroadcast.GetText())}
+	case *chatv1.ServerEvent_StateRestored:
+		st := e.StateRestored
+		var lines []string
+		if len(st.GetRooms()) > 0 {
+			lines = append(lines, fmt.Sprintf("%s * your rooms: #%s", now, strings.Join(st.GetRooms(), ", #")))
+		}
+		if st.GetMessagesReplayed() > 0 {
+			lines = append(lines, fmt.Sprintf("%s * caught up on %d message(s)", now, st.GetMessagesReplayed()))
+		}
+		if !st.GetComplete() {
+			lines = append(lines, fmt.Sprintf("%s * more was missed than replayed; see `parley history`", now))
+		}
+		return lines
+	case *chatv1.ServerEvent_ServerNotice:
+		return []string{fmt.Sprintf("%s ! server: %s", now, e.ServerNotice.GetMessage())}
+	case *chatv1.ServerEvent_Error:
+		return []string{fmt.Sprintf("%s ! error: %s", now, e.Error.GetMessage())}
+	}
+	return nil
+}

@@ -1,0 +1,386 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/parleychat/parley/clients/go/parley"
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/servertest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Started by the in-process server, not by the CLI.
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+		goleak.IgnoreTopFunction("github.com/desertbit/timer.timerRoutine"),
+	)
+}
+
+const waitFor = 15 * time.Second
+
+// syncBuffer is a bytes.Buffer safe for a command writing while the test
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// user is one CLI user: its own config directory and environment.
+type user struct {
+	t    *testing.T
+	name string
+	dir  string
+	vars map[string]string
+}
+
+func newUser(t *testing.T, srv *servertest.Server, name string) *user {
+	return &user{t: t, name: name, dir: t.TempDir(), vars: map[string]string{
+		"PARLEY_SERVER": srv.GRPCAddr(), "PARLEY_PASSWORD": "password of " + name,
+	}}
+}
+
+func (u *user) env(stdin io.Reader, stdout, stderr io.Writer) *env {
+	return &env{stdin: stdin, stdout: stdout, stderr: stderr, configDir: u.dir,
+		getenv: func(k string) string { return u.vars[k] }}
+}
+
+// run runs one command in-process and returns its output and exit code.
+func (u *user) run(args ...string) (stdout, stderr string, code int) {
+	u.t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(u.t.Context(), args, u.env(strings.NewReader(""), &out, &errOut))
+	return out.String(), errOut.String(), code
+}
+
+// ok runs a command that must succeed and returns its output.
+func (u *user) ok(args ...string) string {
+	u.t.Helper()
+	out, errOut, code := u.run(args...)
+	if code != 0 {
+		u.t.Fatalf("%s: parley %s: exit %d\n%s%s", u.name, strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func (u *user) fails(wantCode int, wantErr string, args ...string) {
+	u.t.Helper()
+	out, errOut, code := u.run(args...)
+	if code != wantCode || !strings.Contains(errOut, wantErr) {
+		u.t.Fatalf("%s: parley %s: exit %d, want %d with %q\n%s%s", u.name, strings.Join(args, " "), code, wantCode, wantErr, out, errOut)
+	}
+}
+
+func mustContain(t *testing.T, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Fatalf("output lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+func TestLoginAndCredentials(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	alice := newUser(t, srv, "alice")
+
+	alice.fails(2, "--user is required", "register")
+	out := alice.ok("register", "--user", "alice")
+	mustContain(t, out, "logged in as alice (user) on "+srv.GRPCAddr())
+
+	path := filepath.Join(alice.dir, "credentials.json")
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("credentials file: %v, %v", info, err)
+	}
+	var creds credentials
+	b, _ := os.ReadFile(path)
+	if err := json.Unmarshal(b, &creds); err != nil || creds.Default != srv.GRPCAddr() || creds.Servers[srv.GRPCAddr()].RefreshToken == "" {
+		t.Fatalf("credentials = %s, %v", b, err)
+	}
+
+	// Without PARLEY_SERVER the last login's server is used.
+	delete(alice.vars, "PARLEY_SERVER")
+	alice.ok("history", "--room", "general")
+
+	// A wrong password fails; the right one logs in again. The password
+	// comes from stdin when PARLEY_PASSWORD is unset and there is no
+	// terminal.
+	alice.vars["PARLEY_PASSWORD"] = "wrong password"
+	alice.fails(1, "invalid username or password", "login", "--user", "alice")
+	delete(alice.vars, "PARLEY_PASSWORD")
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"login", "--user", "alice"}, alice.env(strings.NewReader("password of alice\n"), &stdout, &stderr)); code != 0 {
+		t.Fatalf("login with the password on stdin: %d %s", code, stderr.String())
+	}
+
+	alice.ok("logout")
+	alice.fails(1, "not logged in", "history", "--room", "general")
+	b, _ = os.ReadFile(path)
+	if strings.Contains(string(b), "refresh_token") {
+		t.Fatalf("tokens kept after logout: %s", b)
+	}
+
+	// An access token in PARLEY_TOKEN works without a login.
+	alice.vars["PARLEY_SERVER"] = srv.GRPCAddr()
+	alice.vars["PARLEY_TOKEN"] = srv.TokenAs(t, "alice", chatv1.Role_ROLE_USER)
+	alice.ok("history", "--room", "general")
+
+	alice.fails(2, "unknown command", "frobnicate")
+}
+
+func TestSendHistoryFiles(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	alice, bob := newUser(t, srv, "alice"), newUser(t, srv, "bob")
+	alice.ok("register", "--user", "alice")
+	bob.ok("register", "--user", "bob")
+
+	mustContain(t, alice.ok("send", "--room", "general", "hello", "world"), "sent to #general as #1")
+	mustContain(t, alice.ok("send", "hello", "--room", "general", "--", "--again"), "sent to #general as #2")
+	mustContain(t, alice.ok("send", "--to", "bob", "psst"), "sent to @bob as #1")
+	alice.fails(2, "--room or --to is required", "send", "hi")
+	alice.fails(1, "not a member", "send", "--room", "secret", "hi")
+
+	out := bob.ok("history", "--room", "general")
+	if !regexp.MustCompile(`\d\d:\d\d:\d\d #general <alice> hello world\n.*<alice> hello --again\n`).MatchString(out) {
+		t.Fatalf("history:\n%s", out)
+	}
+	mustContain(t, bob.ok("history", "--user", "alice"), "<alice> psst")
+	mustContain(t, bob.ok("history", "--room", "general", "--limit", "1"), "(older messages: --before 2)", "hello --again")
+
+	// Upload, post to a room, download as someone who can read it.
+	content := bytes.Repeat([]byte("parley "), 30_000) // several chunks
+	file := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(file, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = alice.ok("upload", file, "--room", "general")
+	id := regexp.MustCompile(`[0-9a-f]{64}`).FindString(out)
+	mustContain(t, out, "uploaded notes.txt (205.1 KiB): ", "posted to #general as #3")
+	mustContain(t, bob.ok("history", "--room", "general"), "<alice> [file notes.txt, 205.1 KiB, id "+id+"]")
+	dst := filepath.Join(t.TempDir(), "copy.txt")
+	mustContain(t, bob.ok("download", id, "-o", dst), "downloaded notes.txt")
+	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("downloaded %d bytes, %v", len(got), err)
+	}
+	if out := bob.ok("download", "-o", "-", id); out != string(content) {
+		t.Fatalf("download to stdout: %d bytes", len(out))
+	}
+	bob.fails(1, "exists", "download", id, "-o", dst) // never overwrites
+	carol := newUser(t, srv, "carol")
+	carol.ok("register", "--user", "carol")
+	carol.ok("download", id, "-o", filepath.Join(t.TempDir(), "carol.txt")) // posted in general, which carol reads
+
+	// Uploaded but not posted: only its uploader may read it.
+	private := filepath.Join(t.TempDir(), "private.bin")
+	if err := os.WriteFile(private, []byte("for my eyes only"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = alice.ok("upload", private)
+	if strings.Contains(out, "posted") {
+		t.Fatalf("upload without --room posted it: %s", out)
+	}
+	pid := regexp.MustCompile(`[0-9a-f]{64}`).FindString(out)
+	carol.fails(1, "PermissionDenied", "download", pid, "-o", "-")
+	alice.ok("download", pid, "-o", "-")
+}
+
+func TestAdmin(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	root := newUser(t, srv, "root")
+	root.vars["PARLEY_TOKEN"] = srv.TokenAs(t, "root", chatv1.Role_ROLE_ADMIN)
+	alice := newUser(t, srv, "alice")
+	alice.ok("register", "--user", "alice")
+
+	// alice online, to see the broadcast and be kicked.
+	c, err := parley.Dial(t.Context(), srv.GRPCAddr(), parley.WithToken(srv.TokenAs(t, "alice", chatv1.Role_ROLE_USER)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := c.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	mustContain(t, root.ok("admin", "stats"), "NODE", "total", "CONNECTIONS")
+	mustContain(t, root.ok("admin", "broadcast", "maintenance", "at", "noon"), "broadcast to 1 session(s)")
+	for ev := range s.Events() {
+		if b := ev.GetAdminBroadcast(); b != nil {
+			if b.GetText() != "maintenance at noon" || b.GetFrom() != "root" {
+				t.Fatalf("broadcast = %v", b)
+			}
+			break
+		}
+	}
+	alice.fails(1, "PermissionDenied", "admin", "stats")
+	mustContain(t, root.ok("admin", "role", "alice", "moderator"), "alice is now moderator")
+	alice.ok("admin", "stats")
+	root.fails(2, "role is user, moderator or admin", "admin", "role", "alice", "king")
+	mustContain(t, root.ok("admin", "kick", "alice", "--reason", "spam"), "disconnected 1 session(s) of alice")
+	for range s.Events() {
+	}
+	mustContain(t, root.ok("admin", "deactivate", "alice"), "deactivated alice")
+	alice.fails(1, "deactivated", "history", "--room", "general")
+	mustContain(t, root.ok("admin", "activate", "alice"), "activated alice")
+	root.fails(2, "unknown admin command", "admin", "explode")
+}
+
+func TestChat(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	alice := newUser(t, srv, "alice")
+	alice.ok("register", "--user", "alice")
+
+	// bob, through the SDK, is the other side.
+	c, err := parley.Dial(t.Context(), srv.GRPCAddr(), parley.WithToken(srv.TokenAs(t, "bob", chatv1.Role_ROLE_USER)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	bob, err := c.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	if _, err := bob.Join(t.Context(), "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	bobSees := func(match func(*chatv1.ServerEvent) bool) {
+		t.Helper()
+		timeout := time.After(waitFor)
+		for {
+			select {
+			case ev := <-bob.Events():
+				if match(ev) {
+					return
+				}
+			case <-timeout:
+				t.Fatal("bob did not see it")
+			}
+		}
+	}
+
+	stdin, typed := io.Pipe()
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"chat", "--room", "lobby"}, alice.env(stdin, &out, &errOut)) }()
+	defer typed.Close()
+	waitOut := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(waitFor)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in chat output:\n%s%s", want, out.String(), errOut.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	say := func(line string) {
+		t.Helper()
+		if _, err := io.WriteString(typed, line+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	waitOut("talking in #lobby")
+	waitOut("connected as alice (user)")
+	say("hello lobby")
+	bobSees(func(ev *chatv1.ServerEvent) bool { return ev.GetMessage().GetText() == "hello lobby" })
+	waitOut("#lobby <alice> hello lobby")
+
+	if _, err := bob.Send(t.Context(), "lobby", "hi alice"); err != nil {
+		t.Fatal(err)
+	}
+	waitOut("#lobby <bob> hi alice")
+	if err := bob.Typing(t.Context(), parley.Room("lobby"), true); err != nil {
+		t.Fatal(err)
+	}
+	waitOut("bob is typing in #lobby")
+	if _, err := bob.SendPrivate(t.Context(), "alice", "a secret"); err != nil {
+		t.Fatal(err)
+	}
+	waitOut("@bob <bob> a secret")
+
+	say("/msg bob psst")
+	bobSees(func(ev *chatv1.ServerEvent) bool { return ev.GetMessage().GetText() == "psst" })
+	waitOut("@bob <alice> psst")
+	say("/rooms")
+	waitOut("* #lobby (2)")
+	say("/who")
+	waitOut("online: alice, bob")
+	say("/join other")
+	waitOut("joined #other: alice")
+	say("in other")
+	waitOut("#other <alice> in other")
+	say("/leave")
+	waitOut("left #other; talking in #general")
+	say("/leave general")
+	waitOut("! the general room cannot be left")
+	say("/bogus")
+	waitOut("unknown command /bogus")
+
+	// Presence.
+	bob2, err := parley.Dial(t.Context(), srv.GRPCAddr(), parley.WithToken(srv.TokenAs(t, "carol", chatv1.Role_ROLE_USER)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob2.Close()
+	carol, err := bob2.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOut("carol is online (3 online)")
+	carol.Close()
+	waitOut("carol went offline (2 online)")
+
+	say("/quit")
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("chat exited %d: %s", code, errOut.String())
+		}
+	case <-time.After(waitFor):
+		t.Fatal("chat did not quit")
+	}
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	e := &env{stderr: io.Discard, getenv: func(string) string { return "" }}
+	fs, _ := newFlags(e, "x")
+	room := fs.String("room", "", "")
+	pos, err := parse(fs, []string{"a", "--room", "r", "b", "--", "--c", "-d"})
+	if err != nil || *room != "r" || strings.Join(pos, " ") != "a b --c -d" {
+		t.Fatalf("parse = %q, room %q, %v", pos, *room, err)
+	}
+}
