@@ -127,7 +127,7 @@ func (m *tokenManager) refreshAtLocked() time.Time {
 	if m.t.AccessExpiresAt.IsZero() {
 		return time.Now().Add(100 * 365 * 24 * time.Hour)
 	}
-	margin := min(m.t.AccessExpiresAt.Sub(m.obtained)/3, time.Minute)
+	margin := max(min(m.t.AccessExpiresAt.Sub(m.obtained)/3, time.Minute), 0)
 	return m.t.AccessExpiresAt.Add(-margin)
 }
 

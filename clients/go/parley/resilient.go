@@ -172,6 +172,7 @@ func (r *ResilientSession) run(s *Session) {
 		hint, final := r.pump(s)
 		<-s.Done()
 		err := s.Err()
+		s.Close() // wait for its goroutines
 		r.setCurrent(nil)
 		if r.ctx.Err() != nil {
 			r.err = r.parent.Err() // nil after Close
