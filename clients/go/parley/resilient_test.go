@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -299,5 +300,63 @@ func TestResilientRefusedReconnect(t *testing.T) {
 	<-rec.done
 	if status.Code(r.Err()) != codes.Unauthenticated {
 		t.Fatalf("err = %v", r.Err())
+	}
+}
+
+// TestResumeFrom: cursors saved from one run resume the next, which gets
+// what it missed and not what it had.
+func TestResumeFrom(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
+	ctx := t.Context()
+	bs := connect(t, bob)
+	go func() {
+		for range bs.Events() {
+		}
+	}()
+	if _, err := bs.Join(ctx, "club"); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := alice.ConnectResilient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := record(r.Events())
+	if _, err := r.Join(ctx, "club"); err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"seen general", "seen club"} {
+		room := strings.TrimPrefix(text, "seen ")
+		if _, err := bs.Send(ctx, room, text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.waitTexts(t, "seen general", "seen club")
+	saved := r.Cursors()
+	r.Close()
+	<-rec.done
+
+	for _, text := range []string{"missed general", "missed club"} {
+		room := strings.TrimPrefix(text, "missed ")
+		if _, err := bs.Send(ctx, room, text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err = alice.ConnectResilient(ctx, parley.WithResumeFrom(saved))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rec = record(r.Events())
+	rec.waitTexts(t, "missed general", "missed club")
+	if _, err := r.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.texts["seen general"] != 0 || rec.texts["seen club"] != 0 || rec.texts["missed general"] != 1 || rec.texts["missed club"] != 1 {
+		t.Fatalf("delivered %v", rec.texts)
 	}
 }
