@@ -1,19 +1,25 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -230,4 +236,94 @@ func TestMintHS256(t *testing.T) {
 	if !strings.Contains(string(claims), `"id":"alice"`) {
 		t.Fatalf("claims %s", claims)
 	}
+}
+
+// TestSmokeSocketIO runs the smoke through the Socket.IO adapter against
+// fakeSocketIO, a stand-in for the Node reference server that speaks the
+// same subset of the protocol.
+func TestSmokeSocketIO(t *testing.T) {
+	secret := []byte("test-secret")
+	srv := httptest.NewServer(fakeSocketIO(t, secret))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sp := smokeSpec(5, 50)
+	tg := target{transport: trSocketIO, ep: endpoints{sioAddr: srv.Listener.Addr().String()},
+		tokens: minter{secret: secret, run: "sio"}, run: "sio", concurrency: 4}
+	reps := runFanout(ctx, tg, sp, func(r report) { t.Log(summary(r)) })
+	if err := smokeCheck(reps, sp); err != nil {
+		t.Fatal(err)
+	}
+	bad := target{transport: trSocketIO, ep: tg.ep, tokens: minter{secret: []byte("wrong"), run: "x"}, run: "x"}
+	if reps := runFanout(ctx, bad, smokeSpec(1, 1), func(report) {}); reps[0].OK || !strings.Contains(reps[0].Problem, "refused") {
+		t.Fatalf("a bad token connected: %+v", reps[0])
+	}
+}
+
+// fakeSocketIO serves Engine.IO v4 over WebSocket: open, a ping first,
+// namespace connect with a token check, join_room and send_room_message.
+func fakeSocketIO(t *testing.T, secret []byte) http.Handler {
+	var mu sync.Mutex
+	rooms := map[string][]*websocket.Conn{}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		ctx := r.Context()
+		send := func(s string) { _ = c.Write(ctx, websocket.MessageText, []byte(s)) }
+		send(`0{"sid":"e","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`)
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			return
+		}
+		var auth struct{ Token string }
+		_ = json.Unmarshal(bytes.TrimPrefix(b, []byte("40")), &auth)
+		if p := strings.Split(auth.Token, "."); len(p) != 3 || p[2] != sign(secret, p[0]+"."+p[1]) {
+			send(`44{"message":"Invalid authentication token"}`)
+			return
+		}
+		send("2")
+		if _, b, err := c.Read(ctx); err != nil || string(b) != "3" {
+			t.Errorf("pong: %q %v", b, err)
+			return
+		}
+		send(`40{"sid":"s"}`)
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			var args []json.RawMessage
+			if json.Unmarshal(bytes.TrimPrefix(b, []byte("42")), &args) != nil || len(args) != 2 {
+				continue
+			}
+			switch string(args[0]) {
+			case `"join_room"`:
+				var room string
+				_ = json.Unmarshal(args[1], &room)
+				mu.Lock()
+				rooms[room] = append(rooms[room], c)
+				mu.Unlock()
+				send(`42["room_joined",{"roomId":` + string(args[1]) + `}]`)
+			case `"send_room_message"`:
+				var m sioSend
+				_ = json.Unmarshal(args[1], &m)
+				out, _ := json.Marshal([]any{"room_message", map[string]string{"roomId": m.RoomID, "text": m.Message}})
+				mu.Lock()
+				members := rooms[m.RoomID]
+				mu.Unlock()
+				for _, mc := range members {
+					_ = mc.Write(ctx, websocket.MessageText, append([]byte("42"), out...))
+				}
+			}
+		}
+	})
+}
+
+func sign(secret []byte, s string) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }

@@ -25,6 +25,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -76,6 +77,7 @@ type options struct {
 	registerConc, connConc  int
 	deadline                time.Duration
 	quiet                   bool
+	cpuProfile              string
 	rooms, members, pubs    int
 	rates                   []float64
 	size, messages          int
@@ -108,6 +110,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "parley-bench:", err)
+			return 2
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, o.deadline)
@@ -205,6 +218,7 @@ func newFlags(workload string, o *options) *flag.FlagSet {
 	fs.IntVar(&o.connConc, "concurrency", 32, "parallel connection attempts")
 	fs.DurationVar(&o.deadline, "deadline", 60*time.Second, "hard deadline for the whole invocation, setup included")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only the JSON lines")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the bench's own CPU profile to this file")
 
 	d := defaultsFor(workload)
 	fs.IntVar(&o.rooms, "rooms", d.rooms, "fanout, rooms: number of rooms")
