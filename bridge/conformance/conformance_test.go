@@ -74,7 +74,7 @@ func newSession(name string, send func(*chatv1.ClientEvent) error, recv func() (
 // transport opens sessions to a running server; token "" sends none.
 type transport struct {
 	name string
-	open func(t *testing.T, h *harness, token string) *session
+	open func(t testing.TB, h *harness, token string) *session
 }
 
 // The bridge inside parleyd (in-process gRPC server and connection), and
@@ -89,7 +89,7 @@ var transports = []transport{
 	{"standalone/ws-json", openWS(websocket.MessageText, true)},
 }
 
-func openGRPC(t *testing.T, h *harness, token string) *session {
+func openGRPC(t testing.TB, h *harness, token string) *session {
 	conn := h.srv.Dial(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	if token != "" {
@@ -105,8 +105,8 @@ func openGRPC(t *testing.T, h *harness, token string) *session {
 	return s
 }
 
-func openGRPCWeb(standalone bool) func(t *testing.T, h *harness, token string) *session {
-	return func(t *testing.T, h *harness, token string) *session {
+func openGRPCWeb(standalone bool) func(t testing.TB, h *harness, token string) *session {
+	return func(t testing.TB, h *harness, token string) *session {
 		base, origin := h.bridgeURL(t, standalone)
 		ctx, cancel := context.WithCancel(context.Background())
 		hdr := map[string]string{}
@@ -132,8 +132,8 @@ func openGRPCWeb(standalone bool) func(t *testing.T, h *harness, token string) *
 
 // openWS authenticates with a hello frame of the chosen type, which fixes
 // the connection's format.
-func openWS(format websocket.MessageType, standalone bool) func(t *testing.T, h *harness, token string) *session {
-	return func(t *testing.T, h *harness, token string) *session {
+func openWS(format websocket.MessageType, standalone bool) func(t testing.TB, h *harness, token string) *session {
+	return func(t testing.TB, h *harness, token string) *session {
 		base, origin := h.bridgeURL(t, standalone)
 		ctx, cancel := context.WithCancel(context.Background())
 		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {origin}}})
@@ -208,7 +208,7 @@ func statusFromClose(ce websocket.CloseError) error {
 
 // recorder keeps what each named client saw, normalized.
 type recorder struct {
-	t    *testing.T
+	t    testing.TB
 	seen map[string][]string
 }
 
@@ -234,7 +234,7 @@ func cut(s string, n int) string {
 	return s
 }
 
-func (s *session) do(t *testing.T, ev *chatv1.ClientEvent) string {
+func (s *session) do(t testing.TB, ev *chatv1.ClientEvent) string {
 	t.Helper()
 	s.reqs++
 	if ev.RequestId == "" {
@@ -248,7 +248,7 @@ func (s *session) do(t *testing.T, ev *chatv1.ClientEvent) string {
 
 // sync pings and returns what arrived before the pong: everything queued
 // to this client before the server read the ping.
-func (s *session) sync(t *testing.T) []*chatv1.ServerEvent {
+func (s *session) sync(t testing.TB) []*chatv1.ServerEvent {
 	t.Helper()
 	id := s.do(t, &chatv1.ClientEvent{Event: &chatv1.ClientEvent_Ping{Ping: &chatv1.Ping{}}})
 	var seen []*chatv1.ServerEvent
@@ -270,7 +270,7 @@ func (s *session) sync(t *testing.T) []*chatv1.ServerEvent {
 }
 
 // finish waits for the stream to end and returns the events before it.
-func (s *session) finish(t *testing.T) ([]*chatv1.ServerEvent, error) {
+func (s *session) finish(t testing.TB) ([]*chatv1.ServerEvent, error) {
 	t.Helper()
 	var seen []*chatv1.ServerEvent
 	timeout := time.After(waitFor)
@@ -354,7 +354,7 @@ const standaloneOrigin = "http://conformance.test"
 
 // bridgeURL returns the base URL of parleyd's own bridge, or of a
 // standalone bridge in front of its gRPC port, and an origin it allows.
-func (h *harness) bridgeURL(t *testing.T, standalone bool) (base, origin string) {
+func (h *harness) bridgeURL(t testing.TB, standalone bool) (base, origin string) {
 	t.Helper()
 	if !standalone {
 		return "http://" + h.srv.HTTPAddr(), "http://" + h.srv.HTTPAddr()
@@ -366,7 +366,7 @@ func (h *harness) bridgeURL(t *testing.T, standalone bool) (base, origin string)
 }
 
 // startStandalone serves a bridge whose Conn is a TCP connection to addr.
-func startStandalone(t *testing.T, addr string) string {
+func startStandalone(t testing.TB, addr string) string {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -384,7 +384,7 @@ func startStandalone(t *testing.T, addr string) string {
 }
 
 // token registers user (through Auth.Register over native gRPC) once.
-func (h *harness) token(t *testing.T, user string) string {
+func (h *harness) token(t testing.TB, user string) string {
 	t.Helper()
 	if tok, ok := h.toks[user]; ok {
 		return tok
@@ -400,7 +400,7 @@ func (h *harness) token(t *testing.T, user string) string {
 }
 
 // connect opens user's session and records what it sees up to a sync.
-func (h *harness) connect(t *testing.T, user string) *session {
+func (h *harness) connect(t testing.TB, user string) *session {
 	t.Helper()
 	s := h.tr.open(t, h, h.token(t, user))
 	s.name = user + "/" + h.tr.name
@@ -408,7 +408,7 @@ func (h *harness) connect(t *testing.T, user string) *session {
 	return s
 }
 
-func (h *harness) sync(t *testing.T, user string, s *session) { h.rec.note(user, s.sync(t)...) }
+func (h *harness) sync(t testing.TB, user string, s *session) { h.rec.note(user, s.sync(t)...) }
 
 var scenarios = []scenario{
 	{name: "connect and welcome", run: func(t *testing.T, h *harness) {
