@@ -32,6 +32,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+listening() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
+for addr in "$grpc" "$http" "$metrics" "127.0.0.1:$sioport"; do
+	if listening "$addr"; then
+		echo "compare.sh: $addr is in use; set PORT_BASE" >&2
+		exit 1
+	fi
+done
+
 (cd "$root" && go build -o "$tmp/parleyd" ./server/cmd/parleyd && go build -o "$tmp/parley-bench" ./clients/go/cmd/parley-bench)
 
 "$tmp/parleyd" --grpc-addr "$grpc" --http-addr "$http" --metrics-addr "$metrics" \
@@ -46,9 +54,11 @@ pids+=("$sio")
 # Wait (at most 60 s: npm ci may run) until both listen.
 for addr in "$grpc" "$http" "127.0.0.1:$sioport"; do
 	for _ in $(seq 600); do
-		(exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null && break
+		listening "$addr" && break
+		kill -0 "$parleyd" "$sio" 2>/dev/null || { echo "compare.sh: a server exited" >&2; exit 1; }
 		sleep 0.1
 	done
+	listening "$addr" || { echo "compare.sh: nothing listens on $addr" >&2; exit 1; }
 done
 
 [ $# -ge 1 ] || set -- fanout
