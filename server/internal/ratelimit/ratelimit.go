@@ -250,12 +250,15 @@ func (l *Limiter) allowAt(key string, kind Kind, now time.Time) (bool, time.Dura
 	}
 	b := l.bucket(bucketKey{key, kind}, now)
 	b.lastUsed.Store(now.UnixNano())
-	r := b.lim.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now) // give the token back: refused actions are free
-		return false, d
+	// AllowN takes a token only when it grants one, so refused actions are
+	// free. (Reserve-then-cancel would be too, but cancelling with times
+	// that concurrent callers read out of order hands back extra tokens.)
+	if b.lim.AllowN(now, 1) {
+		return true, 0
 	}
-	return true, 0
+	need := 1 - b.lim.TokensAt(now)
+	d := time.Duration(need / float64(l.limits[kind].limit) * float64(time.Second))
+	return false, max(d, time.Millisecond)
 }
 
 func (l *Limiter) bucket(k bucketKey, now time.Time) *bucket {
