@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -268,18 +269,19 @@ const (
 		SELECT key, n FROM unnest($1::text[], $2::bigint[]) AS u (key, n) ORDER BY key COLLATE "C"
 		ON CONFLICT (key) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq
 		RETURNING key, last_seq`
-	// qInsertMsgs inserts the batch's messages, each with seq = its
-	// conversation's bumped counter minus "back", the number of messages
-	// after it in the batch in the same conversation.
+	// qInsertMsgs inserts the batch's messages, in the arrays' order, each
+	// with seq = its conversation's bumped counter minus "back", the number
+	// of messages after it in the batch in the same conversation. (Were a
+	// counter missing, seq would be NULL and the insert would fail.)
 	qInsertMsgs = `INSERT INTO messages (conversation, seq, id, sender, recipient, client_msg_id, text, text_sealed,
 			file_id, file_name, file_size, file_type, sent_at)
-		SELECT u.conversation, c.last_seq - u.back, u.id, u.sender, u.recipient, nullif(u.client_msg_id, ''),
-			u.text, u.text_sealed, nullif(u.file_id, ''), u.file_name, u.file_size, u.file_type, u.sent_at
+		SELECT u.conversation, (SELECT c.last_seq FROM conversations c WHERE c.key = u.conversation) - u.back,
+			u.id, u.sender, u.recipient, nullif(u.client_msg_id, ''), u.text, u.text_sealed,
+			nullif(u.file_id, ''), u.file_name, u.file_size, u.file_type, u.sent_at
 		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
 				$8::bytea[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[])
 			AS u (conversation, back, id, sender, recipient, client_msg_id, text, text_sealed,
-				file_id, file_name, file_size, file_type, sent_at)
-		JOIN conversations c ON c.key = u.conversation`
+				file_id, file_name, file_size, file_type, sent_at)`
 )
 
 type original struct {
@@ -427,7 +429,7 @@ func has(set map[string]struct{}, k string) bool {
 // results are read only after it committed: they cannot veto the commit.
 // That is safe because both statements either fail (and COMMIT is then
 // skipped) or do exactly what is asked: the upsert returns every key and
-// the insert joins each message to a counter the upsert just wrote.
+// the insert reads, for each message, a counter the upsert just wrote.
 func (s *Store) insert(ctx context.Context, conn *pgx.Conn, batch []*appendReq, ins []int, results []appendResult) error {
 	counts := make(map[string]int64)
 	for _, i := range ins {
@@ -443,21 +445,33 @@ func (s *Store) insert(ctx context.Context, conn *pgx.Conn, batch []*appendReq, 
 		ns[j] = counts[k]
 	}
 
-	n := len(ins)
+	// back[i]: how many messages follow request i in its conversation, in
+	// queue order; its seq will be the bumped counter minus that.
+	back := make(map[int]int64, len(ins))
+	for _, i := range ins {
+		c := results[i].msg.Conversation
+		counts[c]--
+		back[i] = counts[c]
+	}
+	// Insert rows in dedup key order: a batch that has to wait for another
+	// process's transaction holding the same client message ids then waits
+	// in the same order as that one, so the two never deadlock.
+	rows := slices.Clone(ins)
+	slices.SortStableFunc(rows, func(a, b int) int {
+		ma, mb := results[a].msg, results[b].msg
+		return cmp.Or(strings.Compare(ma.Sender, mb.Sender), strings.Compare(ma.ClientMsgID, mb.ClientMsgID))
+	})
+
+	n := len(rows)
 	var (
 		convs, ids, senders, recipients, cmids = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		texts, fileIDs, fileNames, fileTypes   = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		backs, fileSizes, sentAts              = make([]int64, n), make([]int64, n), make([]int64, n)
 		sealed                                 = make([][]byte, n) // nil elements are NULL
 	)
-	left := make(map[string]int64, len(counts)) // messages still to place, per conversation
-	for k, c := range counts {
-		left[k] = c
-	}
-	for j, i := range ins {
+	for j, i := range rows {
 		m := results[i].msg
-		left[m.Conversation]--
-		backs[j] = left[m.Conversation]
+		backs[j] = back[i]
 		convs[j], ids[j], senders[j], recipients[j], cmids[j] = m.Conversation, m.ID, m.Sender, m.Recipient, m.ClientMsgID
 		texts[j], fileIDs[j], fileNames[j], fileTypes[j] = m.Text, m.FileID, m.FileName, m.FileType
 		fileSizes[j], sentAts[j] = m.FileSize, nanos(m.SentAt)
@@ -508,8 +522,8 @@ func (s *Store) insert(ctx context.Context, conn *pgx.Conn, batch []*appendReq, 
 		// Cannot happen (see above); the messages may be stored.
 		return fmt.Errorf("postgres: append wrote %d of %d messages, %d of %d counters", inserted, n, len(lasts), len(keys))
 	}
-	for j, i := range ins {
-		results[i].msg.Seq = lasts[convs[j]] - backs[j]
+	for _, i := range ins {
+		results[i].msg.Seq = lasts[results[i].msg.Conversation] - back[i]
 	}
 	return nil
 }

@@ -84,6 +84,11 @@ type Config struct {
 	// MaxConns caps the connections the Store opens, counting the append
 	// writer's own; at least 2. Zero means DefaultMaxConns.
 	MaxConns int
+
+	// synchronousCommit overrides the server's synchronous_commit; only the
+	// benchmarks set it, to measure "off" against the "on" the store is
+	// meant to run with.
+	synchronousCommit string
 }
 
 // Validate reports whether c is usable. It does not contact the server.
@@ -156,6 +161,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	params := pcfg.ConnConfig.RuntimeParams
 	if cfg.Schema != "" {
 		params["search_path"] = pgx.Identifier{cfg.Schema}.Sanitize()
+	}
+	if cfg.synchronousCommit != "" {
+		params["synchronous_commit"] = cfg.synchronousCommit
 	}
 	if params["application_name"] == "" {
 		params["application_name"] = "parleyd"

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/parleychat/parley/server/internal/sealer"
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/sqlite"
 )
 
 // The tests run against a real PostgreSQL server, each in a schema of its
@@ -1384,5 +1386,46 @@ func TestIDGen(t *testing.T) {
 	id := g.next(t0)
 	if id <= prev {
 		t.Fatalf("after overflow: %s <= %s", id, prev)
+	}
+}
+
+// TestSameMethodsAsSQLite keeps the two stores interchangeable: every
+// method of the sqlite Store exists here with the same signature, and
+// there are no others.
+func TestSameMethodsAsSQLite(t *testing.T) {
+	t.Parallel()
+	pg, lite := reflect.TypeFor[*Store](), reflect.TypeFor[*sqlite.Store]()
+	if pg.NumMethod() != lite.NumMethod() {
+		t.Errorf("postgres.Store has %d methods, sqlite.Store %d", pg.NumMethod(), lite.NumMethod())
+	}
+	for i := range lite.NumMethod() {
+		want := lite.Method(i)
+		got, ok := pg.MethodByName(want.Name)
+		if !ok {
+			t.Errorf("missing method %s", want.Name)
+			continue
+		}
+		// Compare without the receiver.
+		gt, wt := got.Type, want.Type
+		same := gt.NumIn() == wt.NumIn() && gt.NumOut() == wt.NumOut() && gt.IsVariadic() == wt.IsVariadic()
+		for j := 1; same && j < gt.NumIn(); j++ {
+			same = gt.In(j) == wt.In(j)
+		}
+		for j := 0; same && j < gt.NumOut(); j++ {
+			same = gt.Out(j) == wt.Out(j)
+		}
+		if !same {
+			t.Errorf("%s: %v, sqlite has %v", want.Name, gt, wt)
+		}
+	}
+	for _, c := range [][2]int{
+		{DefaultHistoryLimit, sqlite.DefaultHistoryLimit},
+		{MaxHistoryLimit, sqlite.MaxHistoryLimit},
+		{MaxDirectLimit, sqlite.MaxDirectLimit},
+		{DefaultMaxBatch, sqlite.DefaultMaxBatch},
+	} {
+		if c[0] != c[1] {
+			t.Errorf("limit %d here, %d in sqlite", c[0], c[1])
+		}
 	}
 }
