@@ -13,7 +13,9 @@
 // conversation's counter serialises writers in every process, so seqs
 // stay contiguous and unique however many nodes append at once. A batch
 // locks its conversations in key order, so two nodes cannot deadlock on
-// them.
+// them. A conversation's batches therefore commit in seq order: a reader
+// never sees seq n+1 before n, so paging forward with AfterSeq (resuming
+// from a cursor) cannot skip a message that commits later.
 //
 // Durability: an acknowledged append was committed. It survives what the
 // server's synchronous_commit setting promises (the default, on, waits

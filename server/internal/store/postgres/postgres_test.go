@@ -824,6 +824,42 @@ func TestDedup(t *testing.T) {
 	}
 }
 
+// TestBatchKeepsQueueOrder: within one batch, seqs follow the order the
+// appends were queued in, across conversations and whatever the senders.
+func TestBatchKeepsQueueOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, schema := newStore(t, Config{})
+	a, b := store.RoomKey("a"), store.RoomKey("b")
+	release := stallWriter(t, schema, a)
+	plug := appendAsync(ctx, s, store.Message{Conversation: a, Sender: "plug"})
+	waitFor(t, "the plug to be taken", func() bool { return s.taken.Load() == 1 })
+	type want struct {
+		conv string
+		seq  int64
+	}
+	wants := []want{{b, 1}, {a, 2}, {b, 2}, {a, 3}, {a, 4}, {b, 3}}
+	var outs []<-chan appendOutcome
+	for i, w := range wants {
+		// Senders and client ids sort against the queue order.
+		m := store.Message{Conversation: w.conv, Sender: fmt.Sprint("u", 9-i), ClientMsgID: fmt.Sprint(9 - i)}
+		outs = append(outs, appendAsync(ctx, s, m))
+		waitFor(t, "the message to queue", func() bool { return s.queued() == i+1 })
+	}
+	release()
+	if r := <-plug; r.err != nil || r.msg.Seq != 1 {
+		t.Fatalf("plug: %+v", r)
+	}
+	for i, w := range wants {
+		if r := <-outs[i]; r.err != nil || r.msg.Conversation != w.conv || r.msg.Seq != w.seq {
+			t.Errorf("message %d: %+v, want seq %d in %s", i, r, w.seq, w.conv)
+		}
+	}
+	if n := s.batches.Load(); n != 2 {
+		t.Fatalf("%d batches, want 2", n)
+	}
+}
+
 // TestBatchIsolation: when PostgreSQL refuses one message of a batch, the
 // others are still stored, with contiguous seqs.
 func TestBatchIsolation(t *testing.T) {
@@ -939,6 +975,34 @@ func TestOpenConcurrently(t *testing.T) {
 	rawConn(t, schema).QueryRow(ctx, "SELECT count(*) FROM schema_version").Scan(&versions)
 	if versions != 1 {
 		t.Fatalf("%d schema_version rows, want 1", versions)
+	}
+}
+
+// TestSearchPathFromURL: with Config.Schema empty the store lives in the
+// URL's search_path, which must exist.
+func TestSearchPathFromURL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	first, schema := newStore(t, Config{}) // creates the schema
+	mustAppend(t, first, store.Message{Conversation: "r:x", Sender: "a"})
+	first.Close()
+
+	cfg := Config{URL: withParam(testURL(), "search_path", schema), MaxConns: 2}
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if last, err := s.LastSeq(ctx, "r:x"); err != nil || last != 1 {
+		t.Fatalf("LastSeq through the URL's search_path = %d, %v", last, err)
+	}
+
+	cfg.URL = withParam(testURL(), "search_path", schema+"_missing")
+	if s, err := Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), "no schema") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Open with a search_path naming no schema: %v", err)
 	}
 }
 
