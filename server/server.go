@@ -40,6 +40,7 @@ import (
 	"github.com/parleychat/parley/server/internal/auth"
 	"github.com/parleychat/parley/server/internal/authsvc"
 	"github.com/parleychat/parley/server/internal/blob"
+	"github.com/parleychat/parley/server/internal/broker/natsbroker"
 	"github.com/parleychat/parley/server/internal/chatsvc"
 	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/interceptor"
@@ -101,6 +102,11 @@ type Config struct {
 	QueueSize int
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
+	// NATSURL joins this node to a cluster over NATS: nodes that share the
+	// NATS subject and the database serve one chat. Empty runs one node.
+	NATSURL string
+	// NATSSubject is the cluster's subject; default "parley.events".
+	NATSSubject string
 	// DisableRegistration refuses Auth.Register.
 	DisableRegistration bool
 	// ShutdownGrace bounds the graceful stop; default 10s.
@@ -171,6 +177,7 @@ type Server struct {
 	http   *http.Server
 	bridge interface{ Close() error }
 	chain  *interceptor.Chain
+	broker *natsbroker.Broker
 	chat   *chatsvc.Service
 	mhttp  *http.Server
 
@@ -230,8 +237,20 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.hub, err = hub.New(hub.Config{Store: st, Logger: cfg.Logger, QueueSize: cfg.QueueSize, TypingTimeout: cfg.TypingTimeout})
+	hcfg := hub.Config{Store: st, Logger: cfg.Logger, QueueSize: cfg.QueueSize, TypingTimeout: cfg.TypingTimeout}
+	if cfg.NATSURL != "" {
+		b, err := natsbroker.New(natsbroker.Config{URL: cfg.NATSURL, Subject: cfg.NATSSubject, Name: "parleyd", Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		s.broker = b
+		hcfg.Broker = b
+	}
+	s.hub, err = hub.New(hcfg)
 	if err != nil {
+		if s.broker != nil {
+			s.broker.Close()
+		}
 		return nil, err
 	}
 	rates, err := ratelimit.ParseConfig(cfg.RateLimits)
@@ -409,7 +428,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.bg.Add(1)
 		go s.retentionLoop()
 	}
-	s.log.Info("parleyd started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "metrics", s.MetricsAddr(), "data", s.cfg.DataDir, "tls", s.cfg.TLSCertFile != "", "node", s.hub.NodeID())
+	s.log.Info("parleyd started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "metrics", s.MetricsAddr(), "data", s.cfg.DataDir, "tls", s.cfg.TLSCertFile != "", "node", s.hub.NodeID(), "cluster", s.broker != nil)
 	return nil
 }
 
@@ -568,6 +587,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		if s.mhttp != nil {
 			s.mhttp.Close()
+		}
+		if s.broker != nil {
+			s.broker.Close()
 		}
 		close(s.bgStop)
 		s.bg.Wait()

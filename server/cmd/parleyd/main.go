@@ -124,6 +124,8 @@ func serve(args []string) error {
 	origins := fs.str("allowed-origins", "", "comma-separated browser origins allowed on the bridge; default this server's own localhost origins")
 	queue := fs.num("queue-size", 256, "outbound queue per session, in events; a client that falls this far behind is disconnected")
 	noRegister := fs.boolean("disable-registration", "refuse Auth.Register")
+	natsURL := fs.str("nats-url", "", "NATS server URL: join the nodes that share it (and the database) into one cluster")
+	natsSubject := fs.str("nats-subject", "parley.events", "the cluster's NATS subject")
 	rates := fs.str("rate-limits", "", "per-user limits kind=rate/s:burst,... kinds: message,typing,join,upload,connect,other")
 	logLevel := fs.str("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -141,7 +143,7 @@ func serve(args []string) error {
 		JWTIssuer: *issuer, JWTAudience: *audience, PublicKeyFiles: list(*pubKeys), AccessTTL: *accessTTL,
 		EncryptionKeys: *encKeys, MaxFileSize: *maxFile, Retention: *retention,
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, AllowedOrigins: list(*origins),
-		QueueSize: int(*queue), DisableRegistration: *noRegister, RateLimits: *rates, Logger: logger, Static: web.Dist,
+		QueueSize: int(*queue), DisableRegistration: *noRegister, RateLimits: *rates, NATSURL: *natsURL, NATSSubject: *natsSubject, Logger: logger, Static: web.Dist,
 	}
 	if *secretFile != "" {
 		b, err := os.ReadFile(*secretFile)

@@ -61,18 +61,39 @@ func New(cfg Config) (*Service, error) {
 // rateWindow is how far back the per-second rates look.
 const rateWindow = 10 * time.Second
 
-// GetStats reports this node's counters (the node is the cluster until a
-// shared broker joins several).
+// GetStats reports every node's counters and their totals. Other nodes'
+// figures are the ones they last announced, a couple of seconds old.
 func (s *Service) GetStats(ctx context.Context, _ *chatv1.GetStatsRequest) (*chatv1.GetStatsResponse, error) {
-	st := s.cfg.Hub.Stats()
+	nodes := s.cfg.Hub.Nodes()
 	now := time.Now()
-	inRate, outRate := s.rates(now, st.MessagesIn, st.MessagesOut, st.Uptime)
-	node := &chatv1.NodeStats{
-		NodeId: s.cfg.Hub.NodeID(), Connections: int64(st.Connections), OnlineUsers: int64(st.OnlineUsers), Rooms: int64(st.Rooms),
-		MessagesInPerSecond: inRate, MessagesOutPerSecond: outRate, Uptime: durationpb.New(st.Uptime),
-		MessagesInTotal: st.MessagesIn, MessagesOutTotal: st.MessagesOut,
+	total := &chatv1.NodeStats{NodeId: "total"}
+	out := &chatv1.GetStatsResponse{Total: total}
+	for i, n := range nodes {
+		ns := &chatv1.NodeStats{
+			NodeId: n.NodeID, Connections: int64(n.Connections), OnlineUsers: int64(n.OnlineUsers), Rooms: int64(n.Rooms),
+			Uptime: durationpb.New(n.Uptime), MessagesInTotal: n.MessagesIn, MessagesOutTotal: n.MessagesOut,
+		}
+		if i == 0 { // this node: rates from its own samples
+			ns.MessagesInPerSecond, ns.MessagesOutPerSecond = s.rates(now, n.MessagesIn, n.MessagesOut, n.Uptime)
+		} else if secs := n.Uptime.Seconds(); secs > 0 {
+			ns.MessagesInPerSecond, ns.MessagesOutPerSecond = float64(n.MessagesIn)/secs, float64(n.MessagesOut)/secs
+		}
+		out.Nodes = append(out.Nodes, ns)
+		total.Connections += ns.Connections
+		total.MessagesInTotal += ns.MessagesInTotal
+		total.MessagesOutTotal += ns.MessagesOutTotal
+		total.MessagesInPerSecond += ns.MessagesInPerSecond
+		total.MessagesOutPerSecond += ns.MessagesOutPerSecond
+		if n.Uptime > total.GetUptime().AsDuration() {
+			total.Uptime = ns.Uptime
+		}
 	}
-	return &chatv1.GetStatsResponse{Total: node, Nodes: []*chatv1.NodeStats{node}}, nil
+	if len(nodes) == 1 {
+		total.NodeId = nodes[0].NodeID
+	}
+	total.OnlineUsers = int64(s.cfg.Hub.OnlineCount())
+	total.Rooms = int64(len(s.cfg.Hub.Rooms("")))
+	return out, nil
 }
 
 // rates compares the counters with the oldest sample in the window; with

@@ -61,6 +61,10 @@ type Config struct {
 	ReplayCap int
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
+	// Broker, when set, joins this node to a cluster: events reach the
+	// sessions of every node sharing the broker (and the database), and
+	// presence, rooms and stats span the cluster. Nil runs one node.
+	Broker Broker
 }
 
 // Hub routes live events. Create it with New.
@@ -78,6 +82,8 @@ type Hub struct {
 	typing typingTable
 
 	seq sequencer
+
+	cluster *cluster // nil on a single node
 
 	msgsIn, msgsOut atomic.Int64
 }
@@ -123,7 +129,36 @@ func New(cfg Config) (*Hub, error) {
 	}
 	h.seq.convs = map[string]*convOrder{}
 	h.typing.init(h)
+	if cfg.Broker != nil {
+		c, err := newCluster(h, cfg.Broker)
+		if err != nil {
+			return nil, err
+		}
+		h.cluster = c
+	}
 	return h, nil
+}
+
+// publish sends e to the other nodes, when there are any.
+func (h *Hub) publish(e envelope) {
+	if h.cluster != nil {
+		h.cluster.publish(e)
+	}
+}
+
+// onlineElsewhere reports whether name has a session on another node.
+func (h *Hub) onlineElsewhere(name string) bool {
+	return h.cluster != nil && h.cluster.onlineRemote(name)
+}
+
+// onlineCountLocked counts users online on any node; h.mu is held.
+func (h *Hub) onlineCountLocked() int {
+	if h.cluster == nil {
+		return len(h.users)
+	}
+	h.cluster.mu.Lock()
+	defer h.cluster.mu.Unlock()
+	return h.cluster.onlineCountLocked()
 }
 
 // NodeID names this node.
@@ -186,16 +221,21 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	// The snapshot is taken under the same lock that orders later
 	// online/offline events, so the client's view stays consistent.
 	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_OnlineUsers{OnlineUsers: &chatv1.OnlineUsers{Users: h.onlineLocked()}}})
-	if first {
+	if first && !h.onlineElsewhere(id.Username) {
 		ev := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOnline{UserOnline: &chatv1.UserOnline{
-			User: &chatv1.User{Username: id.Username, Role: id.Role}, OnlineCount: int32(len(h.users)),
+			User: &chatv1.User{Username: id.Username, Role: id.Role}, OnlineCount: int32(h.onlineCountLocked()),
 		}}})
 		h.toAllLocked(ev, id.Username)
 		for _, r := range joined {
-			h.toRoomLocked(r, h.memberEvent(r, id.Username, true), id.Username)
+			f := h.memberEvent(r, id.Username, true)
+			h.toRoomLocked(r, f, id.Username)
+			h.publish(envelope{Kind: "room", Room: r, Frame: f.Data, Skip: id.Username})
 		}
 	}
 	h.mu.Unlock()
+	if first && h.cluster != nil {
+		h.cluster.presenceChanged()
+	}
 
 	// Fetched after registration: a message committed meanwhile may arrive
 	// both live and here (clients dedupe by id) but none is missed.
@@ -245,17 +285,25 @@ func (h *Hub) Detach(s *Session) {
 	last := len(us.sessions) == 0
 	if last {
 		delete(h.users, us.name)
+		elsewhere := h.onlineElsewhere(us.name)
 		for r := range us.rooms {
 			h.leaveLocked(us, r)
-			if r != GeneralRoom {
-				h.toRoomLocked(r, h.memberEvent(r, us.name, false), "")
+			if r != GeneralRoom && !elsewhere {
+				f := h.memberEvent(r, us.name, false)
+				h.toRoomLocked(r, f, "")
+				h.publish(envelope{Kind: "room", Room: r, Frame: f.Data})
 			}
 		}
-		h.toAllLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOffline{UserOffline: &chatv1.UserOffline{
-			User: &chatv1.User{Username: us.name, Role: us.role}, OnlineCount: int32(len(h.users)),
-		}}}), "")
+		if !elsewhere {
+			h.toAllLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOffline{UserOffline: &chatv1.UserOffline{
+				User: &chatv1.User{Username: us.name, Role: us.role}, OnlineCount: int32(h.onlineCountLocked()),
+			}}}), "")
+		}
 	}
 	h.mu.Unlock()
+	if last && h.cluster != nil {
+		h.cluster.presenceChanged()
+	}
 	if last {
 		h.typing.clearUser(s.Username)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -292,10 +340,7 @@ func (h *Hub) leaveLocked(us *user, r string) {
 }
 
 func (h *Hub) memberEvent(r, name string, joined bool) *Frame {
-	n := int32(0)
-	if rm := h.rooms[r]; rm != nil {
-		n = int32(len(rm.members))
-	}
+	n := int32(len(h.roomMembersLocked(r)))
 	if joined {
 		return Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_MemberJoined{MemberJoined: &chatv1.MemberJoined{Room: r, Username: name, MemberCount: n}}})
 	}
@@ -365,6 +410,11 @@ func (h *Hub) onlineLocked() []*chatv1.User {
 	for _, us := range h.users {
 		out = append(out, &chatv1.User{Username: us.name, Role: us.role})
 	}
+	if h.cluster != nil {
+		for name, role := range h.cluster.remoteUsers(h.users) {
+			out = append(out, &chatv1.User{Username: name, Role: role})
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Username < out[j].Username })
 	return out
 }
@@ -404,15 +454,29 @@ func (h *Hub) Join(ctx context.Context, s *Session, r string) (*chatv1.RoomJoine
 		return nil, apierr.FailedPrecondition("session is closed")
 	}
 	if h.joinLocked(us, r) {
-		h.toRoomLocked(r, h.memberEvent(r, us.name, true), us.name)
+		f := h.memberEvent(r, us.name, true)
+		h.toRoomLocked(r, f, us.name)
+		h.publish(envelope{Kind: "join", Room: r, Users: []string{us.name}, Frame: f.Data, Skip: us.name})
 	}
-	rm := h.rooms[r]
-	members := make([]string, 0, len(rm.members))
-	for name := range rm.members {
-		members = append(members, name)
+	members := h.roomMembersLocked(r)
+	return &chatv1.RoomJoined{Room: r, Members: members, MemberCount: int32(len(members))}, nil
+}
+
+// roomMembersLocked lists room r's members on every node, sorted.
+func (h *Hub) roomMembersLocked(r string) []string {
+	var members []string
+	if rm := h.rooms[r]; rm != nil {
+		for name := range rm.members {
+			members = append(members, name)
+		}
+	}
+	if h.cluster != nil {
+		for name := range h.cluster.remoteRoomMembers(h.users)[r] {
+			members = append(members, name)
+		}
 	}
 	sort.Strings(members)
-	return &chatv1.RoomJoined{Room: r, Members: members, MemberCount: int32(len(members))}, nil
+	return members
 }
 
 // Leave removes the session's user from room r and its stored membership.
@@ -430,7 +494,9 @@ func (h *Hub) Leave(ctx context.Context, s *Session, r string) error {
 	if us := h.users[s.Username]; us != nil {
 		if _, ok := us.rooms[r]; ok {
 			h.leaveLocked(us, r)
-			h.toRoomLocked(r, h.memberEvent(r, us.name, false), "")
+			f := h.memberEvent(r, us.name, false)
+			h.toRoomLocked(r, f, "")
+			h.publish(envelope{Kind: "leave", Room: r, Users: []string{us.name}, Frame: f.Data})
 		}
 	}
 	h.mu.Unlock()
@@ -441,10 +507,25 @@ func (h *Hub) Leave(ctx context.Context, s *Session, r string) error {
 // Rooms lists live rooms with member counts, marking those user is in.
 func (h *Hub) Rooms(username string) []*chatv1.RoomInfo {
 	h.mu.RLock()
-	out := make([]*chatv1.RoomInfo, 0, len(h.rooms))
-	for name, rm := range h.rooms {
-		_, joined := rm.members[username]
-		out = append(out, &chatv1.RoomInfo{Name: name, MemberCount: int32(len(rm.members)), Joined: joined})
+	names := map[string]bool{}
+	for name := range h.rooms {
+		names[name] = true
+	}
+	var remote map[string]map[string]bool
+	if h.cluster != nil {
+		remote = h.cluster.remoteRoomMembers(h.users)
+		for name := range remote {
+			names[name] = true
+		}
+	}
+	out := make([]*chatv1.RoomInfo, 0, len(names))
+	for name := range names {
+		n, joined := len(remote[name]), remote[name][username]
+		if rm := h.rooms[name]; rm != nil {
+			_, in := rm.members[username]
+			n, joined = n+len(rm.members), joined || in
+		}
+		out = append(out, &chatv1.RoomInfo{Name: name, MemberCount: int32(n), Joined: joined})
 	}
 	h.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -544,8 +625,10 @@ func (h *Hub) deliver(m store.Message, pm *chatv1.Message) {
 	h.mu.RLock()
 	if room, _, _, ok := store.ParseKey(m.Conversation); ok && room != "" {
 		h.toRoomLocked(room, f, "")
+		h.publish(envelope{Kind: "room", Room: room, Frame: f.Data, Conv: m.Conversation, Seq: m.Seq})
 	} else {
 		h.toUsersLocked(f, m.Sender, m.Recipient)
+		h.publish(envelope{Kind: "users", Users: []string{m.Sender, m.Recipient}, Frame: f.Data, Conv: m.Conversation, Seq: m.Seq})
 	}
 	h.mu.RUnlock()
 	h.typing.stop(m.Conversation, m.Sender)
@@ -585,7 +668,9 @@ func (h *Hub) deliverTyping(key, username string, on bool) {
 	defer h.mu.RUnlock()
 	if room != "" {
 		ev.Conversation = &chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: room}}
-		h.toRoomLocked(room, Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Typing{Typing: ev}}), username)
+		f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Typing{Typing: ev}})
+		h.toRoomLocked(room, f, username)
+		h.publish(envelope{Kind: "room", Room: room, Frame: f.Data, Skip: username})
 		return
 	}
 	peer := a
@@ -593,7 +678,9 @@ func (h *Hub) deliverTyping(key, username string, on bool) {
 		peer = b
 	}
 	ev.Conversation = &chatv1.Conversation{Kind: &chatv1.Conversation_User{User: peer}}
-	h.toUsersLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Typing{Typing: ev}}), peer)
+	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Typing{Typing: ev}})
+	h.toUsersLocked(f, peer)
+	h.publish(envelope{Kind: "users", Users: []string{peer}, Frame: f.Data})
 }
 
 // ConversationKey resolves conv as seen by username to a storage key and
@@ -708,8 +795,9 @@ func (h *Hub) sendGrouped(s *Session, msgs []store.Message) {
 	}
 }
 
-// Broadcast queues an AdminBroadcast to everyone, or to room when set, and
-// returns the number of sessions it was queued to.
+// Broadcast queues an AdminBroadcast to everyone, or to room when set, on
+// every node, and returns the number of this node's sessions it was queued
+// to.
 func (h *Hub) Broadcast(from, text, room string) int {
 	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_AdminBroadcast{AdminBroadcast: &chatv1.AdminBroadcast{
 		From: from, Text: text, Room: room, SentAt: timestamppb.Now(),
@@ -717,8 +805,10 @@ func (h *Hub) Broadcast(from, text, room string) int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if room != "" {
+		h.publish(envelope{Kind: "room", Room: room, Frame: f.Data})
 		return h.toRoomLocked(room, f, "")
 	}
+	h.publish(envelope{Kind: "all", Frame: f.Data})
 	return h.toAllLocked(f, "")
 }
 
@@ -731,6 +821,12 @@ func (h *Hub) DisconnectUser(username, reason string) int {
 	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_ServerNotice{ServerNotice: &chatv1.ServerNotice{
 		Kind: chatv1.NoticeKind_NOTICE_KIND_DISCONNECTED, Message: msg,
 	}}})
+	h.publish(envelope{Kind: "disconnect", Users: []string{username}, Frame: f.Data})
+	return h.disconnectLocal(username, f)
+}
+
+// disconnectLocal closes this node's sessions of username after notice f.
+func (h *Hub) disconnectLocal(username string, f *Frame) int {
 	h.mu.RLock()
 	var ss []*Session
 	if us := h.users[username]; us != nil {
@@ -740,7 +836,9 @@ func (h *Hub) DisconnectUser(username, reason string) int {
 	}
 	h.mu.RUnlock()
 	for _, s := range ss {
-		s.Send(f)
+		if f != nil {
+			s.Send(f)
+		}
 		s.Close(ReasonDisconnectedByAdmin, true)
 	}
 	return len(ss)
@@ -766,6 +864,9 @@ func (h *Hub) Shutdown(reconnectAfter time.Duration) int {
 		s.Close(ReasonShutdown, true)
 	}
 	h.typing.close()
+	if h.cluster != nil {
+		h.cluster.close() // says goodbye, so the others drop our users at once
+	}
 	return len(ss)
 }
 
@@ -795,14 +896,39 @@ type Stats struct {
 	Uptime                          time.Duration
 }
 
-// Stats returns the live counters.
-func (h *Hub) Stats() Stats {
+// Stats returns this node's live counters.
+func (h *Hub) Stats() Stats { return h.localStats() }
+
+func (h *Hub) localStats() Stats {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return Stats{
 		Connections: h.sessions, OnlineUsers: len(h.users), Rooms: len(h.rooms),
 		MessagesIn: h.msgsIn.Load(), MessagesOut: h.msgsOut.Load(), Uptime: time.Since(h.started),
 	}
+}
+
+// NodeStats are one node's counters.
+type NodeStats struct {
+	NodeID string
+	Stats
+}
+
+// Nodes returns this node's counters first, then those the other nodes
+// last announced (at most a couple of seconds old).
+func (h *Hub) Nodes() []NodeStats {
+	out := []NodeStats{{NodeID: h.cfg.NodeID, Stats: h.localStats()}}
+	if h.cluster != nil {
+		out = append(out, h.cluster.nodes()...)
+	}
+	return out
+}
+
+// OnlineCount counts users online on any node.
+func (h *Hub) OnlineCount() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.onlineCountLocked()
 }
 
 // MessageProto converts a stored message for the wire.

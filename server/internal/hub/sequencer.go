@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // sequencer delivers each conversation's messages in sequence order while
@@ -19,7 +20,12 @@ type convOrder struct {
 	next     int64 // next sequence to deliver; 0 until read from the store
 	inflight int   // appends begun and not yet ended
 	pending  map[int64]func()
+	gapSince time.Time // when the head of pending started waiting for next
 }
+
+// gapTimeout bounds how long deliveries wait for a sequence number that
+// may never come (a cluster event lost in transit).
+const gapTimeout = time.Second
 
 // begin registers an append to conv. The first append after a quiet spell
 // reads the conversation's last sequence; no append of it is in flight
@@ -51,31 +57,7 @@ func (q *sequencer) begin(ctx context.Context, st Store, conv string) (*convOrde
 func (q *sequencer) end(co *convOrder, conv string, seq int64, deliver func()) {
 	co.mu.Lock()
 	co.inflight--
-	if seq > 0 {
-		co.pending[seq] = deliver
-	}
-	for {
-		d, ok := co.pending[co.next]
-		if !ok {
-			break
-		}
-		delete(co.pending, co.next)
-		co.next++
-		d()
-	}
-	if co.inflight == 0 && len(co.pending) > 0 {
-		// Nothing in flight can fill the gap (another writer used the
-		// numbers): deliver the rest in order rather than hold it forever.
-		for len(co.pending) > 0 {
-			for co.pending[co.next] == nil {
-				co.next++
-			}
-			d := co.pending[co.next]
-			delete(co.pending, co.next)
-			co.next++
-			d()
-		}
-	}
+	co.add(seq, deliver)
 	idle := co.inflight == 0
 	co.mu.Unlock()
 	if idle {
@@ -86,5 +68,64 @@ func (q *sequencer) end(co *convOrder, conv string, seq int64, deliver func()) {
 		}
 		co.mu.Unlock()
 		q.mu.Unlock()
+	}
+}
+
+// remote orders a message another node stored: it is delivered with this
+// node's own, in sequence order, when the conversation is being ordered
+// here, and at once otherwise.
+func (q *sequencer) remote(conv string, seq int64, deliver func()) {
+	q.mu.Lock()
+	co := q.convs[conv]
+	if co == nil {
+		q.mu.Unlock()
+		deliver()
+		return
+	}
+	co.mu.Lock()
+	q.mu.Unlock()
+	if seq < co.next {
+		deliver() // late: its turn has passed
+	} else {
+		co.add(seq, deliver)
+	}
+	co.mu.Unlock()
+}
+
+// add queues a delivery and runs every one whose turn has come. When
+// nothing in flight here can fill a gap (another writer used the number),
+// or the gap has lasted gapTimeout, it skips the gap rather than hold the
+// rest forever. co.mu is held.
+func (co *convOrder) add(seq int64, deliver func()) {
+	if seq > 0 {
+		co.pending[seq] = deliver
+	}
+	for {
+		for {
+			d, ok := co.pending[co.next]
+			if !ok {
+				break
+			}
+			delete(co.pending, co.next)
+			co.next++
+			d()
+		}
+		if len(co.pending) == 0 {
+			co.gapSince = time.Time{}
+			return
+		}
+		if co.gapSince.IsZero() {
+			co.gapSince = time.Now()
+		}
+		if co.inflight > 0 && time.Since(co.gapSince) < gapTimeout {
+			return
+		}
+		lowest := int64(-1)
+		for s := range co.pending {
+			if lowest < 0 || s < lowest {
+				lowest = s
+			}
+		}
+		co.next, co.gapSince = lowest, time.Time{}
 	}
 }

@@ -1,0 +1,130 @@
+package server_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"time"
+	"testing"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server"
+	"github.com/parleychat/parley/server/internal/auth"
+	"github.com/parleychat/parley/server/servertest"
+)
+
+// natsURL is the NATS server the cluster tests use: this machine's, unless
+// PARLEY_TEST_NATS_URL names another.
+func natsURL() string {
+	if u := os.Getenv("PARLEY_TEST_NATS_URL"); u != "" {
+		return u
+	}
+	return "nats://127.0.0.1:4222"
+}
+
+// TestCluster runs two nodes that share a database and a NATS subject,
+// with one user on each: presence, global, room and private messages,
+// typing, admin broadcast and disconnect all cross between them.
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	b := make([]byte, 6)
+	rand.Read(b)
+	subject := "parley.test." + hex.EncodeToString(b)
+	node := func(c *server.Config) {
+		c.NATSURL, c.NATSSubject = natsURL(), subject
+		c.RateLimits = "other=unlimited"
+	}
+	a := servertest.Start(t, servertest.Options{DataDir: dir, Configure: node})
+	bn := servertest.Start(t, servertest.Options{DataDir: dir, Configure: node})
+	connA, connB := a.Dial(t), bn.Dial(t)
+
+	alice := connect(t, connA, "alice@A", a.Token(t, "alice", auth.RoleUser))
+	bob := connect(t, connB, "bob@B", bn.Token(t, "bob", auth.RoleUser))
+
+	// Presence crosses nodes.
+	on := alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOnline().GetUser().GetUsername() == "bob" }).GetUserOnline()
+	if on.GetOnlineCount() != 2 {
+		t.Fatalf("bob online = %v", on)
+	}
+	users, err := chatv1.NewChatClient(connA).ListOnlineUsers(servertest.WithToken(context.Background(), a.Token(t, "alice", auth.RoleUser)), &chatv1.ListOnlineUsersRequest{})
+	if err != nil || len(users.GetUsers()) != 2 {
+		t.Fatalf("online users on A = %v, %v", users, err)
+	}
+
+	// Global chat: stored once, delivered on both nodes, in order.
+	for _, text := range []string{"one", "two", "three"} {
+		alice.next(replyTo(alice.send(sendRoom("general", text, ""))))
+	}
+	for i, text := range []string{"one", "two", "three"} {
+		if m := bob.next(textIn("general", text)).GetMessage(); m.GetSeq() != int64(i+1) || m.GetSender() != "alice" {
+			t.Fatalf("bob got %v", m)
+		}
+	}
+	id := bob.send(sendRoom("general", "four from B", ""))
+	if ack := bob.next(replyTo(id)).GetAck(); ack.GetSeq() != 4 {
+		t.Fatalf("B's ack = %v (sequences are shared through the database)", ack)
+	}
+	alice.next(textIn("general", "four from B"))
+
+	// Rooms: bob joins on B, alice on A sees him as a member.
+	bob.next(replyTo(bob.send(join("ops"))))
+	for i := 0; ; i++ { // B announces bob's rooms within a debounce interval
+		rooms, err := chatv1.NewChatClient(connA).ListRooms(servertest.WithToken(context.Background(), a.Token(t, "alice", auth.RoleUser)), &chatv1.ListRoomsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rooms.GetRooms()) == 2 && rooms.GetRooms()[1].GetName() == "ops" && rooms.GetRooms()[1].GetMemberCount() == 1 {
+			break
+		}
+		if i == 200 {
+			t.Fatalf("A never saw bob in ops: %v", rooms)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	joined := alice.next(replyTo(alice.send(join("ops")))).GetRoomJoined()
+	if joined.GetMemberCount() != 2 || joined.GetMembers()[0] != "alice" || joined.GetMembers()[1] != "bob" {
+		t.Fatalf("room joined on A = %v", joined)
+	}
+	bob.next(func(ev *chatv1.ServerEvent) bool { return ev.GetMemberJoined().GetUsername() == "alice" })
+	alice.next(replyTo(alice.send(sendRoom("ops", "ops from A", ""))))
+	bob.next(textIn("ops", "ops from A"))
+
+	// Private messages and typing.
+	alice.next(replyTo(alice.send(sendPrivate("bob", "psst"))))
+	if m := bob.next(func(ev *chatv1.ServerEvent) bool { return ev.GetMessage().GetText() == "psst" }).GetMessage(); m.GetSender() != "alice" {
+		t.Fatalf("private = %v", m)
+	}
+	bob.send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_Typing{Typing: &chatv1.Typing{Conversation: userConv("alice"), Typing: true}}})
+	if ty := alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetTyping() != nil }).GetTyping(); ty.GetUsername() != "bob" || !ty.GetTyping() {
+		t.Fatalf("typing = %v", ty)
+	}
+
+	// Admin on A: stats list both nodes; broadcast and disconnect reach B.
+	admin := chatv1.NewAdminClient(connA)
+	actx := servertest.WithToken(context.Background(), a.Token(t, "root", auth.RoleAdmin))
+	st, err := admin.GetStats(actx, &chatv1.GetStatsRequest{})
+	if err != nil || len(st.GetNodes()) != 2 || st.GetTotal().GetConnections() != 2 || st.GetTotal().GetOnlineUsers() != 2 {
+		t.Fatalf("stats = %v, %v", st, err)
+	}
+	if _, err := admin.Broadcast(actx, &chatv1.BroadcastRequest{Text: "cluster-wide"}); err != nil {
+		t.Fatal(err)
+	}
+	bob.next(func(ev *chatv1.ServerEvent) bool { return ev.GetAdminBroadcast().GetText() == "cluster-wide" })
+	if _, err := admin.DisconnectUser(actx, &chatv1.DisconnectUserRequest{Username: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	bob.ended()
+	off := alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOffline() != nil }).GetUserOffline()
+	if off.GetUser().GetUsername() != "bob" || off.GetOnlineCount() != 1 {
+		t.Fatalf("offline = %v", off)
+	}
+
+	// A node that stops takes its users offline everywhere at once.
+	carol := connect(t, connB, "carol@B", bn.Token(t, "carol", auth.RoleUser))
+	_ = carol
+	alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOnline().GetUser().GetUsername() == "carol" })
+	bn.Stop()
+	alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOffline().GetUser().GetUsername() == "carol" })
+}
