@@ -145,6 +145,9 @@ func (s *Service) Serve(ctx context.Context, p *auth.Principal, t Transport) err
 			}
 			return closeStatus(sess.Reason())
 		case err := <-writeDone:
+			if err == nil { // the writer saw the session close first
+				return closeStatus(sess.Reason())
+			}
 			return err
 		case err := <-readDone:
 			// The client half-closed (or its read failed): send what its
