@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/url"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server"
@@ -28,16 +32,75 @@ func natsURL() string {
 // typing, admin broadcast and disconnect all cross between them.
 func TestCluster(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir() // one SQLite file, shared by both nodes
+		testCluster(t, dir, dir, "")
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		// Separate data directories: the nodes share only PostgreSQL and
+		// NATS (and the token secret, which a deployment distributes).
+		dirA, dirB := t.TempDir(), t.TempDir()
+		secret, err := server.LoadOrCreateSecret(dirA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dirB, "jwt.secret"), []byte(hex.EncodeToString(secret)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		testCluster(t, dirA, dirB, postgresSchema(t))
+	})
+}
+
+// postgresSchema makes a fresh schema on the test PostgreSQL and returns a
+// URL whose search_path points at it.
+func postgresSchema(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("PARLEY_TEST_POSTGRES_URL")
+	if base == "" {
+		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema := "parley_test_" + hex.EncodeToString(b)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("PostgreSQL (set PARLEY_TEST_POSTGRES_URL): %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), base)
+		if err == nil {
+			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			c.Close(context.Background())
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func testCluster(t *testing.T, dirA, dirB, databaseURL string) {
 	b := make([]byte, 6)
 	rand.Read(b)
 	subject := "parley.test." + hex.EncodeToString(b)
 	node := func(c *server.Config) {
 		c.NATSURL, c.NATSSubject = natsURL(), subject
+		c.DatabaseURL = databaseURL
 		c.RateLimits = "other=unlimited"
 	}
-	a := servertest.Start(t, servertest.Options{DataDir: dir, Configure: node})
-	bn := servertest.Start(t, servertest.Options{DataDir: dir, Configure: node})
+	a := servertest.Start(t, servertest.Options{DataDir: dirA, Configure: node})
+	bn := servertest.Start(t, servertest.Options{DataDir: dirB, Configure: node})
 	connA, connB := a.Dial(t), bn.Dial(t)
 
 	alice := connect(t, connA, "alice@A", a.Token(t, "alice", auth.RoleUser))

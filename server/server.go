@@ -47,6 +47,7 @@ import (
 	"github.com/parleychat/parley/server/internal/ratelimit"
 	"github.com/parleychat/parley/server/internal/sealer"
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/postgres"
 	"github.com/parleychat/parley/server/internal/store/sqlite"
 )
 
@@ -66,6 +67,10 @@ type Config struct {
 	MetricsAddr string
 	// DataDir holds the database, files and generated secret; default "./data".
 	DataDir string
+	// DatabaseURL, when set, keeps messages, users and memberships in
+	// PostgreSQL instead of SQLite in DataDir (files and the secret stay in
+	// DataDir, which nodes of a cluster must then share or copy).
+	DatabaseURL string
 
 	// JWTSecret signs and verifies HS256 tokens; default: 32 random bytes
 	// created on first start and kept in DataDir/jwt.secret.
@@ -166,7 +171,7 @@ func (c *Config) Validate() error {
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
-	store  *sqlite.Store
+	store  Store
 	hub    *hub.Hub
 	issuer *auth.Issuer
 	grpc   *grpc.Server
@@ -210,9 +215,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encryption keys: %w", err)
 	}
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.DataDir, "parley.db"), Sealer: keys, Logger: cfg.Logger})
+	st, err := OpenStore(ctx, cfg.DataDir, cfg.DatabaseURL, keys, cfg.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err
 	}
 	s.store = st
 	ok := false
@@ -308,6 +313,37 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	reflection.Register(s.grpc)
 	ok = true
 	return s, nil
+}
+
+// Store is everything the services need from storage; the SQLite and
+// PostgreSQL stores both provide it.
+type Store interface {
+	hub.Store
+	chatsvc.Store
+	authsvc.Store
+	adminsvc.Store
+	DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error)
+	Close() error
+}
+
+// OpenStore opens PostgreSQL when databaseURL is set, else the SQLite
+// file in dataDir.
+func OpenStore(ctx context.Context, dataDir, databaseURL string, keys *sealer.Keyring, log *slog.Logger) (Store, error) {
+	if databaseURL != "" {
+		st, err := postgres.Open(ctx, postgres.Config{URL: databaseURL, Sealer: keys, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		return st, nil
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, err
+	}
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dataDir, "parley.db"), Sealer: keys, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("open SQLite store: %w", err)
+	}
+	return st, nil
 }
 
 // clientIP is the address rate limits key on: the TCP peer, or, on the

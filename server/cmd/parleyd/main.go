@@ -25,7 +25,6 @@ import (
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/internal/auth"
 	"github.com/parleychat/parley/server/internal/store"
-	"github.com/parleychat/parley/server/internal/store/sqlite"
 )
 
 func main() {
@@ -111,6 +110,7 @@ func serve(args []string) error {
 	httpAddr := fs.str("http-addr", ":8080", `HTTP bridge and web app listen address, or "off"`)
 	metricsAddr := fs.str("metrics-addr", "127.0.0.1:9090", `Prometheus /metrics and pprof listen address, or "off"`)
 	dataDir := fs.str("data-dir", "data", "directory for the database, files and generated secret")
+	dbURL := fs.str("database-url", "", "PostgreSQL URL (postgres://user@host/db): keep messages and users there instead of SQLite in the data dir")
 	secretFile := fs.str("jwt-secret-file", "", "file holding the HS256 secret (hex); default a random secret kept in the data dir")
 	issuer := fs.str("jwt-issuer", "parley", "required token issuer")
 	audience := fs.str("jwt-audience", "parley", "required token audience")
@@ -139,7 +139,7 @@ func serve(args []string) error {
 	slog.SetDefault(logger)
 
 	cfg := server.Config{
-		GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, MetricsAddr: *metricsAddr, DataDir: *dataDir,
+		GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, MetricsAddr: *metricsAddr, DataDir: *dataDir, DatabaseURL: *dbURL,
 		JWTIssuer: *issuer, JWTAudience: *audience, PublicKeyFiles: list(*pubKeys), AccessTTL: *accessTTL,
 		EncryptionKeys: *encKeys, MaxFileSize: *maxFile, Retention: *retention,
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, AllowedOrigins: list(*origins),
@@ -163,11 +163,14 @@ func serve(args []string) error {
 	return srv.Run(ctx)
 }
 
-func openStore(ctx context.Context, dataDir string) (*sqlite.Store, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, err
-	}
-	return sqlite.Open(ctx, sqlite.Config{Path: dataDir + "/parley.db", Logger: slog.New(slog.DiscardHandler)})
+// adminStore is what the token and user subcommands need.
+type adminStore interface {
+	server.UserStore
+	Close() error
+}
+
+func openStore(ctx context.Context, dataDir, databaseURL string) (adminStore, error) {
+	return server.OpenStore(ctx, dataDir, databaseURL, nil, slog.New(slog.DiscardHandler))
 }
 
 // tokenCmd mints an access token for testers, creating the user (with an
@@ -178,6 +181,7 @@ func tokenCmd(args []string) error {
 	role := fs.String("role", "user", "user, moderator or admin")
 	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
 	dataDir := fs.str("data-dir", "data", "the server's data directory")
+	dbURL := fs.str("database-url", "", "the server's PostgreSQL URL, if it uses one")
 	issuer := fs.str("jwt-issuer", "parley", "token issuer")
 	audience := fs.str("jwt-audience", "parley", "token audience")
 	if err := fs.Parse(args); err != nil {
@@ -188,7 +192,7 @@ func tokenCmd(args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	st, err := openStore(ctx, *dataDir)
+	st, err := openStore(ctx, *dataDir, *dbURL)
 	if err != nil {
 		return err
 	}
@@ -218,6 +222,7 @@ func userAddCmd(args []string) error {
 	pw := fs.String("password", "", "password (at least 8 characters)")
 	role := fs.String("role", "user", "user, moderator or admin")
 	dataDir := fs.str("data-dir", "data", "the server's data directory")
+	dbURL := fs.str("database-url", "", "the server's PostgreSQL URL, if it uses one")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -233,7 +238,7 @@ func userAddCmd(args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	st, err := openStore(ctx, *dataDir)
+	st, err := openStore(ctx, *dataDir, *dbURL)
 	if err != nil {
 		return err
 	}
