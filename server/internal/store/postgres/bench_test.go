@@ -31,7 +31,8 @@ func reportBatching(b *testing.B, stores ...*Store) {
 }
 
 // BenchmarkAppendSerial: one caller at a time, so every append is its own
-// transaction and pays a full commit. sync=off (synchronous_commit off, an
+// transaction and pays a full commit, and (with a client message id, as
+// clients send) its own dedup lookup. sync=off (synchronous_commit off, an
 // ack before the WAL flush: never to be run so) shows what is not the
 // flush.
 func BenchmarkAppendSerial(b *testing.B) {
@@ -41,7 +42,10 @@ func BenchmarkAppendSerial(b *testing.B) {
 			ctx := context.Background()
 			m := store.Message{Conversation: store.RoomKey("bench"), Sender: "alice", Text: benchText}
 			b.ReportAllocs()
+			i := 0
 			for b.Loop() {
+				i++
+				m.ClientMsgID = fmt.Sprint(i)
 				if _, _, err := s.AppendMessage(ctx, m); err != nil {
 					b.Fatal(err)
 				}

@@ -252,13 +252,16 @@ const (
 		messages.file_name, messages.file_size, messages.file_type, messages.sent_at`
 
 	// qDedup finds the stored originals of (sender, client_msg_id) pairs,
-	// which must be distinct.
-	qDedup = `SELECT ` + msgCols + ` FROM messages
-		JOIN unnest($1::text[], $2::text[]) AS k (sender, client_msg_id)
-			ON messages.sender = k.sender AND messages.client_msg_id = k.client_msg_id
-		WHERE messages.client_msg_id IS NOT NULL`
-	// qTakenIDs finds which caller-chosen ids are taken.
-	qTakenIDs = `SELECT id FROM messages WHERE id = ANY ($1::text[])`
+	// and qTakenIDs which caller-chosen ids are taken. Each array element
+	// is looked up on its own (LATERAL ... LIMIT 1 keeps the planner from
+	// turning them into a join): a plain join's generic plan, cached by the
+	// connection while the table was small, would stay a sequential scan
+	// as the table grows, where these stay single index probes.
+	qDedup = `SELECT ` + msgCols + ` FROM unnest($1::text[], $2::text[]) AS k (sender, client_msg_id)
+		CROSS JOIN LATERAL (SELECT * FROM messages
+			WHERE messages.sender = k.sender AND messages.client_msg_id = k.client_msg_id LIMIT 1) AS messages`
+	qTakenIDs = `SELECT messages.id FROM unnest($1::text[]) AS k (id)
+		CROSS JOIN LATERAL (SELECT id FROM messages WHERE messages.id = k.id LIMIT 1) AS messages`
 
 	// qBumpSeqs adds to each conversation's counter the number of messages
 	// the batch appends to it, creating counters as needed, and returns the

@@ -7,15 +7,22 @@
 // Message appends are group-committed: one writer goroutine per Store takes
 // every append that is waiting (up to Config.MaxBatch) and writes them in
 // one transaction, pipelined in a single round trip (BEGIN, bump the
-// conversations' counters, insert the messages, COMMIT), answering each
-// caller only after the commit. Sequence numbers come from the
-// conversations table, bumped in that same transaction: the row lock on a
-// conversation's counter serialises writers in every process, so seqs
-// stay contiguous and unique however many nodes append at once. A batch
-// locks its conversations in key order, so two nodes cannot deadlock on
-// them. A conversation's batches therefore commit in seq order: a reader
-// never sees seq n+1 before n, so paging forward with AfterSeq (resuming
-// from a cursor) cannot skip a message that commits later.
+// conversations' counters, insert the messages, COMMIT; before it, one
+// more round trip looks up the batch's client message ids, if it has
+// any), answering each caller only after the commit.
+//
+// Sequence numbers come from the conversations table, bumped in that same
+// transaction. The row lock on a conversation's counter, held until
+// COMMIT, serialises writers in every process, so seqs stay contiguous and
+// unique however many nodes append at once, and a conversation's batches
+// commit in seq order: a reader never sees seq n+1 before n, so paging
+// forward with AfterSeq (resuming from a cursor) cannot skip a message
+// that commits later. A batch locks its conversations in key order, so
+// two nodes cannot deadlock on them. A batch that loses a race with
+// another node for a client message id is retried (and then answers with
+// the other node's message); one whose transaction PostgreSQL refuses
+// because of one message's values is written again message by message, so
+// only that one fails.
 //
 // Durability: an acknowledged append was committed. It survives what the
 // server's synchronous_commit setting promises (the default, on, waits
