@@ -686,8 +686,12 @@ func (s *Store) DirectMessagesSince(ctx context.Context, username string, since 
 // so that no transaction holds many row locks or much WAL for long.
 const defaultDeleteChunk = 2000
 
+// Oldest first, so every chunk is an index range scan from the start of
+// messages_sent_at. It runs unprepared (pgx.QueryExecModeExec), planned
+// afresh each time: a generic plan cached while the table was small would
+// look the ctids up with a sequential scan.
 const qDeleteBefore = `DELETE FROM messages WHERE ctid = ANY (ARRAY (
-	SELECT ctid FROM messages WHERE sent_at < $1 LIMIT $2))`
+	SELECT ctid FROM messages WHERE sent_at < $1 ORDER BY sent_at LIMIT $2))`
 
 // DeleteMessagesBefore deletes messages sent before t and returns how many
 // it deleted. It works in chunks, each its own transaction, checking ctx
@@ -699,7 +703,7 @@ func (s *Store) DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, e
 		if err := s.check(ctx); err != nil {
 			return total, err
 		}
-		tag, err := s.db.Exec(ctx, qDeleteBefore, nanos(t), s.deleteChunk)
+		tag, err := s.db.Exec(ctx, qDeleteBefore, pgx.QueryExecModeExec, nanos(t), s.deleteChunk)
 		if err != nil {
 			return total, s.mapErr(err)
 		}

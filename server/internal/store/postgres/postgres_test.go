@@ -1396,7 +1396,7 @@ func TestQueryPlans(t *testing.T) {
 		{qHistoryForward, []any{"r:x", 1, 10, 5}, true},
 		{qLastSeq, []any{"r:x"}, true},
 		{qDirectSince, []any{"a", 0, 10}, true},
-		{qDeleteBefore, []any{0, 10}, false},
+		{qDeleteBefore, []any{0, 10}, false}, // never prepared
 		{qMemberships, []any{"a"}, true},
 		{qFileConversations, []any{"f"}, true},
 		{qIsFileUploader, []any{"f", "a"}, true},

@@ -160,7 +160,8 @@ func (s *Store) DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
-	tag, err := s.db.Exec(ctx, `DELETE FROM refresh_tokens WHERE expires_at <= $1`, nanos(now))
+	// Unprepared, planned afresh each time (see qDeleteBefore).
+	tag, err := s.db.Exec(ctx, `DELETE FROM refresh_tokens WHERE expires_at <= $1`, pgx.QueryExecModeExec, nanos(now))
 	if err != nil {
 		return 0, s.mapErr(err)
 	}
