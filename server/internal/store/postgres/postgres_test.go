@@ -81,10 +81,16 @@ func adminConn(t testing.TB) *pgx.Conn {
 	return conn
 }
 
+// dbSlots caps how many tests use the server at once, whatever -parallel
+// is: each opens up to ten connections, and max_connections is often 100.
+var dbSlots = make(chan struct{}, 6)
+
 // newSchema names a fresh schema (Open creates it) and drops it when the
 // test is done, after the stores opened later have closed.
 func newSchema(t testing.TB) string {
 	t.Helper()
+	dbSlots <- struct{}{}
+	t.Cleanup(func() { <-dbSlots })
 	b := make([]byte, 8)
 	rand.Read(b)
 	schema := "parley_test_" + hex.EncodeToString(b)
