@@ -208,11 +208,22 @@ func runFanout(ctx context.Context, t target, sp fanoutSpec, emit func(report)) 
 		})
 	}
 
+	// Connecting and joining make presence traffic (every connect tells
+	// every online user, every join every member); a session dropped by
+	// then fell behind on that, not on the benchmark.
+	if !sleepCtx(ctx, sp.settle) {
+		return fail(base, errDeadline.Error())
+	}
+	if health(sessions, &base); base.Dropped > 0 {
+		return fail(base, fmt.Sprintf("%d connections dropped during setup (connect and join traffic): %s", base.Dropped, base.DropReason))
+	}
+	base.Errors, base.LastError = 0, ""
+
 	var out []report
 	for step, rate := range sp.rates {
 		rep := base
 		rep.Step, rep.Rate = step, rate
-		if !sleepCtx(ctx, sp.settle) {
+		if step > 0 && !sleepCtx(ctx, sp.settle) {
 			return append(out, fail(rep, errDeadline.Error())...)
 		}
 		for _, tr := range trackers {
