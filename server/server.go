@@ -323,6 +323,7 @@ type Store interface {
 	authsvc.Store
 	adminsvc.Store
 	DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error)
+	DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error)
 	Close() error
 }
 
@@ -460,10 +461,8 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go func() { s.serveErr <- s.grpc.Serve(s.grpcLis) }()
-	if s.cfg.Retention > 0 {
-		s.bg.Add(1)
-		go s.retentionLoop()
-	}
+	s.bg.Add(1)
+	go s.janitor()
 	s.log.Info("parleyd started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "metrics", s.MetricsAddr(), "data", s.cfg.DataDir, "tls", s.cfg.TLSCertFile != "", "node", s.hub.NodeID(), "cluster", s.broker != nil)
 	return nil
 }
@@ -546,19 +545,27 @@ func (s *Server) metricsHandler() http.Handler {
 	return mux
 }
 
-func (s *Server) retentionLoop() {
+// janitor deletes, hourly, expired refresh tokens and, when Retention is
+// set, messages older than it.
+func (s *Server) janitor() {
 	defer s.bg.Done()
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		n, err := s.store.DeleteMessagesBefore(ctx, time.Now().Add(-s.cfg.Retention))
-		cancel()
-		if err != nil {
-			s.log.Error("retention", "err", err)
+		if n, err := s.store.DeleteExpiredRefreshTokens(ctx, time.Now()); err != nil {
+			s.log.Error("delete expired refresh tokens", "err", err)
 		} else if n > 0 {
-			s.log.Info("retention deleted messages", "count", n)
+			s.log.Info("deleted expired refresh tokens", "count", n)
 		}
+		if s.cfg.Retention > 0 {
+			if n, err := s.store.DeleteMessagesBefore(ctx, time.Now().Add(-s.cfg.Retention)); err != nil {
+				s.log.Error("retention", "err", err)
+			} else if n > 0 {
+				s.log.Info("retention deleted messages", "count", n)
+			}
+		}
+		cancel()
 		select {
 		case <-t.C:
 		case <-s.bgStop:

@@ -3,9 +3,15 @@
 // through a Store it declares and knows nothing of gRPC: transports attach
 // a Session and drain its queue.
 //
+// With a Broker (Config.Broker) several nodes form one cluster: each
+// publishes the events it routes and delivers the others' to its own
+// sessions, and presence, room members and stats span the nodes
+// (cluster.go).
+//
 // Concurrency: a Hub is safe for concurrent use. One RWMutex guards the maps;
 // fan-out under it only queues pre-encoded frames without blocking, so no
-// I/O ever happens under the lock and a slow session cannot stall a room.
+// disk or network wait happens under the lock (a cluster publish hands the
+// event to the NATS client's buffer) and a slow session cannot stall a room.
 package hub
 
 import (
