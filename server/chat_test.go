@@ -26,7 +26,10 @@ import (
 // connect, broadcast to everyone, typing and its expiry.
 func TestTutorialChat(t *testing.T) {
 	t.Parallel()
-	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) { c.TypingTimeout = 300 * time.Millisecond }})
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.TypingTimeout = 300 * time.Millisecond
+		c.PresenceWindow = -1 // one event per change, as the tutorial sends them
+	}})
 	conn := srv.Dial(t)
 
 	alice := connect(t, conn, "alice", srv.Token(t, "alice", auth.RoleUser))
@@ -176,7 +179,7 @@ func TestPrivateMessages(t *testing.T) {
 	bob.close()
 	bob.ended()
 	// Bob's detach (and his last-seen time) is done once alice hears it.
-	alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOffline().GetUser().GetUsername() == "bob" })
+	alice.next(wentOffline("bob"))
 	id = alice.send(sendPrivate("bob", "while you were out"))
 	alice.next(replyTo(id))
 	bob = connect(t, conn, "bob-again", bobTok)
@@ -366,4 +369,36 @@ func download(conn *grpc.ClientConn, token, id string) ([]byte, error) {
 
 func unlimitedMessages(c *server.Config) {
 	c.RateLimits = "message=unlimited"
+}
+
+// TestPresenceIsCoalesced: a burst of arrivals reaches each client as one
+// PresenceChanged per window, not one event per user; a lone change is
+// still a UserOnline/UserOffline.
+func TestPresenceIsCoalesced(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) { c.PresenceWindow = 2 * time.Second }})
+	conn := srv.Dial(t)
+	watcher := connect(t, conn, "watcher", srv.Token(t, "watcher", auth.RoleUser))
+	var toks []string
+	for i := range 20 {
+		toks = append(toks, srv.Token(t, fmt.Sprintf("crowd%02d", i), auth.RoleUser))
+	}
+	for i, tok := range toks {
+		connect(t, conn, fmt.Sprintf("crowd%02d", i), tok)
+	}
+	seen := map[string]bool{}
+	events := 0
+	for len(seen) < 20 {
+		ev := watcher.next(func(ev *chatv1.ServerEvent) bool { return ev.GetPresenceChanged() != nil || ev.GetUserOnline() != nil })
+		events++
+		if u := ev.GetUserOnline().GetUser(); u != nil {
+			seen[u.GetUsername()] = true
+		}
+		for _, u := range ev.GetPresenceChanged().GetOnline() {
+			seen[u.GetUsername()] = true
+		}
+	}
+	if events > 5 { // 20 connects fit in one or two 2 s windows
+		t.Fatalf("20 arrivals took %d events; want them coalesced", events)
+	}
 }

@@ -229,3 +229,27 @@ func userConv(u string) *chatv1.Conversation {
 }
 
 func errorCode(ev *chatv1.ServerEvent) chatv1.ErrorCode { return ev.GetError().GetCode() }
+
+// cameOnline matches an announcement that name is online, alone
+// (UserOnline) or in a coalesced PresenceChanged.
+func cameOnline(name string) func(*chatv1.ServerEvent) bool {
+	return func(ev *chatv1.ServerEvent) bool {
+		return ev.GetUserOnline().GetUser().GetUsername() == name || hasUser(ev.GetPresenceChanged().GetOnline(), name)
+	}
+}
+
+// wentOffline matches an announcement that name went offline.
+func wentOffline(name string) func(*chatv1.ServerEvent) bool {
+	return func(ev *chatv1.ServerEvent) bool {
+		return ev.GetUserOffline().GetUser().GetUsername() == name || hasUser(ev.GetPresenceChanged().GetOffline(), name)
+	}
+}
+
+func hasUser(us []*chatv1.User, name string) bool {
+	for _, u := range us {
+		if u.GetUsername() == name {
+			return true
+		}
+	}
+	return false
+}

@@ -107,10 +107,7 @@ func testCluster(t *testing.T, dirA, dirB, databaseURL string) {
 	bob := connect(t, connB, "bob@B", bn.Token(t, "bob", auth.RoleUser))
 
 	// Presence crosses nodes.
-	on := alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOnline().GetUser().GetUsername() == "bob" }).GetUserOnline()
-	if on.GetOnlineCount() != 2 {
-		t.Fatalf("bob online = %v", on)
-	}
+	alice.next(cameOnline("bob"))
 	users, err := chatv1.NewChatClient(connA).ListOnlineUsers(servertest.WithToken(context.Background(), a.Token(t, "alice", auth.RoleUser)), &chatv1.ListOnlineUsersRequest{})
 	if err != nil || len(users.GetUsers()) != 2 {
 		t.Fatalf("online users on A = %v, %v", users, err)
@@ -179,15 +176,12 @@ func testCluster(t *testing.T, dirA, dirB, databaseURL string) {
 		t.Fatal(err)
 	}
 	bob.ended()
-	off := alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOffline() != nil }).GetUserOffline()
-	if off.GetUser().GetUsername() != "bob" || off.GetOnlineCount() != 1 {
-		t.Fatalf("offline = %v", off)
-	}
+	alice.next(wentOffline("bob"))
 
 	// A node that stops takes its users offline everywhere at once.
 	carol := connect(t, connB, "carol@B", bn.Token(t, "carol", auth.RoleUser))
 	_ = carol
-	alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOnline().GetUser().GetUsername() == "carol" })
+	alice.next(cameOnline("carol"))
 	bn.Stop()
-	alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOffline().GetUser().GetUsername() == "carol" })
+	alice.next(wentOffline("carol"))
 }

@@ -73,7 +73,7 @@ func TestResumeReplaysExactlyWhatWasMissed(t *testing.T) {
 	}
 	last := bob.next(textIn("general", "before 3")).GetMessage().GetSeq()
 	bob.close()
-	alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOffline() != nil })
+	alice.next(wentOffline("bob"))
 	for i := 1; i <= 4; i++ {
 		alice.next(replyTo(alice.send(sendRoom("general", fmt.Sprintf("missed %d", i), ""))))
 	}

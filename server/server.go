@@ -107,6 +107,9 @@ type Config struct {
 	QueueSize int
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
+	// PresenceWindow gathers presence changes into one event per window;
+	// default 100ms; negative sends each change at once.
+	PresenceWindow time.Duration
 	// NATSURL joins this node to a cluster over NATS: nodes that share the
 	// NATS subject and the database serve one chat. Empty runs one node.
 	NATSURL string
@@ -242,7 +245,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	hcfg := hub.Config{Store: st, Logger: cfg.Logger, QueueSize: cfg.QueueSize, TypingTimeout: cfg.TypingTimeout}
+	hcfg := hub.Config{Store: st, Logger: cfg.Logger, QueueSize: cfg.QueueSize, TypingTimeout: cfg.TypingTimeout, PresenceWindow: cfg.PresenceWindow}
 	if cfg.NATSURL != "" {
 		b, err := natsbroker.New(natsbroker.Config{URL: cfg.NATSURL, Subject: cfg.NATSSubject, Name: "parleyd", Logger: cfg.Logger})
 		if err != nil {

@@ -151,7 +151,7 @@ func TestSlowConsumer(t *testing.T) {
 	if ev, err := slow.Recv(); err != nil || ev.GetWelcome() == nil {
 		t.Fatalf("slow welcome: %v %v", ev, err)
 	}
-	fast.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOnline().GetUser().GetUsername() == "slow" })
+	fast.next(cameOnline("slow"))
 
 	const n = 300
 	text := strings.Repeat("y", 3000)
@@ -162,10 +162,7 @@ func TestSlowConsumer(t *testing.T) {
 		want := fmt.Sprintf("%d %s", i, text)
 		fast.next(func(ev *chatv1.ServerEvent) bool { return ev.GetMessage().GetText() == want })
 	}
-	off := fast.next(func(ev *chatv1.ServerEvent) bool { return ev.GetUserOffline() != nil }).GetUserOffline()
-	if off.GetUser().GetUsername() != "slow" {
-		t.Fatalf("offline = %v", off)
-	}
+	fast.next(wentOffline("slow"))
 	// Reading now, the slow client finds its stream closed with the reason.
 	for {
 		if _, err = slow.Recv(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -168,7 +169,7 @@ func TestClientGoneIsOfflineOnParleyd(t *testing.T) {
 					if !ok {
 						t.Fatal("watcher's stream ended")
 					}
-					if ev.GetUserOffline().GetUser().GetUsername() == "leaver" {
+					if ev.GetUserOffline().GetUser().GetUsername() == "leaver" || slices.ContainsFunc(ev.GetPresenceChanged().GetOffline(), func(u *chatv1.User) bool { return u.GetUsername() == "leaver" }) {
 						return
 					}
 				case <-deadline:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -316,7 +317,7 @@ func TestSlowConsumer(t *testing.T) {
 	slowGone := make(chan struct{})
 	go func() {
 		for ev := range pub.Events() {
-			if ev.GetUserOffline().GetUser().GetUsername() == "slow" {
+			if ev.GetUserOffline().GetUser().GetUsername() == "slow" || slices.ContainsFunc(ev.GetPresenceChanged().GetOffline(), func(u *chatv1.User) bool { return u.GetUsername() == "slow" }) {
 				close(slowGone)
 			}
 		}

@@ -248,13 +248,9 @@ func (c *cluster) replaceLocked(node string, next *nodePresence) {
 		_, is := next.lookup(name)
 		switch {
 		case !was && is:
-			h.toAllLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOnline{UserOnline: &chatv1.UserOnline{
-				User: &chatv1.User{Username: name, Role: role}, OnlineCount: int32(c.onlineCountLocked()),
-			}}}), "")
+			h.notePresence(name, role, true)
 		case was && !is:
-			h.toAllLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOffline{UserOffline: &chatv1.UserOffline{
-				User: &chatv1.User{Username: name, Role: role}, OnlineCount: int32(c.onlineCountLocked()),
-			}}}), "")
+			h.notePresence(name, role, false)
 		}
 	}
 	if next != nil {

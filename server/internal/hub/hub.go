@@ -67,6 +67,10 @@ type Config struct {
 	ReplayCap int
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
+	// PresenceWindow gathers online/offline changes for this long and sends
+	// a burst as one PresenceChanged; default 100ms; negative sends each
+	// change at once as UserOnline/UserOffline.
+	PresenceWindow time.Duration
 	// Broker, when set, joins this node to a cluster: events reach the
 	// sessions of every node sharing the broker (and the database), and
 	// presence, rooms and stats span the cluster. Nil runs one node.
@@ -89,7 +93,8 @@ type Hub struct {
 
 	seq sequencer
 
-	cluster *cluster // nil on a single node
+	cluster  *cluster // nil on a single node
+	presence presenceBatch
 
 	msgsIn, msgsOut atomic.Int64
 }
@@ -128,6 +133,9 @@ func New(cfg Config) (*Hub, error) {
 	}
 	if cfg.TypingTimeout <= 0 {
 		cfg.TypingTimeout = 5 * time.Second
+	}
+	if cfg.PresenceWindow == 0 {
+		cfg.PresenceWindow = defaultPresenceWindow
 	}
 	h := &Hub{
 		cfg: cfg, log: cfg.Logger, store: cfg.Store, started: time.Now(),
@@ -228,10 +236,7 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	// online/offline events, so the client's view stays consistent.
 	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_OnlineUsers{OnlineUsers: &chatv1.OnlineUsers{Users: h.onlineLocked()}}})
 	if first && !h.onlineElsewhere(id.Username) {
-		ev := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOnline{UserOnline: &chatv1.UserOnline{
-			User: &chatv1.User{Username: id.Username, Role: id.Role}, OnlineCount: int32(h.onlineCountLocked()),
-		}}})
-		h.toAllLocked(ev, id.Username)
+		h.notePresence(id.Username, id.Role, true)
 		for _, r := range joined {
 			f := h.memberEvent(r, id.Username, true)
 			h.toRoomLocked(r, f, id.Username)
@@ -301,9 +306,7 @@ func (h *Hub) Detach(s *Session) {
 			}
 		}
 		if !elsewhere {
-			h.toAllLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOffline{UserOffline: &chatv1.UserOffline{
-				User: &chatv1.User{Username: us.name, Role: us.role}, OnlineCount: int32(h.onlineCountLocked()),
-			}}}), "")
+			h.notePresence(us.name, us.role, false)
 		}
 	}
 	h.mu.Unlock()
@@ -870,6 +873,7 @@ func (h *Hub) Shutdown(reconnectAfter time.Duration) int {
 		s.Close(ReasonShutdown, true)
 	}
 	h.typing.close()
+	h.closePresence()
 	if h.cluster != nil {
 		h.cluster.close() // says goodbye, so the others drop our users at once
 	}

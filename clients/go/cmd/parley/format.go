@@ -74,6 +74,15 @@ func formatEvent(me string, ev *chatv1.ServerEvent) []string {
 		return []string{fmt.Sprintf("%s * %s is online (%d online)", now, e.UserOnline.GetUser().GetUsername(), e.UserOnline.GetOnlineCount())}
 	case *chatv1.ServerEvent_UserOffline:
 		return []string{fmt.Sprintf("%s * %s went offline (%d online)", now, e.UserOffline.GetUser().GetUsername(), e.UserOffline.GetOnlineCount())}
+	case *chatv1.ServerEvent_PresenceChanged:
+		var lines []string
+		if on := e.PresenceChanged.GetOnline(); len(on) > 0 {
+			lines = append(lines, fmt.Sprintf("%s * online now: %s (%d online)", now, usernames(on), e.PresenceChanged.GetOnlineCount()))
+		}
+		if off := e.PresenceChanged.GetOffline(); len(off) > 0 {
+			lines = append(lines, fmt.Sprintf("%s * went offline: %s (%d online)", now, usernames(off), e.PresenceChanged.GetOnlineCount()))
+		}
+		return lines
 	case *chatv1.ServerEvent_RecentMessages:
 		var lines []string
 		for _, m := range e.RecentMessages.GetMessages() {

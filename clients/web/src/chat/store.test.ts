@@ -128,6 +128,10 @@ describe("reduce", () => {
     expect(Object.keys(s.online).sort()).toEqual(["ann", "bob"]);
     s = reduce(s, ev({ event: { case: "userOffline", value: { user: { username: "bob" }, onlineCount: 1 } } }));
     expect(s.onlineCount).toBe(1);
+    s = reduce(s, ev({ event: { case: "presenceChanged", value: { online: [{ username: "cy", role: Role.USER }, { username: "di", role: Role.USER }], offline: [{ username: "ann" }], onlineCount: 2 } } }));
+    expect(Object.keys(s.online).sort()).toEqual(["cy", "di"]);
+    expect(s.onlineCount).toBe(2);
+    s = reduce(s, ev({ event: { case: "onlineUsers", value: { users: [{ username: "ann", role: Role.USER }] } } }));
     s = reduce(s, ev({ event: { case: "roomsList", value: { rooms: [{ name: "general", memberCount: 2, joined: true }, { name: "go", memberCount: 1 }] } } }));
     expect(s.rooms.go).toEqual({ name: "go", memberCount: 1, joined: false });
     s = reduce(s, ev({ event: { case: "roomJoined", value: { room: "go", members: ["bob", "ann"], memberCount: 2 } } }));

@@ -7,8 +7,9 @@
 // after a reconnect, a resume overlapping recent messages, or a retried send
 // never shows a message twice.
 
+import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { Role } from "../gen/chat/v1/chat_pb";
+import { Role, ServerEventSchema } from "../gen/chat/v1/chat_pb";
 import type { ServerEvent } from "../gen/chat/v1/chat_pb";
 import { GENERAL, dmKey, fromWire, keyOf, parseKey, roomKey } from "./model";
 import type { ChatMessage, ConvKey } from "./model";
@@ -280,6 +281,18 @@ function serverEvent(state: ChatState, ev: ServerEvent, now: number): ChatState 
       if (!u) return state;
       const online = { ...state.online, [u.username]: u.role };
       return { ...state, online, onlineCount: e.value.onlineCount || Object.keys(online).length };
+    }
+    case "presenceChanged": {
+      // A coalesced burst: the same as one userOnline/userOffline each.
+      const { online, offline, onlineCount } = e.value;
+      let s = state;
+      for (const user of online) {
+        s = serverEvent(s, create(ServerEventSchema, { event: { case: "userOnline", value: { user, onlineCount } } }), now);
+      }
+      for (const user of offline) {
+        s = serverEvent(s, create(ServerEventSchema, { event: { case: "userOffline", value: { user, onlineCount } } }), now);
+      }
+      return s;
     }
     case "userOffline": {
       const u = e.value.user;

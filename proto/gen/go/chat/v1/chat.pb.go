@@ -1132,6 +1132,7 @@ type ServerEvent struct {
 	//	*ServerEvent_Pong
 	//	*ServerEvent_RoomLeft
 	//	*ServerEvent_TokenRefreshed
+	//	*ServerEvent_PresenceChanged
 	Event isServerEvent_Event `protobuf_oneof:"event"`
 	// request_id is set on the events that answer a command.
 	RequestId     string `protobuf:"bytes,100,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -1347,6 +1348,15 @@ func (x *ServerEvent) GetTokenRefreshed() *TokenRefreshed {
 	return nil
 }
 
+func (x *ServerEvent) GetPresenceChanged() *PresenceChanged {
+	if x != nil {
+		if x, ok := x.Event.(*ServerEvent_PresenceChanged); ok {
+			return x.PresenceChanged
+		}
+	}
+	return nil
+}
+
 func (x *ServerEvent) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
@@ -1434,6 +1444,10 @@ type ServerEvent_TokenRefreshed struct {
 	TokenRefreshed *TokenRefreshed `protobuf:"bytes,19,opt,name=token_refreshed,json=tokenRefreshed,proto3,oneof"`
 }
 
+type ServerEvent_PresenceChanged struct {
+	PresenceChanged *PresenceChanged `protobuf:"bytes,30,opt,name=presence_changed,json=presenceChanged,proto3,oneof"`
+}
+
 func (*ServerEvent_Welcome) isServerEvent_Event() {}
 
 func (*ServerEvent_OnlineUsers) isServerEvent_Event() {}
@@ -1471,6 +1485,8 @@ func (*ServerEvent_Pong) isServerEvent_Event() {}
 func (*ServerEvent_RoomLeft) isServerEvent_Event() {}
 
 func (*ServerEvent_TokenRefreshed) isServerEvent_Event() {}
+
+func (*ServerEvent_PresenceChanged) isServerEvent_Event() {}
 
 // Welcome opens every stream.
 type Welcome struct {
@@ -1709,6 +1725,71 @@ func (x *UserOffline) GetOnlineCount() int32 {
 	return 0
 }
 
+// PresenceChanged reports several arrivals and departures at once. The
+// server sends a lone change as UserOnline or UserOffline, and coalesces a
+// burst (many users connecting after a restart, say) into one of these per
+// short window, so presence costs each client one event per window
+// instead of one per user.
+type PresenceChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Online        []*User                `protobuf:"bytes,1,rep,name=online,proto3" json:"online,omitempty"`
+	Offline       []*User                `protobuf:"bytes,2,rep,name=offline,proto3" json:"offline,omitempty"`
+	OnlineCount   int32                  `protobuf:"varint,3,opt,name=online_count,json=onlineCount,proto3" json:"online_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceChanged) Reset() {
+	*x = PresenceChanged{}
+	mi := &file_chat_v1_chat_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceChanged) ProtoMessage() {}
+
+func (x *PresenceChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceChanged.ProtoReflect.Descriptor instead.
+func (*PresenceChanged) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PresenceChanged) GetOnline() []*User {
+	if x != nil {
+		return x.Online
+	}
+	return nil
+}
+
+func (x *PresenceChanged) GetOffline() []*User {
+	if x != nil {
+		return x.Offline
+	}
+	return nil
+}
+
+func (x *PresenceChanged) GetOnlineCount() int32 {
+	if x != nil {
+		return x.OnlineCount
+	}
+	return 0
+}
+
 // RecentMessages carries messages of one conversation, oldest first: the
 // latest of general on connect, missed direct messages, or a Resume replay.
 // Unlike in Message, a direct conversation's `user` here is the reader's
@@ -1723,7 +1804,7 @@ type RecentMessages struct {
 
 func (x *RecentMessages) Reset() {
 	*x = RecentMessages{}
-	mi := &file_chat_v1_chat_proto_msgTypes[19]
+	mi := &file_chat_v1_chat_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1816,7 @@ func (x *RecentMessages) String() string {
 func (*RecentMessages) ProtoMessage() {}
 
 func (x *RecentMessages) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[19]
+	mi := &file_chat_v1_chat_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1829,7 @@ func (x *RecentMessages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecentMessages.ProtoReflect.Descriptor instead.
 func (*RecentMessages) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{19}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RecentMessages) GetConversation() *Conversation {
@@ -1779,7 +1860,7 @@ type FileRef struct {
 
 func (x *FileRef) Reset() {
 	*x = FileRef{}
-	mi := &file_chat_v1_chat_proto_msgTypes[20]
+	mi := &file_chat_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +1872,7 @@ func (x *FileRef) String() string {
 func (*FileRef) ProtoMessage() {}
 
 func (x *FileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[20]
+	mi := &file_chat_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +1885,7 @@ func (x *FileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRef.ProtoReflect.Descriptor instead.
 func (*FileRef) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{20}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FileRef) GetId() string {
@@ -1856,7 +1937,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_chat_v1_chat_proto_msgTypes[21]
+	mi := &file_chat_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +1949,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[21]
+	mi := &file_chat_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +1962,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{21}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Message) GetId() string {
@@ -1979,7 +2060,7 @@ type RoomJoined struct {
 
 func (x *RoomJoined) Reset() {
 	*x = RoomJoined{}
-	mi := &file_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_chat_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2072,7 @@ func (x *RoomJoined) String() string {
 func (*RoomJoined) ProtoMessage() {}
 
 func (x *RoomJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_chat_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2085,7 @@ func (x *RoomJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomJoined.ProtoReflect.Descriptor instead.
 func (*RoomJoined) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{22}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RoomJoined) GetRoom() string {
@@ -2038,7 +2119,7 @@ type RoomLeft struct {
 
 func (x *RoomLeft) Reset() {
 	*x = RoomLeft{}
-	mi := &file_chat_v1_chat_proto_msgTypes[23]
+	mi := &file_chat_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2050,7 +2131,7 @@ func (x *RoomLeft) String() string {
 func (*RoomLeft) ProtoMessage() {}
 
 func (x *RoomLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[23]
+	mi := &file_chat_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2063,7 +2144,7 @@ func (x *RoomLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomLeft.ProtoReflect.Descriptor instead.
 func (*RoomLeft) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{23}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RoomLeft) GetRoom() string {
@@ -2085,7 +2166,7 @@ type MemberJoined struct {
 
 func (x *MemberJoined) Reset() {
 	*x = MemberJoined{}
-	mi := &file_chat_v1_chat_proto_msgTypes[24]
+	mi := &file_chat_v1_chat_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2178,7 @@ func (x *MemberJoined) String() string {
 func (*MemberJoined) ProtoMessage() {}
 
 func (x *MemberJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[24]
+	mi := &file_chat_v1_chat_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2191,7 @@ func (x *MemberJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberJoined.ProtoReflect.Descriptor instead.
 func (*MemberJoined) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{24}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MemberJoined) GetRoom() string {
@@ -2146,7 +2227,7 @@ type MemberLeft struct {
 
 func (x *MemberLeft) Reset() {
 	*x = MemberLeft{}
-	mi := &file_chat_v1_chat_proto_msgTypes[25]
+	mi := &file_chat_v1_chat_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2239,7 @@ func (x *MemberLeft) String() string {
 func (*MemberLeft) ProtoMessage() {}
 
 func (x *MemberLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[25]
+	mi := &file_chat_v1_chat_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2252,7 @@ func (x *MemberLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberLeft.ProtoReflect.Descriptor instead.
 func (*MemberLeft) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{25}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MemberLeft) GetRoom() string {
@@ -2207,7 +2288,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_chat_v1_chat_proto_msgTypes[26]
+	mi := &file_chat_v1_chat_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2300,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[26]
+	mi := &file_chat_v1_chat_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2313,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{26}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TypingEvent) GetConversation() *Conversation {
@@ -2269,7 +2350,7 @@ type RoomInfo struct {
 
 func (x *RoomInfo) Reset() {
 	*x = RoomInfo{}
-	mi := &file_chat_v1_chat_proto_msgTypes[27]
+	mi := &file_chat_v1_chat_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +2362,7 @@ func (x *RoomInfo) String() string {
 func (*RoomInfo) ProtoMessage() {}
 
 func (x *RoomInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[27]
+	mi := &file_chat_v1_chat_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +2375,7 @@ func (x *RoomInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomInfo.ProtoReflect.Descriptor instead.
 func (*RoomInfo) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{27}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RoomInfo) GetName() string {
@@ -2328,7 +2409,7 @@ type RoomsList struct {
 
 func (x *RoomsList) Reset() {
 	*x = RoomsList{}
-	mi := &file_chat_v1_chat_proto_msgTypes[28]
+	mi := &file_chat_v1_chat_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2421,7 @@ func (x *RoomsList) String() string {
 func (*RoomsList) ProtoMessage() {}
 
 func (x *RoomsList) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[28]
+	mi := &file_chat_v1_chat_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2434,7 @@ func (x *RoomsList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomsList.ProtoReflect.Descriptor instead.
 func (*RoomsList) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{28}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RoomsList) GetRooms() []*RoomInfo {
@@ -2376,7 +2457,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_chat_v1_chat_proto_msgTypes[29]
+	mi := &file_chat_v1_chat_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2469,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[29]
+	mi := &file_chat_v1_chat_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2482,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{29}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Ack) GetMessageId() string {
@@ -2445,7 +2526,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_chat_v1_chat_proto_msgTypes[30]
+	mi := &file_chat_v1_chat_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2538,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[30]
+	mi := &file_chat_v1_chat_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2551,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{30}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -2508,7 +2589,7 @@ type AdminBroadcast struct {
 
 func (x *AdminBroadcast) Reset() {
 	*x = AdminBroadcast{}
-	mi := &file_chat_v1_chat_proto_msgTypes[31]
+	mi := &file_chat_v1_chat_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2601,7 @@ func (x *AdminBroadcast) String() string {
 func (*AdminBroadcast) ProtoMessage() {}
 
 func (x *AdminBroadcast) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[31]
+	mi := &file_chat_v1_chat_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2614,7 @@ func (x *AdminBroadcast) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminBroadcast.ProtoReflect.Descriptor instead.
 func (*AdminBroadcast) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{31}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AdminBroadcast) GetFrom() string {
@@ -2579,7 +2660,7 @@ type StateRestored struct {
 
 func (x *StateRestored) Reset() {
 	*x = StateRestored{}
-	mi := &file_chat_v1_chat_proto_msgTypes[32]
+	mi := &file_chat_v1_chat_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2672,7 @@ func (x *StateRestored) String() string {
 func (*StateRestored) ProtoMessage() {}
 
 func (x *StateRestored) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[32]
+	mi := &file_chat_v1_chat_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2685,7 @@ func (x *StateRestored) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRestored.ProtoReflect.Descriptor instead.
 func (*StateRestored) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{32}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StateRestored) GetRooms() []string {
@@ -2641,7 +2722,7 @@ type ServerNotice struct {
 
 func (x *ServerNotice) Reset() {
 	*x = ServerNotice{}
-	mi := &file_chat_v1_chat_proto_msgTypes[33]
+	mi := &file_chat_v1_chat_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2734,7 @@ func (x *ServerNotice) String() string {
 func (*ServerNotice) ProtoMessage() {}
 
 func (x *ServerNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[33]
+	mi := &file_chat_v1_chat_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2747,7 @@ func (x *ServerNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerNotice.ProtoReflect.Descriptor instead.
 func (*ServerNotice) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{33}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ServerNotice) GetKind() NoticeKind {
@@ -2700,7 +2781,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_chat_v1_chat_proto_msgTypes[34]
+	mi := &file_chat_v1_chat_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2712,7 +2793,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[34]
+	mi := &file_chat_v1_chat_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2725,7 +2806,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{34}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Pong) GetServerTime() *timestamppb.Timestamp {
@@ -2745,7 +2826,7 @@ type TokenRefreshed struct {
 
 func (x *TokenRefreshed) Reset() {
 	*x = TokenRefreshed{}
-	mi := &file_chat_v1_chat_proto_msgTypes[35]
+	mi := &file_chat_v1_chat_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +2838,7 @@ func (x *TokenRefreshed) String() string {
 func (*TokenRefreshed) ProtoMessage() {}
 
 func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[35]
+	mi := &file_chat_v1_chat_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +2851,7 @@ func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRefreshed.ProtoReflect.Descriptor instead.
 func (*TokenRefreshed) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{35}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TokenRefreshed) GetExpiresAt() *timestamppb.Timestamp {
@@ -2797,7 +2878,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[36]
+	mi := &file_chat_v1_chat_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2809,7 +2890,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[36]
+	mi := &file_chat_v1_chat_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2822,7 +2903,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{36}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetHistoryRequest) GetConversation() *Conversation {
@@ -2864,7 +2945,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[37]
+	mi := &file_chat_v1_chat_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2876,7 +2957,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[37]
+	mi := &file_chat_v1_chat_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2889,7 +2970,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{37}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetHistoryResponse) GetMessages() []*Message {
@@ -2915,7 +2996,7 @@ type ListOnlineUsersRequest struct {
 
 func (x *ListOnlineUsersRequest) Reset() {
 	*x = ListOnlineUsersRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[38]
+	mi := &file_chat_v1_chat_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2927,7 +3008,7 @@ func (x *ListOnlineUsersRequest) String() string {
 func (*ListOnlineUsersRequest) ProtoMessage() {}
 
 func (x *ListOnlineUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[38]
+	mi := &file_chat_v1_chat_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2940,7 +3021,7 @@ func (x *ListOnlineUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListOnlineUsersRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{38}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{39}
 }
 
 // ListOnlineUsersResponse lists online users.
@@ -2953,7 +3034,7 @@ type ListOnlineUsersResponse struct {
 
 func (x *ListOnlineUsersResponse) Reset() {
 	*x = ListOnlineUsersResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[39]
+	mi := &file_chat_v1_chat_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2965,7 +3046,7 @@ func (x *ListOnlineUsersResponse) String() string {
 func (*ListOnlineUsersResponse) ProtoMessage() {}
 
 func (x *ListOnlineUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[39]
+	mi := &file_chat_v1_chat_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2978,7 +3059,7 @@ func (x *ListOnlineUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListOnlineUsersResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{39}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListOnlineUsersResponse) GetUsers() []*User {
@@ -2997,7 +3078,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[40]
+	mi := &file_chat_v1_chat_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3009,7 +3090,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[40]
+	mi := &file_chat_v1_chat_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3022,7 +3103,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{40}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{41}
 }
 
 // ListRoomsResponse lists rooms.
@@ -3035,7 +3116,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[41]
+	mi := &file_chat_v1_chat_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3128,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[41]
+	mi := &file_chat_v1_chat_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3141,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{41}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*RoomInfo {
@@ -3082,7 +3163,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_chat_v1_chat_proto_msgTypes[42]
+	mi := &file_chat_v1_chat_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3094,7 +3175,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[42]
+	mi := &file_chat_v1_chat_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3107,7 +3188,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{42}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FileInfo) GetName() string {
@@ -3145,7 +3226,7 @@ type UploadFileRequest struct {
 
 func (x *UploadFileRequest) Reset() {
 	*x = UploadFileRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[43]
+	mi := &file_chat_v1_chat_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3238,7 @@ func (x *UploadFileRequest) String() string {
 func (*UploadFileRequest) ProtoMessage() {}
 
 func (x *UploadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[43]
+	mi := &file_chat_v1_chat_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3251,7 @@ func (x *UploadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileRequest.ProtoReflect.Descriptor instead.
 func (*UploadFileRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{43}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UploadFileRequest) GetData() isUploadFileRequest_Data {
@@ -3224,7 +3305,7 @@ type UploadFileResponse struct {
 
 func (x *UploadFileResponse) Reset() {
 	*x = UploadFileResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[44]
+	mi := &file_chat_v1_chat_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3236,7 +3317,7 @@ func (x *UploadFileResponse) String() string {
 func (*UploadFileResponse) ProtoMessage() {}
 
 func (x *UploadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[44]
+	mi := &file_chat_v1_chat_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3249,7 +3330,7 @@ func (x *UploadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileResponse.ProtoReflect.Descriptor instead.
 func (*UploadFileResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{44}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UploadFileResponse) GetFile() *FileRef {
@@ -3269,7 +3350,7 @@ type DownloadFileRequest struct {
 
 func (x *DownloadFileRequest) Reset() {
 	*x = DownloadFileRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[45]
+	mi := &file_chat_v1_chat_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3362,7 @@ func (x *DownloadFileRequest) String() string {
 func (*DownloadFileRequest) ProtoMessage() {}
 
 func (x *DownloadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[45]
+	mi := &file_chat_v1_chat_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3375,7 @@ func (x *DownloadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileRequest.ProtoReflect.Descriptor instead.
 func (*DownloadFileRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{45}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DownloadFileRequest) GetFileId() string {
@@ -3318,7 +3399,7 @@ type DownloadFileResponse struct {
 
 func (x *DownloadFileResponse) Reset() {
 	*x = DownloadFileResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[46]
+	mi := &file_chat_v1_chat_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3330,7 +3411,7 @@ func (x *DownloadFileResponse) String() string {
 func (*DownloadFileResponse) ProtoMessage() {}
 
 func (x *DownloadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[46]
+	mi := &file_chat_v1_chat_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3343,7 +3424,7 @@ func (x *DownloadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileResponse.ProtoReflect.Descriptor instead.
 func (*DownloadFileResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{46}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DownloadFileResponse) GetData() isDownloadFileResponse_Data {
@@ -3446,7 +3527,7 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x04Ping\"=\n" +
 	"\fRefreshToken\x12-\n" +
 	"\faccess_token\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80 R\vaccessToken\"\xbe\b\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80 R\vaccessToken\"\x85\t\n" +
 	"\vServerEvent\x12,\n" +
 	"\awelcome\x18\x01 \x01(\v2\x10.chat.v1.WelcomeH\x00R\awelcome\x129\n" +
 	"\fonline_users\x18\x02 \x01(\v2\x14.chat.v1.OnlineUsersH\x00R\vonlineUsers\x126\n" +
@@ -3471,7 +3552,8 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\rserver_notice\x18\x10 \x01(\v2\x15.chat.v1.ServerNoticeH\x00R\fserverNotice\x12#\n" +
 	"\x04pong\x18\x11 \x01(\v2\r.chat.v1.PongH\x00R\x04pong\x120\n" +
 	"\troom_left\x18\x12 \x01(\v2\x11.chat.v1.RoomLeftH\x00R\broomLeft\x12B\n" +
-	"\x0ftoken_refreshed\x18\x13 \x01(\v2\x17.chat.v1.TokenRefreshedH\x00R\x0etokenRefreshed\x12\x1d\n" +
+	"\x0ftoken_refreshed\x18\x13 \x01(\v2\x17.chat.v1.TokenRefreshedH\x00R\x0etokenRefreshed\x12E\n" +
+	"\x10presence_changed\x18\x1e \x01(\v2\x18.chat.v1.PresenceChangedH\x00R\x0fpresenceChanged\x12\x1d\n" +
 	"\n" +
 	"request_id\x18d \x01(\tR\trequestIdB\a\n" +
 	"\x05event\"\x85\x02\n" +
@@ -3492,7 +3574,11 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\fonline_count\x18\x02 \x01(\x05R\vonlineCount\"S\n" +
 	"\vUserOffline\x12!\n" +
 	"\x04user\x18\x01 \x01(\v2\r.chat.v1.UserR\x04user\x12!\n" +
-	"\fonline_count\x18\x02 \x01(\x05R\vonlineCount\"y\n" +
+	"\fonline_count\x18\x02 \x01(\x05R\vonlineCount\"\x84\x01\n" +
+	"\x0fPresenceChanged\x12%\n" +
+	"\x06online\x18\x01 \x03(\v2\r.chat.v1.UserR\x06online\x12'\n" +
+	"\aoffline\x18\x02 \x03(\v2\r.chat.v1.UserR\aoffline\x12!\n" +
+	"\fonline_count\x18\x03 \x01(\x05R\vonlineCount\"y\n" +
 	"\x0eRecentMessages\x129\n" +
 	"\fconversation\x18\x01 \x01(\v2\x15.chat.v1.ConversationR\fconversation\x12,\n" +
 	"\bmessages\x18\x02 \x03(\v2\x10.chat.v1.MessageR\bmessages\"d\n" +
@@ -3645,7 +3731,7 @@ func file_chat_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_chat_v1_chat_proto_goTypes = []any{
 	(Role)(0),                       // 0: chat.v1.Role
 	(ErrorCode)(0),                  // 1: chat.v1.ErrorCode
@@ -3669,36 +3755,37 @@ var file_chat_v1_chat_proto_goTypes = []any{
 	(*OnlineUsers)(nil),             // 19: chat.v1.OnlineUsers
 	(*UserOnline)(nil),              // 20: chat.v1.UserOnline
 	(*UserOffline)(nil),             // 21: chat.v1.UserOffline
-	(*RecentMessages)(nil),          // 22: chat.v1.RecentMessages
-	(*FileRef)(nil),                 // 23: chat.v1.FileRef
-	(*Message)(nil),                 // 24: chat.v1.Message
-	(*RoomJoined)(nil),              // 25: chat.v1.RoomJoined
-	(*RoomLeft)(nil),                // 26: chat.v1.RoomLeft
-	(*MemberJoined)(nil),            // 27: chat.v1.MemberJoined
-	(*MemberLeft)(nil),              // 28: chat.v1.MemberLeft
-	(*TypingEvent)(nil),             // 29: chat.v1.TypingEvent
-	(*RoomInfo)(nil),                // 30: chat.v1.RoomInfo
-	(*RoomsList)(nil),               // 31: chat.v1.RoomsList
-	(*Ack)(nil),                     // 32: chat.v1.Ack
-	(*Error)(nil),                   // 33: chat.v1.Error
-	(*AdminBroadcast)(nil),          // 34: chat.v1.AdminBroadcast
-	(*StateRestored)(nil),           // 35: chat.v1.StateRestored
-	(*ServerNotice)(nil),            // 36: chat.v1.ServerNotice
-	(*Pong)(nil),                    // 37: chat.v1.Pong
-	(*TokenRefreshed)(nil),          // 38: chat.v1.TokenRefreshed
-	(*GetHistoryRequest)(nil),       // 39: chat.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),      // 40: chat.v1.GetHistoryResponse
-	(*ListOnlineUsersRequest)(nil),  // 41: chat.v1.ListOnlineUsersRequest
-	(*ListOnlineUsersResponse)(nil), // 42: chat.v1.ListOnlineUsersResponse
-	(*ListRoomsRequest)(nil),        // 43: chat.v1.ListRoomsRequest
-	(*ListRoomsResponse)(nil),       // 44: chat.v1.ListRoomsResponse
-	(*FileInfo)(nil),                // 45: chat.v1.FileInfo
-	(*UploadFileRequest)(nil),       // 46: chat.v1.UploadFileRequest
-	(*UploadFileResponse)(nil),      // 47: chat.v1.UploadFileResponse
-	(*DownloadFileRequest)(nil),     // 48: chat.v1.DownloadFileRequest
-	(*DownloadFileResponse)(nil),    // 49: chat.v1.DownloadFileResponse
-	(*timestamppb.Timestamp)(nil),   // 50: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 51: google.protobuf.Duration
+	(*PresenceChanged)(nil),         // 22: chat.v1.PresenceChanged
+	(*RecentMessages)(nil),          // 23: chat.v1.RecentMessages
+	(*FileRef)(nil),                 // 24: chat.v1.FileRef
+	(*Message)(nil),                 // 25: chat.v1.Message
+	(*RoomJoined)(nil),              // 26: chat.v1.RoomJoined
+	(*RoomLeft)(nil),                // 27: chat.v1.RoomLeft
+	(*MemberJoined)(nil),            // 28: chat.v1.MemberJoined
+	(*MemberLeft)(nil),              // 29: chat.v1.MemberLeft
+	(*TypingEvent)(nil),             // 30: chat.v1.TypingEvent
+	(*RoomInfo)(nil),                // 31: chat.v1.RoomInfo
+	(*RoomsList)(nil),               // 32: chat.v1.RoomsList
+	(*Ack)(nil),                     // 33: chat.v1.Ack
+	(*Error)(nil),                   // 34: chat.v1.Error
+	(*AdminBroadcast)(nil),          // 35: chat.v1.AdminBroadcast
+	(*StateRestored)(nil),           // 36: chat.v1.StateRestored
+	(*ServerNotice)(nil),            // 37: chat.v1.ServerNotice
+	(*Pong)(nil),                    // 38: chat.v1.Pong
+	(*TokenRefreshed)(nil),          // 39: chat.v1.TokenRefreshed
+	(*GetHistoryRequest)(nil),       // 40: chat.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),      // 41: chat.v1.GetHistoryResponse
+	(*ListOnlineUsersRequest)(nil),  // 42: chat.v1.ListOnlineUsersRequest
+	(*ListOnlineUsersResponse)(nil), // 43: chat.v1.ListOnlineUsersResponse
+	(*ListRoomsRequest)(nil),        // 44: chat.v1.ListRoomsRequest
+	(*ListRoomsResponse)(nil),       // 45: chat.v1.ListRoomsResponse
+	(*FileInfo)(nil),                // 46: chat.v1.FileInfo
+	(*UploadFileRequest)(nil),       // 47: chat.v1.UploadFileRequest
+	(*UploadFileResponse)(nil),      // 48: chat.v1.UploadFileResponse
+	(*DownloadFileRequest)(nil),     // 49: chat.v1.DownloadFileRequest
+	(*DownloadFileResponse)(nil),    // 50: chat.v1.DownloadFileResponse
+	(*timestamppb.Timestamp)(nil),   // 51: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 52: google.protobuf.Duration
 }
 var file_chat_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: chat.v1.User.role:type_name -> chat.v1.Role
@@ -3720,66 +3807,69 @@ var file_chat_v1_chat_proto_depIdxs = []int32{
 	19, // 16: chat.v1.ServerEvent.online_users:type_name -> chat.v1.OnlineUsers
 	20, // 17: chat.v1.ServerEvent.user_online:type_name -> chat.v1.UserOnline
 	21, // 18: chat.v1.ServerEvent.user_offline:type_name -> chat.v1.UserOffline
-	22, // 19: chat.v1.ServerEvent.recent_messages:type_name -> chat.v1.RecentMessages
-	24, // 20: chat.v1.ServerEvent.message:type_name -> chat.v1.Message
-	25, // 21: chat.v1.ServerEvent.room_joined:type_name -> chat.v1.RoomJoined
-	27, // 22: chat.v1.ServerEvent.member_joined:type_name -> chat.v1.MemberJoined
-	28, // 23: chat.v1.ServerEvent.member_left:type_name -> chat.v1.MemberLeft
-	29, // 24: chat.v1.ServerEvent.typing:type_name -> chat.v1.TypingEvent
-	31, // 25: chat.v1.ServerEvent.rooms_list:type_name -> chat.v1.RoomsList
-	32, // 26: chat.v1.ServerEvent.ack:type_name -> chat.v1.Ack
-	33, // 27: chat.v1.ServerEvent.error:type_name -> chat.v1.Error
-	34, // 28: chat.v1.ServerEvent.admin_broadcast:type_name -> chat.v1.AdminBroadcast
-	35, // 29: chat.v1.ServerEvent.state_restored:type_name -> chat.v1.StateRestored
-	36, // 30: chat.v1.ServerEvent.server_notice:type_name -> chat.v1.ServerNotice
-	37, // 31: chat.v1.ServerEvent.pong:type_name -> chat.v1.Pong
-	26, // 32: chat.v1.ServerEvent.room_left:type_name -> chat.v1.RoomLeft
-	38, // 33: chat.v1.ServerEvent.token_refreshed:type_name -> chat.v1.TokenRefreshed
-	3,  // 34: chat.v1.Welcome.user:type_name -> chat.v1.User
-	50, // 35: chat.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
-	50, // 36: chat.v1.Welcome.token_expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 37: chat.v1.OnlineUsers.users:type_name -> chat.v1.User
-	3,  // 38: chat.v1.UserOnline.user:type_name -> chat.v1.User
-	3,  // 39: chat.v1.UserOffline.user:type_name -> chat.v1.User
-	4,  // 40: chat.v1.RecentMessages.conversation:type_name -> chat.v1.Conversation
-	24, // 41: chat.v1.RecentMessages.messages:type_name -> chat.v1.Message
-	4,  // 42: chat.v1.Message.conversation:type_name -> chat.v1.Conversation
-	50, // 43: chat.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	23, // 44: chat.v1.Message.file:type_name -> chat.v1.FileRef
-	4,  // 45: chat.v1.TypingEvent.conversation:type_name -> chat.v1.Conversation
-	30, // 46: chat.v1.RoomsList.rooms:type_name -> chat.v1.RoomInfo
-	4,  // 47: chat.v1.Ack.conversation:type_name -> chat.v1.Conversation
-	1,  // 48: chat.v1.Error.code:type_name -> chat.v1.ErrorCode
-	51, // 49: chat.v1.Error.retry_after:type_name -> google.protobuf.Duration
-	50, // 50: chat.v1.AdminBroadcast.sent_at:type_name -> google.protobuf.Timestamp
-	2,  // 51: chat.v1.ServerNotice.kind:type_name -> chat.v1.NoticeKind
-	51, // 52: chat.v1.ServerNotice.reconnect_after:type_name -> google.protobuf.Duration
-	50, // 53: chat.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
-	50, // 54: chat.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 55: chat.v1.GetHistoryRequest.conversation:type_name -> chat.v1.Conversation
-	24, // 56: chat.v1.GetHistoryResponse.messages:type_name -> chat.v1.Message
-	3,  // 57: chat.v1.ListOnlineUsersResponse.users:type_name -> chat.v1.User
-	30, // 58: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.RoomInfo
-	45, // 59: chat.v1.UploadFileRequest.info:type_name -> chat.v1.FileInfo
-	23, // 60: chat.v1.UploadFileResponse.file:type_name -> chat.v1.FileRef
-	23, // 61: chat.v1.DownloadFileResponse.info:type_name -> chat.v1.FileRef
-	5,  // 62: chat.v1.Chat.Connect:input_type -> chat.v1.ClientEvent
-	39, // 63: chat.v1.Chat.GetHistory:input_type -> chat.v1.GetHistoryRequest
-	41, // 64: chat.v1.Chat.ListOnlineUsers:input_type -> chat.v1.ListOnlineUsersRequest
-	43, // 65: chat.v1.Chat.ListRooms:input_type -> chat.v1.ListRoomsRequest
-	46, // 66: chat.v1.Chat.UploadFile:input_type -> chat.v1.UploadFileRequest
-	48, // 67: chat.v1.Chat.DownloadFile:input_type -> chat.v1.DownloadFileRequest
-	17, // 68: chat.v1.Chat.Connect:output_type -> chat.v1.ServerEvent
-	40, // 69: chat.v1.Chat.GetHistory:output_type -> chat.v1.GetHistoryResponse
-	42, // 70: chat.v1.Chat.ListOnlineUsers:output_type -> chat.v1.ListOnlineUsersResponse
-	44, // 71: chat.v1.Chat.ListRooms:output_type -> chat.v1.ListRoomsResponse
-	47, // 72: chat.v1.Chat.UploadFile:output_type -> chat.v1.UploadFileResponse
-	49, // 73: chat.v1.Chat.DownloadFile:output_type -> chat.v1.DownloadFileResponse
-	68, // [68:74] is the sub-list for method output_type
-	62, // [62:68] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	23, // 19: chat.v1.ServerEvent.recent_messages:type_name -> chat.v1.RecentMessages
+	25, // 20: chat.v1.ServerEvent.message:type_name -> chat.v1.Message
+	26, // 21: chat.v1.ServerEvent.room_joined:type_name -> chat.v1.RoomJoined
+	28, // 22: chat.v1.ServerEvent.member_joined:type_name -> chat.v1.MemberJoined
+	29, // 23: chat.v1.ServerEvent.member_left:type_name -> chat.v1.MemberLeft
+	30, // 24: chat.v1.ServerEvent.typing:type_name -> chat.v1.TypingEvent
+	32, // 25: chat.v1.ServerEvent.rooms_list:type_name -> chat.v1.RoomsList
+	33, // 26: chat.v1.ServerEvent.ack:type_name -> chat.v1.Ack
+	34, // 27: chat.v1.ServerEvent.error:type_name -> chat.v1.Error
+	35, // 28: chat.v1.ServerEvent.admin_broadcast:type_name -> chat.v1.AdminBroadcast
+	36, // 29: chat.v1.ServerEvent.state_restored:type_name -> chat.v1.StateRestored
+	37, // 30: chat.v1.ServerEvent.server_notice:type_name -> chat.v1.ServerNotice
+	38, // 31: chat.v1.ServerEvent.pong:type_name -> chat.v1.Pong
+	27, // 32: chat.v1.ServerEvent.room_left:type_name -> chat.v1.RoomLeft
+	39, // 33: chat.v1.ServerEvent.token_refreshed:type_name -> chat.v1.TokenRefreshed
+	22, // 34: chat.v1.ServerEvent.presence_changed:type_name -> chat.v1.PresenceChanged
+	3,  // 35: chat.v1.Welcome.user:type_name -> chat.v1.User
+	51, // 36: chat.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	51, // 37: chat.v1.Welcome.token_expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 38: chat.v1.OnlineUsers.users:type_name -> chat.v1.User
+	3,  // 39: chat.v1.UserOnline.user:type_name -> chat.v1.User
+	3,  // 40: chat.v1.UserOffline.user:type_name -> chat.v1.User
+	3,  // 41: chat.v1.PresenceChanged.online:type_name -> chat.v1.User
+	3,  // 42: chat.v1.PresenceChanged.offline:type_name -> chat.v1.User
+	4,  // 43: chat.v1.RecentMessages.conversation:type_name -> chat.v1.Conversation
+	25, // 44: chat.v1.RecentMessages.messages:type_name -> chat.v1.Message
+	4,  // 45: chat.v1.Message.conversation:type_name -> chat.v1.Conversation
+	51, // 46: chat.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	24, // 47: chat.v1.Message.file:type_name -> chat.v1.FileRef
+	4,  // 48: chat.v1.TypingEvent.conversation:type_name -> chat.v1.Conversation
+	31, // 49: chat.v1.RoomsList.rooms:type_name -> chat.v1.RoomInfo
+	4,  // 50: chat.v1.Ack.conversation:type_name -> chat.v1.Conversation
+	1,  // 51: chat.v1.Error.code:type_name -> chat.v1.ErrorCode
+	52, // 52: chat.v1.Error.retry_after:type_name -> google.protobuf.Duration
+	51, // 53: chat.v1.AdminBroadcast.sent_at:type_name -> google.protobuf.Timestamp
+	2,  // 54: chat.v1.ServerNotice.kind:type_name -> chat.v1.NoticeKind
+	52, // 55: chat.v1.ServerNotice.reconnect_after:type_name -> google.protobuf.Duration
+	51, // 56: chat.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
+	51, // 57: chat.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 58: chat.v1.GetHistoryRequest.conversation:type_name -> chat.v1.Conversation
+	25, // 59: chat.v1.GetHistoryResponse.messages:type_name -> chat.v1.Message
+	3,  // 60: chat.v1.ListOnlineUsersResponse.users:type_name -> chat.v1.User
+	31, // 61: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.RoomInfo
+	46, // 62: chat.v1.UploadFileRequest.info:type_name -> chat.v1.FileInfo
+	24, // 63: chat.v1.UploadFileResponse.file:type_name -> chat.v1.FileRef
+	24, // 64: chat.v1.DownloadFileResponse.info:type_name -> chat.v1.FileRef
+	5,  // 65: chat.v1.Chat.Connect:input_type -> chat.v1.ClientEvent
+	40, // 66: chat.v1.Chat.GetHistory:input_type -> chat.v1.GetHistoryRequest
+	42, // 67: chat.v1.Chat.ListOnlineUsers:input_type -> chat.v1.ListOnlineUsersRequest
+	44, // 68: chat.v1.Chat.ListRooms:input_type -> chat.v1.ListRoomsRequest
+	47, // 69: chat.v1.Chat.UploadFile:input_type -> chat.v1.UploadFileRequest
+	49, // 70: chat.v1.Chat.DownloadFile:input_type -> chat.v1.DownloadFileRequest
+	17, // 71: chat.v1.Chat.Connect:output_type -> chat.v1.ServerEvent
+	41, // 72: chat.v1.Chat.GetHistory:output_type -> chat.v1.GetHistoryResponse
+	43, // 73: chat.v1.Chat.ListOnlineUsers:output_type -> chat.v1.ListOnlineUsersResponse
+	45, // 74: chat.v1.Chat.ListRooms:output_type -> chat.v1.ListRoomsResponse
+	48, // 75: chat.v1.Chat.UploadFile:output_type -> chat.v1.UploadFileResponse
+	50, // 76: chat.v1.Chat.DownloadFile:output_type -> chat.v1.DownloadFileResponse
+	71, // [71:77] is the sub-list for method output_type
+	65, // [65:71] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_chat_v1_chat_proto_init() }
@@ -3823,16 +3913,17 @@ func file_chat_v1_chat_proto_init() {
 		(*ServerEvent_Pong)(nil),
 		(*ServerEvent_RoomLeft)(nil),
 		(*ServerEvent_TokenRefreshed)(nil),
+		(*ServerEvent_PresenceChanged)(nil),
 	}
-	file_chat_v1_chat_proto_msgTypes[21].OneofWrappers = []any{
+	file_chat_v1_chat_proto_msgTypes[22].OneofWrappers = []any{
 		(*Message_Text)(nil),
 		(*Message_File)(nil),
 	}
-	file_chat_v1_chat_proto_msgTypes[43].OneofWrappers = []any{
+	file_chat_v1_chat_proto_msgTypes[44].OneofWrappers = []any{
 		(*UploadFileRequest_Info)(nil),
 		(*UploadFileRequest_Chunk)(nil),
 	}
-	file_chat_v1_chat_proto_msgTypes[46].OneofWrappers = []any{
+	file_chat_v1_chat_proto_msgTypes[47].OneofWrappers = []any{
 		(*DownloadFileResponse_Info)(nil),
 		(*DownloadFileResponse_Chunk)(nil),
 	}
@@ -3842,7 +3933,7 @@ func file_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_v1_chat_proto_rawDesc), len(file_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

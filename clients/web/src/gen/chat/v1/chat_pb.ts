@@ -13,7 +13,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiNQoEVXNlchIQCgh1c2VybmFtZRgBIAEoCRIbCgRyb2xlGAIgASgOMg0uY2hhdC52MS5Sb2xlInoKDENvbnZlcnNhdGlvbhIsCgRyb29tGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSAASLQoEdXNlchgCIAEoCUIdukgachgyFl5bQS1aYS16MC05Xy4tXXszLDMyfSRIAEINCgRraW5kEgW6SAIIASLlAwoLQ2xpZW50RXZlbnQSGwoKcmVxdWVzdF9pZBgBIAEoCUIHukgEcgIYQBImCglqb2luX3Jvb20YAiABKAsyES5jaGF0LnYxLkpvaW5Sb29tSAASKAoKbGVhdmVfcm9vbRgDIAEoCzISLmNoYXQudjEuTGVhdmVSb29tSAASLAoMc2VuZF9tZXNzYWdlGAQgASgLMhQuY2hhdC52MS5TZW5kTWVzc2FnZUgAEjsKFHNlbmRfcHJpdmF0ZV9tZXNzYWdlGAUgASgLMhsuY2hhdC52MS5TZW5kUHJpdmF0ZU1lc3NhZ2VIABIhCgZ0eXBpbmcYBiABKAsyDy5jaGF0LnYxLlR5cGluZ0gAEiYKCXNlbmRfZmlsZRgHIAEoCzIRLmNoYXQudjEuU2VuZEZpbGVIABIvCgpsaXN0X3Jvb21zGAggASgLMhkuY2hhdC52MS5MaXN0Um9vbXNDb21tYW5kSAASIQoGcmVzdW1lGAkgASgLMg8uY2hhdC52MS5SZXN1bWVIABIdCgRwaW5nGAogASgLMg0uY2hhdC52MS5QaW5nSAASLgoNcmVmcmVzaF90b2tlbhgLIAEoCzIVLmNoYXQudjEuUmVmcmVzaFRva2VuSABCDgoFZXZlbnQSBbpIAggBIjYKCEpvaW5Sb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQiNwoJTGVhdmVSb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQicwoLU2VuZE1lc3NhZ2USKgoEcm9vbRgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAieQoSU2VuZFByaXZhdGVNZXNzYWdlEikKAnRvGAEgASgJQh26SBpyGDIWXltBLVphLXowLTlfLi1dezMsMzJ9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAiTQoGVHlwaW5nEjMKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uQga6SAPIAQESDgoGdHlwaW5nGAIgASgIIocBCghTZW5kRmlsZRIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEiYKB2ZpbGVfaWQYAiABKAlCFbpIEnIQMg5eWzAtOWEtZl17NjR9JBIeCg1jbGllbnRfbXNnX2lkGAMgASgJQge6SARyAhhAIhIKEExpc3RSb29tc0NvbW1hbmQiQQoGUmVzdW1lEjcKB2N1cnNvcnMYASADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvckIJukgGkgEDEPQDImQKEkNvbnZlcnNhdGlvbkN1cnNvchIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEhkKCGxhc3Rfc2VxGAIgASgDQge6SAQiAigAIgYKBFBpbmciMAoMUmVmcmVzaFRva2VuEiAKDGFjY2Vzc190b2tlbhgBIAEoCUIKukgHcgUQARiAICLZBgoLU2VydmVyRXZlbnQSIwoHd2VsY29tZRgBIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEiwKDG9ubGluZV91c2VycxgCIAEoCzIULmNoYXQudjEuT25saW5lVXNlcnNIABIqCgt1c2VyX29ubGluZRgDIAEoCzITLmNoYXQudjEuVXNlck9ubGluZUgAEiwKDHVzZXJfb2ZmbGluZRgEIAEoCzIULmNoYXQudjEuVXNlck9mZmxpbmVIABIyCg9yZWNlbnRfbWVzc2FnZXMYBSABKAsyFy5jaGF0LnYxLlJlY2VudE1lc3NhZ2VzSAASIwoHbWVzc2FnZRgGIAEoCzIQLmNoYXQudjEuTWVzc2FnZUgAEioKC3Jvb21fam9pbmVkGAcgASgLMhMuY2hhdC52MS5Sb29tSm9pbmVkSAASLgoNbWVtYmVyX2pvaW5lZBgIIAEoCzIVLmNoYXQudjEuTWVtYmVySm9pbmVkSAASKgoLbWVtYmVyX2xlZnQYCSABKAsyEy5jaGF0LnYxLk1lbWJlckxlZnRIABImCgZ0eXBpbmcYCiABKAsyFC5jaGF0LnYxLlR5cGluZ0V2ZW50SAASKAoKcm9vbXNfbGlzdBgLIAEoCzISLmNoYXQudjEuUm9vbXNMaXN0SAASGwoDYWNrGAwgASgLMgwuY2hhdC52MS5BY2tIABIfCgVlcnJvchgNIAEoCzIOLmNoYXQudjEuRXJyb3JIABIyCg9hZG1pbl9icm9hZGNhc3QYDiABKAsyFy5jaGF0LnYxLkFkbWluQnJvYWRjYXN0SAASMAoOc3RhdGVfcmVzdG9yZWQYDyABKAsyFi5jaGF0LnYxLlN0YXRlUmVzdG9yZWRIABIuCg1zZXJ2ZXJfbm90aWNlGBAgASgLMhUuY2hhdC52MS5TZXJ2ZXJOb3RpY2VIABIdCgRwb25nGBEgASgLMg0uY2hhdC52MS5Qb25nSAASJgoJcm9vbV9sZWZ0GBIgASgLMhEuY2hhdC52MS5Sb29tTGVmdEgAEjIKD3Rva2VuX3JlZnJlc2hlZBgTIAEoCzIXLmNoYXQudjEuVG9rZW5SZWZyZXNoZWRIABISCgpyZXF1ZXN0X2lkGGQgASgJQgcKBWV2ZW50IsUBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSGwoEdXNlchgCIAEoCzINLmNoYXQudjEuVXNlchIvCgtzZXJ2ZXJfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcmVjb3ZlcmVkGAQgASgIEg8KB25vZGVfaWQYBSABKAkSNAoQdG9rZW5fZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKwoLT25saW5lVXNlcnMSHAoFdXNlcnMYASADKAsyDS5jaGF0LnYxLlVzZXIiPwoKVXNlck9ubGluZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBSJACgtVc2VyT2ZmbGluZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBSJhCg5SZWNlbnRNZXNzYWdlcxIrCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbhIiCghtZXNzYWdlcxgCIAMoCzIQLmNoYXQudjEuTWVzc2FnZSJHCgdGaWxlUmVmEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEc2l6ZRgDIAEoAxIUCgxjb250ZW50X3R5cGUYBCABKAki3QEKB01lc3NhZ2USCgoCaWQYASABKAkSKwoMY29udmVyc2F0aW9uGAIgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SCwoDc2VxGAMgASgDEg4KBnNlbmRlchgEIAEoCRIrCgdzZW50X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jbGllbnRfbXNnX2lkGAYgASgJEg4KBHRleHQYByABKAlIABIgCgRmaWxlGAggASgLMhAuY2hhdC52MS5GaWxlUmVmSABCBgoEYm9keSJBCgpSb29tSm9pbmVkEgwKBHJvb20YASABKAkSDwoHbWVtYmVycxgCIAMoCRIUCgxtZW1iZXJfY291bnQYAyABKAUiGAoIUm9vbUxlZnQSDAoEcm9vbRgBIAEoCSJECgxNZW1iZXJKb2luZWQSDAoEcm9vbRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIUCgxtZW1iZXJfY291bnQYAyABKAUiQgoKTWVtYmVyTGVmdBIMCgRyb29tGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDG1lbWJlcl9jb3VudBgDIAEoBSJcCgtUeXBpbmdFdmVudBIrCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbhIQCgh1c2VybmFtZRgCIAEoCRIOCgZ0eXBpbmcYAyABKAgiPgoIUm9vbUluZm8SDAoEbmFtZRgBIAEoCRIUCgxtZW1iZXJfY291bnQYAiABKAUSDgoGam9pbmVkGAMgASgIIi0KCVJvb21zTGlzdBIgCgVyb29tcxgBIAMoCzIRLmNoYXQudjEuUm9vbUluZm8iZgoDQWNrEhIKCm1lc3NhZ2VfaWQYASABKAkSCwoDc2VxGAIgASgDEhEKCWR1cGxpY2F0ZRgDIAEoCBIrCgxjb252ZXJzYXRpb24YBCABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbiJqCgVFcnJvchIgCgRjb2RlGAEgASgOMhIuY2hhdC52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJnCg5BZG1pbkJyb2FkY2FzdBIMCgRmcm9tGAEgASgJEgwKBHRleHQYAiABKAkSDAoEcm9vbRgDIAEoCRIrCgdzZW50X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJLCg1TdGF0ZVJlc3RvcmVkEg0KBXJvb21zGAEgAygJEhkKEW1lc3NhZ2VzX3JlcGxheWVkGAIgASgFEhAKCGNvbXBsZXRlGAMgASgIInYKDFNlcnZlck5vdGljZRIhCgRraW5kGAEgASgOMhMuY2hhdC52MS5Ob3RpY2VLaW5kEg8KB21lc3NhZ2UYAiABKAkSMgoPcmVjb25uZWN0X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjcKBFBvbmcSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkAKDlRva2VuUmVmcmVzaGVkEi4KCmV4cGlyZXNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpsBChFHZXRIaXN0b3J5UmVxdWVzdBIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEhsKCmJlZm9yZV9zZXEYAiABKANCB7pIBCICKAASGgoJYWZ0ZXJfc2VxGAMgASgDQge6SAQiAigAEhgKBWxpbWl0GAQgASgFQgm6SAYaBBhkKAAiSgoSR2V0SGlzdG9yeVJlc3BvbnNlEiIKCG1lc3NhZ2VzGAEgAygLMhAuY2hhdC52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIIhgKFkxpc3RPbmxpbmVVc2Vyc1JlcXVlc3QiNwoXTGlzdE9ubGluZVVzZXJzUmVzcG9uc2USHAoFdXNlcnMYASADKAsyDS5jaGF0LnYxLlVzZXIiEgoQTGlzdFJvb21zUmVxdWVzdCI1ChFMaXN0Um9vbXNSZXNwb25zZRIgCgVyb29tcxgBIAMoCzIRLmNoYXQudjEuUm9vbUluZm8iWgoIRmlsZUluZm8SGAoEbmFtZRgBIAEoCUIKukgHcgUQARj/ARIdCgxjb250ZW50X3R5cGUYAiABKAlCB7pIBHICGH8SFQoEc2l6ZRgDIAEoA0IHukgEIgIgACJhChFVcGxvYWRGaWxlUmVxdWVzdBIhCgRpbmZvGAEgASgLMhEuY2hhdC52MS5GaWxlSW5mb0gAEhoKBWNodW5rGAIgASgMQgm6SAZ6BBiAgARIAEINCgRkYXRhEgW6SAIIASI0ChJVcGxvYWRGaWxlUmVzcG9uc2USHgoEZmlsZRgBIAEoCzIQLmNoYXQudjEuRmlsZVJlZiI9ChNEb3dubG9hZEZpbGVSZXF1ZXN0EiYKB2ZpbGVfaWQYASABKAlCFbpIEnIQMg5eWzAtOWEtZl17NjR9JCJRChREb3dubG9hZEZpbGVSZXNwb25zZRIgCgRpbmZvGAEgASgLMhAuY2hhdC52MS5GaWxlUmVmSAASDwoFY2h1bmsYAiABKAxIAEIGCgRkYXRhKk8KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg0KCVJPTEVfVVNFUhABEhIKDlJPTEVfTU9ERVJBVE9SEAISDgoKUk9MRV9BRE1JThADKpoCCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh8KG0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVBABEhgKFEVSUk9SX0NPREVfTk9UX0ZPVU5EEAISIAocRVJST1JfQ09ERV9QRVJNSVNTSU9OX0RFTklFRBADEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAQSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBRIiCh5FUlJPUl9DT0RFX0ZBSUxFRF9QUkVDT05ESVRJT04QBhIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEAcSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAIKoEBCgpOb3RpY2VLaW5kEhsKF05PVElDRV9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUTk9USUNFX0tJTkRfU0hVVERPV04QARIeChpOT1RJQ0VfS0lORF9UT0tFTl9FWFBJUklORxACEhwKGE5PVElDRV9LSU5EX0RJU0NPTk5FQ1RFRBADMroDCgRDaGF0EjkKB0Nvbm5lY3QSFC5jaGF0LnYxLkNsaWVudEV2ZW50GhQuY2hhdC52MS5TZXJ2ZXJFdmVudCgBMAESRQoKR2V0SGlzdG9yeRIaLmNoYXQudjEuR2V0SGlzdG9yeVJlcXVlc3QaGy5jaGF0LnYxLkdldEhpc3RvcnlSZXNwb25zZRJUCg9MaXN0T25saW5lVXNlcnMSHy5jaGF0LnYxLkxpc3RPbmxpbmVVc2Vyc1JlcXVlc3QaIC5jaGF0LnYxLkxpc3RPbmxpbmVVc2Vyc1Jlc3BvbnNlEkIKCUxpc3RSb29tcxIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdBoaLmNoYXQudjEuTGlzdFJvb21zUmVzcG9uc2USRwoKVXBsb2FkRmlsZRIaLmNoYXQudjEuVXBsb2FkRmlsZVJlcXVlc3QaGy5jaGF0LnYxLlVwbG9hZEZpbGVSZXNwb25zZSgBEk0KDERvd25sb2FkRmlsZRIcLmNoYXQudjEuRG93bmxvYWRGaWxlUmVxdWVzdBodLmNoYXQudjEuRG93bmxvYWRGaWxlUmVzcG9uc2UwAWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiNQoEVXNlchIQCgh1c2VybmFtZRgBIAEoCRIbCgRyb2xlGAIgASgOMg0uY2hhdC52MS5Sb2xlInoKDENvbnZlcnNhdGlvbhIsCgRyb29tGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSAASLQoEdXNlchgCIAEoCUIdukgachgyFl5bQS1aYS16MC05Xy4tXXszLDMyfSRIAEINCgRraW5kEgW6SAIIASLlAwoLQ2xpZW50RXZlbnQSGwoKcmVxdWVzdF9pZBgBIAEoCUIHukgEcgIYQBImCglqb2luX3Jvb20YAiABKAsyES5jaGF0LnYxLkpvaW5Sb29tSAASKAoKbGVhdmVfcm9vbRgDIAEoCzISLmNoYXQudjEuTGVhdmVSb29tSAASLAoMc2VuZF9tZXNzYWdlGAQgASgLMhQuY2hhdC52MS5TZW5kTWVzc2FnZUgAEjsKFHNlbmRfcHJpdmF0ZV9tZXNzYWdlGAUgASgLMhsuY2hhdC52MS5TZW5kUHJpdmF0ZU1lc3NhZ2VIABIhCgZ0eXBpbmcYBiABKAsyDy5jaGF0LnYxLlR5cGluZ0gAEiYKCXNlbmRfZmlsZRgHIAEoCzIRLmNoYXQudjEuU2VuZEZpbGVIABIvCgpsaXN0X3Jvb21zGAggASgLMhkuY2hhdC52MS5MaXN0Um9vbXNDb21tYW5kSAASIQoGcmVzdW1lGAkgASgLMg8uY2hhdC52MS5SZXN1bWVIABIdCgRwaW5nGAogASgLMg0uY2hhdC52MS5QaW5nSAASLgoNcmVmcmVzaF90b2tlbhgLIAEoCzIVLmNoYXQudjEuUmVmcmVzaFRva2VuSABCDgoFZXZlbnQSBbpIAggBIjYKCEpvaW5Sb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQiNwoJTGVhdmVSb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQicwoLU2VuZE1lc3NhZ2USKgoEcm9vbRgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAieQoSU2VuZFByaXZhdGVNZXNzYWdlEikKAnRvGAEgASgJQh26SBpyGDIWXltBLVphLXowLTlfLi1dezMsMzJ9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAiTQoGVHlwaW5nEjMKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uQga6SAPIAQESDgoGdHlwaW5nGAIgASgIIocBCghTZW5kRmlsZRIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEiYKB2ZpbGVfaWQYAiABKAlCFbpIEnIQMg5eWzAtOWEtZl17NjR9JBIeCg1jbGllbnRfbXNnX2lkGAMgASgJQge6SARyAhhAIhIKEExpc3RSb29tc0NvbW1hbmQiQQoGUmVzdW1lEjcKB2N1cnNvcnMYASADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvckIJukgGkgEDEPQDImQKEkNvbnZlcnNhdGlvbkN1cnNvchIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEhkKCGxhc3Rfc2VxGAIgASgDQge6SAQiAigAIgYKBFBpbmciMAoMUmVmcmVzaFRva2VuEiAKDGFjY2Vzc190b2tlbhgBIAEoCUIKukgHcgUQARiAICKPBwoLU2VydmVyRXZlbnQSIwoHd2VsY29tZRgBIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEiwKDG9ubGluZV91c2VycxgCIAEoCzIULmNoYXQudjEuT25saW5lVXNlcnNIABIqCgt1c2VyX29ubGluZRgDIAEoCzITLmNoYXQudjEuVXNlck9ubGluZUgAEiwKDHVzZXJfb2ZmbGluZRgEIAEoCzIULmNoYXQudjEuVXNlck9mZmxpbmVIABIyCg9yZWNlbnRfbWVzc2FnZXMYBSABKAsyFy5jaGF0LnYxLlJlY2VudE1lc3NhZ2VzSAASIwoHbWVzc2FnZRgGIAEoCzIQLmNoYXQudjEuTWVzc2FnZUgAEioKC3Jvb21fam9pbmVkGAcgASgLMhMuY2hhdC52MS5Sb29tSm9pbmVkSAASLgoNbWVtYmVyX2pvaW5lZBgIIAEoCzIVLmNoYXQudjEuTWVtYmVySm9pbmVkSAASKgoLbWVtYmVyX2xlZnQYCSABKAsyEy5jaGF0LnYxLk1lbWJlckxlZnRIABImCgZ0eXBpbmcYCiABKAsyFC5jaGF0LnYxLlR5cGluZ0V2ZW50SAASKAoKcm9vbXNfbGlzdBgLIAEoCzISLmNoYXQudjEuUm9vbXNMaXN0SAASGwoDYWNrGAwgASgLMgwuY2hhdC52MS5BY2tIABIfCgVlcnJvchgNIAEoCzIOLmNoYXQudjEuRXJyb3JIABIyCg9hZG1pbl9icm9hZGNhc3QYDiABKAsyFy5jaGF0LnYxLkFkbWluQnJvYWRjYXN0SAASMAoOc3RhdGVfcmVzdG9yZWQYDyABKAsyFi5jaGF0LnYxLlN0YXRlUmVzdG9yZWRIABIuCg1zZXJ2ZXJfbm90aWNlGBAgASgLMhUuY2hhdC52MS5TZXJ2ZXJOb3RpY2VIABIdCgRwb25nGBEgASgLMg0uY2hhdC52MS5Qb25nSAASJgoJcm9vbV9sZWZ0GBIgASgLMhEuY2hhdC52MS5Sb29tTGVmdEgAEjIKD3Rva2VuX3JlZnJlc2hlZBgTIAEoCzIXLmNoYXQudjEuVG9rZW5SZWZyZXNoZWRIABI0ChBwcmVzZW5jZV9jaGFuZ2VkGB4gASgLMhguY2hhdC52MS5QcmVzZW5jZUNoYW5nZWRIABISCgpyZXF1ZXN0X2lkGGQgASgJQgcKBWV2ZW50IsUBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSGwoEdXNlchgCIAEoCzINLmNoYXQudjEuVXNlchIvCgtzZXJ2ZXJfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcmVjb3ZlcmVkGAQgASgIEg8KB25vZGVfaWQYBSABKAkSNAoQdG9rZW5fZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKwoLT25saW5lVXNlcnMSHAoFdXNlcnMYASADKAsyDS5jaGF0LnYxLlVzZXIiPwoKVXNlck9ubGluZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBSJACgtVc2VyT2ZmbGluZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBSJmCg9QcmVzZW5jZUNoYW5nZWQSHQoGb25saW5lGAEgAygLMg0uY2hhdC52MS5Vc2VyEh4KB29mZmxpbmUYAiADKAsyDS5jaGF0LnYxLlVzZXISFAoMb25saW5lX2NvdW50GAMgASgFImEKDlJlY2VudE1lc3NhZ2VzEisKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uEiIKCG1lc3NhZ2VzGAIgAygLMhAuY2hhdC52MS5NZXNzYWdlIkcKB0ZpbGVSZWYSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRzaXplGAMgASgDEhQKDGNvbnRlbnRfdHlwZRgEIAEoCSLdAQoHTWVzc2FnZRIKCgJpZBgBIAEoCRIrCgxjb252ZXJzYXRpb24YAiABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbhILCgNzZXEYAyABKAMSDgoGc2VuZGVyGAQgASgJEisKB3NlbnRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWNsaWVudF9tc2dfaWQYBiABKAkSDgoEdGV4dBgHIAEoCUgAEiAKBGZpbGUYCCABKAsyEC5jaGF0LnYxLkZpbGVSZWZIAEIGCgRib2R5IkEKClJvb21Kb2luZWQSDAoEcm9vbRgBIAEoCRIPCgdtZW1iZXJzGAIgAygJEhQKDG1lbWJlcl9jb3VudBgDIAEoBSIYCghSb29tTGVmdBIMCgRyb29tGAEgASgJIkQKDE1lbWJlckpvaW5lZBIMCgRyb29tGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDG1lbWJlcl9jb3VudBgDIAEoBSJCCgpNZW1iZXJMZWZ0EgwKBHJvb20YASABKAkSEAoIdXNlcm5hbWUYAiABKAkSFAoMbWVtYmVyX2NvdW50GAMgASgFIlwKC1R5cGluZ0V2ZW50EisKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uEhAKCHVzZXJuYW1lGAIgASgJEg4KBnR5cGluZxgDIAEoCCI+CghSb29tSW5mbxIMCgRuYW1lGAEgASgJEhQKDG1lbWJlcl9jb3VudBgCIAEoBRIOCgZqb2luZWQYAyABKAgiLQoJUm9vbXNMaXN0EiAKBXJvb21zGAEgAygLMhEuY2hhdC52MS5Sb29tSW5mbyJmCgNBY2sSEgoKbWVzc2FnZV9pZBgBIAEoCRILCgNzZXEYAiABKAMSEQoJZHVwbGljYXRlGAMgASgIEisKDGNvbnZlcnNhdGlvbhgEIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uImoKBUVycm9yEiAKBGNvZGUYASABKA4yEi5jaGF0LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImcKDkFkbWluQnJvYWRjYXN0EgwKBGZyb20YASABKAkSDAoEdGV4dBgCIAEoCRIMCgRyb29tGAMgASgJEisKB3NlbnRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIksKDVN0YXRlUmVzdG9yZWQSDQoFcm9vbXMYASADKAkSGQoRbWVzc2FnZXNfcmVwbGF5ZWQYAiABKAUSEAoIY29tcGxldGUYAyABKAgidgoMU2VydmVyTm90aWNlEiEKBGtpbmQYASABKA4yEy5jaGF0LnYxLk5vdGljZUtpbmQSDwoHbWVzc2FnZRgCIAEoCRIyCg9yZWNvbm5lY3RfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iNwoEUG9uZxIvCgtzZXJ2ZXJfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQAoOVG9rZW5SZWZyZXNoZWQSLgoKZXhwaXJlc19hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimwEKEUdldEhpc3RvcnlSZXF1ZXN0EjMKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uQga6SAPIAQESGwoKYmVmb3JlX3NlcRgCIAEoA0IHukgEIgIoABIaCglhZnRlcl9zZXEYAyABKANCB7pIBCICKAASGAoFbGltaXQYBCABKAVCCbpIBhoEGGQoACJKChJHZXRIaXN0b3J5UmVzcG9uc2USIgoIbWVzc2FnZXMYASADKAsyEC5jaGF0LnYxLk1lc3NhZ2USEAoIaGFzX21vcmUYAiABKAgiGAoWTGlzdE9ubGluZVVzZXJzUmVxdWVzdCI3ChdMaXN0T25saW5lVXNlcnNSZXNwb25zZRIcCgV1c2VycxgBIAMoCzINLmNoYXQudjEuVXNlciISChBMaXN0Um9vbXNSZXF1ZXN0IjUKEUxpc3RSb29tc1Jlc3BvbnNlEiAKBXJvb21zGAEgAygLMhEuY2hhdC52MS5Sb29tSW5mbyJaCghGaWxlSW5mbxIYCgRuYW1lGAEgASgJQgq6SAdyBRABGP8BEh0KDGNvbnRlbnRfdHlwZRgCIAEoCUIHukgEcgIYfxIVCgRzaXplGAMgASgDQge6SAQiAiAAImEKEVVwbG9hZEZpbGVSZXF1ZXN0EiEKBGluZm8YASABKAsyES5jaGF0LnYxLkZpbGVJbmZvSAASGgoFY2h1bmsYAiABKAxCCbpIBnoEGICABEgAQg0KBGRhdGESBbpIAggBIjQKElVwbG9hZEZpbGVSZXNwb25zZRIeCgRmaWxlGAEgASgLMhAuY2hhdC52MS5GaWxlUmVmIj0KE0Rvd25sb2FkRmlsZVJlcXVlc3QSJgoHZmlsZV9pZBgBIAEoCUIVukgSchAyDl5bMC05YS1mXXs2NH0kIlEKFERvd25sb2FkRmlsZVJlc3BvbnNlEiAKBGluZm8YASABKAsyEC5jaGF0LnYxLkZpbGVSZWZIABIPCgVjaHVuaxgCIAEoDEgAQgYKBGRhdGEqTwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDQoJUk9MRV9VU0VSEAESEgoOUk9MRV9NT0RFUkFUT1IQAhIOCgpST0xFX0FETUlOEAMqmgIKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESGAoURVJST1JfQ09ERV9OT1RfRk9VTkQQAhIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAMSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQBBIeChpFUlJPUl9DT0RFX1VOQVVUSEVOVElDQVRFRBAFEiIKHkVSUk9SX0NPREVfRkFJTEVEX1BSRUNPTkRJVElPThAGEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQBxIaChZFUlJPUl9DT0RFX1VOQVZBSUxBQkxFEAgqgQEKCk5vdGljZUtpbmQSGwoXTk9USUNFX0tJTkRfVU5TUEVDSUZJRUQQABIYChROT1RJQ0VfS0lORF9TSFVURE9XThABEh4KGk5PVElDRV9LSU5EX1RPS0VOX0VYUElSSU5HEAISHAoYTk9USUNFX0tJTkRfRElTQ09OTkVDVEVEEAMyugMKBENoYXQSOQoHQ29ubmVjdBIULmNoYXQudjEuQ2xpZW50RXZlbnQaFC5jaGF0LnYxLlNlcnZlckV2ZW50KAEwARJFCgpHZXRIaXN0b3J5EhouY2hhdC52MS5HZXRIaXN0b3J5UmVxdWVzdBobLmNoYXQudjEuR2V0SGlzdG9yeVJlc3BvbnNlElQKD0xpc3RPbmxpbmVVc2VycxIfLmNoYXQudjEuTGlzdE9ubGluZVVzZXJzUmVxdWVzdBogLmNoYXQudjEuTGlzdE9ubGluZVVzZXJzUmVzcG9uc2USQgoJTGlzdFJvb21zEhkuY2hhdC52MS5MaXN0Um9vbXNSZXF1ZXN0GhouY2hhdC52MS5MaXN0Um9vbXNSZXNwb25zZRJHCgpVcGxvYWRGaWxlEhouY2hhdC52MS5VcGxvYWRGaWxlUmVxdWVzdBobLmNoYXQudjEuVXBsb2FkRmlsZVJlc3BvbnNlKAESTQoMRG93bmxvYWRGaWxlEhwuY2hhdC52MS5Eb3dubG9hZEZpbGVSZXF1ZXN0Gh0uY2hhdC52MS5Eb3dubG9hZEZpbGVSZXNwb25zZTABYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * User is the public view of an account.
@@ -532,6 +532,12 @@ export type ServerEvent = Message$1<"chat.v1.ServerEvent"> & {
      */
     value: TokenRefreshed;
     case: "tokenRefreshed";
+  } | {
+    /**
+     * @generated from field: chat.v1.PresenceChanged presence_changed = 30;
+     */
+    value: PresenceChanged;
+    case: "presenceChanged";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -663,6 +669,39 @@ export const UserOfflineSchema: GenMessage<UserOffline> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 18);
 
 /**
+ * PresenceChanged reports several arrivals and departures at once. The
+ * server sends a lone change as UserOnline or UserOffline, and coalesces a
+ * burst (many users connecting after a restart, say) into one of these per
+ * short window, so presence costs each client one event per window
+ * instead of one per user.
+ *
+ * @generated from message chat.v1.PresenceChanged
+ */
+export type PresenceChanged = Message$1<"chat.v1.PresenceChanged"> & {
+  /**
+   * @generated from field: repeated chat.v1.User online = 1;
+   */
+  online: User[];
+
+  /**
+   * @generated from field: repeated chat.v1.User offline = 2;
+   */
+  offline: User[];
+
+  /**
+   * @generated from field: int32 online_count = 3;
+   */
+  onlineCount: number;
+};
+
+/**
+ * Describes the message chat.v1.PresenceChanged.
+ * Use `create(PresenceChangedSchema)` to create a new message.
+ */
+export const PresenceChangedSchema: GenMessage<PresenceChanged> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 19);
+
+/**
  * RecentMessages carries messages of one conversation, oldest first: the
  * latest of general on connect, missed direct messages, or a Resume replay.
  * Unlike in Message, a direct conversation's `user` here is the reader's
@@ -687,7 +726,7 @@ export type RecentMessages = Message$1<"chat.v1.RecentMessages"> & {
  * Use `create(RecentMessagesSchema)` to create a new message.
  */
 export const RecentMessagesSchema: GenMessage<RecentMessages> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 19);
+  messageDesc(file_chat_v1_chat, 20);
 
 /**
  * FileRef describes a stored file.
@@ -723,7 +762,7 @@ export type FileRef = Message$1<"chat.v1.FileRef"> & {
  * Use `create(FileRefSchema)` to create a new message.
  */
 export const FileRefSchema: GenMessage<FileRef> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 20);
+  messageDesc(file_chat_v1_chat, 21);
 
 /**
  * Message is a stored chat message.
@@ -786,7 +825,7 @@ export type Message = Message$1<"chat.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 21);
+  messageDesc(file_chat_v1_chat, 22);
 
 /**
  * RoomJoined answers JoinRoom with the room's members.
@@ -815,7 +854,7 @@ export type RoomJoined = Message$1<"chat.v1.RoomJoined"> & {
  * Use `create(RoomJoinedSchema)` to create a new message.
  */
 export const RoomJoinedSchema: GenMessage<RoomJoined> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 22);
+  messageDesc(file_chat_v1_chat, 23);
 
 /**
  * RoomLeft confirms that the caller left a room.
@@ -834,7 +873,7 @@ export type RoomLeft = Message$1<"chat.v1.RoomLeft"> & {
  * Use `create(RoomLeftSchema)` to create a new message.
  */
 export const RoomLeftSchema: GenMessage<RoomLeft> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 23);
+  messageDesc(file_chat_v1_chat, 24);
 
 /**
  * MemberJoined tells the other members that a user joined a room.
@@ -863,7 +902,7 @@ export type MemberJoined = Message$1<"chat.v1.MemberJoined"> & {
  * Use `create(MemberJoinedSchema)` to create a new message.
  */
 export const MemberJoinedSchema: GenMessage<MemberJoined> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 24);
+  messageDesc(file_chat_v1_chat, 25);
 
 /**
  * MemberLeft tells the other members that a user left a room.
@@ -892,7 +931,7 @@ export type MemberLeft = Message$1<"chat.v1.MemberLeft"> & {
  * Use `create(MemberLeftSchema)` to create a new message.
  */
 export const MemberLeftSchema: GenMessage<MemberLeft> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 25);
+  messageDesc(file_chat_v1_chat, 26);
 
 /**
  * TypingEvent says a user started or stopped typing.
@@ -921,7 +960,7 @@ export type TypingEvent = Message$1<"chat.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 26);
+  messageDesc(file_chat_v1_chat, 27);
 
 /**
  * RoomInfo describes one room.
@@ -952,7 +991,7 @@ export type RoomInfo = Message$1<"chat.v1.RoomInfo"> & {
  * Use `create(RoomInfoSchema)` to create a new message.
  */
 export const RoomInfoSchema: GenMessage<RoomInfo> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 27);
+  messageDesc(file_chat_v1_chat, 28);
 
 /**
  * RoomsList lists rooms.
@@ -971,7 +1010,7 @@ export type RoomsList = Message$1<"chat.v1.RoomsList"> & {
  * Use `create(RoomsListSchema)` to create a new message.
  */
 export const RoomsListSchema: GenMessage<RoomsList> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 28);
+  messageDesc(file_chat_v1_chat, 29);
 
 /**
  * Ack confirms a stored message; it is sent only after the message is durable.
@@ -1005,7 +1044,7 @@ export type Ack = Message$1<"chat.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 29);
+  messageDesc(file_chat_v1_chat, 30);
 
 /**
  * Error answers a command that failed.
@@ -1036,7 +1075,7 @@ export type Error = Message$1<"chat.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 30);
+  messageDesc(file_chat_v1_chat, 31);
 
 /**
  * AdminBroadcast is a notice from a moderator or admin.
@@ -1072,7 +1111,7 @@ export type AdminBroadcast = Message$1<"chat.v1.AdminBroadcast"> & {
  * Use `create(AdminBroadcastSchema)` to create a new message.
  */
 export const AdminBroadcastSchema: GenMessage<AdminBroadcast> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 31);
+  messageDesc(file_chat_v1_chat, 32);
 
 /**
  * StateRestored reports what Resume (or the automatic restore on connect)
@@ -1105,7 +1144,7 @@ export type StateRestored = Message$1<"chat.v1.StateRestored"> & {
  * Use `create(StateRestoredSchema)` to create a new message.
  */
 export const StateRestoredSchema: GenMessage<StateRestored> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 32);
+  messageDesc(file_chat_v1_chat, 33);
 
 /**
  * ServerNotice tells the client about the connection itself.
@@ -1136,7 +1175,7 @@ export type ServerNotice = Message$1<"chat.v1.ServerNotice"> & {
  * Use `create(ServerNoticeSchema)` to create a new message.
  */
 export const ServerNoticeSchema: GenMessage<ServerNotice> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 33);
+  messageDesc(file_chat_v1_chat, 34);
 
 /**
  * Pong answers Ping.
@@ -1155,7 +1194,7 @@ export type Pong = Message$1<"chat.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 34);
+  messageDesc(file_chat_v1_chat, 35);
 
 /**
  * TokenRefreshed confirms an in-band token refresh.
@@ -1174,7 +1213,7 @@ export type TokenRefreshed = Message$1<"chat.v1.TokenRefreshed"> & {
  * Use `create(TokenRefreshedSchema)` to create a new message.
  */
 export const TokenRefreshedSchema: GenMessage<TokenRefreshed> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 35);
+  messageDesc(file_chat_v1_chat, 36);
 
 /**
  * GetHistoryRequest pages through a conversation. With neither before_seq
@@ -1215,7 +1254,7 @@ export type GetHistoryRequest = Message$1<"chat.v1.GetHistoryRequest"> & {
  * Use `create(GetHistoryRequestSchema)` to create a new message.
  */
 export const GetHistoryRequestSchema: GenMessage<GetHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 36);
+  messageDesc(file_chat_v1_chat, 37);
 
 /**
  * GetHistoryResponse holds messages oldest first.
@@ -1239,7 +1278,7 @@ export type GetHistoryResponse = Message$1<"chat.v1.GetHistoryResponse"> & {
  * Use `create(GetHistoryResponseSchema)` to create a new message.
  */
 export const GetHistoryResponseSchema: GenMessage<GetHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 37);
+  messageDesc(file_chat_v1_chat, 38);
 
 /**
  * ListOnlineUsersRequest is empty.
@@ -1254,7 +1293,7 @@ export type ListOnlineUsersRequest = Message$1<"chat.v1.ListOnlineUsersRequest">
  * Use `create(ListOnlineUsersRequestSchema)` to create a new message.
  */
 export const ListOnlineUsersRequestSchema: GenMessage<ListOnlineUsersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 38);
+  messageDesc(file_chat_v1_chat, 39);
 
 /**
  * ListOnlineUsersResponse lists online users.
@@ -1273,7 +1312,7 @@ export type ListOnlineUsersResponse = Message$1<"chat.v1.ListOnlineUsersResponse
  * Use `create(ListOnlineUsersResponseSchema)` to create a new message.
  */
 export const ListOnlineUsersResponseSchema: GenMessage<ListOnlineUsersResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 39);
+  messageDesc(file_chat_v1_chat, 40);
 
 /**
  * ListRoomsRequest is empty.
@@ -1288,7 +1327,7 @@ export type ListRoomsRequest = Message$1<"chat.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 40);
+  messageDesc(file_chat_v1_chat, 41);
 
 /**
  * ListRoomsResponse lists rooms.
@@ -1307,7 +1346,7 @@ export type ListRoomsResponse = Message$1<"chat.v1.ListRoomsResponse"> & {
  * Use `create(ListRoomsResponseSchema)` to create a new message.
  */
 export const ListRoomsResponseSchema: GenMessage<ListRoomsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 41);
+  messageDesc(file_chat_v1_chat, 42);
 
 /**
  * FileInfo opens an upload.
@@ -1336,7 +1375,7 @@ export type FileInfo = Message$1<"chat.v1.FileInfo"> & {
  * Use `create(FileInfoSchema)` to create a new message.
  */
 export const FileInfoSchema: GenMessage<FileInfo> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 42);
+  messageDesc(file_chat_v1_chat, 43);
 
 /**
  * UploadFileRequest is FileInfo first, then chunks.
@@ -1367,7 +1406,7 @@ export type UploadFileRequest = Message$1<"chat.v1.UploadFileRequest"> & {
  * Use `create(UploadFileRequestSchema)` to create a new message.
  */
 export const UploadFileRequestSchema: GenMessage<UploadFileRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 43);
+  messageDesc(file_chat_v1_chat, 44);
 
 /**
  * UploadFileResponse names the stored file.
@@ -1386,7 +1425,7 @@ export type UploadFileResponse = Message$1<"chat.v1.UploadFileResponse"> & {
  * Use `create(UploadFileResponseSchema)` to create a new message.
  */
 export const UploadFileResponseSchema: GenMessage<UploadFileResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 44);
+  messageDesc(file_chat_v1_chat, 45);
 
 /**
  * DownloadFileRequest names a file by id.
@@ -1405,7 +1444,7 @@ export type DownloadFileRequest = Message$1<"chat.v1.DownloadFileRequest"> & {
  * Use `create(DownloadFileRequestSchema)` to create a new message.
  */
 export const DownloadFileRequestSchema: GenMessage<DownloadFileRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 45);
+  messageDesc(file_chat_v1_chat, 46);
 
 /**
  * DownloadFileResponse is FileRef first, then chunks.
@@ -1436,7 +1475,7 @@ export type DownloadFileResponse = Message$1<"chat.v1.DownloadFileResponse"> & {
  * Use `create(DownloadFileResponseSchema)` to create a new message.
  */
 export const DownloadFileResponseSchema: GenMessage<DownloadFileResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 46);
+  messageDesc(file_chat_v1_chat, 47);
 
 /**
  * Role orders what a user may do; each role includes the ones below it.

@@ -1,0 +1,109 @@
+package hub
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+)
+
+// defaultPresenceWindow is how long presence changes are gathered before
+// they go out. Announcing every arrival to every session costs O(N²)
+// events while N users connect; gathered, it costs one event per session
+// per window.
+const defaultPresenceWindow = 100 * time.Millisecond
+
+// presenceBatch gathers the cluster-wide online/offline changes of one
+// window. A lone change goes out as UserOnline/UserOffline (not to the
+// user itself); several go out as one PresenceChanged to everyone.
+type presenceBatch struct {
+	mu      sync.Mutex
+	pending map[string]presenceChange
+	timer   *time.Timer
+	closed  bool
+}
+
+type presenceChange struct {
+	online bool
+	role   chatv1.Role
+}
+
+// notePresence records that name came online or went offline; h.mu is
+// held. Within a window the last change wins: an arrival and a departure
+// do not cancel out, since a session that attached in between has seen the
+// arrival in its OnlineUsers snapshot and must hear of the departure.
+func (h *Hub) notePresence(name string, role chatv1.Role, online bool) {
+	if h.cfg.PresenceWindow < 0 {
+		h.emitPresenceLocked(map[string]presenceChange{name: {online: online, role: role}})
+		return
+	}
+	p := &h.presence
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	if p.pending == nil {
+		p.pending = map[string]presenceChange{}
+	}
+	p.pending[name] = presenceChange{online: online, role: role}
+	if p.timer == nil && len(p.pending) > 0 {
+		p.timer = time.AfterFunc(h.cfg.PresenceWindow, h.flushPresence)
+	}
+}
+
+// flushPresence sends the window's changes.
+func (h *Hub) flushPresence() {
+	p := &h.presence
+	p.mu.Lock()
+	changes := p.pending
+	p.pending, p.timer = nil, nil
+	p.mu.Unlock()
+	if len(changes) == 0 {
+		return
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	h.emitPresenceLocked(changes)
+}
+
+// emitPresenceLocked sends changes to this node's sessions; h.mu is held.
+func (h *Hub) emitPresenceLocked(changes map[string]presenceChange) {
+	count := int32(h.onlineCountLocked())
+	if len(changes) == 1 {
+		for name, c := range changes {
+			u := &chatv1.User{Username: name, Role: c.role}
+			ev := &chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOnline{UserOnline: &chatv1.UserOnline{User: u, OnlineCount: count}}}
+			if !c.online {
+				ev = &chatv1.ServerEvent{Event: &chatv1.ServerEvent_UserOffline{UserOffline: &chatv1.UserOffline{User: u, OnlineCount: count}}}
+			}
+			h.toAllLocked(Encode(ev), name)
+		}
+		return
+	}
+	batch := &chatv1.PresenceChanged{OnlineCount: count}
+	for name, c := range changes {
+		u := &chatv1.User{Username: name, Role: c.role}
+		if c.online {
+			batch.Online = append(batch.Online, u)
+		} else {
+			batch.Offline = append(batch.Offline, u)
+		}
+	}
+	sort.Slice(batch.Online, func(i, j int) bool { return batch.Online[i].Username < batch.Online[j].Username })
+	sort.Slice(batch.Offline, func(i, j int) bool { return batch.Offline[i].Username < batch.Offline[j].Username })
+	h.toAllLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_PresenceChanged{PresenceChanged: batch}}), "")
+}
+
+// closePresence drops what is pending; nothing more goes out.
+func (h *Hub) closePresence() {
+	p := &h.presence
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.pending = nil
+}
