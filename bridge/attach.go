@@ -28,8 +28,12 @@ type SessionTransport interface {
 	// band (the session reads on); io.EOF means the client is gone.
 	Recv(ev *chatv1.ClientEvent) error
 	// Send writes one ServerEvent in its protobuf encoding, shared with
-	// other sessions: it must not be modified.
+	// other sessions: it must not be modified. It may hold the event back
+	// until Flush.
 	Send(event []byte) error
+	// Flush writes what Send held back; it is called whenever the
+	// session's queue runs empty.
+	Flush() error
 }
 
 // CommandError is a client frame the bridge could not decode.
@@ -92,8 +96,20 @@ func (t *directTransport) Send(event []byte) error {
 		return err
 	}
 	// No per-write timeout: a write stuck on a client that stopped reading
-	// ends when the session's end closes the WebSocket.
+	// ends when the session's end closes the WebSocket. Corked, the frame
+	// waits in memory until Flush, so a burst costs one write(2).
+	t.s.cork.Cork()
 	if err := t.s.conn.Write(context.Background(), typ, frame); err != nil {
+		t.s.end(closeGoingAway, "write failed")
+		return errors.Join(io.ErrClosedPipe, err)
+	}
+	return nil
+}
+
+// Flush writes the frames Send held back; the session's writer calls it
+// when its queue is empty.
+func (t *directTransport) Flush() error {
+	if err := t.s.cork.Uncork(); err != nil {
 		t.s.end(closeGoingAway, "write failed")
 		return errors.Join(io.ErrClosedPipe, err)
 	}

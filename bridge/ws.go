@@ -66,7 +66,8 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer b.removeSession(s)
 
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	s.cork = &corkConn{}
+	conn, err := websocket.Accept(&corkingWriter{ResponseWriter: w, cork: s.cork}, r, &websocket.AcceptOptions{
 		Subprotocols: []string{Subprotocol},
 		// Checked above, exactly; coder/websocket checks again (and would
 		// also let the request's own host through).
@@ -133,6 +134,7 @@ type wsItem struct {
 type wsSession struct {
 	b      *Bridge
 	conn   *websocket.Conn
+	cork   *corkConn // batches the direct path's writes (see Flush)
 	queue  chan wsItem
 	format wsFormat // set by readLoop before first is closed
 
@@ -174,6 +176,7 @@ func (s *wsSession) run(r *http.Request, subToken string) {
 
 	<-s.done
 	cancel() // ends the Connect stream, so the server's handler returns
+	_ = s.cork.Stop()
 	_ = s.conn.Close(s.code, s.reason)
 	s.wg.Wait()
 	s.b.log.Debug("ws session ended", "remote", ip, "code", int(s.code), "reason", s.reason)

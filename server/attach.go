@@ -70,3 +70,4 @@ func (d directTransport) Recv(ev *chatv1.ClientEvent) error {
 }
 
 func (d directTransport) Send(f *hub.Frame) error { return d.t.Send(f.Data) }
+func (d directTransport) Flush() error            { return d.t.Flush() }

@@ -185,14 +185,27 @@ func (s *Service) Serve(ctx context.Context, p *auth.Principal, t Transport) err
 // drainTimeout bounds how long a closing session may take to flush.
 const drainTimeout = 2 * time.Second
 
+// Flusher is a Transport that may hold frames back from Send (to write a
+// burst at once) until Flush; the writer flushes whenever its queue runs
+// empty.
+type Flusher interface {
+	Flush() error
+}
+
 // writeLoop is the stream's only writer. It stops when a send fails or
 // the session closes (after flushing the queue when asked to).
 func writeLoop(t Transport, sess *hub.Session) error {
+	fl, _ := t.(Flusher)
 	for {
 		select {
 		case f := <-sess.Frames():
 			if err := t.Send(f); err != nil {
 				return err
+			}
+			if fl != nil && len(sess.Frames()) == 0 {
+				if err := fl.Flush(); err != nil {
+					return err
+				}
 			}
 		case <-sess.Done():
 			if !sess.DrainOnClose() {
@@ -205,6 +218,9 @@ func writeLoop(t Transport, sess *hub.Session) error {
 						return err
 					}
 				default:
+					if fl != nil {
+						return fl.Flush()
+					}
 					return nil
 				}
 			}
