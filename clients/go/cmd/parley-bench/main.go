@@ -72,6 +72,7 @@ type options struct {
 	ep                      endpoints
 	transports              []string
 	serverPID, sioPID       int
+	metricsAddr             string
 	sioSecret               string
 	tokensFile              string
 	registerConc, connConc  int
@@ -129,9 +130,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	runID := newRunID()
 	reg := &registrar{addr: o.ep.grpcAddr, run: runID, concurrency: o.registerConc, file: o.tokensFile}
 	targetFor := func(tr string) target {
-		t := target{transport: tr, ep: o.ep, pid: o.serverPID, tokens: reg, run: runID, concurrency: o.connConc}
+		t := target{transport: tr, ep: o.ep, pid: o.serverPID, tokens: reg, run: runID, concurrency: o.connConc, metricsAddr: o.metricsAddr}
 		if tr == trSocketIO {
-			t.pid, t.tokens = o.sioPID, minter{secret: []byte(o.sioSecret), run: runID}
+			t.pid, t.tokens, t.metricsAddr = o.sioPID, minter{secret: []byte(o.sioSecret), run: runID}, ""
 		}
 		return t
 	}
@@ -211,6 +212,7 @@ func newFlags(workload string, o *options) *flag.FlagSet {
 		return nil
 	})
 	fs.IntVar(&o.serverPID, "server-pid", 0, "parleyd's pid, for CPU and RSS figures from /proc")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "idle: parleyd's metrics listener (e.g. 127.0.0.1:9090), for live heap and goroutines per connection (forces a GC)")
 	fs.IntVar(&o.sioPID, "sio-pid", 0, "the Socket.IO server's pid (node), for its CPU and RSS figures")
 	fs.StringVar(&o.sioSecret, "sio-secret", os.Getenv("PARLEY_BENCH_SIO_SECRET"), "the Socket.IO server's JWT_SECRET (default $PARLEY_BENCH_SIO_SECRET)")
 	fs.StringVar(&o.tokensFile, "tokens", "", "file of registered users to reuse (and to add newly registered ones to)")
@@ -310,7 +312,11 @@ func (o *options) finish(fs *flag.FlagSet, workload string) error {
 		}
 	}
 	if needParley {
-		for _, a := range []string{o.ep.grpcAddr, o.ep.httpAddr} {
+		addrs := []string{o.ep.grpcAddr, o.ep.httpAddr}
+		if o.metricsAddr != "" {
+			addrs = append(addrs, o.metricsAddr)
+		}
+		for _, a := range addrs {
 			if err := loopbackOnly(a); err != nil {
 				return err
 			}

@@ -119,7 +119,11 @@ type serverStats struct {
 	PeakIsPhase    bool    `json:"peak_is_phase_only"`
 	RSSPerConnKiB  float64 `json:"rss_per_conn_kib,omitempty"`
 	PeakPerConnKiB float64 `json:"peak_rss_per_conn_kib,omitempty"`
-	Error          string  `json:"error,omitempty"`
+	// From --metrics-addr (Go servers): live heap after a forced GC, and
+	// goroutines, per connection.
+	HeapLivePerConnKiB float64 `json:"heap_live_per_conn_kib,omitempty"`
+	GoroutinesPerConn  float64 `json:"goroutines_per_conn,omitempty"`
+	Error              string  `json:"error,omitempty"`
 }
 
 // finish samples again; deliveries and conns (the connections opened

@@ -77,9 +77,9 @@ func (s *session) read() {
 		case evAck:
 			s.acks.Add(1)
 		case evError:
-			s.errs.Add(1)
 			m := string(ev.text)
-			s.lastErr.Store(&m)
+			s.lastErr.Store(&m) // before the count: a reader seeing errs > 0 finds it
+			s.errs.Add(1)
 		default:
 			s.other.Add(1)
 		}

@@ -43,6 +43,9 @@ func summary(r report) string {
 			if s.RSSPerConnKiB != 0 {
 				fmt.Fprintf(&b, ", %.1f KiB/connection (peak %.1f)", s.RSSPerConnKiB, s.PeakPerConnKiB)
 			}
+			if s.GoroutinesPerConn != 0 {
+				fmt.Fprintf(&b, "; live heap %.1f KiB and %.2f goroutines per connection", s.HeapLivePerConnKiB, s.GoroutinesPerConn)
+			}
 			b.WriteString("\n")
 		}
 	}
@@ -116,6 +119,8 @@ func sideBySide(results [][]report) string {
 	row("server RSS MiB", srv("%.1f", func(s *serverStats) float64 { return s.RSSMiB }))
 	row("peak RSS MiB", srv("%.1f", func(s *serverStats) float64 { return s.PeakRSSMiB }))
 	row("RSS KiB/conn", srv("%.1f", func(s *serverStats) float64 { return s.RSSPerConnKiB }))
+	row("live heap KiB/conn", srv("%.1f", func(s *serverStats) float64 { return s.HeapLivePerConnKiB }))
+	row("goroutines/conn", srv("%.2f", func(s *serverStats) float64 { return s.GoroutinesPerConn }))
 	row("bench CPU s", num("%.2f", func(r report) float64 { return r.BenchCPUS }))
 	row("load avg", func(r report) string { return fmt.Sprintf("%.2f->%.2f", r.Load[0][0], r.Load[1][0]) })
 	_ = tw.Flush()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -18,6 +19,7 @@ type target struct {
 	tokens      tokenSource
 	run         string // unique per invocation; names users and rooms
 	concurrency int    // parallel connection attempts
+	metricsAddr string // the server's Go metrics listener (idle: live heap and goroutines per connection)
 }
 
 // report is one run (or one step of a rate sweep). It is printed as one
@@ -250,7 +252,7 @@ func fanoutStep(ctx context.Context, t target, sp fanoutSpec, sessions []*sessio
 	} else {
 		count = int(math.Ceil(rep.Rate * sp.duration.Seconds()))
 	}
-	interval := time.Duration(float64(time.Second) / rep.Rate)
+	interval := max(time.Duration(float64(time.Second)/rep.Rate), time.Microsecond)
 
 	watch := startWatch(t.pid)
 	start := time.Now()
@@ -349,14 +351,30 @@ func runIdle(ctx context.Context, t target, conns int, hold time.Duration, emit 
 		emit(rep)
 		return rep
 	}
+	var before goStats
+	var beforeErr error
+	if t.metricsAddr != "" {
+		before, beforeErr = scrapeGo(ctx, t.metricsAddr)
+	}
 	watch := startWatch(t.pid)
 	sessions := connectAll(ctx, t, users, nil, &rep)
 	defer closeAll(sessions)
 	sleepCtx(ctx, hold)
 	health(sessions, &rep)
 	rep.DurationS = hold.Seconds()
-	rep.Server, rep.BenchCPUS, rep.Load = watch.finish(0, int64(rep.Conns-rep.Dropped))
+	live := int64(rep.Conns - rep.Dropped)
+	rep.Server, rep.BenchCPUS, rep.Load = watch.finish(0, live)
+	if t.metricsAddr != "" && live > 0 {
+		after, err := scrapeGo(ctx, t.metricsAddr)
+		if err = errors.Join(beforeErr, err); err != nil {
+			rep.Problem = "metrics: " + err.Error()
+		} else if rep.Server != nil {
+			rep.Server.HeapLivePerConnKiB = float64(after.heapLive-before.heapLive) / 1024 / float64(live)
+			rep.Server.GoroutinesPerConn = float64(after.goroutines-before.goroutines) / float64(live)
+		}
+	}
 	switch {
+	case rep.Problem != "":
 	case ctx.Err() != nil:
 		rep.Problem = errDeadline.Error()
 	case rep.ConnectFailures > 0:
