@@ -203,11 +203,13 @@ func runFanout(ctx context.Context, t target, sp fanoutSpec, emit func(report)) 
 		// Memberships are stored: leave, so that users reused by a later
 		// run (--tokens, or the next transport) are not restored into
 		// this run's rooms.
-		defer forEach(context.WithoutCancel(ctx), sessions, t.concurrency, func(i int, s *session) error {
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer func() {
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
-			return s.joinRoom(lctx, roomName(i/sp.members), true)
-		})
+			_ = forEach(lctx, sessions, t.concurrency, func(i int, s *session) error {
+				return s.joinRoom(lctx, roomName(i/sp.members), true)
+			})
+		}()
 	}
 
 	// Connecting and joining make presence traffic (every connect tells
@@ -254,6 +256,10 @@ func fanoutStep(ctx context.Context, t target, sp fanoutSpec, sessions []*sessio
 	}
 	interval := max(time.Duration(float64(time.Second)/rep.Rate), time.Microsecond)
 
+	errsBefore := int64(0)
+	for _, s := range sessions {
+		errsBefore += s.errs.Load()
+	}
 	watch := startWatch(t.pid)
 	start := time.Now()
 	end := start.Add(window)
@@ -313,6 +319,7 @@ func fanoutStep(ctx context.Context, t target, sp fanoutSpec, sessions []*sessio
 		c.add(tr)
 	}
 	health(sessions, &rep)
+	rep.Errors -= errsBefore // this step's in-band errors only
 	// Busy: from the first send to the last delivery (or the last send).
 	busy := max(time.Unix(0, c.lastAt).Sub(start), sendEnd.Sub(start))
 	rep.DurationS = busy.Seconds()
