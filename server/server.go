@@ -110,6 +110,15 @@ type Config struct {
 	// PresenceWindow gathers presence changes into one event per window;
 	// default 100ms; negative sends each change at once.
 	PresenceWindow time.Duration
+	// OnlineSnapshotLimit is how many online users (the first by username)
+	// a new session's OnlineUsers snapshot lists; clients page
+	// Chat.ListOnlineUsers for the rest. Default 100; at most 1000.
+	OnlineSnapshotLimit int
+	// PresenceNamesLimit: while more users than this are online, presence
+	// changes go out as counts only (PresenceChanged.names_omitted), since
+	// naming every arrival to every session costs O(N²). Default 1000;
+	// negative always sends names.
+	PresenceNamesLimit int
 	// NATSURL joins this node to a cluster over NATS: nodes that share the
 	// NATS subject and the database serve one chat. Empty runs one node.
 	NATSURL string
@@ -161,6 +170,9 @@ func (c *Config) Validate() error {
 	}
 	if c.JWTSecret != nil && len(c.JWTSecret) < 32 {
 		return errors.New("the JWT secret must be at least 32 bytes")
+	}
+	if c.OnlineSnapshotLimit < 0 || c.OnlineSnapshotLimit > 1000 {
+		return fmt.Errorf("the online snapshot limit must be between 1 and 1000 (0 for the default 100), not %d", c.OnlineSnapshotLimit)
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" || strings.Contains(o, "*") {
@@ -245,7 +257,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	hcfg := hub.Config{Store: st, Logger: cfg.Logger, QueueSize: cfg.QueueSize, TypingTimeout: cfg.TypingTimeout, PresenceWindow: cfg.PresenceWindow}
+	hcfg := hub.Config{Store: st, Logger: cfg.Logger, QueueSize: cfg.QueueSize, TypingTimeout: cfg.TypingTimeout, PresenceWindow: cfg.PresenceWindow,
+		OnlineSnapshotLimit: cfg.OnlineSnapshotLimit, PresenceNamesLimit: cfg.PresenceNamesLimit}
 	if cfg.NATSURL != "" {
 		b, err := natsbroker.New(natsbroker.Config{URL: cfg.NATSURL, Subject: cfg.NATSSubject, Name: "parleyd", Logger: cfg.Logger})
 		if err != nil {

@@ -146,8 +146,8 @@ func (c *cluster) announce() {
 // expire forgets nodes not heard from within presenceTTL.
 func (c *cluster) expire() {
 	h := c.h
-	h.mu.RLock()
-	defer h.mu.RUnlock()
+	h.mu.Lock() // replaceLocked updates Hub.online
+	defer h.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for node, p := range c.remote {
@@ -216,17 +216,18 @@ func (c *cluster) handle(data []byte) {
 		if e.Presence != nil {
 			e.Presence.at = time.Now()
 		}
-		h.mu.RLock()
+		h.mu.Lock() // replaceLocked updates Hub.online
 		c.mu.Lock()
 		c.replaceLocked(e.Node, e.Presence)
 		c.mu.Unlock()
-		h.mu.RUnlock()
+		h.mu.Unlock()
 	}
 }
 
 // replaceLocked installs node's new presence (nil: gone) and tells this
 // node's sessions about users who came online or went offline in the
-// cluster as a result. Hub.mu (read) and c.mu are held.
+// cluster as a result, and keeps Hub.online in step. Hub.mu (write) and
+// c.mu are held.
 func (c *cluster) replaceLocked(node string, next *nodePresence) {
 	prev := c.remote[node]
 	if next == nil {
@@ -248,8 +249,10 @@ func (c *cluster) replaceLocked(node string, next *nodePresence) {
 		_, is := next.lookup(name)
 		switch {
 		case !was && is:
+			h.online.add(name)
 			h.notePresence(name, role, true)
 		case was && !is:
+			h.online.remove(name)
 			h.notePresence(name, role, false)
 		}
 	}
@@ -294,34 +297,14 @@ func (c *cluster) onlineRemote(name string) bool {
 	return c.onOtherNodeLocked(name, "")
 }
 
-// onlineCountLocked counts users online anywhere; Hub.mu is held.
-func (c *cluster) onlineCountLocked() int {
-	n := len(c.h.users)
-	seen := map[string]bool{}
+// roleLocked returns the role name has on a remote node; c.mu is held.
+func (c *cluster) roleLocked(name string) chatv1.Role {
 	for _, p := range c.remote {
-		for name := range p.Users {
-			if c.h.users[name] == nil && !seen[name] {
-				seen[name] = true
-				n++
-			}
+		if u, ok := p.Users[name]; ok {
+			return u.Role
 		}
 	}
-	return n
-}
-
-// remoteUsers returns the users online only on other nodes, with roles.
-func (c *cluster) remoteUsers(local map[string]*user) map[string]chatv1.Role {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := map[string]chatv1.Role{}
-	for _, p := range c.remote {
-		for name, u := range p.Users {
-			if local[name] == nil {
-				out[name] = u.Role
-			}
-		}
-	}
-	return out
+	return chatv1.Role_ROLE_UNSPECIFIED
 }
 
 // remoteRoomMembers returns, per room, the users in it on other nodes only.

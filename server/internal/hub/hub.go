@@ -71,6 +71,16 @@ type Config struct {
 	// a burst as one PresenceChanged; default 100ms; negative sends each
 	// change at once as UserOnline/UserOffline.
 	PresenceWindow time.Duration
+	// OnlineSnapshotLimit is how many online users, the first ones by
+	// username, a new session's OnlineUsers snapshot lists (the rest are
+	// paged with OnlinePage); it is also OnlinePage's default page size.
+	// Default 100.
+	OnlineSnapshotLimit int
+	// PresenceNamesLimit: while more users than this are online, presence
+	// changes go out as counts only (PresenceChanged with names_omitted),
+	// since naming every arrival to every session costs O(N²) bytes.
+	// Default 1000; negative always sends names.
+	PresenceNamesLimit int
 	// Broker, when set, joins this node to a cluster: events reach the
 	// sessions of every node sharing the broker (and the database), and
 	// presence, rooms and stats span the cluster. Nil runs one node.
@@ -88,6 +98,7 @@ type Hub struct {
 	users    map[string]*user
 	rooms    map[string]*room
 	sessions int
+	online   onlineIndex // users online on any node, sorted
 
 	typing typingTable
 
@@ -137,6 +148,12 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.PresenceWindow == 0 {
 		cfg.PresenceWindow = defaultPresenceWindow
 	}
+	if cfg.OnlineSnapshotLimit <= 0 {
+		cfg.OnlineSnapshotLimit = defaultOnlineSnapshotLimit
+	}
+	if cfg.PresenceNamesLimit == 0 {
+		cfg.PresenceNamesLimit = defaultPresenceNamesLimit
+	}
 	h := &Hub{
 		cfg: cfg, log: cfg.Logger, store: cfg.Store, started: time.Now(),
 		users: map[string]*user{}, rooms: map[string]*room{},
@@ -166,14 +183,7 @@ func (h *Hub) onlineElsewhere(name string) bool {
 }
 
 // onlineCountLocked counts users online on any node; h.mu is held.
-func (h *Hub) onlineCountLocked() int {
-	if h.cluster == nil {
-		return len(h.users)
-	}
-	h.cluster.mu.Lock()
-	defer h.cluster.mu.Unlock()
-	return h.cluster.onlineCountLocked()
-}
+func (h *Hub) onlineCountLocked() int { return h.online.len() }
 
 // NodeID names this node.
 func (h *Hub) NodeID() string { return h.cfg.NodeID }
@@ -222,6 +232,7 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	if first {
 		us = &user{name: id.Username, role: id.Role, sessions: map[*Session]struct{}{}, rooms: map[string]struct{}{}}
 		h.users[id.Username] = us
+		h.online.add(id.Username) // a no-op when online on another node
 		h.joinLocked(us, GeneralRoom)
 		for _, r := range rooms {
 			if h.joinLocked(us, r) {
@@ -233,8 +244,13 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	us.sessions[s] = struct{}{}
 	h.sessions++
 	// The snapshot is taken under the same lock that orders later
-	// online/offline events, so the client's view stays consistent.
-	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_OnlineUsers{OnlineUsers: &chatv1.OnlineUsers{Users: h.onlineLocked()}}})
+	// online/offline events, so the client's view stays consistent. It is
+	// the first page only, so a connect costs the same however many users
+	// are online.
+	users, next, count := h.onlinePageLocked("", h.cfg.OnlineSnapshotLimit)
+	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_OnlineUsers{OnlineUsers: &chatv1.OnlineUsers{
+		Users: users, OnlineCount: int32(count), NextPageToken: next,
+	}}})
 	if first && !h.onlineElsewhere(id.Username) {
 		h.notePresence(id.Username, id.Role, true)
 		for _, r := range joined {
@@ -306,6 +322,7 @@ func (h *Hub) Detach(s *Session) {
 			}
 		}
 		if !elsewhere {
+			h.online.remove(us.name)
 			h.notePresence(us.name, us.role, false)
 		}
 	}
@@ -412,27 +429,6 @@ func (h *Hub) toUsersLocked(f *Frame, names ...string) int {
 	}
 	h.msgsOut.Add(int64(n))
 	return n
-}
-
-func (h *Hub) onlineLocked() []*chatv1.User {
-	out := make([]*chatv1.User, 0, len(h.users))
-	for _, us := range h.users {
-		out = append(out, &chatv1.User{Username: us.name, Role: us.role})
-	}
-	if h.cluster != nil {
-		for name, role := range h.cluster.remoteUsers(h.users) {
-			out = append(out, &chatv1.User{Username: name, Role: role})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Username < out[j].Username })
-	return out
-}
-
-// Online lists online users.
-func (h *Hub) Online() []*chatv1.User {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.onlineLocked()
 }
 
 // IsMember reports whether user is live in room.

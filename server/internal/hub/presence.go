@@ -16,7 +16,9 @@ const defaultPresenceWindow = 100 * time.Millisecond
 
 // presenceBatch gathers the cluster-wide online/offline changes of one
 // window. A lone change goes out as UserOnline/UserOffline (not to the
-// user itself); several go out as one PresenceChanged to everyone.
+// user itself); several go out as one PresenceChanged to everyone. Above
+// Config.PresenceNamesLimit users online, the window's changes go out as
+// one PresenceChanged carrying only the count (names_omitted).
 type presenceBatch struct {
 	mu      sync.Mutex
 	pending map[string]presenceChange
@@ -69,8 +71,16 @@ func (h *Hub) flushPresence() {
 }
 
 // emitPresenceLocked sends changes to this node's sessions; h.mu is held.
+// Above Config.PresenceNamesLimit users online it sends only the count,
+// whatever the number of changes.
 func (h *Hub) emitPresenceLocked(changes map[string]presenceChange) {
 	count := int32(h.onlineCountLocked())
+	if limit := h.cfg.PresenceNamesLimit; limit >= 0 && int(count) > limit {
+		h.toAllLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_PresenceChanged{PresenceChanged: &chatv1.PresenceChanged{
+			OnlineCount: count, NamesOmitted: true,
+		}}}), "")
+		return
+	}
 	if len(changes) == 1 {
 		for name, c := range changes {
 			u := &chatv1.User{Username: name, Role: c.role}

@@ -1574,10 +1574,18 @@ func (x *Welcome) GetTokenExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// OnlineUsers is a snapshot of who is online.
+// OnlineUsers is the snapshot of who is online that a session gets on
+// connect. It lists only the first page, sorted by username (100 users by
+// default), so that connecting costs the same however many users are
+// online; next_page_token, when set, is the page_token of a
+// ListOnlineUsers call for the rest.
 type OnlineUsers struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Users []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	// online_count counts every user online, listed or not.
+	OnlineCount int32 `protobuf:"varint,2,opt,name=online_count,json=onlineCount,proto3" json:"online_count,omitempty"`
+	// next_page_token is empty when users lists everyone online.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1617,6 +1625,20 @@ func (x *OnlineUsers) GetUsers() []*User {
 		return x.Users
 	}
 	return nil
+}
+
+func (x *OnlineUsers) GetOnlineCount() int32 {
+	if x != nil {
+		return x.OnlineCount
+	}
+	return 0
+}
+
+func (x *OnlineUsers) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // UserOnline says a user's first session opened.
@@ -1730,11 +1752,22 @@ func (x *UserOffline) GetOnlineCount() int32 {
 // burst (many users connecting after a restart, say) into one of these per
 // short window, so presence costs each client one event per window
 // instead of one per user.
+//
+// When more users are online than the server's presence-names limit (1000
+// by default), even that is too much: telling N users of every arrival
+// costs O(N²) bytes in all, and large rooms cannot show thousands of names
+// anyway. Above the limit the server sends only counts: one
+// PresenceChanged per window with online_count and names_omitted set, no
+// names, never a UserOnline or UserOffline. A client that wants names pages
+// ListOnlineUsers.
 type PresenceChanged struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Online        []*User                `protobuf:"bytes,1,rep,name=online,proto3" json:"online,omitempty"`
-	Offline       []*User                `protobuf:"bytes,2,rep,name=offline,proto3" json:"offline,omitempty"`
-	OnlineCount   int32                  `protobuf:"varint,3,opt,name=online_count,json=onlineCount,proto3" json:"online_count,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Online      []*User                `protobuf:"bytes,1,rep,name=online,proto3" json:"online,omitempty"`
+	Offline     []*User                `protobuf:"bytes,2,rep,name=offline,proto3" json:"offline,omitempty"`
+	OnlineCount int32                  `protobuf:"varint,3,opt,name=online_count,json=onlineCount,proto3" json:"online_count,omitempty"`
+	// names_omitted says online and offline are left empty on purpose: the
+	// client's list of names may be stale and should be fetched again.
+	NamesOmitted  bool `protobuf:"varint,4,opt,name=names_omitted,json=namesOmitted,proto3" json:"names_omitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1788,6 +1821,13 @@ func (x *PresenceChanged) GetOnlineCount() int32 {
 		return x.OnlineCount
 	}
 	return 0
+}
+
+func (x *PresenceChanged) GetNamesOmitted() bool {
+	if x != nil {
+		return x.NamesOmitted
+	}
+	return false
 }
 
 // RecentMessages carries messages of one conversation, oldest first: the
@@ -2987,9 +3027,15 @@ func (x *GetHistoryResponse) GetHasMore() bool {
 	return false
 }
 
-// ListOnlineUsersRequest is empty.
+// ListOnlineUsersRequest asks for one page of online users, sorted by
+// username.
 type ListOnlineUsersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size defaults to 100; at most 1000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is a previous response's next_page_token (or OnlineUsers'),
+	// empty for the first page. It is opaque to clients.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3024,10 +3070,28 @@ func (*ListOnlineUsersRequest) Descriptor() ([]byte, []int) {
 	return file_chat_v1_chat_proto_rawDescGZIP(), []int{39}
 }
 
-// ListOnlineUsersResponse lists online users.
+func (x *ListOnlineUsersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListOnlineUsersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListOnlineUsersResponse lists one page of online users.
 type ListOnlineUsersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Users []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	// next_page_token is empty when this is the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// online_count counts every user online, on every page.
+	OnlineCount   int32 `protobuf:"varint,3,opt,name=online_count,json=onlineCount,proto3" json:"online_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3067,6 +3131,20 @@ func (x *ListOnlineUsersResponse) GetUsers() []*User {
 		return x.Users
 	}
 	return nil
+}
+
+func (x *ListOnlineUsersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListOnlineUsersResponse) GetOnlineCount() int32 {
+	if x != nil {
+		return x.OnlineCount
+	}
+	return 0
 }
 
 // ListRoomsRequest is empty.
@@ -3565,20 +3643,23 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"serverTime\x12\x1c\n" +
 	"\trecovered\x18\x04 \x01(\bR\trecovered\x12\x17\n" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12D\n" +
-	"\x10token_expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\"2\n" +
+	"\x10token_expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\"}\n" +
 	"\vOnlineUsers\x12#\n" +
-	"\x05users\x18\x01 \x03(\v2\r.chat.v1.UserR\x05users\"R\n" +
+	"\x05users\x18\x01 \x03(\v2\r.chat.v1.UserR\x05users\x12!\n" +
+	"\fonline_count\x18\x02 \x01(\x05R\vonlineCount\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"R\n" +
 	"\n" +
 	"UserOnline\x12!\n" +
 	"\x04user\x18\x01 \x01(\v2\r.chat.v1.UserR\x04user\x12!\n" +
 	"\fonline_count\x18\x02 \x01(\x05R\vonlineCount\"S\n" +
 	"\vUserOffline\x12!\n" +
 	"\x04user\x18\x01 \x01(\v2\r.chat.v1.UserR\x04user\x12!\n" +
-	"\fonline_count\x18\x02 \x01(\x05R\vonlineCount\"\x84\x01\n" +
+	"\fonline_count\x18\x02 \x01(\x05R\vonlineCount\"\xa9\x01\n" +
 	"\x0fPresenceChanged\x12%\n" +
 	"\x06online\x18\x01 \x03(\v2\r.chat.v1.UserR\x06online\x12'\n" +
 	"\aoffline\x18\x02 \x03(\v2\r.chat.v1.UserR\aoffline\x12!\n" +
-	"\fonline_count\x18\x03 \x01(\x05R\vonlineCount\"y\n" +
+	"\fonline_count\x18\x03 \x01(\x05R\vonlineCount\x12#\n" +
+	"\rnames_omitted\x18\x04 \x01(\bR\fnamesOmitted\"y\n" +
 	"\x0eRecentMessages\x129\n" +
 	"\fconversation\x18\x01 \x01(\v2\x15.chat.v1.ConversationR\fconversation\x12,\n" +
 	"\bmessages\x18\x02 \x03(\v2\x10.chat.v1.MessageR\bmessages\"d\n" +
@@ -3661,10 +3742,16 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\x05limit\"]\n" +
 	"\x12GetHistoryResponse\x12,\n" +
 	"\bmessages\x18\x01 \x03(\v2\x10.chat.v1.MessageR\bmessages\x12\x19\n" +
-	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"\x18\n" +
-	"\x16ListOnlineUsersRequest\">\n" +
+	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"j\n" +
+	"\x16ListOnlineUsersRequest\x12'\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\"\x89\x01\n" +
 	"\x17ListOnlineUsersResponse\x12#\n" +
-	"\x05users\x18\x01 \x03(\v2\r.chat.v1.UserR\x05users\"\x12\n" +
+	"\x05users\x18\x01 \x03(\v2\r.chat.v1.UserR\x05users\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12!\n" +
+	"\fonline_count\x18\x03 \x01(\x05R\vonlineCount\"\x12\n" +
 	"\x10ListRoomsRequest\"<\n" +
 	"\x11ListRoomsResponse\x12'\n" +
 	"\x05rooms\x18\x01 \x03(\v2\x11.chat.v1.RoomInfoR\x05rooms\"s\n" +

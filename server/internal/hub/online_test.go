@@ -1,0 +1,379 @@
+package hub_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/hub"
+	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/sqlite"
+	"google.golang.org/protobuf/proto"
+)
+
+// newHubWith is newHub with cfg (Store filled in); users are user00000…
+func newHubWith(tb testing.TB, users int, cfg hub.Config) *hub.Hub {
+	tb.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(tb.TempDir(), "hub.db")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	for i := range users {
+		if err := st.CreateUser(context.Background(), store.User{Username: fmt.Sprintf("user%05d", i), PasswordHash: "x", Role: store.RoleUser, Active: true}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	cfg.Store = st
+	h, err := hub.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { h.Shutdown(time.Second) })
+	return h
+}
+
+// events decodes what is queued to s now.
+func events(tb testing.TB, s *hub.Session) []*chatv1.ServerEvent {
+	tb.Helper()
+	var out []*chatv1.ServerEvent
+	for {
+		select {
+		case f := <-s.Frames():
+			ev := new(chatv1.ServerEvent)
+			if err := proto.Unmarshal(f.Data, ev); err != nil {
+				tb.Fatal(err)
+			}
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+// nextEvent waits for s's next event matching keep.
+func nextEvent(tb testing.TB, s *hub.Session, keep func(*chatv1.ServerEvent) bool) *chatv1.ServerEvent {
+	tb.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case f := <-s.Frames():
+			ev := new(chatv1.ServerEvent)
+			if err := proto.Unmarshal(f.Data, ev); err != nil {
+				tb.Fatal(err)
+			}
+			if keep(ev) {
+				return ev
+			}
+		case <-deadline:
+			tb.Fatal("no matching event within 5s")
+			return nil
+		}
+	}
+}
+
+func names(us []*chatv1.User) []string {
+	out := make([]string, len(us))
+	for i, u := range us {
+		out[i] = u.GetUsername()
+	}
+	return out
+}
+
+func userNames(from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("user%05d", i))
+	}
+	return out
+}
+
+// TestOnlineSnapshotIsFirstPage: a new session's snapshot lists only the
+// first OnlineSnapshotLimit users by name, with the count and a token, and
+// OnlinePage walks the rest.
+func TestOnlineSnapshotIsFirstPage(t *testing.T) {
+	t.Parallel()
+	const n = 12
+	h := newHubWith(t, n+1, hub.Config{OnlineSnapshotLimit: 5, PresenceWindow: -1, QueueSize: 256})
+	// Attach in reverse so the index's order is not the arrival order.
+	var ss []*hub.Session
+	for i := n - 1; i >= 0; i-- {
+		ss = append(ss, attach(t, h, fmt.Sprintf("user%05d", i)))
+	}
+	last := ss[len(ss)-1] // user00000: saw everyone in its snapshot
+	var snap *chatv1.OnlineUsers
+	for _, ev := range events(t, last) {
+		if ev.GetOnlineUsers() != nil {
+			snap = ev.GetOnlineUsers()
+		}
+	}
+	if snap == nil {
+		t.Fatal("no OnlineUsers snapshot")
+	}
+	if got, want := names(snap.GetUsers()), userNames(0, 5); !slices.Equal(got, want) {
+		t.Fatalf("snapshot users = %v, want %v", got, want)
+	}
+	if snap.GetOnlineCount() != n || snap.GetNextPageToken() != "user00004" {
+		t.Fatalf("snapshot count %d token %q", snap.GetOnlineCount(), snap.GetNextPageToken())
+	}
+	if snap.GetUsers()[0].GetRole() != chatv1.Role_ROLE_USER {
+		t.Fatalf("role = %v", snap.GetUsers()[0].GetRole())
+	}
+
+	var all []string
+	token, pages := "", 0
+	for {
+		users, next, count := h.OnlinePage(token, 5)
+		if count != n {
+			t.Fatalf("count = %d", count)
+		}
+		all = append(all, names(users)...)
+		pages++
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	if want := userNames(0, n); !slices.Equal(all, want) || pages != 3 {
+		t.Fatalf("paged %d pages: %v, want %v", pages, all, want)
+	}
+	// The default page size is the snapshot limit; a token that is not an
+	// online user still pages from its place in the order.
+	if users, _, _ := h.OnlinePage("", 0); len(users) != 5 {
+		t.Fatalf("default page has %d users", len(users))
+	}
+	if users, next, _ := h.OnlinePage("user00009x", 10); !slices.Equal(names(users), userNames(10, 12)) || next != "" {
+		t.Fatalf("page after a non-user token = %v, next %q", names(users), next)
+	}
+
+	// Departures leave the index; a second session of a user does not add
+	// it twice.
+	extra := attach(t, h, "user00003")
+	h.Detach(ss[0]) // user00011
+	h.Detach(extra)
+	users, next, count := h.OnlinePage("user00008", 10)
+	if !slices.Equal(names(users), userNames(9, 11)) || next != "" || count != n-1 {
+		t.Fatalf("after detach: %v next %q count %d", names(users), next, count)
+	}
+	for _, s := range ss[1:] {
+		h.Detach(s)
+	}
+	if users, next, count := h.OnlinePage("", 10); len(users) != 0 || next != "" || count != 0 {
+		t.Fatalf("after all detached: %v %q %d", names(users), next, count)
+	}
+}
+
+// TestPresenceNamesOmittedAboveLimit: below PresenceNamesLimit presence
+// names users; above it every change (a lone one too) goes out as a count
+// with names_omitted, to everyone.
+func TestPresenceNamesOmittedAboveLimit(t *testing.T) {
+	t.Parallel()
+	h := newHubWith(t, 10, hub.Config{PresenceNamesLimit: 3, PresenceWindow: 20 * time.Millisecond, QueueSize: 256})
+	isPresence := func(ev *chatv1.ServerEvent) bool {
+		return ev.GetUserOnline() != nil || ev.GetUserOffline() != nil || ev.GetPresenceChanged() != nil
+	}
+	settle := func(ss ...*hub.Session) { // lets the window flush, then empties the queues
+		time.Sleep(100 * time.Millisecond)
+		for _, s := range ss {
+			drain(s)
+		}
+	}
+	watcher := attach(t, h, "user00000")
+	settle(watcher)
+	b := attach(t, h, "user00001")
+	if ev := nextEvent(t, watcher, isPresence); ev.GetUserOnline().GetUser().GetUsername() != "user00001" || ev.GetUserOnline().GetOnlineCount() != 2 {
+		t.Fatalf("below the limit: %v", ev)
+	}
+	c := attach(t, h, "user00002")
+	if ev := nextEvent(t, watcher, isPresence); ev.GetUserOnline().GetUser().GetUsername() != "user00002" || ev.GetUserOnline().GetOnlineCount() != 3 {
+		t.Fatalf("at the limit: %v", ev)
+	}
+
+	// A lone arrival above the limit: a count, to everyone (the newcomer
+	// too).
+	settle(watcher, b, c)
+	d := attach(t, h, "user00003")
+	for _, s := range []*hub.Session{watcher, d} {
+		ev := nextEvent(t, s, isPresence)
+		pc := ev.GetPresenceChanged()
+		if pc == nil || !pc.GetNamesOmitted() || pc.GetOnlineCount() != 4 || len(pc.GetOnline()) != 0 || len(pc.GetOffline()) != 0 {
+			t.Fatalf("lone arrival above the limit: %v", ev)
+		}
+	}
+
+	// A burst above the limit: one count per window.
+	var burst []*hub.Session
+	for i := 4; i < 10; i++ {
+		burst = append(burst, attach(t, h, fmt.Sprintf("user%05d", i)))
+	}
+	ev := nextEvent(t, watcher, isPresence)
+	if pc := ev.GetPresenceChanged(); pc == nil || !pc.GetNamesOmitted() || len(pc.GetOnline()) != 0 {
+		t.Fatalf("burst above the limit: %v", ev)
+	}
+	for pc := ev.GetPresenceChanged(); pc.GetOnlineCount() != 10; pc = nextEvent(t, watcher, isPresence).GetPresenceChanged() {
+		if !pc.GetNamesOmitted() {
+			t.Fatalf("names sent above the limit: %v", pc)
+		}
+	}
+
+	// Back under the limit, names come back.
+	for _, s := range append(burst, d) {
+		h.Detach(s)
+	}
+	for {
+		ev := nextEvent(t, watcher, isPresence)
+		if n := ev.GetUserOffline().GetOnlineCount() + ev.GetPresenceChanged().GetOnlineCount(); n == 3 {
+			break
+		}
+	}
+	drain(watcher)
+	h.Detach(c)
+	if ev := nextEvent(t, watcher, isPresence); ev.GetUserOffline().GetUser().GetUsername() != "user00002" || ev.GetUserOffline().GetOnlineCount() != 2 {
+		t.Fatalf("back under the limit: %v", ev)
+	}
+	h.Detach(b)
+	h.Detach(watcher)
+}
+
+// memBroker is an in-process Broker: Publish hands data to every
+// subscriber, in order, on one goroutine per subscriber.
+type memBroker struct {
+	mu   sync.Mutex
+	subs []chan []byte
+	wg   sync.WaitGroup
+}
+
+func (b *memBroker) Publish(data []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.subs {
+		c <- append([]byte(nil), data...)
+	}
+	return nil
+}
+
+func (b *memBroker) Subscribe(handler func([]byte)) error {
+	c := make(chan []byte, 4096)
+	b.mu.Lock()
+	b.subs = append(b.subs, c)
+	b.mu.Unlock()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for d := range c {
+			handler(d)
+		}
+	}()
+	return nil
+}
+
+func (b *memBroker) close() {
+	b.mu.Lock()
+	for _, c := range b.subs {
+		close(c)
+	}
+	b.subs = nil
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+// TestOnlinePageAcrossNodes: two hubs on one broker page the union of
+// their users, a user on both nodes once, with the remote users' roles.
+func TestOnlinePageAcrossNodes(t *testing.T) {
+	t.Parallel()
+	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "hub.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i := range 6 {
+		if err := st.CreateUser(context.Background(), store.User{Username: fmt.Sprintf("user%05d", i), PasswordHash: "x", Role: store.RoleUser, Active: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	br := &memBroker{}
+	defer br.close()
+	a, err := hub.New(hub.Config{Store: st, Broker: br, NodeID: "a", OnlineSnapshotLimit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown(time.Second)
+	b, err := hub.New(hub.Config{Store: st, Broker: br, NodeID: "b", OnlineSnapshotLimit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown(time.Second)
+
+	var ss []*hub.Session
+	on := func(h *hub.Hub, name string, role chatv1.Role) {
+		s, err := h.Attach(context.Background(), hub.Identity{Username: name, Role: role}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, s)
+	}
+	on(a, "user00000", chatv1.Role_ROLE_USER)
+	on(a, "user00002", chatv1.Role_ROLE_USER)
+	on(b, "user00001", chatv1.Role_ROLE_ADMIN)
+	on(b, "user00002", chatv1.Role_ROLE_USER) // on both nodes
+	on(b, "user00004", chatv1.Role_ROLE_USER)
+
+	all := func(h *hub.Hub) ([]*chatv1.User, int) {
+		var out []*chatv1.User
+		token := ""
+		for {
+			users, next, count := h.OnlinePage(token, 2)
+			out = append(out, users...)
+			if next == "" {
+				return out, count
+			}
+			token = next
+		}
+	}
+	want := []string{"user00000", "user00001", "user00002", "user00004"}
+	for _, h := range []*hub.Hub{a, b} {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			users, count := all(h)
+			if slices.Equal(names(users), want) && count == 4 {
+				if users[1].GetRole() != chatv1.Role_ROLE_ADMIN {
+					t.Fatalf("node %s: remote role = %v", h.NodeID(), users[1].GetRole())
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s: online %v (count %d), want %v", h.NodeID(), names(users), count, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// user00002 leaves node a: still online (on b); user00004 leaves b:
+	// gone from a's view too.
+	a.Detach(ss[1])
+	b.Detach(ss[4])
+	want = []string{"user00000", "user00001", "user00002"}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		users, count := all(a)
+		if slices.Equal(names(users), want) && count == 3 && a.OnlineCount() == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after leaving: online %v (count %d), want %v", names(users), count, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, s := range []*hub.Session{ss[0], ss[2], ss[3]} {
+		if s == ss[0] {
+			a.Detach(s)
+		} else {
+			b.Detach(s)
+		}
+	}
+}
