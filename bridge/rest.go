@@ -31,6 +31,10 @@ const (
 	maxEmptyBody = 1 << 10
 	// historyDefaultLimit is the page size of GET /api/messages.
 	historyDefaultLimit = 100
+	// onlineMaxPageSize and onlineMaxPageToken bound GET /api/users/online's
+	// page_size and page_token, as chat.v1.ListOnlineUsersRequest does.
+	onlineMaxPageSize  = 1000
+	onlineMaxPageToken = 128
 )
 
 // urlTokenParams are query parameters that would put a credential in a URL
@@ -151,11 +155,26 @@ func (b *Bridge) getMessages(w http.ResponseWriter, r *http.Request) {
 	b.writeResult(w, resp, err, trailer)
 }
 
+// getOnlineUsers pages Chat.ListOnlineUsers: page_size (default 100, at
+// most 1000) and page_token (a previous answer's nextPageToken).
 func (b *Bridge) getOnlineUsers(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	req := &chatv1.ListOnlineUsersRequest{PageToken: q.Get("page_token")}
+	size, err := queryInt(q.Get("page_size"), 0, onlineMaxPageSize)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT",
+			"page_size: "+err.Error()+": give an integer from 1 to "+strconv.Itoa(onlineMaxPageSize)+" (default 100)")
+		return
+	}
+	req.PageSize = int32(size)
+	if len(req.PageToken) > onlineMaxPageToken {
+		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "page_token: too long: pass back a nextPageToken unchanged")
+		return
+	}
 	ctx, cancel := b.callContext(r, restTimeout)
 	defer cancel()
 	var trailer metadata.MD
-	resp, err := b.chat().ListOnlineUsers(ctx, &chatv1.ListOnlineUsersRequest{}, grpc.Trailer(&trailer))
+	resp, err := b.chat().ListOnlineUsers(ctx, req, grpc.Trailer(&trailer))
 	b.writeResult(w, resp, err, trailer)
 }
 

@@ -387,3 +387,24 @@ func (dummyConn) Invoke(context.Context, string, any, any, ...grpc.CallOption) e
 func (dummyConn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
 	return nil, status.Error(codes.Unavailable, "dummy")
 }
+
+// TestRESTOnlineUsersPageParams: the bridge refuses a bad page_size or
+// page_token itself, with a message saying what is accepted.
+func TestRESTOnlineUsersPageParams(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, inProcess, nil)
+	for _, tc := range []struct{ query, want string }{
+		{"page_size=abc", "page_size: not an integer"},
+		{"page_size=-1", "page_size: out of range"},
+		{"page_size=1001", "page_size: out of range: give an integer from 1 to 1000"},
+		{"page_token=" + strings.Repeat("x", 129), "page_token: too long"},
+	} {
+		r := e.do(t, "GET", "/api/users/online?"+tc.query, bearer("pager"), nil)
+		if r.status != 400 || !strings.Contains(string(r.body), `"INVALID_ARGUMENT"`) || !strings.Contains(string(r.body), tc.want) {
+			t.Errorf("%s: %d %s, want 400 with %q", tc.query, r.status, r.body, tc.want)
+		}
+	}
+	if r := e.do(t, "GET", "/api/users/online?page_size=1000&page_token=bob", bearer("pager"), nil); r.status != 200 {
+		t.Fatalf("valid page: %d %s", r.status, r.body)
+	}
+}
