@@ -271,10 +271,52 @@ func (c *Client) History(ctx context.Context, conv *chatv1.Conversation, opts Hi
 	return resp.GetMessages(), resp.GetHasMore(), nil
 }
 
-// OnlineUsers lists the users with at least one live session.
+// OnlinePageOptions ask for one page of online users. The zero value asks
+// for the first page of 100.
+type OnlinePageOptions struct {
+	// PageSize is the page size; 0 means 100, at most 1000.
+	PageSize int
+	// PageToken is a previous page's next token (or the OnlineUsers
+	// event's NextPageToken); empty for the first page.
+	PageToken string
+}
+
+// OnlinePage is one page of online users, sorted by username.
+type OnlinePage struct {
+	Users []*chatv1.User
+	// NextPageToken is the PageToken of the next page; empty on the last.
+	NextPageToken string
+	// OnlineCount counts every user online, on every page.
+	OnlineCount int
+}
+
+// OnlineUsersPage returns one page of the users with at least one live
+// session, sorted by username.
+func (c *Client) OnlineUsersPage(ctx context.Context, opts OnlinePageOptions) (OnlinePage, error) {
+	resp, err := c.chat.ListOnlineUsers(ctx, &chatv1.ListOnlineUsersRequest{PageSize: int32(opts.PageSize), PageToken: opts.PageToken})
+	if err != nil {
+		return OnlinePage{}, err
+	}
+	return OnlinePage{Users: resp.GetUsers(), NextPageToken: resp.GetNextPageToken(), OnlineCount: int(resp.GetOnlineCount())}, nil
+}
+
+// OnlineUsers lists every user with at least one live session, sorted by
+// username, paging through [Client.OnlineUsersPage] 1000 at a time; with
+// many users online, prefer the pages.
 func (c *Client) OnlineUsers(ctx context.Context) ([]*chatv1.User, error) {
-	resp, err := c.chat.ListOnlineUsers(ctx, &chatv1.ListOnlineUsersRequest{})
-	return resp.GetUsers(), err
+	var out []*chatv1.User
+	opts := OnlinePageOptions{PageSize: 1000}
+	for {
+		page, err := c.OnlineUsersPage(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page.Users...)
+		if page.NextPageToken == "" {
+			return out, nil
+		}
+		opts.PageToken = page.NextPageToken
+	}
 }
 
 // Rooms lists the live rooms with their member counts.

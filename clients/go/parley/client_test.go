@@ -116,6 +116,14 @@ func TestHistoryAndPresence(t *testing.T) {
 	if err != nil || len(users) != 2 || users[0].GetUsername() != "alice" {
 		t.Fatalf("online = %v, %v", users, err)
 	}
+	page, err := bob.OnlineUsersPage(ctx, parley.OnlinePageOptions{PageSize: 1})
+	if err != nil || len(page.Users) != 1 || page.Users[0].GetUsername() != "alice" || page.OnlineCount != 2 || page.NextPageToken == "" {
+		t.Fatalf("first page = %+v, %v", page, err)
+	}
+	page, err = bob.OnlineUsersPage(ctx, parley.OnlinePageOptions{PageSize: 1, PageToken: page.NextPageToken})
+	if err != nil || len(page.Users) != 1 || page.Users[0].GetUsername() != "bob" || page.NextPageToken != "" {
+		t.Fatalf("last page = %+v, %v", page, err)
+	}
 	rooms, err := bob.Rooms(ctx)
 	if err != nil || len(rooms) != 1 || rooms[0].GetName() != "general" || rooms[0].GetMemberCount() != 2 || !rooms[0].GetJoined() {
 		t.Fatalf("rooms = %v, %v", rooms, err)

@@ -69,12 +69,19 @@ func formatEvent(me string, ev *chatv1.ServerEvent) []string {
 	case *chatv1.ServerEvent_Welcome:
 		return []string{fmt.Sprintf("%s * connected as %s (%s)", now, e.Welcome.GetUser().GetUsername(), roleName(e.Welcome.GetUser().GetRole()))}
 	case *chatv1.ServerEvent_OnlineUsers:
-		return []string{fmt.Sprintf("%s * online: %s", now, usernames(e.OnlineUsers.GetUsers()))}
+		line := fmt.Sprintf("%s * online: %s", now, usernames(e.OnlineUsers.GetUsers()))
+		if more := int(e.OnlineUsers.GetOnlineCount()) - len(e.OnlineUsers.GetUsers()); e.OnlineUsers.GetNextPageToken() != "" && more > 0 {
+			line += fmt.Sprintf(" and %d more (/who lists everyone)", more)
+		}
+		return []string{line}
 	case *chatv1.ServerEvent_UserOnline:
 		return []string{fmt.Sprintf("%s * %s is online (%d online)", now, e.UserOnline.GetUser().GetUsername(), e.UserOnline.GetOnlineCount())}
 	case *chatv1.ServerEvent_UserOffline:
 		return []string{fmt.Sprintf("%s * %s went offline (%d online)", now, e.UserOffline.GetUser().GetUsername(), e.UserOffline.GetOnlineCount())}
 	case *chatv1.ServerEvent_PresenceChanged:
+		if e.PresenceChanged.GetNamesOmitted() {
+			return []string{fmt.Sprintf("%s * %d online", now, e.PresenceChanged.GetOnlineCount())}
+		}
 		var lines []string
 		if on := e.PresenceChanged.GetOnline(); len(on) > 0 {
 			lines = append(lines, fmt.Sprintf("%s * online now: %s (%d online)", now, usernames(on), e.PresenceChanged.GetOnlineCount()))
