@@ -120,6 +120,34 @@ describe("reduce", () => {
     expect(typingNames(s.convs[roomKey("general")], 1_001)).toEqual([]);
   });
 
+  it("lists the snapshot's first page, pages on, and refetches when names are omitted", () => {
+    let s = initialState("zed", Role.USER);
+    s = reduce(s, ev({ event: { case: "onlineUsers", value: {
+      users: [{ username: "ann", role: Role.USER }, { username: "bob", role: Role.ADMIN }],
+      onlineCount: 5,
+      nextPageToken: "bob",
+    } } }));
+    // This session's user is listed even when beyond the first page.
+    expect(Object.keys(s.online).sort()).toEqual(["ann", "bob", "zed"]);
+    expect(s.onlineCount).toBe(5);
+    expect(s.onlineNext).toBe("bob");
+    s = reduce(s, { type: "onlinePage", users: [{ username: "cy", role: Role.USER }, { username: "di", role: Role.USER }], next: "", count: 5, reset: false });
+    expect(Object.keys(s.online).sort()).toEqual(["ann", "bob", "cy", "di", "zed"]);
+    expect(s.onlineNext).toBe("");
+
+    // Count only: the count moves, the names are kept but marked stale.
+    s = reduce(s, ev({ event: { case: "presenceChanged", value: { onlineCount: 1500, namesOmitted: true } } }));
+    expect(s.onlineCount).toBe(1500);
+    expect(s.onlineStale).toBe(true);
+    expect(Object.keys(s.online)).toHaveLength(5);
+    // The refetch replaces the list (keeping this session's user).
+    s = reduce(s, { type: "onlinePage", users: [{ username: "aa", role: Role.USER }], next: "aa", count: 1499, reset: true });
+    expect(Object.keys(s.online).sort()).toEqual(["aa", "zed"]);
+    expect(s.onlineCount).toBe(1499);
+    expect(s.onlineNext).toBe("aa");
+    expect(s.onlineStale).toBe(false);
+  });
+
   it("tracks presence, rooms and member counts", () => {
     let s = initialState("ann", Role.USER);
     s = reduce(s, ev({ event: { case: "onlineUsers", value: { users: [{ username: "ann", role: Role.USER }] } } }));

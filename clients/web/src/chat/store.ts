@@ -84,8 +84,20 @@ export interface ChatState {
   me: string;
   role: Role;
   conn: ConnState;
+  /**
+   * online holds the online users loaded so far: the connect snapshot's
+   * first page, the pages fetched since, and live arrivals.
+   */
   online: Record<string, Role>;
+  /** onlineCount counts everyone online, listed or not. */
   onlineCount: number;
+  /** onlineNext is the page token of the next page of online users; "" when all are loaded. */
+  onlineNext: string;
+  /**
+   * onlineStale is set when the server sent presence as a count only
+   * (names_omitted): the list may be out of date and should be fetched again.
+   */
+  onlineStale: boolean;
   rooms: Record<string, RoomState>;
   convs: Record<ConvKey, ConvState>;
   active: ConvKey;
@@ -99,6 +111,8 @@ export type Action =
   | { type: "open"; key: ConvKey }
   | { type: "pending"; key: ConvKey; msg: ChatMessage }
   | { type: "history"; key: ConvKey; messages: ChatMessage[] }
+  /** onlinePage adds a ListOnlineUsers page; reset replaces the list (a refresh from the first page). */
+  | { type: "onlinePage"; users: { username: string; role: Role }[]; next: string; count: number; reset: boolean }
   | { type: "tick"; now: number }
   | { type: "dismissBroadcast"; id: string }
   | { type: "toast"; text: string; now: number }
@@ -117,6 +131,8 @@ export function initialState(me: string, role: Role): ChatState {
     conn: { phase: "connecting", attempt: 0, everConnected: false },
     online: {},
     onlineCount: 0,
+    onlineNext: "",
+    onlineStale: false,
     rooms: { [GENERAL]: { name: GENERAL, memberCount: 0, joined: true } },
     convs: { [general]: emptyConv(general) },
     active: general,
@@ -235,6 +251,18 @@ export function reduce(state: ChatState, action: Action): ChatState {
       }
       return changed ? { ...state, convs } : state;
     }
+    case "onlinePage": {
+      const online: Record<string, Role> = action.reset ? {} : { ...state.online };
+      for (const u of action.users) online[u.username] = u.role;
+      if (action.reset && state.me) online[state.me] = state.online[state.me] ?? state.role;
+      return {
+        ...state,
+        online,
+        onlineCount: action.count || Object.keys(online).length,
+        onlineNext: action.next,
+        onlineStale: action.reset ? false : state.onlineStale,
+      };
+    }
     case "dismissBroadcast":
       return { ...state, broadcasts: state.broadcasts.filter((b) => b.id !== action.id) };
     case "toast":
@@ -272,9 +300,18 @@ function serverEvent(state: ChatState, ev: ServerEvent, now: number): ChatState 
       };
     }
     case "onlineUsers": {
+      // The first page only, when many are online; the rest is paged with
+      // ListOnlineUsers from nextPageToken.
       const online: Record<string, Role> = {};
       for (const u of e.value.users) online[u.username] = u.role;
-      return { ...state, online, onlineCount: e.value.users.length };
+      if (state.me && !(state.me in online)) online[state.me] = state.role; // this session is online
+      return {
+        ...state,
+        online,
+        onlineCount: e.value.onlineCount || Object.keys(online).length,
+        onlineNext: e.value.nextPageToken,
+        onlineStale: false,
+      };
     }
     case "userOnline": {
       const u = e.value.user;
@@ -283,6 +320,9 @@ function serverEvent(state: ChatState, ev: ServerEvent, now: number): ChatState 
       return { ...state, online, onlineCount: e.value.onlineCount || Object.keys(online).length };
     }
     case "presenceChanged": {
+      // Above the server's limit only the count comes: the names we hold
+      // may be stale, so the list is fetched again (see useChat).
+      if (e.value.namesOmitted) return { ...state, onlineCount: e.value.onlineCount, onlineStale: true };
       // A coalesced burst: the same as one userOnline/userOffline each.
       const { online, offline, onlineCount } = e.value;
       let s = state;

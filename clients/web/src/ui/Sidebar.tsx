@@ -146,6 +146,11 @@ export function Sidebar({ state, cmd }: { state: ChatState; cmd: ChatCommands })
             </li>
           ))}
         </ul>
+        {state.onlineNext && (
+          <button type="button" className="link small" data-testid="online-more" onClick={cmd.moreOnline}>
+            Show more ({Math.max(0, state.onlineCount - online.length)} not listed)
+          </button>
+        )}
       </section>
     </aside>
   );

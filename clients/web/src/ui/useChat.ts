@@ -19,6 +19,11 @@ export function newClientMsgId(): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
+/** ONLINE_PAGE_SIZE is how many online users "show more" fetches. */
+const ONLINE_PAGE_SIZE = 100;
+/** ONLINE_REFRESH_MS spaces refetches of the online list when presence comes as counts only. */
+const ONLINE_REFRESH_MS = 10_000;
+
 export interface ChatCommands {
   open(key: ConvKey): void;
   sendText(key: ConvKey, text: string): void;
@@ -28,6 +33,8 @@ export interface ChatCommands {
   joinRoom(room: string): void;
   leaveRoom(room: string): void;
   listRooms(): void;
+  /** moreOnline fetches the next page of online users. */
+  moreOnline(): void;
   reconnect(): void;
   dismissBroadcast(id: string): void;
   dismissToast(id: string): void;
@@ -69,6 +76,7 @@ export function useChat(opts: {
             // of every conversation (merging dedupes the overlap).
             for (const key of Object.keys(stateRef.current.convs)) loadHistoryRef.current(key);
           }
+          if (ev.event.case === "presenceChanged" && ev.event.value.namesOmitted) refreshOnlineRef.current();
           if (ev.event.case === "roomJoined") {
             // Members may read the room's history only once joined.
             const key = roomKey(ev.event.value.room);
@@ -123,6 +131,48 @@ export function useChat(opts: {
     },
     [api],
   );
+
+  // Online users are paged: "show more" fetches the page after the last one
+  // loaded; a count-only presence event (names_omitted) refetches the first
+  // page, at most once per ONLINE_REFRESH_MS however often such events come.
+  const onlineBusy = useRef(false);
+  const fetchOnline = useCallback(
+    (reset: boolean) => {
+      if (onlineBusy.current) return;
+      onlineBusy.current = true;
+      const pageToken = reset ? "" : stateRef.current.onlineNext;
+      api
+        .call(defs.listOnlineUsers, { pageSize: ONLINE_PAGE_SIZE, pageToken })
+        .then((res) =>
+          dispatch({
+            type: "onlinePage",
+            users: res.users.map((u) => ({ username: u.username, role: u.role })),
+            next: res.nextPageToken,
+            count: res.onlineCount,
+            reset,
+          }),
+        )
+        .catch((err: Error) => dispatch({ type: "toast", text: `Online users: ${err.message}`, now: Date.now() }))
+        .finally(() => {
+          onlineBusy.current = false;
+        });
+    },
+    [api],
+  );
+  const refreshTimer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  const lastRefresh = useRef(0);
+  const refreshOnline = useCallback(() => {
+    if (refreshTimer.current !== undefined) return; // one already scheduled
+    const wait = Math.max(0, lastRefresh.current + ONLINE_REFRESH_MS - Date.now());
+    refreshTimer.current = setTimeout(() => {
+      refreshTimer.current = undefined;
+      lastRefresh.current = Date.now();
+      fetchOnline(true);
+    }, wait);
+  }, [fetchOnline]);
+  const refreshOnlineRef = useRef(refreshOnline);
+  refreshOnlineRef.current = refreshOnline;
+  useEffect(() => () => clearTimeout(refreshTimer.current), []);
 
   // Below the server's default typing limit (2/s, burst 5).
   const typingBudget = useMemo(() => new TokenBucket(1.5, 4), []);
@@ -190,6 +240,9 @@ export function useChat(opts: {
       listRooms() {
         live.send({ event: { case: "listRooms", value: {} } });
       },
+      moreOnline() {
+        if (stateRef.current.onlineNext) fetchOnline(false);
+      },
       reconnect() {
         live.reconnectNow();
       },
@@ -203,7 +256,7 @@ export function useChat(opts: {
         dispatch({ type: "toast", text, now: Date.now() });
       },
     }),
-    [live, loadHistory, typingBudget],
+    [live, loadHistory, typingBudget, fetchOnline],
   );
 
   return [state, commands];
