@@ -377,3 +377,23 @@ func TestOnlinePageAcrossNodes(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkAttachWithOnline measures one connect (Attach, then Detach) with
+// many users already online. The snapshot is the first page, so the cost
+// should not grow with the number online.
+func BenchmarkAttachWithOnline(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("online=%d", n), func(b *testing.B) {
+			h := newHubWith(b, n+1, hub.Config{QueueSize: 4096})
+			_, stop := drained(b, h, n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				s := attach(b, h, fmt.Sprintf("user%05d", n))
+				h.Detach(s)
+			}
+			b.StopTimer()
+			stop()
+		})
+	}
+}
