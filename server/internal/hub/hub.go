@@ -201,7 +201,8 @@ type Identity struct {
 }
 
 // Attach registers a new session for id and queues, in this order, Welcome,
-// the online users, the last messages of general, the direct messages the
+// the first page of online users (Config.OnlineSnapshotLimit, with the
+// count and the next page's token), the last messages of general, the direct messages the
 // user missed while offline, and StateRestored. The caller must Detach it.
 func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*Session, error) {
 	u, err := h.store.GetUser(ctx, id.Username)
