@@ -34,6 +34,10 @@ type SessionTransport interface {
 	// Flush writes what Send held back; it is called whenever the
 	// session's queue runs empty.
 	Flush() error
+	// Abort closes the connection with the session's final status (a gRPC
+	// status error, nil for OK), so that a blocked Recv or Send returns.
+	// Any goroutine may call it, more than once; the first status wins.
+	Abort(final error)
 }
 
 // CommandError is a client frame the bridge could not decode.
@@ -45,19 +49,15 @@ type CommandError struct {
 
 func (e *CommandError) Error() string { return e.Message }
 
-// attach runs the /ws session through cfg.Sessions. It is called on the
-// read goroutine, which becomes the session's supervisor; the Attacher
-// starts the reader and writer that use the transport.
+// attach runs the /ws session through cfg.Sessions on the connection's
+// own goroutine, which the session uses as its reader; the session starts
+// one writer.
 func (s *wsSession) attach(ctx context.Context, auth, ip string, first []byte, firstType websocket.MessageType, isHello bool) {
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.pingLoop() }()
 	t := &directTransport{s: s}
 	if !isHello {
 		t.pending, t.pendingType = first, firstType
 	}
-	err := s.b.cfg.Sessions.AttachConnect(ctx, auth, ip, t)
-	st := status.Convert(err)
-	s.end(CloseCode(st), st.Message())
+	t.Abort(s.b.cfg.Sessions.AttachConnect(ctx, auth, ip, t))
 }
 
 // directTransport reads and writes the WebSocket for the server's session.
@@ -114,6 +114,12 @@ func (t *directTransport) Flush() error {
 		return errors.Join(io.ErrClosedPipe, err)
 	}
 	return nil
+}
+
+// Abort ends the WebSocket with final's close code; the first end wins.
+func (t *directTransport) Abort(final error) {
+	st := status.Convert(final)
+	t.s.end(CloseCode(st), st.Message())
 }
 
 func clip(msg string) string {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // corkConn lets a /ws session's writer send a burst of events in one
@@ -30,6 +31,9 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	if !c.corked {
 		return c.Conn.Write(p)
 	}
+	if c.buf == nil {
+		c.buf = *corkBufs.Get().(*[]byte)
+	}
 	c.buf = append(c.buf, p...)
 	if len(c.buf) >= maxCorked {
 		if err := c.flushLocked(); err != nil {
@@ -54,6 +58,10 @@ func (c *corkConn) Uncork() error {
 	return c.flushLocked()
 }
 
+// SetWriteDeadline bounds the writes to come, including one in progress
+// (which holds the lock); it must not wait for that lock.
+func (c *corkConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t) }
+
 // Stop uncorks for good, before the connection closes.
 func (c *corkConn) Stop() error {
 	c.mu.Lock()
@@ -67,13 +75,20 @@ func (c *corkConn) flushLocked() error {
 		return nil
 	}
 	_, err := c.Conn.Write(c.buf)
-	if cap(c.buf) > 4<<10 {
-		c.buf = nil // an idle connection keeps no burst-sized buffer
-	} else {
-		c.buf = c.buf[:0]
+	// An idle connection keeps no buffer; bursts share them.
+	if cap(c.buf) <= maxPooled {
+		b := c.buf[:0]
+		corkBufs.Put(&b)
 	}
+	c.buf = nil
 	return err
 }
+
+// corkBufs holds burst buffers between bursts.
+var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// maxPooled keeps a rare huge burst's buffer out of the pool.
+const maxPooled = maxCorked + 16<<10
 
 // corkingWriter hands coder/websocket a hijacked connection whose writes
 // go through a corkConn.
@@ -92,5 +107,12 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.cork.Conn = conn
-	return w.cork, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.cork, 4<<10)), nil
+	// The corkConn is the write buffer: coder/websocket's own need only
+	// hold a small frame (a larger one is written through). Reading, a small buffer will do unless the client
+	// sent more after its handshake, which net/http's buffer then holds.
+	br := brw.Reader
+	if br.Buffered() == 0 {
+		br = bufio.NewReaderSize(conn, 1<<10)
+	}
+	return w.cork, bufio.NewReadWriter(br, bufio.NewWriterSize(w.cork, 512)), nil
 }

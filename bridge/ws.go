@@ -54,18 +54,11 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", err.Error())
 		return
 	}
-	s := &wsSession{
-		b:     b,
-		queue: make(chan wsItem, b.cfg.SendQueue),
-		done:  make(chan struct{}),
-		first: make(chan struct{}),
-	}
+	s := &wsSession{b: b, done: make(chan struct{}), closed: make(chan struct{})}
 	if !b.addSession(s) {
 		writeJSONError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "server shutting down")
 		return
 	}
-	defer b.removeSession(s)
-
 	s.cork = &corkConn{}
 	conn, err := websocket.Accept(&corkingWriter{ResponseWriter: w, cork: s.cork}, r, &websocket.AcceptOptions{
 		Subprotocols: []string{Subprotocol},
@@ -74,11 +67,19 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 		OriginPatterns: b.origins.patterns(),
 	})
 	if err != nil {
+		b.removeSession(s)
 		return // Accept has answered
 	}
 	conn.SetReadLimit(b.cfg.MaxFrameBytes)
-	s.conn = conn
-	s.run(r, subToken)
+	// The session runs on a goroutine of its own and the handler returns:
+	// net/http then drops its connection state (buffers, request, a deep
+	// stack), which would otherwise stay as long as the WebSocket, a few
+	// KiB per idle connection.
+	ip := remoteIP(r)
+	go func() {
+		defer b.removeSession(s)
+		s.run(conn, ip, subToken)
+	}()
 }
 
 // subprotocolToken returns the token offered as "bearer.<token>" in
@@ -125,66 +126,95 @@ type wsItem struct {
 
 // wsSession is one /ws connection and its Connect stream.
 //
-// Goroutines: the HTTP handler (run) waits for the end and closes the
-// WebSocket; readLoop is the only reader of the WebSocket and the only
-// caller of stream.SendMsg; recvLoop is the only caller of stream.RecvMsg
-// and feeds the bounded queue without ever blocking; writeLoop drains the
-// queue and is the only writer of data frames; pingLoop pings. Whoever
-// sees the end first calls end, once.
+// Goroutines: the HTTP handler (run) is the only reader of the WebSocket.
+// Attached directly to the server's sessions, it is the session's reader
+// and the session adds one writer: an idle connection costs two
+// goroutines. Proxied over gRPC, the handler is also the only caller of
+// stream.SendMsg; recvLoop is the only caller of stream.RecvMsg and feeds
+// the bounded queue without ever blocking, and writeLoop drains it. Pings
+// and the first-frame deadline run on timers, not goroutines. Whoever sees
+// the end first calls end, once, which closes the WebSocket so that every
+// blocked read and write returns.
 type wsSession struct {
 	b      *Bridge
 	conn   *websocket.Conn
-	cork   *corkConn // batches the direct path's writes (see Flush)
-	queue  chan wsItem
-	format wsFormat // set by readLoop before first is closed
+	cork   *corkConn   // batches the direct path's writes (see Flush)
+	queue  chan wsItem // the proxied path's outbound queue
+	format wsFormat    // set by readLoop from the first frame
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
-	first chan struct{} // closed when the first frame has arrived
-	wg    sync.WaitGroup
+	mu      sync.Mutex // guards started and ended, so that end and run meet once
+	started bool
+	ended   bool
+
+	pingMu      sync.Mutex
+	pingTimer   *time.Timer
+	pingStopped bool
 
 	endOnce sync.Once
 	done    chan struct{}
+	closed  chan struct{} // closed when the WebSocket is
 	code    websocket.StatusCode
 	reason  string
 }
 
-// end records why the session ends; the first call wins.
+// closeTimeout bounds the close handshake, and a write stuck on a client
+// that stopped reading once the session has ended.
+const closeTimeout = 5 * time.Second
+
+// end records why the session ends and closes the WebSocket (once run has
+// started); the first call wins.
 func (s *wsSession) end(code websocket.StatusCode, reason string) {
 	s.endOnce.Do(func() {
 		s.code, s.reason = code, closeReason(reason)
 		close(s.done)
+		s.mu.Lock()
+		s.ended = true
+		started := s.started
+		s.mu.Unlock()
+		if started {
+			go s.shutdown()
+		}
 	})
 }
 
-func (s *wsSession) run(r *http.Request, subToken string) {
-	ctx, cancel := context.WithCancel(r.Context())
-	ip := remoteIP(r)
-
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.readLoop(ctx, ip, subToken)
-	}()
-
-	t := time.NewTimer(s.b.firstFrameTimeout)
-	select {
-	case <-s.first:
-	case <-t.C:
-		s.end(closeFirstFrame, "no first frame within "+s.b.firstFrameTimeout.String())
-	case <-s.done:
-	}
-	t.Stop()
-
-	<-s.done
-	cancel() // ends the Connect stream, so the server's handler returns
+// shutdown closes the connection with the recorded status.
+func (s *wsSession) shutdown() {
+	defer close(s.closed)
+	s.cancel() // ends the Connect stream, so the server's handler returns
+	s.stopPings()
+	_ = s.cork.SetWriteDeadline(time.Now().Add(closeTimeout))
 	_ = s.cork.Stop()
 	_ = s.conn.Close(s.code, s.reason)
+}
+
+func (s *wsSession) run(conn *websocket.Conn, ip, subToken string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.mu.Lock()
+	s.conn, s.cancel, s.started = conn, cancel, true
+	ended := s.ended // by the bridge closing, before the session started
+	s.mu.Unlock()
+	if ended {
+		go s.shutdown()
+	}
+	s.startPings()
+	late := time.AfterFunc(s.b.firstFrameTimeout, func() {
+		s.end(closeFirstFrame, "no first frame within "+s.b.firstFrameTimeout.String())
+	})
+	s.readLoop(ctx, ip, subToken, late)
+	s.end(closeGoingAway, "") // a no-op unless the reading ended without a status
+	<-s.closed
 	s.wg.Wait()
 	s.b.log.Debug("ws session ended", "remote", ip, "code", int(s.code), "reason", s.reason)
 }
 
-// readLoop reads the first frame, opens Connect, then forwards frames.
-func (s *wsSession) readLoop(ctx context.Context, ip, subToken string) {
+// readLoop reads the first frame, opens Connect, then reads until the
+// session ends.
+func (s *wsSession) readLoop(ctx context.Context, ip, subToken string, late *time.Timer) {
 	typ, data, err := s.conn.Read(context.Background())
+	late.Stop()
 	if err != nil {
 		s.readFailed(err)
 		return
@@ -192,7 +222,6 @@ func (s *wsSession) readLoop(ctx context.Context, ip, subToken string) {
 	if typ == websocket.MessageBinary {
 		s.format = formatBinary
 	}
-	close(s.first)
 
 	auth, isHello, err := parseHello(data)
 	if err != nil {
@@ -227,10 +256,10 @@ func (s *wsSession) readLoop(ctx context.Context, ip, subToken string) {
 		s.end(CloseCode(st), st.Message())
 		return
 	}
-	s.wg.Add(3)
+	s.queue = make(chan wsItem, s.b.cfg.SendQueue)
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.recvLoop(stream) }()
 	go func() { defer s.wg.Done(); s.writeLoop() }()
-	go func() { defer s.wg.Done(); s.pingLoop() }()
 
 	sendOK := true
 	if !isHello {
@@ -373,24 +402,44 @@ func (s *wsSession) encode(it wsItem) (websocket.MessageType, []byte, error) {
 	return websocket.MessageText, b, err
 }
 
-func (s *wsSession) pingLoop() {
-	interval := s.b.cfg.PingInterval
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), interval)
-			err := s.conn.Ping(ctx)
-			cancel()
-			if err != nil {
-				s.end(closeGoingAway, "ping timeout")
-				return
-			}
-		}
+// startPings pings the client every PingInterval from a timer: an idle
+// connection keeps no goroutine for it.
+func (s *wsSession) startPings() {
+	s.pingMu.Lock()
+	defer s.pingMu.Unlock()
+	s.pingTimer = time.AfterFunc(s.b.cfg.PingInterval, s.ping)
+}
+
+func (s *wsSession) ping() {
+	s.pingMu.Lock()
+	if s.pingStopped {
+		s.pingMu.Unlock()
+		return
 	}
+	s.wg.Add(1) // before stopPings, so run's Wait covers it
+	s.pingMu.Unlock()
+	defer s.wg.Done()
+
+	interval := s.b.cfg.PingInterval
+	ctx, cancel := context.WithTimeout(context.Background(), interval)
+	err := s.conn.Ping(ctx) // the pong arrives through the reader
+	cancel()
+	if err != nil {
+		s.end(closeGoingAway, "ping timeout")
+		return
+	}
+	s.pingMu.Lock()
+	defer s.pingMu.Unlock()
+	if !s.pingStopped {
+		s.pingTimer.Reset(interval)
+	}
+}
+
+func (s *wsSession) stopPings() {
+	s.pingMu.Lock()
+	defer s.pingMu.Unlock()
+	s.pingStopped = true
+	s.pingTimer.Stop()
 }
 
 // parseHello reports whether data is a hello frame, a JSON object whose

@@ -71,3 +71,4 @@ func (d directTransport) Recv(ev *chatv1.ClientEvent) error {
 
 func (d directTransport) Send(f *hub.Frame) error { return d.t.Send(f.Data) }
 func (d directTransport) Flush() error            { return d.t.Flush() }
+func (d directTransport) Abort(final error)       { d.t.Abort(final) }

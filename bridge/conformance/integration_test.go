@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/servertest"
 )
 
@@ -265,5 +268,83 @@ func TestShutdownStatusOnEveryTransport(t *testing.T) {
 				t.Fatalf("final status = %v, want Unavailable", err)
 			}
 		})
+	}
+}
+
+// TestSlowConsumerOnParleydWS: on parleyd's /ws a client that stops
+// reading is disconnected as a slow consumer while the room goes on: its
+// session (whose writer is then blocked on the socket) ends, and everyone
+// else sees it go offline.
+func TestSlowConsumerOnParleydWS(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.QueueSize = 16
+		c.RateLimits = "message=unlimited"
+	}})
+	h := &harness{srv: srv, tr: transport{"grpc", openGRPC}, rec: &recorder{t: t, seen: map[string][]string{}}, toks: map[string]string{}}
+	watcher := h.connect(t, "watcher")
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor) // under the 25 s ping, whose timeout would end it too
+	defer cancel()
+	base := "http://" + srv.HTTPAddr()
+	// A small receive buffer, so that the server's writes block soon.
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	slow, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", &websocket.DialOptions{
+		HTTPHeader: http.Header{"Origin": {base}},
+		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow()
+	if err := slow.Write(ctx, websocket.MessageBinary, []byte(`{"authorization":"Bearer `+h.token(t, "slow")+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := slow.Read(ctx); err != nil { // Welcome; then it stops reading
+		t.Fatal(err)
+	}
+
+	sender := srv.Dial(t)
+	stream, err := chatv1.NewChatClient(sender).Connect(servertest.WithToken(ctx, h.token(t, "flooder")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { // the flooder reads its own stream, so only slow falls behind
+		for {
+			if _, err := stream.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	text := strings.Repeat("x", 4000)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; i < 20000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if stream.Send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_SendMessage{SendMessage: &chatv1.SendMessage{Room: "general", Text: text}}}) != nil {
+				return
+			}
+		}
+	}()
+
+	for {
+		select {
+		case ev, ok := <-watcher.events:
+			if !ok {
+				t.Fatal("watcher's stream ended")
+			}
+			if ev.GetUserOffline().GetUser().GetUsername() == "slow" || slices.ContainsFunc(ev.GetPresenceChanged().GetOffline(), func(u *chatv1.User) bool { return u.GetUsername() == "slow" }) {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("the slow consumer's session never ended")
+		}
 	}
 }

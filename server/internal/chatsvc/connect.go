@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -112,26 +113,33 @@ func (s *Service) Connect(stream grpc.BidiStreamingServer[chatv1.ClientEvent, ch
 	return s.Serve(ctx, p, grpcTransport{stream})
 }
 
-// Serve runs one live session for p over t, with one reader goroutine and
-// one writer goroutine (the only caller of t.Send) around the hub's bounded
-// queue. The calling goroutine supervises: it returns the session's final
-// status as soon as the session must end (client gone, slow consumer,
-// shutdown, token expired). The policy checks on p and on every command
-// are the caller's (the interceptor chain).
+// Serve runs one live session for p over t and returns its final status as
+// soon as the session must end (client gone, slow consumer, shutdown, token
+// expired). The policy checks on p and on every command are the caller's
+// (the interceptor chain).
+//
+// A gRPC stream needs three goroutines: a reader, a writer (the only
+// caller of t.Send) and the caller's, which supervises, since only
+// returning from the handler unblocks a stuck Recv or Send. A transport
+// that can be aborted (an Aborter, such as a bridged WebSocket) needs two:
+// the caller's reads and the writer supervises.
 func (s *Service) Serve(ctx context.Context, p *auth.Principal, t Transport) error {
 	sess, err := s.hub.Attach(ctx, hub.Identity{Username: p.Username, Role: p.Role.Proto()}, p.ExpiresAt())
 	if err != nil {
 		return toStatus(s.log, err)
 	}
 	defer s.hub.Detach(sess)
+	if a, ok := t.(Aborter); ok {
+		return s.serveAbortable(ctx, p, t, a, sess)
+	}
 
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
 	go func() { readDone <- s.readLoop(ctx, t, sess) }()
 	go func() { writeDone <- writeLoop(t, sess) }()
 
-	warned := false
-	timer := time.NewTimer(s.untilCheck(p, warned))
+	exp := expiry{s: s, p: p, sess: sess}
+	timer := time.NewTimer(exp.next())
 	defer timer.Stop()
 	for {
 		select {
@@ -157,29 +165,162 @@ func (s *Service) Serve(ctx context.Context, p *auth.Principal, t Transport) err
 			case <-writeDone:
 			case <-time.After(drainTimeout):
 			}
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
+			return readStatus(err)
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case <-timer.C:
-			exp := p.ExpiresAt()
-			left := time.Until(exp)
-			if left <= 0 {
-				return status.Error(codes.Unauthenticated, "token expired; reconnect with a new token or refresh in band before expiry")
+			if err := exp.check(); err != nil {
+				return err
 			}
-			if left <= s.cfg.TokenWarning && !warned {
-				warned = true
-				sess.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_ServerNotice{ServerNotice: &chatv1.ServerNotice{
-					Kind: chatv1.NoticeKind_NOTICE_KIND_TOKEN_EXPIRING, Message: "access token expires at " + exp.UTC().Format(time.RFC3339) + "; send refresh_token",
-				}}})
-			} else if left > s.cfg.TokenWarning {
-				warned = false
-			}
-			timer.Reset(s.untilCheck(p, warned))
+			timer.Reset(exp.next())
 		}
 	}
+}
+
+// Aborter is a Transport that can be torn down from any goroutine: Abort
+// ends the connection with the session's final status (nil for OK), so
+// that a blocked Recv or Send returns. It may be called more than once,
+// concurrently; the first status wins.
+type Aborter interface {
+	Abort(final error)
+}
+
+// serveAbortable runs the session with the caller's goroutine as the
+// reader and one writer that also keeps the session's timers: an idle
+// connection costs two goroutines, not three. Whoever ends the session
+// first gives its status; the other is unblocked by Abort.
+func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Transport, a Aborter, sess *hub.Session) error {
+	const (
+		readerFirst = 1
+		writerFirst = 2
+	)
+	var (
+		first  atomic.Int32
+		rfinal error // the reader's status, written before it claims first
+		final  error // written by the writer goroutine before exited closes
+	)
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		err := s.superviseWrites(ctx, p, t, sess)
+		if !first.CompareAndSwap(0, writerFirst) {
+			err = rfinal
+		}
+		final = err
+		a.Abort(err)
+	}()
+	// The writer may be blocked on a client that stopped reading and not
+	// see the session close (the hub closes a slow consumer without
+	// waiting): abort the transport under it, after the grace a draining
+	// close gets.
+	sess.OnClose(func() {
+		if sess.DrainOnClose() {
+			grace := time.NewTimer(drainTimeout)
+			defer grace.Stop()
+			select {
+			case <-exited:
+				return
+			case <-grace.C:
+			}
+		}
+		if first.Load() == readerFirst {
+			a.Abort(rfinal)
+			return
+		}
+		a.Abort(closeStatus(sess.Reason()))
+	})
+
+	rfinal = readStatus(s.readLoop(ctx, t, sess))
+	if first.CompareAndSwap(0, readerFirst) {
+		// The client half-closed (or its read failed): send what its last
+		// commands produced, then end.
+		sess.Close(hub.ReasonNone, true)
+	}
+	<-exited
+	return final
+}
+
+// superviseWrites is an abortable session's writer: it sends the queue and
+// watches the session's end, the call's context and the token's expiry.
+// It returns the session's final status.
+func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Transport, sess *hub.Session) error {
+	w := writer{t: t, sess: sess}
+	w.fl, _ = t.(Flusher)
+	exp := expiry{s: s, p: p, sess: sess}
+	timer := time.NewTimer(exp.next())
+	defer timer.Stop()
+	for {
+		select {
+		case <-sess.Ready():
+			if err := w.burst(); err != nil {
+				select {
+				case <-sess.Done(): // aborted because the session closed
+					return closeStatus(sess.Reason())
+				default:
+					return err
+				}
+			}
+		case <-sess.Done():
+			if sess.DrainOnClose() {
+				if err := w.burst(); err != nil {
+					return err
+				}
+			}
+			return closeStatus(sess.Reason())
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-timer.C:
+			if err := exp.check(); err != nil {
+				return err
+			}
+			timer.Reset(exp.next())
+		}
+	}
+}
+
+// expiry warns a session in band before its token expires and ends it
+// when it has.
+type expiry struct {
+	s      *Service
+	p      *auth.Principal
+	sess   *hub.Session
+	warned bool
+}
+
+// check runs when the timer fires: it returns the final status once the
+// token has expired, and queues the warning once when it is near.
+func (e *expiry) check() error {
+	exp := e.p.ExpiresAt()
+	left := time.Until(exp)
+	if left <= 0 {
+		return status.Error(codes.Unauthenticated, "token expired; reconnect with a new token or refresh in band before expiry")
+	}
+	if left <= e.s.cfg.TokenWarning && !e.warned {
+		e.warned = true
+		e.sess.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_ServerNotice{ServerNotice: &chatv1.ServerNotice{
+			Kind: chatv1.NoticeKind_NOTICE_KIND_TOKEN_EXPIRING, Message: "access token expires at " + exp.UTC().Format(time.RFC3339) + "; send refresh_token",
+		}}})
+	} else if left > e.s.cfg.TokenWarning {
+		e.warned = false // refreshed in band
+	}
+	return nil
+}
+
+// next is how long until the timer should look again.
+func (e *expiry) next() time.Duration {
+	left := time.Until(e.p.ExpiresAt())
+	if !e.warned {
+		return max(left-e.s.cfg.TokenWarning, 0)
+	}
+	return max(left, time.Millisecond)
+}
+
+// readStatus is the session's status when its reader ended it.
+func readStatus(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 // drainTimeout bounds how long a closing session may take to flush.
@@ -193,48 +334,46 @@ type Flusher interface {
 }
 
 // writeLoop is the stream's only writer. It stops when a send fails or
-// the session closes (after flushing the queue when asked to).
+// the session closes (after sending what is queued when asked to).
 func writeLoop(t Transport, sess *hub.Session) error {
-	fl, _ := t.(Flusher)
+	w := writer{t: t, sess: sess}
+	w.fl, _ = t.(Flusher)
 	for {
 		select {
-		case f := <-sess.Frames():
-			if err := t.Send(f); err != nil {
+		case <-sess.Ready():
+			if err := w.burst(); err != nil {
 				return err
-			}
-			if fl != nil && len(sess.Frames()) == 0 {
-				if err := fl.Flush(); err != nil {
-					return err
-				}
 			}
 		case <-sess.Done():
 			if !sess.DrainOnClose() {
 				return nil
 			}
-			for {
-				select {
-				case f := <-sess.Frames():
-					if err := t.Send(f); err != nil {
-						return err
-					}
-				default:
-					if fl != nil {
-						return fl.Flush()
-					}
-					return nil
-				}
-			}
+			return w.burst()
 		}
 	}
 }
 
-// untilCheck is how long until the expiry timer should look again.
-func (s *Service) untilCheck(p *auth.Principal, warned bool) time.Duration {
-	left := time.Until(p.ExpiresAt())
-	if !warned {
-		return max(left-s.cfg.TokenWarning, 0)
+// writer sends a session's queue in bursts.
+type writer struct {
+	t     Transport
+	fl    Flusher
+	sess  *hub.Session
+	batch []*hub.Frame
+}
+
+// burst sends everything queued, then flushes once: a burst of events
+// costs one write(2) on a transport that holds them back.
+func (w *writer) burst() error {
+	w.batch = w.sess.Take(w.batch)
+	for _, f := range w.batch {
+		if err := w.t.Send(f); err != nil {
+			return err
+		}
 	}
-	return max(left, time.Millisecond)
+	if w.fl != nil && len(w.batch) > 0 {
+		return w.fl.Flush()
+	}
+	return nil
 }
 
 func closeStatus(r hub.CloseReason) error {

@@ -50,12 +50,19 @@ func attach(tb testing.TB, h *hub.Hub, name string) *hub.Session {
 	return s
 }
 
-func drain(s *hub.Session) {
+func drain(s *hub.Session) { s.Take(nil) }
+
+// next waits for s's next frame.
+func next(s *hub.Session, wait time.Duration) *hub.Frame {
+	deadline := time.After(wait)
 	for {
+		if q := s.Take(nil); len(q) > 0 {
+			return q[0]
+		}
 		select {
-		case <-s.Frames():
-		default:
-			return
+		case <-s.Ready():
+		case <-deadline:
+			return nil
 		}
 	}
 }
@@ -68,9 +75,7 @@ func TestSlowSessionIsClosedNotWaitedFor(t *testing.T) {
 	drain(fast)
 	for i := range 20 {
 		h.Broadcast("test", fmt.Sprint(i), "")
-		select {
-		case <-fast.Frames():
-		case <-time.After(time.Second):
+		if next(fast, time.Second) == nil {
 			t.Fatalf("fast session missed broadcast %d", i)
 		}
 	}
@@ -105,7 +110,7 @@ func TestFanoutEncodesOnce(t *testing.T) {
 	}
 	var first *hub.Frame
 	for _, s := range ss {
-		f := <-s.Frames()
+		f := next(s, time.Second)
 		if first == nil {
 			first = f
 		} else if f != first {
@@ -176,7 +181,8 @@ func drained(tb testing.TB, h *hub.Hub, n int) (ss []*hub.Session, stop func()) 
 			defer wg.Done()
 			for {
 				select {
-				case <-s.Frames():
+				case <-s.Ready():
+					s.Take(nil)
 				case <-s.Done():
 					return
 				}

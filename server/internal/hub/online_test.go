@@ -42,27 +42,28 @@ func newHubWith(tb testing.TB, users int, cfg hub.Config) *hub.Hub {
 func events(tb testing.TB, s *hub.Session) []*chatv1.ServerEvent {
 	tb.Helper()
 	var out []*chatv1.ServerEvent
-	for {
-		select {
-		case f := <-s.Frames():
-			ev := new(chatv1.ServerEvent)
-			if err := proto.Unmarshal(f.Data, ev); err != nil {
-				tb.Fatal(err)
-			}
-			out = append(out, ev)
-		default:
-			return out
+	for _, f := range s.Take(nil) {
+		ev := new(chatv1.ServerEvent)
+		if err := proto.Unmarshal(f.Data, ev); err != nil {
+			tb.Fatal(err)
 		}
+		out = append(out, ev)
 	}
+	return out
 }
 
 // nextEvent waits for s's next event matching keep.
 func nextEvent(tb testing.TB, s *hub.Session, keep func(*chatv1.ServerEvent) bool) *chatv1.ServerEvent {
 	tb.Helper()
 	deadline := time.After(5 * time.Second)
+	var pending []*hub.Frame
 	for {
-		select {
-		case f := <-s.Frames():
+		if len(pending) == 0 {
+			pending = s.Take(nil)
+		}
+		if len(pending) > 0 {
+			f := pending[0]
+			pending = pending[1:]
 			ev := new(chatv1.ServerEvent)
 			if err := proto.Unmarshal(f.Data, ev); err != nil {
 				tb.Fatal(err)
@@ -70,6 +71,10 @@ func nextEvent(tb testing.TB, s *hub.Session, keep func(*chatv1.ServerEvent) boo
 			if keep(ev) {
 				return ev
 			}
+			continue
+		}
+		select {
+		case <-s.Ready():
 		case <-deadline:
 			tb.Fatal("no matching event within 5s")
 			return nil

@@ -52,24 +52,54 @@ func (r CloseReason) String() string {
 
 // Session is one connected stream of a user, whatever its transport. The
 // hub and the session's own reader put frames on its bounded queue; exactly
-// one writer (the transport's) drains Frames. Safe for concurrent use.
+// one writer (the transport's) takes them when Ready. Safe for concurrent
+// use.
+//
+// The queue is a slice, not a channel of its bound: an idle session holds
+// a few words instead of a 2 KiB buffer, and the writer takes everything
+// queued at once, to write as one burst.
 type Session struct {
 	ID       string
 	Username string
 
-	out       chan *Frame
+	mu        sync.Mutex
+	queue     []*Frame
+	limit     int
+	ready     chan struct{} // holds a token while the queue is not empty
 	done      chan struct{}
 	closeOnce sync.Once
 	reason    atomic.Int32
 	drain     atomic.Bool
+	onClose   atomic.Pointer[func()]
 }
 
 func newSession(id, username string, queue int) *Session {
-	return &Session{ID: id, Username: username, out: make(chan *Frame, queue), done: make(chan struct{})}
+	return &Session{ID: id, Username: username, limit: queue, ready: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// Frames is the queue the writer drains.
-func (s *Session) Frames() <-chan *Frame { return s.out }
+// Ready receives when frames are queued; the writer then calls Take.
+func (s *Session) Ready() <-chan struct{} { return s.ready }
+
+// Take returns every queued frame, oldest first, and empties the queue.
+// buf, the slice Take returned last time, is reused for the queue.
+func (s *Session) Take(buf []*Frame) []*Frame {
+	clear(buf)
+	if cap(buf) > 64 {
+		buf = nil // a burst's buffer is not kept by an idle session
+	}
+	s.mu.Lock()
+	q := s.queue
+	s.queue = buf[:0]
+	s.mu.Unlock()
+	return q
+}
+
+// Queued is how many frames wait for the writer.
+func (s *Session) Queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
 
 // Done is closed when the session must end.
 func (s *Session) Done() <-chan struct{} { return s.done }
@@ -89,13 +119,22 @@ func (s *Session) Send(f *Frame) bool {
 		return false
 	default:
 	}
-	select {
-	case s.out <- f:
-		return true
-	default:
+	s.mu.Lock()
+	if len(s.queue) >= s.limit {
+		s.mu.Unlock()
 		s.Close(ReasonSlowConsumer, false)
 		return false
 	}
+	s.queue = append(s.queue, f)
+	first := len(s.queue) == 1
+	s.mu.Unlock()
+	if first {
+		select {
+		case s.ready <- struct{}{}:
+		default: // the writer has not taken the last token yet
+		}
+	}
+	return true
 }
 
 // SendEvent encodes and queues one event for this session only.
@@ -108,5 +147,25 @@ func (s *Session) Close(reason CloseReason, drain bool) {
 		s.reason.Store(int32(reason))
 		s.drain.Store(drain)
 		close(s.done)
+		if f := s.onClose.Swap(nil); f != nil {
+			go (*f)()
+		}
 	})
+}
+
+// OnClose arranges for f to run in its own goroutine when the session
+// closes (at once if it has). It lets a transport whose writer may be
+// blocked on a client that stopped reading be torn down by whoever closes
+// the session (often the hub, under its lock, which must not block) without
+// a goroutine per session waiting for that. Only the last f registered
+// runs.
+func (s *Session) OnClose(f func()) {
+	s.onClose.Store(&f)
+	select {
+	case <-s.done:
+		if s.onClose.CompareAndSwap(&f, nil) {
+			go f()
+		}
+	default:
+	}
 }
