@@ -34,10 +34,29 @@ func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP stri
 	// The in-process peer is what makes clientIP trusted, as on the pipe.
 	ctx = peer.NewContext(metadata.NewIncomingContext(ctx, md), &peer.Peer{Addr: pipeAddr{}})
 	start := time.Now()
-	ctx, events, err := s.chain.OpenStream(ctx, chatv1.Chat_Connect_FullMethodName)
-	if err != nil {
-		return err
+	// Token check, user lookups and the hub's snapshot and replay run on a
+	// goroutine of their own: they grow a deep stack (SQLite), which the
+	// caller, the connection's reader for as long as it lives, would keep.
+	type opened struct {
+		ctx    context.Context
+		events *interceptor.Events
+		sess   *hub.Session
+		err    error
 	}
+	ch := make(chan opened, 1)
+	go func() {
+		var o opened
+		if o.ctx, o.events, o.err = s.chain.OpenStream(ctx, chatv1.Chat_Connect_FullMethodName); o.err == nil {
+			p, _ := auth.FromContext(o.ctx)
+			o.sess, o.err = s.chat.Open(o.ctx, p)
+		}
+		ch <- o
+	}()
+	o := <-ch
+	if o.err != nil {
+		return o.err
+	}
+	ctx = o.ctx
 	p, _ := auth.FromContext(ctx)
 	defer func() {
 		if r := recover(); r != nil {
@@ -47,7 +66,7 @@ func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP stri
 		s.log.Info("finished call", "transport", "ws", "grpc.method", chatv1.Chat_Connect_FullMethodName,
 			"grpc.code", status.Code(err).String(), "user", p.Username, "grpc.time_ms", time.Since(start).Milliseconds())
 	}()
-	return s.chat.Serve(ctx, p, directTransport{t: t, events: events})
+	return s.chat.Run(ctx, p, o.sess, directTransport{t: t, events: o.events})
 }
 
 // directTransport adapts a bridged connection to the session's Transport

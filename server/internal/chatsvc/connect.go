@@ -124,10 +124,27 @@ func (s *Service) Connect(stream grpc.BidiStreamingServer[chatv1.ClientEvent, ch
 // that can be aborted (an Aborter, such as a bridged WebSocket) needs two:
 // the caller's reads and the writer supervises.
 func (s *Service) Serve(ctx context.Context, p *auth.Principal, t Transport) error {
+	sess, err := s.Open(ctx, p)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx, p, sess, t)
+}
+
+// Open registers a session for p with the hub (Welcome, snapshot, replay
+// queued); Run must follow. Split from Serve so that a caller may open on
+// a short-lived goroutine: the lookups grow a deep stack, which the
+// session's long-lived reader would otherwise keep.
+func (s *Service) Open(ctx context.Context, p *auth.Principal) (*hub.Session, error) {
 	sess, err := s.hub.Attach(ctx, hub.Identity{Username: p.Username, Role: p.Role.Proto()}, p.ExpiresAt())
 	if err != nil {
-		return toStatus(s.log, err)
+		return nil, toStatus(s.log, err)
 	}
+	return sess, nil
+}
+
+// Run serves an opened session until it ends, and detaches it.
+func (s *Service) Run(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport) error {
 	defer s.hub.Detach(sess)
 	if a, ok := t.(Aborter); ok {
 		return s.serveAbortable(ctx, p, t, a, sess)
