@@ -40,6 +40,10 @@ func (h *Hub) notePresence(name string, role chatv1.Role, online bool) {
 		h.emitPresenceLocked(map[string]presenceChange{name: {online: online, role: role}})
 		return
 	}
+	window := h.cfg.PresenceWindow
+	if limit := h.cfg.PresenceNamesLimit; limit >= 0 && h.onlineCountLocked() > limit {
+		window = max(window, countOnlyWindow)
+	}
 	p := &h.presence
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -51,9 +55,14 @@ func (h *Hub) notePresence(name string, role chatv1.Role, online bool) {
 	}
 	p.pending[name] = presenceChange{online: online, role: role}
 	if p.timer == nil && len(p.pending) > 0 {
-		p.timer = time.AfterFunc(h.cfg.PresenceWindow, h.flushPresence)
+		p.timer = time.AfterFunc(window, h.flushPresence)
 	}
 }
+
+// countOnlyWindow is the least window once presence goes out as a count
+// only: with thousands online the count is all a client shows, and each
+// window costs one frame per session (10,000 writes).
+const countOnlyWindow = time.Second
 
 // flushPresence sends the window's changes.
 func (h *Hub) flushPresence() {

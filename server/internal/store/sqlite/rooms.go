@@ -36,11 +36,14 @@ func (s *Store) Memberships(ctx context.Context, username string) ([]string, err
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	return s.strings(ctx, `SELECT room FROM memberships WHERE username = ? ORDER BY room`, username)
+	rows, err := s.rst.memberships.QueryContext(ctx, username)
+	return s.strings(rows, err)
 }
 
-func (s *Store) strings(ctx context.Context, q string, args ...any) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, q, args...)
+// qMemberships lists a user's rooms.
+const qMemberships = `SELECT room FROM memberships WHERE username = ? ORDER BY room`
+
+func (s *Store) strings(rows *sql.Rows, err error) ([]string, error) {
 	if err != nil {
 		return nil, s.mapErr(err)
 	}
@@ -128,5 +131,5 @@ func (s *Store) FileConversations(ctx context.Context, fileID string) ([]string,
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	return s.strings(ctx, `SELECT DISTINCT conversation FROM messages WHERE file_id = ? ORDER BY conversation`, fileID)
+	return s.strings(s.r.QueryContext(ctx, `SELECT DISTINCT conversation FROM messages WHERE file_id = ? ORDER BY conversation`, fileID))
 }

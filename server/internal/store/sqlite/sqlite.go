@@ -95,8 +95,10 @@ type Store struct {
 	r *sql.DB // pool: every read
 	// Statements on the hot paths, prepared once: parsing SQL costs more
 	// than running these statements.
-	wst    struct{ dedup, insert, bump *sql.Stmt }
-	rst    struct{ histBack, histFwd, lastSeq, direct *sql.Stmt }
+	// Prepared once: the statements every message or connect runs (SQLite
+	// would otherwise parse them each time, a tenth of a connect's CPU).
+	wst    struct{ dedup, insert, bump, lastSeen *sql.Stmt }
+	rst    struct{ histBack, histFwd, lastSeq, direct, user, memberships *sql.Stmt }
 	sealer *sealer.Keyring
 	log    *slog.Logger
 
@@ -270,6 +272,9 @@ func (s *Store) prepare(ctx context.Context) error {
 		{s.r, qHistoryForward, &s.rst.histFwd},
 		{s.r, qLastSeq, &s.rst.lastSeq},
 		{s.r, qDirectSince, &s.rst.direct},
+		{s.r, qGetUser, &s.rst.user},
+		{s.r, qMemberships, &s.rst.memberships},
+		{s.w, qTouchLastSeen, &s.wst.lastSeen},
 	} {
 		st, err := p.db.PrepareContext(ctx, p.q)
 		if err != nil {
@@ -286,8 +291,8 @@ func (s *Store) prepare(ctx context.Context) error {
 // stmts lists the prepared statements that exist.
 func (s *Store) stmts() []*sql.Stmt {
 	var out []*sql.Stmt
-	for _, st := range []*sql.Stmt{s.wst.dedup, s.wst.insert, s.wst.bump,
-		s.rst.histBack, s.rst.histFwd, s.rst.lastSeq, s.rst.direct} {
+	for _, st := range []*sql.Stmt{s.wst.dedup, s.wst.insert, s.wst.bump, s.wst.lastSeen,
+		s.rst.histBack, s.rst.histFwd, s.rst.lastSeq, s.rst.direct, s.rst.user, s.rst.memberships} {
 		if st != nil {
 			out = append(out, st)
 		}

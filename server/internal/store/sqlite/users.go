@@ -47,8 +47,7 @@ func (s *Store) GetUser(ctx context.Context, username string) (store.User, error
 	}
 	var u store.User
 	var created, seen int64
-	err := s.r.QueryRowContext(ctx, `SELECT username, password_hash, role, active, created_at, last_seen_at
-		FROM users WHERE username = ?`, username).
+	err := s.rst.user.QueryRowContext(ctx, username).
 		Scan(&u.Username, &u.PasswordHash, &u.Role, &u.Active, &created, &seen)
 	if err != nil {
 		return store.User{}, s.mapErr(err)
@@ -83,7 +82,7 @@ func (s *Store) TouchLastSeen(ctx context.Context, username string, t time.Time)
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	return s.affected(s.w.ExecContext(ctx, `UPDATE users SET last_seen_at = ? WHERE username = ?`, nanos(t), username))
+	return s.affected(s.wst.lastSeen.ExecContext(ctx, nanos(t), username))
 }
 
 // CountUsers returns the number of users.
@@ -165,3 +164,8 @@ func (s *Store) DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (
 	n, err := res.RowsAffected()
 	return n, s.mapErr(err)
 }
+
+const (
+	qGetUser       = `SELECT username, password_hash, role, active, created_at, last_seen_at FROM users WHERE username = ?`
+	qTouchLastSeen = `UPDATE users SET last_seen_at = ? WHERE username = ?`
+)
