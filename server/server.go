@@ -105,6 +105,11 @@ type Config struct {
 	RateLimits string
 	// QueueSize bounds each session's outbound queue; default 256.
 	QueueSize int
+	// WriteCoalesce is the least time between two writes to one busy
+	// connection: what queues meanwhile goes out in one write. A quiet
+	// connection is written at once. Default 5ms; negative writes every
+	// burst at once.
+	WriteCoalesce time.Duration
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
 	// PresenceWindow gathers presence changes into one event per window;
@@ -309,7 +314,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	opts = append(opts, s.chain.ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
 
-	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize})
+	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize, Coalesce: cfg.WriteCoalesce})
 	if err != nil {
 		return nil, err
 	}

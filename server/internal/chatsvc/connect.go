@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,9 @@ type Config struct {
 	// TokenWarning is how long before its token expires a stream is told to
 	// refresh in band; default 30s.
 	TokenWarning time.Duration
+	// Coalesce is the least time between two writes to a busy connection
+	// (see writer.linger); default 5ms, negative for none.
+	Coalesce time.Duration
 }
 
 // Service implements chatv1.ChatServer.
@@ -72,6 +76,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.TokenWarning <= 0 {
 		cfg.TokenWarning = 30 * time.Second
+	}
+	if cfg.Coalesce == 0 {
+		cfg.Coalesce = 5 * time.Millisecond
 	}
 	return &Service{cfg: cfg, hub: cfg.Hub, log: cfg.Logger}, nil
 }
@@ -153,7 +160,7 @@ func (s *Service) Run(ctx context.Context, p *auth.Principal, sess *hub.Session,
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
 	go func() { readDone <- s.readLoop(ctx, t, sess) }()
-	go func() { writeDone <- writeLoop(t, sess) }()
+	go func() { writeDone <- writeLoop(t, sess, s.cfg.Coalesce) }()
 
 	exp := expiry{s: s, p: p, sess: sess}
 	timer := time.NewTimer(exp.next())
@@ -215,11 +222,12 @@ func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Trans
 		first  atomic.Int32
 		rfinal error // the reader's status, written before it claims first
 		final  error // written by the writer goroutine before exited closes
+		ended  atomic.Pointer[error]
 	)
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		err := s.superviseWrites(ctx, p, t, sess)
+		err := s.superviseWrites(ctx, p, t, sess, &ended)
 		if !first.CompareAndSwap(0, writerFirst) {
 			err = rfinal
 		}
@@ -244,7 +252,7 @@ func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Trans
 			a.Abort(rfinal)
 			return
 		}
-		a.Abort(closeStatus(sess.Reason()))
+		a.Abort(endStatus(sess, &ended))
 	})
 
 	rfinal = readStatus(s.readLoop(ctx, t, sess))
@@ -258,21 +266,43 @@ func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Trans
 }
 
 // superviseWrites is an abortable session's writer: it sends the queue and
-// watches the session's end, the call's context and the token's expiry.
-// It returns the session's final status.
-func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Transport, sess *hub.Session) error {
-	w := writer{t: t, sess: sess}
+// returns the session's final status when it closes. The call's context
+// and the token's expiry close the session from timers, so that the
+// writer waits on two channels only: it wakes for every event delivered.
+func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Transport, sess *hub.Session, ended *atomic.Pointer[error]) error {
+	endWith := func(err error) {
+		ended.CompareAndSwap(nil, &err)
+		sess.Close(hub.ReasonEnded, false)
+	}
+	stop := context.AfterFunc(ctx, func() { endWith(status.FromContextError(ctx.Err()).Err()) })
+	defer stop()
+	exp := &expiry{s: s, p: p, sess: sess}
+	var timer *time.Timer
+	var mu sync.Mutex // orders the callback's re-arm against Stop
+	timer = time.AfterFunc(exp.next(), func() {
+		if err := exp.check(); err != nil {
+			endWith(err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		timer.Reset(exp.next())
+	})
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		timer.Stop()
+	}()
+
+	w := writer{t: t, sess: sess, coalesce: s.cfg.Coalesce}
 	w.fl, _ = t.(Flusher)
-	exp := expiry{s: s, p: p, sess: sess}
-	timer := time.NewTimer(exp.next())
-	defer timer.Stop()
 	for {
 		select {
 		case <-sess.Ready():
+			w.linger()
 			if err := w.burst(); err != nil {
 				select {
 				case <-sess.Done(): // aborted because the session closed
-					return closeStatus(sess.Reason())
 				default:
 					return err
 				}
@@ -283,16 +313,20 @@ func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Tran
 					return err
 				}
 			}
-			return closeStatus(sess.Reason())
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		case <-timer.C:
-			if err := exp.check(); err != nil {
-				return err
-			}
-			timer.Reset(exp.next())
+			return endStatus(sess, ended)
 		}
 	}
+}
+
+// endStatus is the status of a closed session; ended holds it when the
+// transport's own rule closed it.
+func endStatus(sess *hub.Session, ended *atomic.Pointer[error]) error {
+	if sess.Reason() == hub.ReasonEnded {
+		if err := ended.Load(); err != nil {
+			return *err
+		}
+	}
+	return closeStatus(sess.Reason())
 }
 
 // expiry warns a session in band before its token expires and ends it
@@ -352,12 +386,13 @@ type Flusher interface {
 
 // writeLoop is the stream's only writer. It stops when a send fails or
 // the session closes (after sending what is queued when asked to).
-func writeLoop(t Transport, sess *hub.Session) error {
-	w := writer{t: t, sess: sess}
+func writeLoop(t Transport, sess *hub.Session, coalesce time.Duration) error {
+	w := writer{t: t, sess: sess, coalesce: coalesce}
 	w.fl, _ = t.(Flusher)
 	for {
 		select {
 		case <-sess.Ready():
+			w.linger()
 			if err := w.burst(); err != nil {
 				return err
 			}
@@ -372,10 +407,29 @@ func writeLoop(t Transport, sess *hub.Session) error {
 
 // writer sends a session's queue in bursts.
 type writer struct {
-	t     Transport
-	fl    Flusher
-	sess  *hub.Session
-	batch []*hub.Frame
+	t        Transport
+	fl       Flusher
+	sess     *hub.Session
+	batch    []*hub.Frame
+	coalesce time.Duration
+	last     time.Time // when the last burst was written
+}
+
+// linger holds a burst back until coalesce has passed since the last one:
+// a connection receiving hundreds of events a second is then written a few
+// at a time, at most once per coalesce, instead of once per event (one
+// syscall each on the server and on the client). A connection that was
+// quiet is written at once.
+func (w *writer) linger() {
+	if w.coalesce <= 0 {
+		return
+	}
+	now := time.Now()
+	if wait := w.coalesce - now.Sub(w.last); wait > 0 {
+		time.Sleep(wait)
+		now = now.Add(wait)
+	}
+	w.last = now
 }
 
 // burst sends everything queued, then flushes once: a burst of events

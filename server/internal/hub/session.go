@@ -36,6 +36,9 @@ const (
 	ReasonDisconnectedByAdmin
 	ReasonShutdown
 	ReasonReplaced
+	// ReasonEnded: the transport's own rule ended the session (its call
+	// was cancelled, its token expired); the transport knows the status.
+	ReasonEnded
 )
 
 func (r CloseReason) String() string {
