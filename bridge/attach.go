@@ -96,10 +96,9 @@ func (t *directTransport) Send(event []byte) error {
 		return err
 	}
 	// No per-write timeout: a write stuck on a client that stopped reading
-	// ends when the session's end closes the WebSocket. Corked, the frame
-	// waits in memory until Flush, so a burst costs one write(2).
-	t.s.cork.Cork()
-	if err := t.s.conn.Write(context.Background(), typ, frame); err != nil {
+	// ends when the session's end closes the WebSocket. The frame waits in
+	// memory until Flush, so a burst costs one write(2).
+	if err := t.s.cork.WriteFrame(typ, frame); err != nil {
 		t.s.end(closeGoingAway, "write failed")
 		return errors.Join(io.ErrClosedPipe, err)
 	}

@@ -2,10 +2,13 @@ package bridge
 
 import (
 	"bufio"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // corkConn lets a /ws session's writer send a burst of events in one
@@ -41,6 +44,42 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// WriteFrame queues one unfragmented, unmasked data frame (a server's) and
+// holds it until Uncork. A session writes its events this way, not through
+// coder/websocket's Write, which costs a few locks and a flush per frame:
+// a fifth of the server's CPU per delivery in a fan-out. It is safe beside
+// coder/websocket's own writes (pings, pongs, close), which arrive whole:
+// each is one small frame, flushed from its buffer in one Write.
+func (c *corkConn) WriteFrame(typ websocket.MessageType, payload []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return net.ErrClosed
+	}
+	if c.buf == nil {
+		c.buf = *corkBufs.Get().(*[]byte)
+	}
+	c.buf = appendFrameHeader(c.buf, typ, len(payload))
+	c.buf = append(c.buf, payload...)
+	c.corked = true
+	if len(c.buf) >= maxCorked {
+		return c.flushLocked()
+	}
+	return nil
+}
+
+// appendFrameHeader appends the RFC 6455 header of a final, unmasked frame.
+func appendFrameHeader(b []byte, typ websocket.MessageType, n int) []byte {
+	b = append(b, 0x80|byte(typ)) // FIN; the opcode is the message type
+	switch {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
+	}
+	return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
 }
 
 // Cork holds writes until Uncork.

@@ -50,8 +50,8 @@ type Config struct {
 	// TokenWarning is how long before its token expires a stream is told to
 	// refresh in band; default 30s.
 	TokenWarning time.Duration
-	// Coalesce is the least time between two writes to a busy connection
-	// (see writer.linger); default 5ms, negative for none.
+	// Coalesce is the least time between two writes to a busy bridged
+	// connection (see writer.linger); default 5ms, negative for none.
 	Coalesce time.Duration
 }
 
@@ -160,7 +160,7 @@ func (s *Service) Run(ctx context.Context, p *auth.Principal, sess *hub.Session,
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
 	go func() { readDone <- s.readLoop(ctx, t, sess) }()
-	go func() { writeDone <- writeLoop(t, sess, s.cfg.Coalesce) }()
+	go func() { writeDone <- writeLoop(t, sess) }()
 
 	exp := expiry{s: s, p: p, sess: sess}
 	timer := time.NewTimer(exp.next())
@@ -268,7 +268,7 @@ func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Trans
 // superviseWrites is an abortable session's writer: it sends the queue and
 // returns the session's final status when it closes. The call's context
 // and the token's expiry close the session from timers, so that the
-// writer waits on two channels only: it wakes for every event delivered.
+// writer waits on one channel only: it wakes for every burst delivered.
 func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Transport, sess *hub.Session, ended *atomic.Pointer[error]) error {
 	endWith := func(err error) {
 		ended.CompareAndSwap(nil, &err)
@@ -296,17 +296,8 @@ func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Tran
 
 	w := writer{t: t, sess: sess, coalesce: s.cfg.Coalesce}
 	w.fl, _ = t.(Flusher)
-	for {
+	for range sess.Ready() { // a plain receive: cheaper than a select per event
 		select {
-		case <-sess.Ready():
-			w.linger()
-			if err := w.burst(); err != nil {
-				select {
-				case <-sess.Done(): // aborted because the session closed
-				default:
-					return err
-				}
-			}
 		case <-sess.Done():
 			if sess.DrainOnClose() {
 				if err := w.burst(); err != nil {
@@ -314,8 +305,19 @@ func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Tran
 				}
 			}
 			return endStatus(sess, ended)
+		default:
+		}
+		w.linger()
+		if err := w.burst(); err != nil {
+			select {
+			case <-sess.Done(): // aborted because the session closed
+				return endStatus(sess, ended)
+			default:
+				return err
+			}
 		}
 	}
+	return nil // Ready is never closed
 }
 
 // endStatus is the status of a closed session; ended holds it when the
@@ -385,9 +387,12 @@ type Flusher interface {
 }
 
 // writeLoop is the stream's only writer. It stops when a send fails or
-// the session closes (after sending what is queued when asked to).
-func writeLoop(t Transport, sess *hub.Session, coalesce time.Duration) error {
-	w := writer{t: t, sess: sess, coalesce: coalesce}
+// the session closes (after sending what is queued when asked to). It does
+// not linger: gRPC's own writer already gathers the frames sent
+// while it writes, and a gRPC stream's flow-control window would turn the
+// larger bursts of a lingering writer into a full queue.
+func writeLoop(t Transport, sess *hub.Session) error {
+	w := writer{t: t, sess: sess}
 	w.fl, _ = t.(Flusher)
 	for {
 		select {
@@ -412,24 +417,34 @@ type writer struct {
 	sess     *hub.Session
 	batch    []*hub.Frame
 	coalesce time.Duration
-	last     time.Time // when the last burst was written
+	last     time.Time   // when the last burst was written
+	timer    *time.Timer // linger's, made on first use
 }
 
 // linger holds a burst back until coalesce has passed since the last one:
 // a connection receiving hundreds of events a second is then written a few
 // at a time, at most once per coalesce, instead of once per event (one
 // syscall each on the server and on the client). A connection that was
-// quiet is written at once.
+// quiet is written at once, and a queue half full cuts the wait short.
 func (w *writer) linger() {
 	if w.coalesce <= 0 {
 		return
 	}
-	now := time.Now()
-	if wait := w.coalesce - now.Sub(w.last); wait > 0 {
-		time.Sleep(wait)
-		now = now.Add(wait)
+	if wait := w.coalesce - time.Since(w.last); wait > 0 {
+		if w.timer == nil {
+			w.timer = time.NewTimer(wait)
+		} else {
+			w.timer.Reset(wait)
+		}
+		select {
+		case <-w.timer.C:
+		case <-w.sess.Urgent():
+			w.timer.Stop()
+		case <-w.sess.Done():
+			w.timer.Stop()
+		}
 	}
-	w.last = now
+	w.last = time.Now()
 }
 
 // burst sends everything queued, then flushes once: a burst of events

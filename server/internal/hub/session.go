@@ -69,6 +69,7 @@ type Session struct {
 	queue     []*Frame
 	limit     int
 	ready     chan struct{} // holds a token while the queue is not empty
+	urgent    chan struct{} // gets a token when the queue reaches half its bound
 	done      chan struct{}
 	closeOnce sync.Once
 	reason    atomic.Int32
@@ -77,11 +78,17 @@ type Session struct {
 }
 
 func newSession(id, username string, queue int) *Session {
-	return &Session{ID: id, Username: username, limit: queue, ready: make(chan struct{}, 1), done: make(chan struct{})}
+	return &Session{ID: id, Username: username, limit: queue, ready: make(chan struct{}, 1), urgent: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// Ready receives when frames are queued; the writer then calls Take.
+// Ready receives when frames are queued, and when the session closes: a
+// writer needs to wait on this channel only, then look at Done.
 func (s *Session) Ready() <-chan struct{} { return s.ready }
+
+// Urgent receives when the queue has filled to half its bound: a writer
+// holding frames back to write them together must write now, or the
+// session would be closed as a slow consumer for the wait.
+func (s *Session) Urgent() <-chan struct{} { return s.urgent }
 
 // Take returns every queued frame, oldest first, and empties the queue.
 // buf, the slice Take returned last time, is reused for the queue.
@@ -129,8 +136,14 @@ func (s *Session) Send(f *Frame) bool {
 		return false
 	}
 	s.queue = append(s.queue, f)
-	first := len(s.queue) == 1
+	first, half := len(s.queue) == 1, len(s.queue) == max(s.limit/2, 1)
 	s.mu.Unlock()
+	if half {
+		select {
+		case s.urgent <- struct{}{}:
+		default:
+		}
+	}
 	if first {
 		select {
 		case s.ready <- struct{}{}:
@@ -150,6 +163,10 @@ func (s *Session) Close(reason CloseReason, drain bool) {
 		s.reason.Store(int32(reason))
 		s.drain.Store(drain)
 		close(s.done)
+		select { // a writer waiting for frames wakes to see Done
+		case s.ready <- struct{}{}:
+		default:
+		}
 		if f := s.onClose.Swap(nil); f != nil {
 			go (*f)()
 		}
