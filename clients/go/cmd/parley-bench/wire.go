@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -41,8 +40,7 @@ func knownTransport(t string) bool {
 	return t == trSocketIO || slices.Contains(parleyTransports, t)
 }
 
-// maxRead bounds one message read from the server. Parley's OnlineUsers
-// snapshot grows with the number of online users (about 25 bytes each).
+// maxRead bounds one message read from the server.
 const maxRead = 64 << 20
 
 // evKind is the kind of a server event, as far as the bench cares.
@@ -410,65 +408,3 @@ func (w *grpcWebWire) close() { _ = w.ws.CloseNow() }
 // /ws: one WebSocket is one Chat.Connect stream; the token travels in the
 // "bearer.<token>" subprotocol and the first frame, a hello `{}`, fixes
 // the connection's format (text: protojson, binary: protobuf).
-
-type wsWire struct {
-	ws     *websocket.Conn
-	binary bool
-	in     bytes.Buffer
-}
-
-func dialWS(ctx context.Context, addr, token string, bin bool) (wire, error) {
-	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws",
-		&websocket.DialOptions{Subprotocols: []string{"parley.v1", "bearer." + token}})
-	if err != nil {
-		return nil, err
-	}
-	ws.SetReadLimit(maxRead)
-	typ := websocket.MessageText
-	if bin {
-		typ = websocket.MessageBinary
-	}
-	if err := ws.Write(ctx, typ, []byte("{}")); err != nil {
-		_ = ws.CloseNow()
-		return nil, err
-	}
-	return &wsWire{ws: ws, binary: bin}, nil
-}
-
-func (w *wsWire) send(ctx context.Context, ev *chatv1.ClientEvent) error {
-	if w.binary {
-		b, err := proto.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		return w.ws.Write(ctx, websocket.MessageBinary, b)
-	}
-	b, err := protojson.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	return w.ws.Write(ctx, websocket.MessageText, b)
-}
-
-func (w *wsWire) join(ctx context.Context, room string) error  { return w.send(ctx, joinEvent(room)) }
-func (w *wsWire) leave(ctx context.Context, room string) error { return w.send(ctx, leaveEvent(room)) }
-func (w *wsWire) publish(ctx context.Context, room, text string) error {
-	return w.send(ctx, sendEvent(room, text))
-}
-
-func (w *wsWire) recv(ctx context.Context) (event, error) {
-	typ, r, err := w.ws.Reader(ctx)
-	if err != nil {
-		return event{}, err
-	}
-	w.in.Reset()
-	if _, err := w.in.ReadFrom(r); err != nil {
-		return event{}, err
-	}
-	if typ == websocket.MessageBinary {
-		return scanParley(w.in.Bytes())
-	}
-	return scanParleyJSON(w.in.Bytes())
-}
-
-func (w *wsWire) close() { _ = w.ws.CloseNow() }
