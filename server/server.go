@@ -107,7 +107,7 @@ type Config struct {
 	QueueSize int
 	// WriteCoalesce is the least time between two writes to one busy /ws
 	// connection: what queues meanwhile goes out in one write. A quiet
-	// connection is written at once. Default 5ms; negative writes every
+	// connection is written at once. Default 20ms; negative writes every
 	// burst at once. (gRPC's own writer gathers bursts for its streams.)
 	WriteCoalesce time.Duration
 	// TypingTimeout ends a typing indicator without a stop; default 5s.

@@ -51,7 +51,7 @@ type Config struct {
 	// refresh in band; default 30s.
 	TokenWarning time.Duration
 	// Coalesce is the least time between two writes to a busy bridged
-	// connection (see writer.linger); default 5ms, negative for none.
+	// connection (see writer.linger); default 20ms, negative for none.
 	Coalesce time.Duration
 }
 
@@ -78,7 +78,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.TokenWarning = 30 * time.Second
 	}
 	if cfg.Coalesce == 0 {
-		cfg.Coalesce = 5 * time.Millisecond
+		cfg.Coalesce = 20 * time.Millisecond
 	}
 	return &Service{cfg: cfg, hub: cfg.Hub, log: cfg.Logger}, nil
 }
