@@ -277,8 +277,12 @@ func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Tran
 	stop := context.AfterFunc(ctx, func() { endWith(status.FromContextError(ctx.Err()).Err()) })
 	defer stop()
 	exp := &expiry{s: s, p: p, sess: sess}
-	var timer *time.Timer
-	var mu sync.Mutex // orders the callback's re-arm against Stop
+	var (
+		timer   *time.Timer
+		mu      sync.Mutex // orders the callback's re-arm against the stop
+		stopped bool
+	)
+	mu.Lock()
 	timer = time.AfterFunc(exp.next(), func() {
 		if err := exp.check(); err != nil {
 			endWith(err)
@@ -286,11 +290,15 @@ func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Tran
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		timer.Reset(exp.next())
+		if !stopped {
+			timer.Reset(exp.next())
+		}
 	})
+	mu.Unlock()
 	defer func() {
 		mu.Lock()
 		defer mu.Unlock()
+		stopped = true
 		timer.Stop()
 	}()
 
