@@ -427,18 +427,28 @@ type writer struct {
 	coalesce time.Duration
 	last     time.Time   // when the last burst was written
 	timer    *time.Timer // linger's, made on first use
+	window   time.Time   // start of the window counting events (inWindow)
+	inWindow int
+	busy     bool // the last window counted more than busyFrames
 }
 
-// linger holds a burst back until coalesce has passed since the last one:
-// a connection receiving hundreds of events a second is then written a few
-// at a time, at most once per coalesce, instead of once per event (one
-// syscall each on the server and on the client). A connection that was
-// quiet is written at once, and a queue half full cuts the wait short.
+// linger holds a burst back until coalesce has passed since the last one
+// on a busy connection (more than busyFrames events in the last
+// busyWindow): it is then written a few events at a time, at most once per
+// coalesce, instead of once per event (one syscall each on the server and
+// on the client). A connection receiving a few events a second is written
+// at once, so its latency is not traded away; a queue half full cuts the
+// wait short.
 func (w *writer) linger() {
 	if w.coalesce <= 0 {
 		return
 	}
-	if wait := w.coalesce - time.Since(w.last); wait > 0 {
+	now := time.Now()
+	if now.Sub(w.window) >= busyWindow {
+		w.busy = w.inWindow > busyFrames
+		w.window, w.inWindow = now, 0
+	}
+	if wait := w.coalesce - now.Sub(w.last); w.busy && wait > 0 {
 		if w.timer == nil {
 			w.timer = time.NewTimer(wait)
 		} else {
@@ -451,14 +461,23 @@ func (w *writer) linger() {
 		case <-w.sess.Done():
 			w.timer.Stop()
 		}
+		now = time.Now()
 	}
-	w.last = time.Now()
+	w.last = now
 }
+
+// A connection that got more than busyFrames events in busyWindow (50 a
+// second) lingers.
+const (
+	busyWindow = 100 * time.Millisecond
+	busyFrames = 5
+)
 
 // burst sends everything queued, then flushes once: a burst of events
 // costs one write(2) on a transport that holds them back.
 func (w *writer) burst() error {
 	w.batch = w.sess.Take(w.batch)
+	w.inWindow += len(w.batch)
 	for _, f := range w.batch {
 		if err := w.t.Send(f); err != nil {
 			return err

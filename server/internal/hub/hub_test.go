@@ -20,6 +20,11 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newHub(tb testing.TB, users int, queue int) (*hub.Hub, *sqlite.Store) {
+	return newHubConfig(tb, users, hub.Config{QueueSize: queue, TypingTimeout: time.Second})
+}
+
+// newHubConfig opens a hub on a new SQLite store with users user00000….
+func newHubConfig(tb testing.TB, users int, cfg hub.Config) (*hub.Hub, *sqlite.Store) {
 	tb.Helper()
 	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(tb.TempDir(), "hub.db")})
 	if err != nil {
@@ -33,7 +38,8 @@ func newHub(tb testing.TB, users int, queue int) (*hub.Hub, *sqlite.Store) {
 			tb.Fatal(err)
 		}
 	}
-	h, err := hub.New(hub.Config{Store: st, QueueSize: queue, TypingTimeout: time.Second})
+	cfg.Store = st
+	h, err := hub.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

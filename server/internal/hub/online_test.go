@@ -18,23 +18,7 @@ import (
 
 // newHubWith is newHub with cfg (Store filled in); users are user00000…
 func newHubWith(tb testing.TB, users int, cfg hub.Config) *hub.Hub {
-	tb.Helper()
-	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(tb.TempDir(), "hub.db")})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	for i := range users {
-		if err := st.CreateUser(context.Background(), store.User{Username: fmt.Sprintf("user%05d", i), PasswordHash: "x", Role: store.RoleUser, Active: true}); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	cfg.Store = st
-	h, err := hub.New(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { h.Shutdown(time.Second) })
+	h, _ := newHubConfig(tb, users, cfg)
 	return h
 }
 
