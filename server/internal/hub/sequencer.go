@@ -27,9 +27,9 @@ type convOrder struct {
 // may never come (a cluster event lost in transit).
 const gapTimeout = time.Second
 
-// begin registers an append to conv. The first append after a quiet spell
-// reads the conversation's last sequence; no append of it is in flight
-// then, so the number is exact.
+// begin registers an append to conv. The first append to a conversation
+// not tracked reads its last sequence; no append of it is in flight then,
+// so the number is exact.
 func (q *sequencer) begin(ctx context.Context, st Store, conv string) (*convOrder, error) {
 	q.mu.Lock()
 	co := q.convs[conv]
@@ -63,13 +63,20 @@ func (q *sequencer) end(co *convOrder, conv string, seq int64, deliver func()) {
 	if idle {
 		q.mu.Lock()
 		co.mu.Lock()
-		if co.inflight == 0 && len(co.pending) == 0 && q.convs[conv] == co {
+		if co.inflight == 0 && len(co.pending) == 0 && q.convs[conv] == co && len(q.convs) > maxIdleConvs {
 			delete(q.convs, conv) // bounded memory: re-read when it is next used
 		}
 		co.mu.Unlock()
 		q.mu.Unlock()
 	}
 }
+
+// maxIdleConvs is how many conversations keep their next sequence number
+// while quiet. Re-reading it costs a store query per message in a
+// conversation that gets a message now and then (most of them); a number
+// kept is still exact on one node, and in a cluster other nodes' messages
+// reach it through remote, while a lost one is skipped as a gap.
+const maxIdleConvs = 4096
 
 // remote orders a message another node stored: it is delivered with this
 // node's own, in sequence order, when the conversation is being ordered

@@ -38,9 +38,19 @@ func TestSequencerOrders(t *testing.T) {
 	if fmt.Sprint(got) != "[11 12 13]" {
 		t.Fatalf("delivered %v", got)
 	}
-	if len(q.convs) != 0 {
-		t.Fatal("an idle conversation was kept")
+	// Quiet, it keeps its number (no store query for the next message)
+	// while few conversations are tracked, and drops it beyond that.
+	if co := q.convs["r:x"]; co == nil || co.next != 14 {
+		t.Fatalf("idle conversation: %+v", co)
 	}
+	for i := range maxIdleConvs {
+		q.convs[fmt.Sprint("r:other", i)] = &convOrder{next: 1, pending: map[int64]func(){}}
+	}
+	q.end(begin(), "r:x", 14, rec(14))
+	if q.convs["r:x"] != nil {
+		t.Fatal("an idle conversation was kept beyond maxIdleConvs")
+	}
+	q.convs = map[string]*convOrder{}
 
 	// Another node's message fills a gap between this node's own.
 	got = nil
@@ -55,6 +65,7 @@ func TestSequencerOrders(t *testing.T) {
 
 	// A number nobody here will report is skipped once nothing is in flight.
 	got = nil
+	q.convs = map[string]*convOrder{}
 	a = begin()
 	q.end(a, "r:x", 12, rec(12)) // 11 went to a writer this node never hears from
 	if fmt.Sprint(got) != "[12]" {
@@ -63,6 +74,7 @@ func TestSequencerOrders(t *testing.T) {
 
 	// A failed append uses no number.
 	got = nil
+	q.convs = map[string]*convOrder{}
 	a, b = begin(), begin()
 	q.end(a, "r:x", 0, nil)
 	q.end(b, "r:x", 11, rec(11))
