@@ -97,9 +97,14 @@
 // # Concurrency
 //
 // A Bridge and its Handler are safe for concurrent use. Each /ws
-// connection has one reader (the only caller of Send on its stream), one
-// goroutine receiving from the stream into the bounded queue without ever
-// blocking, one writer (the only writer of data frames) and a pinger; the
-// first to see the end records the close code and the handler closes the
-// WebSocket and cancels the stream. Close ends every /ws session with 1001.
+// connection runs on its own goroutine (the HTTP handler returns after the
+// upgrade), which is its only reader. Attached to the server's sessions
+// (Config.Sessions), the session adds one writer, which frames events
+// straight into the connection's write buffer and writes a burst with one
+// syscall: two goroutines per idle connection. Proxied over gRPC, one
+// goroutine receives from the stream into the bounded queue without ever
+// blocking and one writer drains it. Pings and the first-frame deadline
+// are timers. The first to see the end records the close code and closes
+// the WebSocket, which ends every blocked read and write and cancels the
+// stream. Close ends every /ws session with 1001.
 package bridge

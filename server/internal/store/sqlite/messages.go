@@ -209,14 +209,6 @@ func (s *Store) appendOne(ctx context.Context, st batchStmts, i int, r *appendRe
 		if j, ok := seen[key]; ok {
 			return appendResult{msg: results[j].msg, dup: true}, nil
 		}
-		orig, sealed, err := scanMessage(st.dedup.QueryRowContext(ctx, m.Sender, m.ClientMsgID))
-		switch {
-		case err == nil:
-			orig.Text, err = s.openText(orig.Text, sealed)
-			return appendResult{msg: orig, dup: true, err: err}, nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return appendResult{}, err
-		}
 	}
 	now := time.Now().UTC()
 	if m.ID == "" {
@@ -234,7 +226,19 @@ func (s *Store) appendOne(ctx context.Context, st batchStmts, i int, r *appendRe
 		nanos(m.SentAt)).Scan(&m.Seq)
 	if err != nil {
 		if mapped := s.mapErr(err); errors.Is(mapped, store.ErrExists) {
-			// SQLite undid just the failed statement; the batch goes on.
+			// SQLite undid just the failed statement; the batch goes on. A
+			// retry hits the unique (sender, client_msg_id) index: looking
+			// it up only then saves a query on every first send.
+			if key != "" {
+				orig, sealed, err := scanMessage(st.dedup.QueryRowContext(ctx, m.Sender, m.ClientMsgID))
+				switch {
+				case err == nil:
+					orig.Text, err = s.openText(orig.Text, sealed)
+					return appendResult{msg: orig, dup: true, err: err}, nil
+				case !errors.Is(err, sql.ErrNoRows):
+					return appendResult{}, err
+				}
+			}
 			return appendResult{err: mapped}, nil
 		}
 		return appendResult{}, err
