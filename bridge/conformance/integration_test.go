@@ -274,12 +274,13 @@ func TestShutdownStatusOnEveryTransport(t *testing.T) {
 // TestSlowConsumerOnParleydWS: on parleyd's /ws a client that stops
 // reading is disconnected as a slow consumer while the room goes on: its
 // session (whose writer is then blocked on the socket) ends, and everyone
-// else sees it go offline.
+// else sees it go offline. The flood goes to a room the watcher is not in,
+// so that only the slow client can fall behind.
 func TestSlowConsumerOnParleydWS(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
-		c.QueueSize = 16
-		c.RateLimits = "message=unlimited"
+		c.QueueSize = 32
+		c.RateLimits = "message=unlimited,join=unlimited"
 	}})
 	h := &harness{srv: srv, tr: transport{"grpc", openGRPC}, rec: &recorder{t: t, seen: map[string][]string{}}, toks: map[string]string{}}
 	watcher := h.connect(t, "watcher")
@@ -302,8 +303,22 @@ func TestSlowConsumerOnParleydWS(t *testing.T) {
 	if err := slow.Write(ctx, websocket.MessageBinary, []byte(`{"authorization":"Bearer `+h.token(t, "slow")+`"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := slow.Read(ctx); err != nil { // Welcome; then it stops reading
+	join, _ := proto.Marshal(&chatv1.ClientEvent{RequestId: "j", Event: &chatv1.ClientEvent_JoinRoom{JoinRoom: &chatv1.JoinRoom{Room: "flood"}}})
+	if err := slow.Write(ctx, websocket.MessageBinary, join); err != nil {
 		t.Fatal(err)
+	}
+	for { // up to RoomJoined; then it stops reading
+		_, data, err := slow.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := new(chatv1.ServerEvent)
+		if err := proto.Unmarshal(data, ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.GetRoomJoined() != nil {
+			break
+		}
 	}
 
 	sender := srv.Dial(t)
@@ -318,6 +333,9 @@ func TestSlowConsumerOnParleydWS(t *testing.T) {
 			}
 		}
 	}()
+	if err := stream.Send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_JoinRoom{JoinRoom: &chatv1.JoinRoom{Room: "flood"}}}); err != nil {
+		t.Fatal(err)
+	}
 	text := strings.Repeat("x", 4000)
 	stop := make(chan struct{})
 	defer close(stop)
@@ -328,7 +346,7 @@ func TestSlowConsumerOnParleydWS(t *testing.T) {
 				return
 			default:
 			}
-			if stream.Send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_SendMessage{SendMessage: &chatv1.SendMessage{Room: "general", Text: text}}}) != nil {
+			if stream.Send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_SendMessage{SendMessage: &chatv1.SendMessage{Room: "flood", Text: text}}}) != nil {
 				return
 			}
 		}
