@@ -235,3 +235,64 @@ func BenchmarkFanoutEncoding(b *testing.B) {
 		}
 	})
 }
+
+// TestSessionQueue: frames come out in order, all at once; the queue
+// signals Urgent at half its bound and closes the session as a slow
+// consumer at the bound; OnClose runs once, also when registered late.
+func TestSessionQueue(t *testing.T) {
+	h, _ := newHub(t, 2, 8)
+	s := attach(t, h, "user00000")
+	defer h.Detach(s)
+	s.Take(nil) // Welcome and the rest
+	select {
+	case <-s.Urgent(): // left from the attach burst
+	default:
+	}
+	frames := make([]*hub.Frame, 6)
+	for i := range frames {
+		frames[i] = &hub.Frame{Data: []byte{byte(i)}}
+	}
+	for _, f := range frames[:3] {
+		if !s.Send(f) {
+			t.Fatal("send refused")
+		}
+	}
+	select {
+	case <-s.Urgent():
+		t.Fatal("urgent below half the bound")
+	default:
+	}
+	s.Send(frames[3]) // 4 of 8
+	select {
+	case <-s.Urgent():
+	default:
+		t.Fatal("no urgent at half the bound")
+	}
+	got := s.Take(nil)
+	if len(got) != 4 || got[0] != frames[0] || got[3] != frames[3] {
+		t.Fatalf("took %v", got)
+	}
+	if s.Queued() != 0 {
+		t.Fatalf("queued after take: %d", s.Queued())
+	}
+
+	ran := make(chan struct{}, 2)
+	s.OnClose(func() { ran <- struct{}{} })
+	for range 8 {
+		s.Send(frames[4])
+	}
+	if s.Send(frames[5]) { // the ninth frame: over the bound
+		t.Fatal("ninth frame queued")
+	}
+	if s.Reason() != hub.ReasonSlowConsumer {
+		t.Fatalf("reason %v", s.Reason())
+	}
+	<-ran
+	s.OnClose(func() { ran <- struct{}{} }) // after the close: runs at once
+	<-ran
+	select {
+	case <-ran:
+		t.Fatal("a hook ran twice")
+	case <-time.After(50 * time.Millisecond):
+	}
+}
