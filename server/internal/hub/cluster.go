@@ -2,6 +2,7 @@ package hub
 
 import (
 	"encoding/json"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -326,6 +327,25 @@ func (c *cluster) remoteRoomMembers(local map[string]*user) map[string]map[strin
 		}
 	}
 	return out
+}
+
+// remoteRoomCount counts the users of other nodes, not also here, who are
+// in room r; like remoteRoomMembers but without building the lists.
+func (c *cluster) remoteRoomCount(local map[string]*user, r string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := map[string]bool{} // a user may be live on several nodes
+	for _, p := range c.remote {
+		for name, u := range p.Users {
+			if local[name] != nil || seen[name] {
+				continue
+			}
+			if slices.Contains(u.Rooms, r) {
+				seen[name] = true
+			}
+		}
+	}
+	return len(seen)
 }
 
 // nodes returns the other nodes' stats, sorted by node id.

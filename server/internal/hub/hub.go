@@ -367,7 +367,7 @@ func (h *Hub) leaveLocked(us *user, r string) {
 }
 
 func (h *Hub) memberEvent(r, name string, joined bool) *Frame {
-	n := int32(len(h.roomMembersLocked(r)))
+	n := int32(h.roomCountLocked(r))
 	if joined {
 		return Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_MemberJoined{MemberJoined: &chatv1.MemberJoined{Room: r, Username: name, MemberCount: n}}})
 	}
@@ -483,6 +483,19 @@ func (h *Hub) roomMembersLocked(r string) []string {
 	}
 	sort.Strings(members)
 	return members
+}
+
+// roomCountLocked counts r's live members on every node without listing
+// them: every join and leave, and every connect of a member, reports it.
+func (h *Hub) roomCountLocked(r string) int {
+	n := 0
+	if rm := h.rooms[r]; rm != nil {
+		n = len(rm.members)
+	}
+	if h.cluster != nil {
+		n += h.cluster.remoteRoomCount(h.users, r)
+	}
+	return n
 }
 
 // Leave removes the session's user from room r and its stored membership.
