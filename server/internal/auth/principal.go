@@ -19,6 +19,10 @@ type Principal struct {
 	Role Role
 	// SessionIP is the client address the call came from.
 	SessionIP string
+	// LastSeenAt is when the user's last session closed, as stored when
+	// the call began (zero if never): a new session replays the direct
+	// messages since then without looking the user up again.
+	LastSeenAt time.Time
 
 	expiresAt atomic.Int64 // Unix nanoseconds; 0 means unset
 }

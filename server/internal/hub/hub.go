@@ -198,6 +198,11 @@ func randomID(n int) string {
 type Identity struct {
 	Username string
 	Role     chatv1.Role
+	// LastSeenAt, when Known, is the user's stored last-seen time, which
+	// the caller has just read (the auth check looks the user up): Attach
+	// then does not read the user again.
+	LastSeenAt time.Time
+	Known      bool
 }
 
 // Attach registers a new session for id and queues, in this order, Welcome,
@@ -205,9 +210,13 @@ type Identity struct {
 // count and the next page's token), the last messages of general, the direct messages the
 // user missed while offline, and StateRestored. The caller must Detach it.
 func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*Session, error) {
-	u, err := h.store.GetUser(ctx, id.Username)
-	if err != nil {
-		return nil, err
+	lastSeen := id.LastSeenAt
+	if !id.Known {
+		u, err := h.store.GetUser(ctx, id.Username)
+		if err != nil {
+			return nil, err
+		}
+		lastSeen = u.LastSeenAt
 	}
 	rooms, err := h.store.Memberships(ctx, id.Username)
 	if err != nil {
@@ -275,8 +284,8 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	s.SendEvent(recentEvent(&chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: GeneralRoom}}, recent))
 
 	replayed, complete := 0, true
-	if !u.LastSeenAt.IsZero() {
-		dms, err := h.store.DirectMessagesSince(ctx, id.Username, u.LastSeenAt, h.cfg.ReplayCap+1)
+	if !lastSeen.IsZero() {
+		dms, err := h.store.DirectMessagesSince(ctx, id.Username, lastSeen, h.cfg.ReplayCap+1)
 		if err != nil {
 			h.Detach(s)
 			return nil, err

@@ -112,7 +112,7 @@ func (c *Chain) principal(ctx context.Context, claims auth.Claims) (*auth.Princi
 		// A corrupt record grants nothing: the zero role fails every check.
 		c.log.ErrorContext(ctx, "stored role unknown", "user", u.Username, "error", err)
 	}
-	p := &auth.Principal{Username: u.Username, Role: role}
+	p := &auth.Principal{Username: u.Username, Role: role, LastSeenAt: u.LastSeenAt}
 	p.SetExpiresAt(claims.ExpiresAt)
 	return p, nil
 }
