@@ -164,8 +164,10 @@ func (r *ResilientSession) setCurrent(s *Session) {
 
 // run owns the session loop: it forwards events, and reconnects.
 func (r *ResilientSession) run(s *Session) {
-	defer close(r.done)
+	// Deferred calls run last first: done closes before events, so that a
+	// caller that has drained Events finds Err set.
 	defer close(r.events)
+	defer close(r.done)
 	defer r.cancel()
 	attempt := 0
 	for {

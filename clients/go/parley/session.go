@@ -183,8 +183,9 @@ func (s *Session) readLoop() {
 	if err != nil {
 		s.log.Info("parley: session ended", "session", s.welcome.GetSessionId(), "err", err)
 	}
-	close(s.events)
+	// Done first: a caller that has drained Events must find Err set.
 	close(s.done)
+	close(s.events)
 }
 
 // route hands ev to the command waiting for it; false if none is.
@@ -283,6 +284,9 @@ func (s *Session) closedErr() error {
 
 // enqueue hands ev to the writer.
 func (s *Session) enqueue(ctx context.Context, ev *chatv1.ClientEvent) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	select {
 	case s.out <- ev:
 		return nil
@@ -296,6 +300,9 @@ func (s *Session) enqueue(ctx context.Context, ev *chatv1.ClientEvent) error {
 // request sends ev with a new request id and waits for its answer; an
 // in-band error answer is returned as *Error.
 func (s *Session) request(ctx context.Context, ev *chatv1.ClientEvent) (*chatv1.ServerEvent, error) {
+	if err := ctx.Err(); err != nil { // a select below might pick the ready send
+		return nil, err
+	}
 	id := strconv.FormatUint(s.ids.Add(1), 10)
 	ev.RequestId = id
 	ch := make(chan *chatv1.ServerEvent, 1)
