@@ -157,47 +157,36 @@ func (s *Service) Run(ctx context.Context, p *auth.Principal, sess *hub.Session,
 		return s.serveAbortable(ctx, p, t, a, sess)
 	}
 
+	var ended atomic.Pointer[error]
+	defer s.watch(ctx, p, sess, &ended)()
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
 	go func() { readDone <- s.readLoop(ctx, t, sess) }()
-	go func() { writeDone <- writeLoop(t, sess) }()
-
-	exp := expiry{s: s, p: p, sess: sess}
-	timer := time.NewTimer(exp.next())
-	defer timer.Stop()
-	for {
-		select {
-		case <-sess.Done():
-			if sess.DrainOnClose() {
-				// Give the writer a moment to flush the final notice.
-				select {
-				case <-writeDone:
-				case <-time.After(drainTimeout):
-				}
-			}
-			return closeStatus(sess.Reason())
-		case err := <-writeDone:
-			if err == nil { // the writer saw the session close first
-				return closeStatus(sess.Reason())
-			}
-			return err
-		case err := <-readDone:
-			// The client half-closed (or its read failed): send what its
-			// last commands produced, then end.
-			sess.Close(hub.ReasonNone, true)
+	go func() { writeDone <- newWriter(t, sess, 0).run() }()
+	select {
+	case <-sess.Done():
+		if sess.DrainOnClose() {
+			// Give the writer a moment to flush the final notice.
 			select {
 			case <-writeDone:
 			case <-time.After(drainTimeout):
 			}
-			return readStatus(err)
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		case <-timer.C:
-			if err := exp.check(); err != nil {
-				return err
-			}
-			timer.Reset(exp.next())
 		}
+		return endStatus(sess, &ended)
+	case err := <-writeDone:
+		if err == nil { // the writer saw the session close first
+			return endStatus(sess, &ended)
+		}
+		return err
+	case err := <-readDone:
+		// The client half-closed (or its read failed): send what its
+		// last commands produced, then end.
+		sess.Close(hub.ReasonNone, true)
+		select {
+		case <-writeDone:
+		case <-time.After(drainTimeout):
+		}
+		return readStatus(err)
 	}
 }
 
@@ -210,8 +199,8 @@ type Aborter interface {
 }
 
 // serveAbortable runs the session with the caller's goroutine as the
-// reader and one writer that also keeps the session's timers: an idle
-// connection costs two goroutines, not three. Whoever ends the session
+// reader and one writer: an idle connection costs two goroutines, not
+// three. Whoever ends the session
 // first gives its status; the other is unblocked by Abort.
 func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Transport, a Aborter, sess *hub.Session) error {
 	const (
@@ -224,10 +213,14 @@ func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Trans
 		final  error // written by the writer goroutine before exited closes
 		ended  atomic.Pointer[error]
 	)
+	defer s.watch(ctx, p, sess, &ended)()
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		err := s.superviseWrites(ctx, p, t, sess, &ended)
+		err := newWriter(t, sess, s.cfg.Coalesce).run()
+		if err == nil {
+			err = endStatus(sess, &ended)
+		}
 		if !first.CompareAndSwap(0, writerFirst) {
 			err = rfinal
 		}
@@ -265,17 +258,16 @@ func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Trans
 	return final
 }
 
-// superviseWrites is an abortable session's writer: it sends the queue and
-// returns the session's final status when it closes. The call's context
-// and the token's expiry close the session from timers, so that the
-// writer waits on one channel only: it wakes for every burst delivered.
-func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Transport, sess *hub.Session, ended *atomic.Pointer[error]) error {
+// watch closes sess, recording why in ended, when the call's context ends
+// or the token expires (after a warning in band); the returned func
+// disarms it. Timers, not a goroutine: a writer then waits on the
+// session alone.
+func (s *Service) watch(ctx context.Context, p *auth.Principal, sess *hub.Session, ended *atomic.Pointer[error]) (stop func()) {
 	endWith := func(err error) {
 		ended.CompareAndSwap(nil, &err)
 		sess.Close(hub.ReasonEnded, false)
 	}
-	stop := context.AfterFunc(ctx, func() { endWith(status.FromContextError(ctx.Err()).Err()) })
-	defer stop()
+	stopCtx := context.AfterFunc(ctx, func() { endWith(status.FromContextError(ctx.Err()).Err()) })
 	exp := &expiry{s: s, p: p, sess: sess}
 	var (
 		timer   *time.Timer
@@ -283,6 +275,7 @@ func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Tran
 		stopped bool
 	)
 	mu.Lock()
+	defer mu.Unlock()
 	timer = time.AfterFunc(exp.next(), func() {
 		if err := exp.check(); err != nil {
 			endWith(err)
@@ -294,38 +287,13 @@ func (s *Service) superviseWrites(ctx context.Context, p *auth.Principal, t Tran
 			timer.Reset(exp.next())
 		}
 	})
-	mu.Unlock()
-	defer func() {
+	return func() {
+		stopCtx()
 		mu.Lock()
 		defer mu.Unlock()
 		stopped = true
 		timer.Stop()
-	}()
-
-	w := writer{t: t, sess: sess, coalesce: s.cfg.Coalesce}
-	w.fl, _ = t.(Flusher)
-	for range sess.Ready() { // a plain receive: cheaper than a select per event
-		select {
-		case <-sess.Done():
-			if sess.DrainOnClose() {
-				if err := w.burst(); err != nil {
-					return err
-				}
-			}
-			return endStatus(sess, ended)
-		default:
-		}
-		w.linger()
-		if err := w.burst(); err != nil {
-			select {
-			case <-sess.Done(): // aborted because the session closed
-				return endStatus(sess, ended)
-			default:
-				return err
-			}
-		}
 	}
-	return nil // Ready is never closed
 }
 
 // endStatus is the status of a closed session; ended holds it when the
@@ -394,31 +362,7 @@ type Flusher interface {
 	Flush() error
 }
 
-// writeLoop is the stream's only writer. It stops when a send fails or
-// the session closes (after sending what is queued when asked to). It does
-// not linger: gRPC's own writer already gathers the frames sent
-// while it writes, and a gRPC stream's flow-control window would turn the
-// larger bursts of a lingering writer into a full queue.
-func writeLoop(t Transport, sess *hub.Session) error {
-	w := writer{t: t, sess: sess}
-	w.fl, _ = t.(Flusher)
-	for {
-		select {
-		case <-sess.Ready():
-			w.linger()
-			if err := w.burst(); err != nil {
-				return err
-			}
-		case <-sess.Done():
-			if !sess.DrainOnClose() {
-				return nil
-			}
-			return w.burst()
-		}
-	}
-}
-
-// writer sends a session's queue in bursts.
+// writer is a session's only writer: it sends the queue in bursts.
 type writer struct {
 	t        Transport
 	fl       Flusher
@@ -430,6 +374,48 @@ type writer struct {
 	window   time.Time   // start of the window counting events (inWindow)
 	inWindow int
 	busy     bool // the last window counted more than busyFrames
+}
+
+// newWriter returns t's writer; coalesce is 0 for a gRPC stream, whose own
+// writer already gathers the frames sent while it writes (a lingering
+// writer's larger bursts would fill a small flow-control window and then
+// the queue).
+func newWriter(t Transport, sess *hub.Session, coalesce time.Duration) *writer {
+	w := &writer{t: t, sess: sess, coalesce: coalesce}
+	w.fl, _ = t.(Flusher)
+	return w
+}
+
+// run sends until the session closes (then what is queued, when asked to
+// drain) and returns nil, or returns the error of a send that failed while
+// the session was open. It waits on Ready alone, a plain receive: Close
+// also signals it.
+func (w *writer) run() error {
+	for range w.sess.Ready() {
+		closed := isClosed(w.sess)
+		if closed && !w.sess.DrainOnClose() {
+			return nil
+		}
+		if !closed {
+			w.linger()
+		}
+		if err := w.burst(); err != nil && !isClosed(w.sess) {
+			return err
+		}
+		if closed {
+			return nil
+		}
+	}
+	return nil // Ready is never closed
+}
+
+func isClosed(sess *hub.Session) bool {
+	select {
+	case <-sess.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // linger holds a burst back until coalesce has passed since the last one
