@@ -12,11 +12,12 @@ import (
 )
 
 // corkConn lets a /ws session's writer send a burst of events in one
-// write(2): coder/websocket flushes after every message, and at a few
-// hundred thousand deliveries a second one syscall per event is what
-// bounds the server (half its CPU in the profile). While corked, writes
-// collect in memory; Uncork sends them at once. Writes while uncorked (the
-// handshake, pings, close frames) go straight through.
+// write(2): at a few hundred thousand deliveries a second one syscall per
+// event is what bounds the server (half its CPU in the profile).
+// WriteFrame corks it: frames, and coder/websocket's own writes meanwhile,
+// collect in memory until Uncork sends them at once. Uncorked,
+// coder/websocket's writes (the handshake, pings, close frames) go straight
+// through.
 type corkConn struct {
 	net.Conn
 	mu      sync.Mutex
@@ -82,13 +83,6 @@ func appendFrameHeader(b []byte, typ websocket.MessageType, n int) []byte {
 	return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
 }
 
-// Cork holds writes until Uncork.
-func (c *corkConn) Cork() {
-	c.mu.Lock()
-	c.corked = !c.stopped
-	c.mu.Unlock()
-}
-
 // Uncork writes what was held and lets later writes through.
 func (c *corkConn) Uncork() error {
 	c.mu.Lock()
@@ -147,8 +141,8 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.cork.Conn = conn
 	// The corkConn is the write buffer: coder/websocket's own need only
-	// hold a small frame (a larger one is written through). Reading, a small buffer will do unless the client
-	// sent more after its handshake, which net/http's buffer then holds.
+	// hold a control frame. Reading, a small buffer will do unless the
+	// client sent more after its handshake, which net/http's buffer holds.
 	br := brw.Reader
 	if br.Buffered() == 0 {
 		br = bufio.NewReaderSize(conn, 1<<10)

@@ -126,9 +126,10 @@ type wsItem struct {
 
 // wsSession is one /ws connection and its Connect stream.
 //
-// Goroutines: the HTTP handler (run) is the only reader of the WebSocket.
-// Attached directly to the server's sessions, it is the session's reader
-// and the session adds one writer: an idle connection costs two
+// Goroutines: run, started when the HTTP handler returns after the
+// upgrade, is the only reader of the WebSocket. Attached directly to the
+// server's sessions, it is the session's reader and the session adds one
+// writer: an idle connection costs two
 // goroutines. Proxied over gRPC, the handler is also the only caller of
 // stream.SendMsg; recvLoop is the only caller of stream.RecvMsg and feeds
 // the bounded queue without ever blocking, and writeLoop drains it. Pings
@@ -144,11 +145,9 @@ type wsSession struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex // guards started and ended, so that end and run meet once
-	started bool
-	ended   bool
-
-	pingMu      sync.Mutex
+	mu          sync.Mutex // guards the four below
+	started     bool       // run has the connection (end then closes it)
+	ended       bool       // end was called (run then closes it)
 	pingTimer   *time.Timer
 	pingStopped bool
 
@@ -194,12 +193,13 @@ func (s *wsSession) run(conn *websocket.Conn, ip, subToken string) {
 	defer cancel()
 	s.mu.Lock()
 	s.conn, s.cancel, s.started = conn, cancel, true
+	// Pings run on a timer: an idle connection keeps no goroutine for them.
+	s.pingTimer = time.AfterFunc(s.b.cfg.PingInterval, s.ping)
 	ended := s.ended // by the bridge closing, before the session started
 	s.mu.Unlock()
 	if ended {
 		go s.shutdown()
 	}
-	s.startPings()
 	late := time.AfterFunc(s.b.firstFrameTimeout, func() {
 		s.end(closeFirstFrame, "no first frame within "+s.b.firstFrameTimeout.String())
 	})
@@ -402,22 +402,15 @@ func (s *wsSession) encode(it wsItem) (websocket.MessageType, []byte, error) {
 	return websocket.MessageText, b, err
 }
 
-// startPings pings the client every PingInterval from a timer: an idle
-// connection keeps no goroutine for it.
-func (s *wsSession) startPings() {
-	s.pingMu.Lock()
-	defer s.pingMu.Unlock()
-	s.pingTimer = time.AfterFunc(s.b.cfg.PingInterval, s.ping)
-}
-
+// ping pings the client every PingInterval (run arms the timer).
 func (s *wsSession) ping() {
-	s.pingMu.Lock()
+	s.mu.Lock()
 	if s.pingStopped {
-		s.pingMu.Unlock()
+		s.mu.Unlock()
 		return
 	}
 	s.wg.Add(1) // before stopPings, so run's Wait covers it
-	s.pingMu.Unlock()
+	s.mu.Unlock()
 	defer s.wg.Done()
 
 	interval := s.b.cfg.PingInterval
@@ -428,16 +421,16 @@ func (s *wsSession) ping() {
 		s.end(closeGoingAway, "ping timeout")
 		return
 	}
-	s.pingMu.Lock()
-	defer s.pingMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.pingStopped {
 		s.pingTimer.Reset(interval)
 	}
 }
 
 func (s *wsSession) stopPings() {
-	s.pingMu.Lock()
-	defer s.pingMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.pingStopped = true
 	s.pingTimer.Stop()
 }
