@@ -143,7 +143,7 @@ func (s *Service) Serve(ctx context.Context, p *auth.Principal, t Transport) err
 // a short-lived goroutine: the lookups grow a deep stack, which the
 // session's long-lived reader would otherwise keep.
 func (s *Service) Open(ctx context.Context, p *auth.Principal) (*hub.Session, error) {
-	sess, err := s.hub.Attach(ctx, hub.Identity{Username: p.Username, Role: p.Role.Proto(), LastSeenAt: p.LastSeenAt, Known: true}, p.ExpiresAt())
+	sess, err := s.hub.Attach(ctx, hub.Identity{Username: p.Username, Role: p.Role.Proto(), LastSeenAt: p.LastSeenAt}, p.ExpiresAt())
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}

@@ -198,26 +198,18 @@ func randomID(n int) string {
 type Identity struct {
 	Username string
 	Role     chatv1.Role
-	// LastSeenAt, when Known, is the user's stored last-seen time, which
-	// the caller has just read (the auth check looks the user up): Attach
-	// then does not read the user again.
+	// LastSeenAt is the user's stored last-seen time (zero if never),
+	// which the caller has just read: the auth check looks every user up,
+	// so Attach does not read the user again. Attach replays the direct
+	// messages since then.
 	LastSeenAt time.Time
-	Known      bool
 }
 
 // Attach registers a new session for id and queues, in this order, Welcome,
 // the first page of online users (Config.OnlineSnapshotLimit, with the
-// count and the next page's token), the last messages of general, the direct messages the
-// user missed while offline, and StateRestored. The caller must Detach it.
+// count and the next page's token), the last messages of general, the
+// direct messages the user missed while offline, and StateRestored. The caller must Detach it.
 func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*Session, error) {
-	lastSeen := id.LastSeenAt
-	if !id.Known {
-		u, err := h.store.GetUser(ctx, id.Username)
-		if err != nil {
-			return nil, err
-		}
-		lastSeen = u.LastSeenAt
-	}
 	rooms, err := h.store.Memberships(ctx, id.Username)
 	if err != nil {
 		return nil, err
@@ -284,8 +276,8 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	s.SendEvent(recentEvent(&chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: GeneralRoom}}, recent))
 
 	replayed, complete := 0, true
-	if !lastSeen.IsZero() {
-		dms, err := h.store.DirectMessagesSince(ctx, id.Username, lastSeen, h.cfg.ReplayCap+1)
+	if !id.LastSeenAt.IsZero() {
+		dms, err := h.store.DirectMessagesSince(ctx, id.Username, id.LastSeenAt, h.cfg.ReplayCap+1)
 		if err != nil {
 			h.Detach(s)
 			return nil, err
