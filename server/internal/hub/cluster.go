@@ -2,7 +2,6 @@ package hub
 
 import (
 	"encoding/json"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -308,8 +307,10 @@ func (c *cluster) roleLocked(name string) chatv1.Role {
 	return chatv1.Role_ROLE_UNSPECIFIED
 }
 
-// remoteRoomMembers returns, per room, the users in it on other nodes only.
-func (c *cluster) remoteRoomMembers(local map[string]*user) map[string]map[string]bool {
+// remoteRoomMembers returns, per room, the users in it on other nodes
+// only; with only set, just that room's (a member event needs one room,
+// not all of them).
+func (c *cluster) remoteRoomMembers(local map[string]*user, only string) map[string]map[string]bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := map[string]map[string]bool{}
@@ -319,6 +320,9 @@ func (c *cluster) remoteRoomMembers(local map[string]*user) map[string]map[strin
 				continue
 			}
 			for _, r := range u.Rooms {
+				if only != "" && r != only {
+					continue
+				}
 				if out[r] == nil {
 					out[r] = map[string]bool{}
 				}
@@ -327,25 +331,6 @@ func (c *cluster) remoteRoomMembers(local map[string]*user) map[string]map[strin
 		}
 	}
 	return out
-}
-
-// remoteRoomCount counts the users of other nodes, not also here, who are
-// in room r; like remoteRoomMembers but without building the lists.
-func (c *cluster) remoteRoomCount(local map[string]*user, r string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	seen := map[string]bool{} // a user may be live on several nodes
-	for _, p := range c.remote {
-		for name, u := range p.Users {
-			if local[name] != nil || seen[name] {
-				continue
-			}
-			if slices.Contains(u.Rooms, r) {
-				seen[name] = true
-			}
-		}
-	}
-	return len(seen)
 }
 
 // nodes returns the other nodes' stats, sorted by node id.

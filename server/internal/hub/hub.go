@@ -478,7 +478,7 @@ func (h *Hub) roomMembersLocked(r string) []string {
 		}
 	}
 	if h.cluster != nil {
-		for name := range h.cluster.remoteRoomMembers(h.users)[r] {
+		for name := range h.cluster.remoteRoomMembers(h.users, r)[r] {
 			members = append(members, name)
 		}
 	}
@@ -494,7 +494,7 @@ func (h *Hub) roomCountLocked(r string) int {
 		n = len(rm.members)
 	}
 	if h.cluster != nil {
-		n += h.cluster.remoteRoomCount(h.users, r)
+		n += len(h.cluster.remoteRoomMembers(h.users, r)[r])
 	}
 	return n
 }
@@ -533,7 +533,7 @@ func (h *Hub) Rooms(username string) []*chatv1.RoomInfo {
 	}
 	var remote map[string]map[string]bool
 	if h.cluster != nil {
-		remote = h.cluster.remoteRoomMembers(h.users)
+		remote = h.cluster.remoteRoomMembers(h.users, "")
 		for name := range remote {
 			names[name] = true
 		}

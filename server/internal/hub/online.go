@@ -2,7 +2,6 @@ package hub
 
 import (
 	"slices"
-	"sort"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 )
@@ -50,8 +49,8 @@ func (x *onlineIndex) len() int { return len(x.names) }
 func (x *onlineIndex) page(after string, limit int) ([]string, bool) {
 	i := 0
 	if after != "" {
-		i = sort.SearchStrings(x.names, after)
-		if i < len(x.names) && x.names[i] == after {
+		var found bool
+		if i, found = slices.BinarySearch(x.names, after); found {
 			i++
 		}
 	}
