@@ -41,7 +41,7 @@ func (h *Hub) notePresence(name string, role chatv1.Role, online bool) {
 		return
 	}
 	window := h.cfg.PresenceWindow
-	if limit := h.cfg.PresenceNamesLimit; limit >= 0 && h.onlineCountLocked() > limit {
+	if h.namesOmittedLocked() {
 		window = max(window, countOnlyWindow)
 	}
 	p := &h.presence
@@ -54,7 +54,7 @@ func (h *Hub) notePresence(name string, role chatv1.Role, online bool) {
 		p.pending = map[string]presenceChange{}
 	}
 	p.pending[name] = presenceChange{online: online, role: role}
-	if p.timer == nil && len(p.pending) > 0 {
+	if p.timer == nil {
 		p.timer = time.AfterFunc(window, h.flushPresence)
 	}
 }
@@ -84,7 +84,7 @@ func (h *Hub) flushPresence() {
 // whatever the number of changes.
 func (h *Hub) emitPresenceLocked(changes map[string]presenceChange) {
 	count := int32(h.onlineCountLocked())
-	if limit := h.cfg.PresenceNamesLimit; limit >= 0 && int(count) > limit {
+	if h.namesOmittedLocked() {
 		h.toAllLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_PresenceChanged{PresenceChanged: &chatv1.PresenceChanged{
 			OnlineCount: count, NamesOmitted: true,
 		}}}), "")
@@ -113,6 +113,13 @@ func (h *Hub) emitPresenceLocked(changes map[string]presenceChange) {
 	sort.Slice(batch.Online, func(i, j int) bool { return batch.Online[i].Username < batch.Online[j].Username })
 	sort.Slice(batch.Offline, func(i, j int) bool { return batch.Offline[i].Username < batch.Offline[j].Username })
 	h.toAllLocked(Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_PresenceChanged{PresenceChanged: batch}}), "")
+}
+
+// namesOmittedLocked reports whether so many users are online that presence
+// goes out as a count only (Config.PresenceNamesLimit); h.mu is held.
+func (h *Hub) namesOmittedLocked() bool {
+	limit := h.cfg.PresenceNamesLimit
+	return limit >= 0 && h.onlineCountLocked() > limit
 }
 
 // closePresence drops what is pending; nothing more goes out.
