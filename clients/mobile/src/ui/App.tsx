@@ -6,6 +6,7 @@ import type { Role } from "../gen/chat/v1/chat_pb";
 import { Api, RestClient, type FetchLike } from "../api/rest";
 import { SessionManager } from "../auth/session";
 import type { WebSocketFactory } from "../live/connection";
+import type { BackoffOptions } from "../live/backoff";
 import { LoginScreen } from "./LoginScreen";
 import { ChatScreen } from "./ChatScreen";
 
@@ -15,6 +16,8 @@ export interface AppProps {
   /** fetchImpl and webSocket replace the runtime's fetch and WebSocket (tests). */
   fetchImpl?: FetchLike;
   webSocket?: WebSocketFactory;
+  /** backoff shapes reconnect delays (defaults: 0.5 s doubling to 15 s, with jitter). */
+  backoff?: BackoffOptions;
 }
 
 interface Signed {
@@ -24,7 +27,7 @@ interface Signed {
   role: Role;
 }
 
-export default function App({ defaultServerUrl = "http://10.0.2.2:8080", fetchImpl, webSocket }: AppProps) {
+export default function App({ defaultServerUrl = "http://10.0.2.2:8080", fetchImpl, webSocket, backoff }: AppProps) {
   const [signed, setSigned] = useState<Signed | null>(null);
   const [notice, setNotice] = useState("");
   const [serverUrl, setServerUrl] = useState(defaultServerUrl);
@@ -70,6 +73,7 @@ export default function App({ defaultServerUrl = "http://10.0.2.2:8080", fetchIm
           onSignedOut={signOut}
           onLogout={logout}
           webSocket={webSocket}
+          backoff={backoff}
         />
       ) : (
         <LoginScreen defaultServerUrl={serverUrl} submit={submit} notice={notice} />

@@ -7,6 +7,7 @@ import type { Role } from "../gen/chat/v1/chat_pb";
 import type { SessionManager } from "../auth/session";
 import type { Api } from "../api/rest";
 import type { WebSocketFactory } from "../live/connection";
+import type { BackoffOptions } from "../live/backoff";
 import { GENERAL, dmKey, formatBytes, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../chat/model";
 import type { ChatState, ConvState } from "../chat/store";
 import { typingNames } from "../chat/store";
@@ -25,6 +26,7 @@ export interface ChatScreenProps {
   onSignedOut: (reason: string) => void;
   onLogout: () => void;
   webSocket?: WebSocketFactory;
+  backoff?: BackoffOptions;
 }
 
 export function ChatScreen(props: ChatScreenProps) {
@@ -304,7 +306,10 @@ function RoomsView({ state, cmd, open }: { state: ChatState; cmd: ChatCommands; 
         <View key={r.name} style={styles.row} testID={`room-${r.name}`}>
           <Pressable
             style={styles.grow}
-            onPress={() => (r.joined ? open(roomKey(r.name)) : cmd.joinRoom(r.name))}
+            onPress={() => {
+              if (!r.joined) cmd.joinRoom(r.name);
+              open(roomKey(r.name));
+            }}
             accessibilityRole="button"
             accessibilityLabel={r.joined ? `Open room ${r.name}` : `Join room ${r.name}`}
           >
@@ -318,7 +323,15 @@ function RoomsView({ state, cmd, open }: { state: ChatState; cmd: ChatCommands; 
             </Pressable>
           ) : null}
           {!r.joined ? (
-            <Pressable onPress={() => cmd.joinRoom(r.name)} accessibilityRole="button" accessibilityLabel={`Join ${r.name}`} style={styles.smallButton}>
+            <Pressable
+              onPress={() => {
+                cmd.joinRoom(r.name);
+                open(roomKey(r.name));
+              }}
+              accessibilityRole="button"
+              accessibilityLabel={`Join ${r.name}`}
+              style={styles.smallButton}
+            >
               <Text style={styles.smallButtonText}>Join</Text>
             </Pressable>
           ) : null}

@@ -9,6 +9,7 @@ import { NoticeKind, type Role } from "../gen/chat/v1/chat_pb";
 import type { SessionManager } from "../auth/session";
 import type { Api } from "../api/rest";
 import { wsUrl } from "../api/rest";
+import type { BackoffOptions } from "../live/backoff";
 import { LiveConnection, newRequestId, type WebSocketFactory } from "../live/connection";
 import { conversationInit, fromWire, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../chat/model";
 import { QUIET_PREFIX, cursorsOf, initialState, reduce, type ChatState } from "../chat/store";
@@ -45,6 +46,7 @@ export interface UseChatOptions {
   role: Role;
   onSignedOut: (reason: string) => void;
   webSocket?: WebSocketFactory;
+  backoff?: BackoffOptions;
 }
 
 export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveConnection] {
@@ -88,6 +90,7 @@ export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveCon
     const conn: LiveConnection = new LiveConnection({
       url: wsUrl(api.rest.baseUrl),
       webSocket: opts.webSocket,
+      backoff: opts.backoff,
       token: (force) => session.accessToken(force),
       onEvent: (ev) => {
         dispatch({ type: "server", ev, now: Date.now() });
