@@ -50,10 +50,16 @@ class Gate {
 }
 const aliceGate = new Gate();
 const seenProtocols: string[][] = [];
+/**
+ * bob's sockets send an Origin derived from the URL, as React Native's
+ * Android and iOS WebSockets do (ws://h:p -> http://h:p); parleyd's default
+ * allow-list has its own localhost origins.
+ */
 const tracking: WebSocketFactory = (url, protocols) => {
   seenProtocols.push(protocols);
   expect(url).not.toMatch(/token|bearer/i);
-  return new WS(url, protocols) as unknown as WebSocketLike;
+  const origin = url.replace(/^ws/, "http").replace(/\/ws$/, "");
+  return new WS(url, protocols, { origin }) as unknown as WebSocketLike;
 };
 
 const pane = (who: string) => within(screen.getByTestId(`app-${who}`));
@@ -111,6 +117,10 @@ beforeAll(async () => {
   await rest.register("alice", PW);
   await rest.register("bob", PW);
 }, 300_000);
+
+beforeEach(() => {
+  (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = false;
+});
 
 afterAll(async () => {
   cleanup();

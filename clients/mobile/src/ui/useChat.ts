@@ -134,7 +134,11 @@ export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveCon
         live.refreshToken(d.accessToken);
       }
     });
-    const tick = setInterval(() => dispatch({ type: "tick", now: Date.now() }), 1000);
+    // Expire typing indicators whose stop never came (only when one is shown).
+    const tick = setInterval(() => {
+      const showing = Object.values(stateRef.current.convs).some((c) => Object.keys(c.typing).length > 0);
+      if (showing) dispatch({ type: "tick", now: Date.now() });
+    }, 1000);
     const rooms = setInterval(() => {
       if (live.currentPhase === "connected") live.send({ event: { case: "listRooms", value: {} } });
     }, 15_000);
