@@ -12,11 +12,17 @@ import (
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 )
 
-// Attacher runs a Chat.Connect session for a connection that is not a gRPC
-// stream. The implementation must apply the same policy as the gRPC
+// Attacher starts Chat.Connect sessions for connections that are not gRPC
+// streams. The implementation must apply the same policy as the gRPC
 // server's interceptors (auth, roles, connect limit on open; rate limit,
-// validation and token refresh on every command) and return the session's
-// final status as a gRPC status error (nil for OK).
+// validation and token refresh on every command).
+//
+// AttachConnect returns once the session runs, which then reads t on a
+// goroutine of its own: the caller's goroutine may exit, so an idle
+// connection keeps no stack from its upgrade and authentication. The
+// session ends by calling t.Abort with its final status (a gRPC status
+// error, nil for OK) and then t.Detached. An error means the connection was
+// refused and no session started.
 type Attacher interface {
 	AttachConnect(ctx context.Context, authorization, clientIP string, t SessionTransport) error
 }
@@ -38,6 +44,9 @@ type SessionTransport interface {
 	// status error, nil for OK), so that a blocked Recv or Send returns.
 	// Any goroutine may call it, more than once; the first status wins.
 	Abort(final error)
+	// Detached is called once, after the session has ended and stopped
+	// using the transport.
+	Detached()
 }
 
 // CommandError is a client frame the bridge could not decode.
@@ -49,20 +58,25 @@ type CommandError struct {
 
 func (e *CommandError) Error() string { return e.Message }
 
-// attach runs the /ws session through cfg.Sessions on the connection's
-// own goroutine, which the session uses as its reader; the session starts
-// one writer.
-func (s *wsSession) attach(ctx context.Context, auth, ip string, first []byte, firstType websocket.MessageType, isHello bool) {
-	t := &directTransport{s: s}
+// attach starts the /ws session through cfg.Sessions and reports whether
+// it runs; the session then owns the connection, and cleans up through
+// Detached.
+func (s *wsSession) attach(ctx context.Context, auth, ip string, first []byte, firstType websocket.MessageType, isHello bool) bool {
+	t := &directTransport{s: s, ip: ip}
 	if !isHello {
 		t.pending, t.pendingType = first, firstType
 	}
-	t.Abort(s.b.cfg.Sessions.AttachConnect(ctx, auth, ip, t))
+	if err := s.b.cfg.Sessions.AttachConnect(ctx, auth, ip, t); err != nil {
+		t.Abort(err)
+		return false
+	}
+	return true
 }
 
 // directTransport reads and writes the WebSocket for the server's session.
 type directTransport struct {
 	s           *wsSession
+	ip          string
 	pending     []byte // the first frame, when it was already a command
 	pendingType websocket.MessageType
 }
@@ -119,6 +133,12 @@ func (t *directTransport) Flush() error {
 func (t *directTransport) Abort(final error) {
 	st := status.Convert(final)
 	t.s.end(CloseCode(st), st.Message())
+}
+
+// Detached finishes the connection once the session has let go of it.
+func (t *directTransport) Detached() {
+	<-t.s.closed // Abort came first, so the close is under way
+	t.s.finish(t.ip)
 }
 
 func clip(msg string) string {

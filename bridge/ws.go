@@ -75,11 +75,7 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 	// net/http then drops its connection state (buffers, request, a deep
 	// stack), which would otherwise stay as long as the WebSocket, a few
 	// KiB per idle connection.
-	ip := remoteIP(r)
-	go func() {
-		defer b.removeSession(s)
-		s.run(conn, ip, subToken)
-	}()
+	go s.run(conn, remoteIP(r), subToken)
 }
 
 // subprotocolToken returns the token offered as "bearer.<token>" in
@@ -127,12 +123,13 @@ type wsItem struct {
 // wsSession is one /ws connection and its Connect stream.
 //
 // Goroutines: run, started when the HTTP handler returns after the
-// upgrade, is the only reader of the WebSocket. Attached directly to the
-// server's sessions, it is the session's reader and the session adds one
-// writer: an idle connection costs two
-// goroutines. Proxied over gRPC, the handler is also the only caller of
-// stream.SendMsg; recvLoop is the only caller of stream.RecvMsg and feeds
-// the bounded queue without ever blocking, and writeLoop drains it. Pings
+// upgrade, reads the first frame. Attached directly to the server's
+// sessions, it then exits: the session reads on a goroutine of its own
+// and writes from one that exists only while frames wait, so an idle
+// connection costs one goroutine with a shallow stack. Proxied over gRPC,
+// run is the only reader and the only caller of stream.SendMsg; recvLoop
+// is the only caller of stream.RecvMsg and feeds the bounded queue without
+// ever blocking, and writeLoop drains it. Pings
 // and the first-frame deadline run on timers, not goroutines. Whoever sees
 // the end first calls end, once, which closes the WebSocket so that every
 // blocked read and write returns.
@@ -188,9 +185,10 @@ func (s *wsSession) shutdown() {
 	_ = s.conn.Close(s.code, s.reason)
 }
 
+// run serves the connection until it ends, or until a session attached
+// directly takes it over (which then finishes it).
 func (s *wsSession) run(conn *websocket.Conn, ip, subToken string) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx, cancel := context.WithCancel(context.Background()) // shutdown cancels
 	s.mu.Lock()
 	s.conn, s.cancel, s.started = conn, cancel, true
 	// Pings run on a timer: an idle connection keeps no goroutine for them.
@@ -203,21 +201,30 @@ func (s *wsSession) run(conn *websocket.Conn, ip, subToken string) {
 	late := time.AfterFunc(s.b.firstFrameTimeout, func() {
 		s.end(closeFirstFrame, "no first frame within "+s.b.firstFrameTimeout.String())
 	})
-	s.readLoop(ctx, ip, subToken, late)
+	if s.readLoop(ctx, ip, subToken, late) {
+		return
+	}
 	s.end(closeGoingAway, "") // a no-op unless the reading ended without a status
 	<-s.closed
 	s.wg.Wait()
+	s.finish(ip)
+}
+
+// finish runs last, once the WebSocket is closed and nothing uses it.
+func (s *wsSession) finish(ip string) {
 	s.b.log.Debug("ws session ended", "remote", ip, "code", int(s.code), "reason", s.reason)
+	s.b.removeSession(s)
 }
 
 // readLoop reads the first frame, opens Connect, then reads until the
-// session ends.
-func (s *wsSession) readLoop(ctx context.Context, ip, subToken string, late *time.Timer) {
+// session ends. It reports true when a session attached directly took the
+// connection over instead.
+func (s *wsSession) readLoop(ctx context.Context, ip, subToken string, late *time.Timer) (attached bool) {
 	typ, data, err := s.conn.Read(context.Background())
 	late.Stop()
 	if err != nil {
 		s.readFailed(err)
-		return
+		return false
 	}
 	if typ == websocket.MessageBinary {
 		s.format = formatBinary
@@ -226,23 +233,22 @@ func (s *wsSession) readLoop(ctx context.Context, ip, subToken string, late *tim
 	auth, isHello, err := parseHello(data)
 	if err != nil {
 		s.end(closeBadRequest, err.Error())
-		return
+		return false
 	}
 	switch {
 	case auth != "" && subToken != "":
 		s.end(closeBadRequest, "token given twice: in the first frame and in Sec-WebSocket-Protocol")
-		return
+		return false
 	case subToken != "":
 		auth = "Bearer " + subToken
 	}
 	if !printableASCII(auth) {
 		s.end(closeBadRequest, "token must be printable ASCII")
-		return
+		return false
 	}
 
 	if s.b.cfg.Sessions != nil {
-		s.attach(ctx, auth, ip, data, typ, isHello)
-		return
+		return s.attach(ctx, auth, ip, data, typ, isHello)
 	}
 	md := metadata.Pairs(s.b.cfg.ClientIPHeader, ip)
 	if auth != "" {
@@ -254,7 +260,7 @@ func (s *wsSession) readLoop(ctx context.Context, ip, subToken string, late *tim
 	if err != nil {
 		st := status.Convert(err)
 		s.end(CloseCode(st), st.Message())
-		return
+		return false
 	}
 	s.queue = make(chan wsItem, s.b.cfg.SendQueue)
 	s.wg.Add(2)
@@ -269,7 +275,7 @@ func (s *wsSession) readLoop(ctx context.Context, ip, subToken string, late *tim
 		typ, data, err := s.conn.Read(context.Background())
 		if err != nil {
 			s.readFailed(err)
-			return
+			return false
 		}
 		if sendOK { // after a failed send the status is on its way; drop
 			sendOK = s.forward(stream, typ, data)

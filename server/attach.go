@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"runtime/debug"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -18,8 +19,8 @@ import (
 	"github.com/parleychat/parley/server/internal/interceptor"
 )
 
-// AttachConnect implements bridge.Attacher: it runs a Chat.Connect session
-// for a bridged WebSocket without the in-process gRPC hop. The policy is
+// AttachConnect implements bridge.Attacher: it starts a Chat.Connect
+// session for a bridged WebSocket without the in-process gRPC hop. The policy is
 // the interceptor chain's own code: OpenStream does auth, roles and the
 // connect limit exactly as for a gRPC stream, and every command passes
 // the same per-message checks before the session sees it.
@@ -34,39 +35,30 @@ func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP stri
 	// The in-process peer is what makes clientIP trusted, as on the pipe.
 	ctx = peer.NewContext(metadata.NewIncomingContext(ctx, md), &peer.Peer{Addr: pipeAddr{}})
 	start := time.Now()
-	// Token check, user lookups and the hub's snapshot and replay run on a
-	// goroutine of their own: they grow a deep stack (SQLite), which the
-	// caller, the connection's reader for as long as it lives, would keep.
-	type opened struct {
-		ctx    context.Context
-		events *interceptor.Events
-		sess   *hub.Session
-		err    error
-	}
-	ch := make(chan opened, 1)
-	go func() {
-		var o opened
-		if o.ctx, o.events, o.err = s.chain.OpenStream(ctx, chatv1.Chat_Connect_FullMethodName); o.err == nil {
-			p, _ := auth.FromContext(o.ctx)
-			o.sess, o.err = s.chat.Open(o.ctx, p)
-		}
-		ch <- o
-	}()
-	o := <-ch
-	if o.err != nil {
-		return o.err
-	}
-	ctx = o.ctx
-	p, _ := auth.FromContext(ctx)
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic in bridged session", "panic", r, "user", p.Username)
+			s.log.Error("panic opening a bridged session", "panic", r, "stack", string(debug.Stack()))
 			err = status.Error(codes.Internal, "internal error")
 		}
-		s.log.Info("finished call", "transport", "ws", "grpc.method", chatv1.Chat_Connect_FullMethodName,
-			"grpc.code", status.Code(err).String(), "user", p.Username, "grpc.time_ms", time.Since(start).Milliseconds())
 	}()
-	return s.chat.Run(ctx, p, o.sess, directTransport{t: t, events: o.events})
+	ctx, events, err := s.chain.OpenStream(ctx, chatv1.Chat_Connect_FullMethodName)
+	if err != nil {
+		return err
+	}
+	p, _ := auth.FromContext(ctx)
+	sess, err := s.chat.Open(ctx, p)
+	if err != nil {
+		return err
+	}
+	// This goroutine, deep from the token check, the user lookups and the
+	// hub's snapshot and replay, may now exit: the session reads on a
+	// goroutine of its own.
+	s.chat.Start(ctx, p, sess, directTransport{t: t, events: events}, t, func(final error) {
+		s.log.Info("finished call", "transport", "ws", "grpc.method", chatv1.Chat_Connect_FullMethodName,
+			"grpc.code", status.Code(final).String(), "user", p.Username, "grpc.time_ms", time.Since(start).Milliseconds())
+		t.Detached()
+	})
+	return nil
 }
 
 // directTransport adapts a bridged connection to the session's Transport
@@ -90,4 +82,3 @@ func (d directTransport) Recv(ev *chatv1.ClientEvent) error {
 
 func (d directTransport) Send(f *hub.Frame) error { return d.t.Send(f.Data) }
 func (d directTransport) Flush() error            { return d.t.Flush() }
-func (d directTransport) Abort(final error)       { d.t.Abort(final) }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -365,4 +366,43 @@ func TestSlowConsumerOnParleydWS(t *testing.T) {
 			t.Fatal("the slow consumer's session never ended")
 		}
 	}
+}
+
+// TestIdleWSHoldsOneGoroutine: on parleyd's /ws an idle connection keeps
+// one goroutine, its reader. The upgrade's goroutine exits once the
+// session is attached, and the writer runs only while frames wait.
+func TestIdleWSHoldsOneGoroutine(t *testing.T) {
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.RateLimits = "connect=unlimited"
+	}})
+	h := &harness{srv: srv, tr: transport{"ws-binary", openWS(websocket.MessageBinary, false)}, rec: &recorder{t: t, seen: map[string][]string{}}, toks: map[string]string{}}
+	const conns = 30
+	for i := range conns {
+		user := "idle" + strconv.Itoa(i)
+		h.toks[user] = srv.TokenAs(t, user, chatv1.Role_ROLE_USER)
+		h.connect(t, user) // up to a pong: everything queued at connect was written
+	}
+	var got int
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		if got = sessionGoroutines(); got == conns {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%d idle /ws connections hold %d session goroutines, want %d", conns, got, conns)
+}
+
+// sessionGoroutines counts the goroutines running the server's session or
+// bridge code.
+func sessionGoroutines() int {
+	var buf bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&buf, 2)
+	n := 0
+	for _, g := range strings.Split(buf.String(), "\n\n") {
+		if strings.Contains(g, "parley/server/internal/chatsvc.") || strings.Contains(g, "parley/bridge.(") {
+			n++
+		}
+	}
+	return n
 }

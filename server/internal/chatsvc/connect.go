@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,8 +129,9 @@ func (s *Service) Connect(stream grpc.BidiStreamingServer[chatv1.ClientEvent, ch
 // A gRPC stream needs three goroutines: a reader, a writer (the only
 // caller of t.Send) and the caller's, which supervises, since only
 // returning from the handler unblocks a stuck Recv or Send. A transport
-// that can be aborted (an Aborter, such as a bridged WebSocket) needs two:
-// the caller's reads and the writer supervises.
+// that can be aborted (an Aborter, such as a bridged WebSocket) needs one
+// while idle: the caller's reads, and a writer runs only while frames
+// wait.
 func (s *Service) Serve(ctx context.Context, p *auth.Principal, t Transport) error {
 	sess, err := s.Open(ctx, p)
 	if err != nil {
@@ -152,16 +154,18 @@ func (s *Service) Open(ctx context.Context, p *auth.Principal) (*hub.Session, er
 
 // Run serves an opened session until it ends, and detaches it.
 func (s *Service) Run(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport) error {
-	defer s.hub.Detach(sess)
 	if a, ok := t.(Aborter); ok {
-		return s.serveAbortable(ctx, p, t, a, sess)
+		final := make(chan error, 1)
+		s.Start(ctx, p, sess, t, a, func(err error) { final <- err })
+		return <-final
 	}
+	defer s.hub.Detach(sess)
 
 	var ended atomic.Pointer[error]
 	defer s.watch(ctx, p, sess, &ended)()
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
-	go func() { readDone <- s.readLoop(ctx, t, sess) }()
+	go func() { readDone <- s.safeReadLoop(ctx, t, sess) }()
 	go func() { writeDone <- newWriter(t, sess, 0).run() }()
 	select {
 	case <-sess.Done():
@@ -198,11 +202,18 @@ type Aborter interface {
 	Abort(final error)
 }
 
-// serveAbortable runs the session with the caller's goroutine as the
-// reader and one writer: an idle connection costs two goroutines, not
-// three. Whoever ends the session
-// first gives its status; the other is unblocked by Abort.
-func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Transport, a Aborter, sess *hub.Session) error {
+// Start serves an opened session on a transport that can be aborted, like
+// Run, but returns at once: the session reads t on a goroutine of its own
+// and writes it from a goroutine that exists only while frames wait, so
+// an idle connection costs one goroutine, whose stack is only as deep as
+// a read. Whoever ends the session first gives its status; the other is
+// unblocked by Abort. When the session has ended and been detached, done
+// gets its final status (already given to Abort); t is no longer used.
+//
+// The caller's goroutine, which has just opened the session (deep in the
+// store and the interceptors), can then exit: a reader waiting on it
+// would keep the stack it grew for as long as the connection lives.
+func (s *Service) Start(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport, a Aborter, done func(final error)) {
 	const (
 		readerFirst = 1
 		writerFirst = 2
@@ -210,14 +221,13 @@ func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Trans
 	var (
 		first  atomic.Int32
 		rfinal error // the reader's status, written before it claims first
-		final  error // written by the writer goroutine before exited closes
+		final  error // written by the last writer before exited closes
 		ended  atomic.Pointer[error]
 	)
-	defer s.watch(ctx, p, sess, &ended)()
+	stopWatch := s.watch(ctx, p, sess, &ended)
 	exited := make(chan struct{})
-	go func() {
+	d := &demandWriter{w: newWriter(t, sess, s.cfg.Coalesce), finish: func(err error) {
 		defer close(exited)
-		err := newWriter(t, sess, s.cfg.Coalesce).run()
 		if err == nil {
 			err = endStatus(sess, &ended)
 		}
@@ -226,7 +236,9 @@ func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Trans
 		}
 		final = err
 		a.Abort(err)
-	}()
+	}}
+	sess.OnReady(d.kick)
+	d.kick() // Open queued the welcome and the snapshot
 	// The writer may be blocked on a client that stopped reading and not
 	// see the session close (the hub closes a slow consumer without
 	// waiting): abort the transport under it, after the grace a draining
@@ -248,14 +260,54 @@ func (s *Service) serveAbortable(ctx context.Context, p *auth.Principal, t Trans
 		a.Abort(endStatus(sess, &ended))
 	})
 
-	rfinal = readStatus(s.readLoop(ctx, t, sess))
-	if first.CompareAndSwap(0, readerFirst) {
-		// The client half-closed (or its read failed): send what its last
-		// commands produced, then end.
-		sess.Close(hub.ReasonNone, true)
+	go func() {
+		rfinal = readStatus(s.safeReadLoop(ctx, t, sess))
+		if first.CompareAndSwap(0, readerFirst) {
+			// The client half-closed (or its read failed): send what its
+			// last commands produced, then end.
+			sess.Close(hub.ReasonNone, true)
+		}
+		<-exited
+		stopWatch()
+		s.hub.Detach(sess)
+		done(final)
+	}()
+}
+
+// demandWriter runs a session's writer on a goroutine of its own only
+// while the queue holds frames: the goroutine exits when the queue runs
+// empty and kick starts another at the next frame. Most connections are
+// idle most of the time, and a parked writer would keep a stack each.
+type demandWriter struct {
+	w       *writer
+	finish  func(err error) // called once, by the writer that sees the end
+	running atomic.Bool     // a writer goroutine owns w; it hands w over through this flag
+}
+
+// kick starts a writer unless one is running; it never blocks (the hub
+// calls it under its lock).
+func (d *demandWriter) kick() {
+	if d.running.CompareAndSwap(false, true) {
+		go d.run()
 	}
-	<-exited
-	return final
+}
+
+func (d *demandWriter) run() {
+	for {
+		if done, err := d.w.step(); done {
+			d.finish(err) // running stays set: no writer starts again
+			return
+		}
+		d.running.Store(false)
+		// A frame queued before the store found running set and started
+		// nothing, so look again before leaving.
+		if d.w.sess.Queued() == 0 && !isClosed(d.w.sess) {
+			return
+		}
+		if !d.running.CompareAndSwap(false, true) {
+			return // a kick started the next writer
+		}
+	}
 }
 
 // watch closes sess, recording why in ended, when the call's context ends
@@ -392,21 +444,29 @@ func newWriter(t Transport, sess *hub.Session, coalesce time.Duration) *writer {
 // also signals it.
 func (w *writer) run() error {
 	for range w.sess.Ready() {
-		closed := isClosed(w.sess)
-		if closed && !w.sess.DrainOnClose() {
-			return nil
-		}
-		if !closed {
-			w.linger()
-		}
-		if err := w.burst(); err != nil && !isClosed(w.sess) {
+		if done, err := w.step(); done {
 			return err
-		}
-		if closed {
-			return nil
 		}
 	}
 	return nil // Ready is never closed
+}
+
+// step writes what is queued, as one burst. It reports done once the
+// session has closed (after sending what was queued, when asked to
+// drain), with the error of a send that failed while the session was
+// open.
+func (w *writer) step() (done bool, err error) {
+	closed := isClosed(w.sess)
+	if closed && !w.sess.DrainOnClose() {
+		return true, nil
+	}
+	if !closed {
+		w.linger()
+	}
+	if err := w.burst(); err != nil && !isClosed(w.sess) {
+		return true, err
+	}
+	return closed, nil
 }
 
 func isClosed(sess *hub.Session) bool {
@@ -489,6 +549,19 @@ func closeStatus(r hub.CloseReason) error {
 	return status.Error(codes.Canceled, r.String())
 }
 
+// safeReadLoop is readLoop on a goroutine of the session's own, outside
+// the interceptors' recovery: a panic ends this session with Internal,
+// not the process.
+func (s *Service) safeReadLoop(ctx context.Context, t Transport, sess *hub.Session) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in chat session", "panic", r, "user", sess.Username, "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "internal error")
+		}
+	}()
+	return s.readLoop(ctx, t, sess)
+}
+
 func (s *Service) readLoop(ctx context.Context, t Transport, sess *hub.Session) error {
 	for {
 		ev := new(chatv1.ClientEvent)
@@ -508,7 +581,16 @@ func (s *Service) readLoop(ctx context.Context, t Transport, sess *hub.Session) 
 }
 
 // handle runs one command and returns the event that answers it, if any.
-func (s *Service) handle(ctx context.Context, sess *hub.Session, ev *chatv1.ClientEvent) *chatv1.ServerEvent {
+func (s *Service) handle(ctx context.Context, sess *hub.Session, ev *chatv1.ClientEvent) (reply *chatv1.ServerEvent) {
+	// Commands run on the session's reader, which the interceptors'
+	// recovery does not cover: a bug must cost one command, not the
+	// process.
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in chat command", "panic", r, "user", sess.Username, "stack", string(debug.Stack()))
+			reply = apierr.Internal().Event("")
+		}
+	}()
 	reply, err := s.dispatch(ctx, sess, ev)
 	if err != nil {
 		return s.errorEvent(err)

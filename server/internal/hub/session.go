@@ -75,6 +75,7 @@ type Session struct {
 	reason    atomic.Int32
 	drain     atomic.Bool
 	onClose   atomic.Pointer[func()]
+	onReady   atomic.Pointer[func()]
 }
 
 func newSession(id, username string, queue int) *Session {
@@ -149,6 +150,9 @@ func (s *Session) Send(f *Frame) bool {
 		case s.ready <- struct{}{}:
 		default: // the writer has not taken the last token yet
 		}
+		if f := s.onReady.Load(); f != nil {
+			(*f)()
+		}
 	}
 	return true
 }
@@ -167,11 +171,22 @@ func (s *Session) Close(reason CloseReason, drain bool) {
 		case s.ready <- struct{}{}:
 		default:
 		}
+		if f := s.onReady.Load(); f != nil {
+			(*f)()
+		}
 		if f := s.onClose.Swap(nil); f != nil {
 			go (*f)()
 		}
 	})
 }
+
+// OnReady arranges for f to be called whenever the queue stops being
+// empty and when the session closes, on the goroutine that queued or
+// closed (often the hub's, under its lock): f must not block. It lets a
+// transport start a writer only when there is something to write, so that
+// an idle session keeps no writer goroutine. Calls may be spurious; f
+// should look at the queue (Queued, Take) and Done.
+func (s *Session) OnReady(f func()) { s.onReady.Store(&f) }
 
 // OnClose arranges for f to run in its own goroutine when the session
 // closes (at once if it has). It lets a transport whose writer may be
