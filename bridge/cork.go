@@ -141,11 +141,13 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.cork.Conn = conn
 	// The corkConn is the write buffer: coder/websocket's own need only
-	// hold a control frame. Reading, a small buffer will do unless the
-	// client sent more after its handshake, which net/http's buffer holds.
+	// hold a control frame, and a larger write goes past it anyway.
+	// Reading, a small buffer will do (a larger frame is read straight into
+	// coder/websocket's) unless the client sent more after its handshake,
+	// which net/http's buffer holds. Both stay for the connection's life.
 	br := brw.Reader
 	if br.Buffered() == 0 {
-		br = bufio.NewReaderSize(conn, 1<<10)
+		br = bufio.NewReaderSize(conn, 512)
 	}
-	return w.cork, bufio.NewReadWriter(br, bufio.NewWriterSize(w.cork, 512)), nil
+	return w.cork, bufio.NewReadWriter(br, bufio.NewWriterSize(w.cork, 128)), nil
 }

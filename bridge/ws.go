@@ -54,6 +54,12 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", err.Error())
 		return
 	}
+	if subToken != "" {
+		// coder/websocket keeps the subprotocol it picks, a substring of
+		// this header: with the token in the same header, the token would
+		// stay in memory for as long as the connection.
+		r.Header.Set("Sec-WebSocket-Protocol", Subprotocol)
+	}
 	s := &wsSession{b: b, done: make(chan struct{}), closed: make(chan struct{})}
 	if !b.addSession(s) {
 		writeJSONError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "server shutting down")

@@ -45,6 +45,9 @@ func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP stri
 	if err != nil {
 		return err
 	}
+	// The session's context keeps md for as long as the connection; the
+	// token in it is spent (the Principal carries what it proved).
+	md.Delete("authorization")
 	p, _ := auth.FromContext(ctx)
 	sess, err := s.chat.Open(ctx, p)
 	if err != nil {
