@@ -1264,7 +1264,11 @@ func TestClosed(t *testing.T) {
 			_, err := s.DeleteMessagesBefore(ctx, time.Now())
 			return err
 		},
-		"CountMessages": func() error { _, err := s.CountMessages(ctx); return err },
+		"TouchFile":                func() error { _, err := s.TouchFile(ctx, "f", time.Now()); return err },
+		"DeleteUnusedFiles":        func() error { _, err := s.DeleteUnusedFiles(ctx, time.Now(), 1); return err },
+		"ExistingFiles":            func() error { _, err := s.ExistingFiles(ctx, []string{"f"}); return err },
+		"RevokeRefreshTokenFamily": func() error { return s.RevokeRefreshTokenFamily(ctx, "x") },
+		"CountMessages":            func() error { _, err := s.CountMessages(ctx); return err },
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, store.ErrClosed) {
@@ -1306,6 +1310,9 @@ func TestQueryPlans(t *testing.T) {
 		{qFileConversations, []any{"f"}, true},
 		{qIsFileUploader, []any{"f", "a"}, true},
 		{qGetFile, []any{"f"}, true},
+		{qTouchFile, []any{"f", 0}, true},
+		{qDeleteUnusedFiles, []any{0, 10}, false}, // never prepared
+		{qExistingFiles, []any{strs}, true},
 		{qInsertMsgs, []any{strs, []int64{0, 0}, strs, strs, strs, strs, strs, [][]byte{nil, nil},
 			strs, strs, []int64{0, 0}, strs, []int64{0, 0}}, true},
 		{`SELECT username FROM users WHERE username = $1`, []any{"a"}, true},

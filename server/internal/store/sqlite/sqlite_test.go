@@ -825,7 +825,11 @@ func TestClosed(t *testing.T) {
 			_, err := s.DeleteMessagesBefore(ctx, time.Now())
 			return err
 		},
-		"CountMessages": func() error { _, err := s.CountMessages(ctx); return err },
+		"TouchFile":                func() error { _, err := s.TouchFile(ctx, "f", time.Now()); return err },
+		"DeleteUnusedFiles":        func() error { _, err := s.DeleteUnusedFiles(ctx, time.Now(), 1); return err },
+		"ExistingFiles":            func() error { _, err := s.ExistingFiles(ctx, []string{"f"}); return err },
+		"RevokeRefreshTokenFamily": func() error { return s.RevokeRefreshTokenFamily(ctx, "x") },
+		"CountMessages":            func() error { _, err := s.CountMessages(ctx); return err },
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, store.ErrClosed) {
@@ -852,8 +856,11 @@ func TestQueryPlans(t *testing.T) {
 		`SELECT ` + fileCols + ` FROM files WHERE id = ?`:                                                  {"f"},
 		`UPDATE refresh_tokens SET revoked_at = ?1 WHERE hash = ?2 AND revoked_at = 0 AND expires_at > ?1`: {0, "h"},
 		`DELETE FROM refresh_tokens WHERE expires_at <= ?`:                                                 {0},
-		`UPDATE refresh_tokens SET revoked_at = ?, revoke_reason = ? WHERE family = ? AND revoked_at = 0`:  {0, "r", "f"},
-		`SELECT username, family, revoke_reason, expires_at FROM refresh_tokens WHERE hash = ?`:            {"h"},
+		qTouchFile:         {0, "f"},
+		qDeleteUnusedFiles: {0, 10},
+		qExistingFiles(3):  {"a", "b", "c"},
+		`UPDATE refresh_tokens SET revoked_at = ?, revoke_reason = ? WHERE family = ? AND revoked_at = 0`: {0, "r", "f"},
+		`SELECT username, family, revoke_reason, expires_at FROM refresh_tokens WHERE hash = ?`:           {"h"},
 	}
 	for q, args := range queries {
 		rows, err := s.r.Query("EXPLAIN QUERY PLAN "+q, args...)
