@@ -42,6 +42,7 @@ import (
 	"github.com/parleychat/parley/server/internal/blob"
 	"github.com/parleychat/parley/server/internal/broker/natsbroker"
 	"github.com/parleychat/parley/server/internal/chatsvc"
+	"github.com/parleychat/parley/server/internal/filegc"
 	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/interceptor"
 	"github.com/parleychat/parley/server/internal/ratelimit"
@@ -89,7 +90,15 @@ type Config struct {
 	// MaxFileSize bounds uploads; default 10 MiB.
 	MaxFileSize int64
 	// Retention deletes messages older than this, hourly; 0 keeps them.
+	// With it set, files that no remaining message references are deleted
+	// too (their rows and, once no row names their content, their blobs),
+	// once FileGrace has passed since they were last uploaded or posted.
 	Retention time.Duration
+	// FileGrace is how long, with Retention set, a file that no message
+	// references is kept after it was last uploaded or posted: an upload
+	// must survive until its uploader posts it. Default the larger of 24h
+	// and Retention (so no file goes sooner than messages would).
+	FileGrace time.Duration
 
 	// TLSCertFile and TLSKeyFile enable TLS on the gRPC and HTTP listeners.
 	TLSCertFile, TLSKeyFile string
@@ -163,6 +172,9 @@ func (c *Config) setDefaults() {
 	if c.ReconnectAfter <= 0 {
 		c.ReconnectAfter = 2 * time.Second
 	}
+	if c.FileGrace == 0 {
+		c.FileGrace = max(filegc.DefaultGrace, c.Retention)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -175,6 +187,9 @@ func (c *Config) Validate() error {
 	}
 	if c.JWTSecret != nil && len(c.JWTSecret) < 32 {
 		return errors.New("the JWT secret must be at least 32 bytes")
+	}
+	if c.Retention < 0 || c.FileGrace < 0 {
+		return fmt.Errorf("retention (%v) and file grace (%v) must not be negative", c.Retention, c.FileGrace)
 	}
 	if c.OnlineSnapshotLimit < 0 || c.OnlineSnapshotLimit > 1000 {
 		return fmt.Errorf("the online snapshot limit must be between 1 and 1000 (0 for the default 100), not %d", c.OnlineSnapshotLimit)
@@ -205,6 +220,7 @@ type Server struct {
 	broker *natsbroker.Broker
 	chat   *chatsvc.Service
 	mhttp  *http.Server
+	files  *filegc.Collector
 
 	grpcLis, httpLis, metricsLis net.Listener
 	serveErr                     chan error
@@ -247,6 +263,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}()
 	blobs, err := blob.New(blob.Config{Dir: filepath.Join(cfg.DataDir, "files"), Sealer: keys, MaxSize: cfg.MaxFileSize})
+	if err != nil {
+		return nil, err
+	}
+	s.files, err = filegc.New(filegc.Config{Store: st, Blobs: blobs, Grace: cfg.FileGrace, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -343,6 +363,7 @@ type Store interface {
 	chatsvc.Store
 	authsvc.Store
 	adminsvc.Store
+	filegc.Store
 	DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error)
 	DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error)
 	Close() error
@@ -566,33 +587,61 @@ func (s *Server) metricsHandler() http.Handler {
 	return mux
 }
 
-// janitor deletes, hourly, expired refresh tokens and, when Retention is
-// set, messages older than it.
+// janitor runs RunJanitor at start and then hourly.
 func (s *Server) janitor() {
 	defer s.bg.Done()
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if n, err := s.store.DeleteExpiredRefreshTokens(ctx, time.Now()); err != nil {
-			s.log.Error("delete expired refresh tokens", "err", err)
-		} else if n > 0 {
-			s.log.Info("deleted expired refresh tokens", "count", n)
-		}
-		if s.cfg.Retention > 0 {
-			if n, err := s.store.DeleteMessagesBefore(ctx, time.Now().Add(-s.cfg.Retention)); err != nil {
-				s.log.Error("retention", "err", err)
-			} else if n > 0 {
-				s.log.Info("retention deleted messages", "count", n)
-			}
-		}
-		cancel()
+		s.RunJanitor(context.Background(), time.Now())
 		select {
 		case <-t.C:
 		case <-s.bgStop:
 			return
 		}
 	}
+}
+
+// RunJanitor does one pass of the hourly clean-up as of now: it deletes
+// expired refresh tokens and, when Retention is set, messages older than
+// it, then the files no message references any more that were last used
+// before now minus FileGrace (see package filegc). The server runs it
+// itself; tests call it with a now in the future to age what is stored.
+// Errors are logged and also returned, joined. Safe for concurrent use.
+func (s *Server) RunJanitor(ctx context.Context, now time.Time) error {
+	var errs []error
+	step := func(d time.Duration, what string, f func(ctx context.Context) error) {
+		// Each step has its own deadline, so that a slow one does not
+		// starve the next.
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		if err := f(ctx); err != nil {
+			s.log.Error(what, "err", err)
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+		}
+	}
+	step(time.Minute, "delete expired refresh tokens", func(ctx context.Context) error {
+		n, err := s.store.DeleteExpiredRefreshTokens(ctx, now)
+		if n > 0 {
+			s.log.Info("deleted expired refresh tokens", "count", n)
+		}
+		return err
+	})
+	if s.cfg.Retention <= 0 {
+		return errors.Join(errs...)
+	}
+	step(time.Minute, "retention", func(ctx context.Context) error {
+		n, err := s.store.DeleteMessagesBefore(ctx, now.Add(-s.cfg.Retention))
+		if n > 0 {
+			s.log.Info("retention deleted messages", "count", n)
+		}
+		return err
+	})
+	step(5*time.Minute, "file garbage collection", func(ctx context.Context) error {
+		_, err := s.files.Sweep(ctx, now)
+		return err
+	})
+	return errors.Join(errs...)
 }
 
 // Run starts the server and stops it gracefully when ctx ends.

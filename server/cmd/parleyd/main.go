@@ -119,6 +119,7 @@ func serve(args []string) error {
 	encKeys := fs.str("encryption-keys", "", "at-rest encryption keys id:base64(32 bytes),... (first is active)")
 	maxFile := fs.num("max-file-size", 10<<20, "largest upload in bytes")
 	retention := fs.dur("retention", 0, "delete messages older than this (0 keeps everything)")
+	fileGrace := fs.dur("file-grace", 0, "with --retention: keep a file no message references this long after its last upload or post (0: the larger of 24h and --retention)")
 	tlsCert := fs.str("tls-cert", "", "TLS certificate file (enables TLS on gRPC and HTTP)")
 	tlsKey := fs.str("tls-key", "", "TLS key file")
 	origins := fs.str("allowed-origins", "", "comma-separated browser origins allowed on the bridge; default this server's own localhost origins")
@@ -144,7 +145,7 @@ func serve(args []string) error {
 	cfg := server.Config{
 		GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, MetricsAddr: *metricsAddr, DataDir: *dataDir, DatabaseURL: *dbURL,
 		JWTIssuer: *issuer, JWTAudience: *audience, PublicKeyFiles: list(*pubKeys), AccessTTL: *accessTTL,
-		EncryptionKeys: *encKeys, MaxFileSize: *maxFile, Retention: *retention,
+		EncryptionKeys: *encKeys, MaxFileSize: *maxFile, Retention: *retention, FileGrace: *fileGrace,
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, AllowedOrigins: list(*origins),
 		QueueSize: int(*queue), WriteCoalesce: *coalesce, OnlineSnapshotLimit: int(*snapshot), PresenceNamesLimit: int(*namesLimit), DisableRegistration: *noRegister, RateLimits: *rates, NATSURL: *natsURL, NATSSubject: *natsSubject, Logger: logger, Static: web.Dist,
 	}

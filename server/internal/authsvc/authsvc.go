@@ -2,6 +2,14 @@
 // refresh-token rotation and logout. It is the only service that runs
 // without a token; its inputs are still validated and rate-limited by the
 // interceptors. Safe for concurrent use.
+//
+// Refresh tokens are single use and come in families: a login (or a
+// registration) starts one, and each Refresh replaces the token presented
+// with a new one of the same family. Presenting a token that was already
+// rotated is reuse, which means a copy of it leaked: the whole family is
+// revoked, so both whoever replayed it and the rightful client must log in
+// again. Logout ends the family of the token given, which is one device's
+// login; the user's other devices stay logged in.
 package authsvc
 
 import (
@@ -25,7 +33,7 @@ type Store interface {
 	GetUser(ctx context.Context, username string) (store.User, error)
 	CreateRefreshToken(ctx context.Context, t store.RefreshToken) error
 	RotateRefreshToken(ctx context.Context, oldHash string, next store.RefreshToken, now time.Time) (string, error)
-	RevokeRefreshToken(ctx context.Context, hash string) error
+	RevokeRefreshTokenFamily(ctx context.Context, hash string) error
 }
 
 // Config configures the service.
@@ -67,7 +75,10 @@ func New(cfg Config) (*Service, error) {
 	return &Service{cfg: cfg, dummyHash: h}, nil
 }
 
-var errBadLogin = status.Error(codes.Unauthenticated, "invalid username or password")
+var (
+	errBadLogin    = status.Error(codes.Unauthenticated, "invalid username or password")
+	errTokenReused = status.Error(codes.Unauthenticated, "refresh token reuse detected; log in again")
+)
 
 // Register creates a user with role user and logs it in.
 func (s *Service) Register(ctx context.Context, req *chatv1.RegisterRequest) (*chatv1.RegisterResponse, error) {
@@ -122,9 +133,16 @@ func (s *Service) Refresh(ctx context.Context, req *chatv1.RefreshRequest) (*cha
 	now := time.Now().UTC()
 	next := store.RefreshToken{Hash: hash, ExpiresAt: now.Add(s.cfg.RefreshTTL)}
 	name, err := s.cfg.Store.RotateRefreshToken(ctx, auth.HashRefreshToken(req.GetRefreshToken()), next, now)
-	if errors.Is(err, store.ErrNotFound) {
+	switch {
+	case errors.Is(err, store.ErrRefreshTokenReused):
+		// A Warn, not an Error: nothing is broken here, but a token leaked
+		// (or a client raced itself). The error names the family by a
+		// prefix of its id; no token or hash is logged.
+		s.cfg.Logger.Warn("auth: refresh token reuse detected; its login is revoked", "user", name, "err", err)
+		return nil, errTokenReused
+	case errors.Is(err, store.ErrNotFound):
 		return nil, status.Error(codes.Unauthenticated, "refresh token invalid, expired or already used")
-	} else if err != nil {
+	case err != nil:
 		return nil, s.internal("rotate refresh token", err)
 	}
 	u, err := s.cfg.Store.GetUser(ctx, name)
@@ -132,7 +150,7 @@ func (s *Service) Refresh(ctx context.Context, req *chatv1.RefreshRequest) (*cha
 		return nil, s.internal("get user", err)
 	}
 	if !u.Active {
-		_ = s.cfg.Store.RevokeRefreshToken(ctx, hash)
+		_ = s.cfg.Store.RevokeRefreshTokenFamily(ctx, hash)
 		return nil, status.Error(codes.PermissionDenied, "account deactivated")
 	}
 	role, _ := auth.ParseRole(u.Role)
@@ -149,9 +167,13 @@ func (s *Service) Refresh(ctx context.Context, req *chatv1.RefreshRequest) (*cha
 	}, nil
 }
 
-// Logout revokes a refresh token; an unknown token is not an error.
+// Logout ends the login the refresh token belongs to: it and every token
+// of its family are revoked, whether the one given is current or an older
+// one already rotated. Other logins of the same user are untouched: logging
+// out one device does not log out the others. An unknown token is not an
+// error.
 func (s *Service) Logout(ctx context.Context, req *chatv1.LogoutRequest) (*chatv1.LogoutResponse, error) {
-	if err := s.cfg.Store.RevokeRefreshToken(ctx, auth.HashRefreshToken(req.GetRefreshToken())); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := s.cfg.Store.RevokeRefreshTokenFamily(ctx, auth.HashRefreshToken(req.GetRefreshToken())); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, s.internal("revoke refresh token", err)
 	}
 	return &chatv1.LogoutResponse{}, nil

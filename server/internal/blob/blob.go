@@ -8,10 +8,17 @@
 // means), so someone who can read the directory can confirm whether a file
 // they already hold is stored, but not read any file they do not.
 //
+// Uploads are staged (Stage) and then committed (Staged.Commit), so the
+// caller can record the id between the two; deletion (Remove,
+// RemoveUnused, in gc.go) relies on that order to never lose the blob of
+// an upload racing it.
+//
 // Concurrency: a *Store is safe for concurrent use, by this process and by
 // others sharing the directory. Writes go to a temp file that is fsynced
 // and renamed into place, so a reader never sees a partial file and a crash
-// leaves at most a stale temp file, removed by the next New after an hour.
+// leaves at most a stale temp file, removed by the next New after an hour,
+// or a <id>.trash file from an unfinished Remove, settled by the next
+// RemoveUnused.
 package blob
 
 import (
@@ -121,29 +128,71 @@ func ValidID(id string) bool {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+		if !isLowerHex(id[i]) {
 			return false
 		}
 	}
 	return true
 }
 
+func isLowerHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }
+
 func (s *Store) path(id string) string { return filepath.Join(s.dir, id[:2], id) }
 
 // Put stores the content read from r (until EOF) and returns its id and
-// plaintext size. Content larger than MaxSize fails with ErrTooLarge
-// without being stored. Storing content that is already present succeeds
-// and keeps the existing file. When Put returns nil the file is durable:
-// its data and its directory entry have been fsynced. ctx is checked
-// between reads of r.
+// plaintext size: Stage followed by Commit. Content larger than MaxSize
+// fails with ErrTooLarge without being stored. Storing content that is
+// already present succeeds and keeps the existing file. When Put returns
+// nil the file is durable: its data and its directory entry have been
+// fsynced. ctx is checked between reads of r.
+//
+// A caller that records the id elsewhere (the message store's file rows)
+// and runs the garbage collector should use Stage and record the id
+// before Commit; see Staged.
 func (s *Store) Put(ctx context.Context, r io.Reader) (id string, size int64, err error) {
-	if err := ctx.Err(); err != nil {
+	st, err := s.Stage(ctx, r)
+	if err != nil {
 		return "", 0, err
+	}
+	if err := st.Commit(); err != nil {
+		return "", 0, err
+	}
+	return st.ID(), st.Size(), nil
+}
+
+// Staged is content written and fsynced to a temporary file, whose id is
+// known but which is not yet stored under it. Exactly one of Commit or
+// Discard must be called. Not safe for concurrent use.
+//
+// Uploads stage first so that the reference to the content is recorded
+// before the content is committed: the garbage collector takes a blob
+// away (Remove) before it looks for references, and puts it back if it
+// finds one. If Commit found the blob present, the reference recorded
+// before it is seen by any collector that takes the blob away afterwards;
+// if a collector took it away before, Commit writes it again.
+type Staged struct {
+	s    *Store
+	tmp  string
+	id   string
+	size int64
+}
+
+// ID is the staged content's id (the hex SHA-256 of its plaintext).
+func (st *Staged) ID() string { return st.id }
+
+// Size is the staged content's plaintext size in bytes.
+func (st *Staged) Size() int64 { return st.size }
+
+// Stage reads r until EOF into a sealed (when a key is configured),
+// fsynced temporary file and returns it with its id. Content larger than
+// MaxSize fails with ErrTooLarge. ctx is checked between reads of r.
+func (s *Store) Stage(ctx context.Context, r io.Reader) (_ *Staged, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	tmp, err := os.CreateTemp(s.dir, tempPrefix+"*")
 	if err != nil {
-		return "", 0, fmt.Errorf("blob: %w", err)
+		return nil, fmt.Errorf("blob: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -158,58 +207,69 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (id string, size int64, er
 	bw := bufio.NewWriterSize(tmp, 64<<10)
 	sw, err := s.sealer.SealWriter(bw)
 	if err != nil {
-		return "", 0, fmt.Errorf("blob: %w", err)
+		return nil, fmt.Errorf("blob: %w", err)
 	}
 	// Read one byte past the limit so "exactly MaxSize" and "more" differ.
 	src := &ctxReader{ctx: ctx, r: io.LimitReader(r, s.maxSize+1)}
-	size, err = io.Copy(io.MultiWriter(h, sw), src)
+	size, err := io.Copy(io.MultiWriter(h, sw), src)
 	if err != nil {
-		return "", 0, err
+		return nil, err
 	}
 	if size > s.maxSize {
-		return "", 0, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, s.maxSize)
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, s.maxSize)
 	}
 	if err := sw.Close(); err != nil {
-		return "", 0, fmt.Errorf("blob: %w", err)
+		return nil, fmt.Errorf("blob: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
-		return "", 0, fmt.Errorf("blob: %w", err)
+		return nil, fmt.Errorf("blob: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return "", 0, fmt.Errorf("blob: %w", err)
+		return nil, fmt.Errorf("blob: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return "", 0, fmt.Errorf("blob: %w", err)
+		return nil, fmt.Errorf("blob: %w", err)
 	}
+	return &Staged{s: s, tmp: tmp.Name(), id: hex.EncodeToString(h.Sum(nil)), size: size}, nil
+}
 
-	id = hex.EncodeToString(h.Sum(nil))
+// Discard deletes the staged content without storing it.
+func (st *Staged) Discard() { os.Remove(st.tmp) }
+
+// Commit stores the staged content under its id, durably: when it returns
+// nil the file's data and its directory entry have been fsynced. Content
+// already present is kept and the staged copy deleted.
+func (st *Staged) Commit() error {
+	s, id := st.s, st.id
 	final := s.path(id)
 	if _, statErr := os.Stat(final); statErr == nil {
-		os.Remove(tmp.Name())
-		return id, size, nil
+		os.Remove(st.tmp)
+		return nil
 	}
 	sub := filepath.Dir(final)
 	_, statErr := os.Stat(sub)
 	newSub := errors.Is(statErr, fs.ErrNotExist)
 	if err := os.MkdirAll(sub, 0o700); err != nil {
-		return "", 0, fmt.Errorf("blob: %w", err)
+		os.Remove(st.tmp)
+		return fmt.Errorf("blob: %w", err)
 	}
 	// Two Puts of the same content may both get here; rename replaces
 	// atomically and both files hold the same plaintext, so either wins.
-	if err := os.Rename(tmp.Name(), final); err != nil {
-		return "", 0, fmt.Errorf("blob: %w", err)
+	if err := os.Rename(st.tmp, final); err != nil {
+		os.Remove(st.tmp)
+		return fmt.Errorf("blob: %w", err)
 	}
 	// The rename is durable only once the directory holding the new entry
 	// is synced (and its parent, if the directory itself is new).
 	if err := syncDir(sub); err != nil {
-		return "", 0, err
+		return err
 	}
 	if newSub {
 		if err := syncDir(s.dir); err != nil {
-			return "", 0, err
+			return err
 		}
 	}
-	return id, size, nil
+	return nil
 }
 
 func syncDir(dir string) error {

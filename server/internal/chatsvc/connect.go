@@ -22,6 +22,7 @@ import (
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/apierr"
 	"github.com/parleychat/parley/server/internal/auth"
+	"github.com/parleychat/parley/server/internal/blob"
 	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/store"
 )
@@ -35,7 +36,7 @@ type Store interface {
 
 // Blobs stores file contents by SHA-256.
 type Blobs interface {
-	Put(ctx context.Context, r io.Reader) (id string, size int64, err error)
+	Stage(ctx context.Context, r io.Reader) (*blob.Staged, error)
 	Open(ctx context.Context, id string) (io.ReadCloser, error)
 }
 

@@ -119,7 +119,7 @@ func (s *Service) UploadFile(stream grpc.ClientStreamingServer[chatv1.UploadFile
 			}
 		}
 	}()
-	id, size, err := s.cfg.Blobs.Put(ctx, pr)
+	staged, err := s.cfg.Blobs.Stage(ctx, pr)
 	pr.CloseWithError(errors.New("upload ended"))
 	if err != nil {
 		if errors.Is(err, blob.ErrTooLarge) {
@@ -134,8 +134,15 @@ func (s *Service) UploadFile(stream grpc.ClientStreamingServer[chatv1.UploadFile
 	if ctype == "" {
 		ctype = "application/octet-stream"
 	}
-	f, err := s.cfg.Store.PutFile(ctx, store.File{ID: id, Name: info.GetName(), Size: size, ContentType: ctype, Uploader: p.Username})
+	// The row first, then the blob: the file garbage collector, which may
+	// be deleting this same content right now, puts a blob back when it
+	// finds a row, and Commit writes the blob again if it was taken.
+	f, err := s.cfg.Store.PutFile(ctx, store.File{ID: staged.ID(), Name: info.GetName(), Size: staged.Size(), ContentType: ctype, Uploader: p.Username})
 	if err != nil {
+		staged.Discard()
+		return toStatus(s.log, err)
+	}
+	if err := staged.Commit(); err != nil {
 		return toStatus(s.log, err)
 	}
 	return stream.SendAndClose(&chatv1.UploadFileResponse{File: fileRef(f)})

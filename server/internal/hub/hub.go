@@ -49,6 +49,7 @@ type Store interface {
 	DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, error)
 	TouchLastSeen(ctx context.Context, username string, t time.Time) error
 	GetFile(ctx context.Context, id string) (store.File, error)
+	TouchFile(ctx context.Context, id string, t time.Time) (store.File, error)
 	IsFileUploader(ctx context.Context, id, username string) (bool, error)
 	FileConversations(ctx context.Context, fileID string) ([]string, error)
 }
@@ -612,6 +613,15 @@ func (h *Hub) SendFile(ctx context.Context, s *Session, conv *chatv1.Conversatio
 		m.Conversation, m.Recipient = store.DirectKey(s.Username, k.User), k.User
 	default:
 		return Sent{}, apierr.InvalidArgument("conversation is required")
+	}
+	// Mark the file used before the message that references it is stored:
+	// the file garbage collector keeps a recently used file, and if it
+	// deleted this one since the lookup above, the post fails here rather
+	// than referencing a file that is gone.
+	if _, err := h.store.TouchFile(ctx, f.ID, time.Now()); errors.Is(err, store.ErrNotFound) {
+		return Sent{}, apierr.NotFound("file %s not found", fileID)
+	} else if err != nil {
+		return Sent{}, err
 	}
 	return h.post(ctx, m)
 }

@@ -5,6 +5,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"time"
@@ -18,6 +20,13 @@ var (
 	ErrExists = errors.New("store: already exists")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("store: closed")
+	// ErrRefreshTokenReused is returned by RotateRefreshToken when the
+	// token presented was already rotated (and has not expired): someone
+	// replayed it, so the store has revoked every token of its family.
+	// Refresh tokens are bearer secrets that a thief and the victim then
+	// both hold; the store cannot tell which of them is replaying, so both
+	// must log in again (OAuth 2.0 Security BCP, refresh token rotation).
+	ErrRefreshTokenReused = errors.New("store: refresh token reused")
 )
 
 // Roles as stored. They match the names of chat.v1.Role without the prefix,
@@ -44,6 +53,21 @@ type RefreshToken struct {
 	Hash      string // hex SHA-256 of the opaque token
 	Username  string
 	ExpiresAt time.Time
+	// Family identifies the login the token descends from: one login (or
+	// registration) starts a family and every rotation passes it on, so a
+	// family is one device's chain of tokens. CreateRefreshToken assigns a
+	// new random family when it is empty; RotateRefreshToken ignores it on
+	// the new token and uses the old token's.
+	Family string
+}
+
+// NewRefreshFamily returns a new random refresh token family id (32 hex
+// digits). Family ids are not secrets: they name a chain of tokens in
+// logs and queries but authenticate nothing.
+func NewRefreshFamily() string {
+	b := make([]byte, 16)
+	rand.Read(b) // never fails (see crypto/rand.Read)
+	return hex.EncodeToString(b)
 }
 
 // Message is a stored chat message.

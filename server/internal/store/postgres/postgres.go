@@ -372,12 +372,18 @@ type migrated struct {
 // migration leaves nothing behind; a migration that cannot run in a
 // transaction, such as CREATE INDEX CONCURRENTLY, needs another path.)
 func migrate(ctx context.Context, db *pgxpool.Pool, schema string) (migrated, error) {
-	var res migrated
 	ms, err := migrations()
 	if err != nil {
-		return res, err
+		return migrated{}, err
 	}
-	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+	return applyMigrations(ctx, db, schema, ms)
+}
+
+// applyMigrations is migrate with the list given: tests pass a prefix of
+// it to build a database as an older binary left it.
+func applyMigrations(ctx context.Context, db *pgxpool.Pool, schema string, ms []migration) (migrated, error) {
+	var res migrated
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(
 				'parley.store.migrate:' || coalesce(nullif($1::text, ''), current_schema(), ''), 0))`, schema); err != nil {
 			return err

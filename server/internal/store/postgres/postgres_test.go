@@ -389,107 +389,6 @@ func TestUsers(t *testing.T) {
 	}
 }
 
-func TestRefreshTokens(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := newStore(t, Config{})
-	mustUser(t, s, "alice")
-	now := time.Now()
-	later := now.Add(time.Hour)
-
-	if err := s.CreateRefreshToken(ctx, store.RefreshToken{Hash: "x", Username: "nobody", ExpiresAt: later}); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("token for unknown user: %v, want ErrNotFound", err)
-	}
-	if err := s.CreateRefreshToken(ctx, store.RefreshToken{Hash: "t1", Username: "alice", ExpiresAt: later}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.CreateRefreshToken(ctx, store.RefreshToken{Hash: "t1", Username: "alice", ExpiresAt: later}); !errors.Is(err, store.ErrExists) {
-		t.Fatalf("duplicate hash: %v, want ErrExists", err)
-	}
-	if err := s.CreateRefreshToken(ctx, store.RefreshToken{Hash: "t1"}); err == nil {
-		t.Fatal("token without a user accepted")
-	}
-	user, err := s.RotateRefreshToken(ctx, "t1", store.RefreshToken{Hash: "t2", ExpiresAt: later}, now)
-	if err != nil || user != "alice" {
-		t.Fatalf("rotate = %q, %v", user, err)
-	}
-	if _, err := s.RotateRefreshToken(ctx, "t1", store.RefreshToken{Hash: "t2b", ExpiresAt: later}, now); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("reusing a rotated token: %v, want ErrNotFound", err)
-	}
-	if _, err := s.RotateRefreshToken(ctx, "t2", store.RefreshToken{Hash: "t3", Username: "mallory", ExpiresAt: later}, now); err == nil {
-		t.Fatal("rotation to another user succeeded")
-	}
-	if _, err := s.RotateRefreshToken(ctx, "t2", store.RefreshToken{Hash: "t2", ExpiresAt: later}, now); !errors.Is(err, store.ErrExists) {
-		t.Fatalf("rotating to a stored hash: %v, want ErrExists", err)
-	}
-	if _, err := s.RotateRefreshToken(ctx, "t2", store.RefreshToken{Hash: "t3", Username: "alice", ExpiresAt: later}, now); err != nil {
-		t.Fatalf("rotating the current token (after failed attempts): %v", err)
-	}
-	// Expired: valid until "later", presented after it.
-	if _, err := s.RotateRefreshToken(ctx, "t3", store.RefreshToken{Hash: "t4", ExpiresAt: later}, later); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("expired token: %v, want ErrNotFound", err)
-	}
-	if _, err := s.RotateRefreshToken(ctx, "unknown", store.RefreshToken{Hash: "t4", ExpiresAt: later}, now); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("unknown token: %v, want ErrNotFound", err)
-	}
-	if err := s.RevokeRefreshToken(ctx, "t3"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.RevokeRefreshToken(ctx, "t3"); err != nil {
-		t.Fatalf("revoking twice: %v", err)
-	}
-	if err := s.RevokeRefreshToken(ctx, "unknown"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("revoke unknown: %v", err)
-	}
-	if _, err := s.RotateRefreshToken(ctx, "t3", store.RefreshToken{Hash: "t4", ExpiresAt: later}, now); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("revoked token: %v, want ErrNotFound", err)
-	}
-	if n, err := s.DeleteExpiredRefreshTokens(ctx, now); err != nil || n != 0 {
-		t.Fatalf("DeleteExpiredRefreshTokens before expiry = %d, %v", n, err)
-	}
-	if n, err := s.DeleteExpiredRefreshTokens(ctx, later.Add(time.Second)); err != nil || n != 3 {
-		t.Fatalf("DeleteExpiredRefreshTokens = %d, %v; want 3", n, err)
-	}
-}
-
-// TestRotateRace spends one token from many goroutines on two nodes: one
-// rotation wins, every other gets ErrNotFound.
-func TestRotateRace(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s1, schema := newStore(t, Config{})
-	s2 := openIn(t, schema, Config{})
-	mustUser(t, s1, "alice")
-	now := time.Now()
-	if err := s1.CreateRefreshToken(ctx, store.RefreshToken{Hash: "t0", Username: "alice", ExpiresAt: now.Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-	const n = 16
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		s := []*Store{s1, s2}[i%2]
-		wg.Go(func() {
-			_, err := s.RotateRefreshToken(ctx, "t0", store.RefreshToken{Hash: fmt.Sprint("next", i), ExpiresAt: now.Add(time.Hour)}, now)
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	won := 0
-	for err := range errs {
-		switch {
-		case err == nil:
-			won++
-		case !errors.Is(err, store.ErrNotFound):
-			t.Errorf("losing rotation: %v, want ErrNotFound", err)
-		}
-	}
-	if won != 1 {
-		t.Fatalf("%d rotations of one token succeeded, want 1", won)
-	}
-}
-
 func TestAppendAssigns(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -942,8 +841,8 @@ func TestReopenKeepsEverything(t *testing.T) {
 	}
 	var versions int
 	rawConn(t, schema).QueryRow(ctx, "SELECT count(*) FROM schema_version").Scan(&versions)
-	if versions != 1 {
-		t.Fatalf("%d schema_version rows after reopen, want 1", versions)
+	if ms, _ := migrations(); versions != len(ms) {
+		t.Fatalf("%d schema_version rows after reopen, want %d", versions, len(ms))
 	}
 }
 
@@ -979,8 +878,8 @@ func TestOpenConcurrently(t *testing.T) {
 	}
 	var versions int
 	rawConn(t, schema).QueryRow(ctx, "SELECT count(*) FROM schema_version").Scan(&versions)
-	if versions != 1 {
-		t.Fatalf("%d schema_version rows, want 1", versions)
+	if ms, _ := migrations(); versions != len(ms) {
+		t.Fatalf("%d schema_version rows, want %d (each migration applied once)", versions, len(ms))
 	}
 }
 
@@ -1365,7 +1264,11 @@ func TestClosed(t *testing.T) {
 			_, err := s.DeleteMessagesBefore(ctx, time.Now())
 			return err
 		},
-		"CountMessages": func() error { _, err := s.CountMessages(ctx); return err },
+		"TouchFile":                func() error { _, err := s.TouchFile(ctx, "f", time.Now()); return err },
+		"DeleteUnusedFiles":        func() error { _, err := s.DeleteUnusedFiles(ctx, time.Now(), 1); return err },
+		"ExistingFiles":            func() error { _, err := s.ExistingFiles(ctx, []string{"f"}); return err },
+		"RevokeRefreshTokenFamily": func() error { return s.RevokeRefreshTokenFamily(ctx, "x") },
+		"CountMessages":            func() error { _, err := s.CountMessages(ctx); return err },
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, store.ErrClosed) {
@@ -1407,11 +1310,16 @@ func TestQueryPlans(t *testing.T) {
 		{qFileConversations, []any{"f"}, true},
 		{qIsFileUploader, []any{"f", "a"}, true},
 		{qGetFile, []any{"f"}, true},
+		{qTouchFile, []any{"f", 0}, true},
+		{qDeleteUnusedFiles, []any{0, 10}, false}, // never prepared
+		{qExistingFiles, []any{strs}, true},
 		{qInsertMsgs, []any{strs, []int64{0, 0}, strs, strs, strs, strs, strs, [][]byte{nil, nil},
 			strs, strs, []int64{0, 0}, strs, []int64{0, 0}}, true},
 		{`SELECT username FROM users WHERE username = $1`, []any{"a"}, true},
 		{`UPDATE refresh_tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at = 0 AND expires_at > $1`, []any{0, "h"}, true},
 		{`DELETE FROM refresh_tokens WHERE expires_at <= $1`, []any{0}, false},
+		{`UPDATE refresh_tokens SET revoked_at = $1, revoke_reason = $2 WHERE family = $3 AND revoked_at = 0`, []any{0, "r", "f"}, true},
+		{`SELECT username, family, revoke_reason, expires_at FROM refresh_tokens WHERE hash = $1`, []any{"h"}, true},
 		{`DELETE FROM refresh_tokens WHERE username = $1`, []any{"a"}, true}, // the cascade from users
 		{`DELETE FROM memberships WHERE username = $1 AND room = $2`, []any{"a", "r"}, true},
 	}

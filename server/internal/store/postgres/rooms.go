@@ -61,8 +61,13 @@ const (
 
 // PutFile records file metadata. If a file with f.ID is already stored its
 // metadata is kept (same id, same content) and returned; either way
-// f.Uploader is recorded as one of the file's uploaders. A zero CreatedAt
+// f.Uploader is recorded as one of the file's uploaders, and the file
+// counts as used at f.CreatedAt (see DeleteUnusedFiles). A zero CreatedAt
 // means now.
+//
+// Call it before making the content durable in the blob store (see
+// blob.Staged): once this row is committed the file garbage collector,
+// which checks for the row after taking a blob away, puts the blob back.
 func (s *Store) PutFile(ctx context.Context, f store.File) (store.File, error) {
 	if err := s.check(ctx); err != nil {
 		return store.File{}, err
@@ -75,8 +80,8 @@ func (s *Store) PutFile(ctx context.Context, f store.File) (store.File, error) {
 	}
 	var stored store.File
 	err := s.withTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO files (`+fileCols+`) VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (id) DO NOTHING`,
+		if _, err := tx.Exec(ctx, `INSERT INTO files (`+fileCols+`, touched_at) VALUES ($1, $2, $3, $4, $5, $6, $6)
+			ON CONFLICT (id) DO UPDATE SET touched_at = greatest(files.touched_at, excluded.touched_at)`,
 			f.ID, f.Name, f.Size, f.ContentType, f.Uploader, nanos(f.CreatedAt)); err != nil {
 			return err
 		}

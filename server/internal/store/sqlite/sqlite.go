@@ -434,6 +434,12 @@ func migrate(ctx context.Context, db *sql.DB) (version, applied int, err error) 
 	if err != nil {
 		return 0, 0, err
 	}
+	return applyMigrations(ctx, db, ms)
+}
+
+// applyMigrations is migrate with the list given: tests pass a prefix of
+// it to build a database as an older binary left it.
+func applyMigrations(ctx context.Context, db *sql.DB, ms []migration) (version, applied int, err error) {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
 		version    INTEGER PRIMARY KEY,
 		applied_at INTEGER NOT NULL

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -90,8 +91,9 @@ func (s *Store) CountUsers(ctx context.Context) (int64, error) {
 	return s.count(ctx, "SELECT count(*) FROM users")
 }
 
-// CreateRefreshToken stores a refresh token hash. store.ErrNotFound if the
-// user does not exist, store.ErrExists if the hash is already stored.
+// CreateRefreshToken stores a refresh token hash, starting a new family
+// when t.Family is empty (a login). store.ErrNotFound if the user does not
+// exist, store.ErrExists if the hash is already stored.
 func (s *Store) CreateRefreshToken(ctx context.Context, t store.RefreshToken) error {
 	if err := s.check(ctx); err != nil {
 		return err
@@ -99,17 +101,36 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t store.RefreshToken) er
 	if t.Hash == "" || t.Username == "" {
 		return fmt.Errorf("sqlite: refresh token needs Hash and Username")
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO refresh_tokens (hash, username, expires_at, created_at)
-		VALUES (?, ?, ?, ?)`, t.Hash, t.Username, nanos(t.ExpiresAt), time.Now().UnixNano())
+	if t.Family == "" {
+		t.Family = store.NewRefreshFamily()
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO refresh_tokens (hash, username, expires_at, created_at, family)
+		VALUES (?, ?, ?, ?, ?)`, t.Hash, t.Username, nanos(t.ExpiresAt), time.Now().UnixNano(), t.Family)
 	return s.mapErr(err)
 }
 
+// Why a refresh token was revoked (refresh_tokens.revoke_reason).
+const (
+	revokedRotated = "rotated" // spent by RotateRefreshToken: presenting it again is reuse
+	revokedLogout  = "logout"  // RevokeRefreshTokenFamily
+	revokedReuse   = "reuse"   // its family was revoked because one of its tokens was reused
+)
+
 // RotateRefreshToken atomically spends the token oldHash and stores next
-// in its place, returning the owner. The old token must exist, be
-// unrevoked and expire after now; otherwise nothing changes and
-// store.ErrNotFound is returned, so a rotated token can never be used
-// twice. next.Username may be empty (it takes the owner); if set it must
-// be the owner.
+// in its place, in the same family, returning the owner. The old token must
+// exist, be unrevoked and expire after now; otherwise nothing is stored and
+// an error is returned, so a rotated token can never be used twice:
+//   - store.ErrRefreshTokenReused if it was already rotated and has not
+//     expired. That is a replay, so every unrevoked token of its family is
+//     revoked too (committed before returning), and the owner is returned
+//     with the error for the caller's log. Two concurrent rotations of one
+//     token are the same thing: one wins, and the other then revokes the
+//     winner's new token.
+//   - store.ErrNotFound if it is unknown, expired, or revoked otherwise
+//     (logout, or its family's revocation).
+//
+// next.Username may be empty (it takes the owner); if set it must be the
+// owner. next.Family is ignored.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next store.RefreshToken, now time.Time) (string, error) {
 	if err := s.check(ctx); err != nil {
 		return "", err
@@ -118,41 +139,91 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next sto
 		return "", fmt.Errorf("sqlite: refresh token needs Hash")
 	}
 	var username string
+	var reused error
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		// One conditional UPDATE both checks and spends the old token.
-		err := tx.QueryRowContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?1
-			WHERE hash = ?2 AND revoked_at = 0 AND expires_at > ?1 RETURNING username`,
-			nanos(now), oldHash).Scan(&username)
+		var family string
+		err := tx.QueryRowContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?1, revoke_reason = ?3
+			WHERE hash = ?2 AND revoked_at = 0 AND expires_at > ?1 RETURNING username, family`,
+			nanos(now), oldHash, revokedRotated).Scan(&username, &family)
+		if errors.Is(err, sql.ErrNoRows) {
+			username, reused, err = s.detectReuse(ctx, tx, oldHash, now)
+			return err
+		}
 		if err != nil {
-			return err // sql.ErrNoRows maps to store.ErrNotFound
+			return err
 		}
 		if next.Username != "" && next.Username != username {
 			return fmt.Errorf("sqlite: rotating %s's refresh token to user %q", username, next.Username)
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO refresh_tokens (hash, username, expires_at, created_at)
-			VALUES (?, ?, ?, ?)`, next.Hash, username, nanos(next.ExpiresAt), nanos(now))
+		_, err = tx.ExecContext(ctx, `INSERT INTO refresh_tokens (hash, username, expires_at, created_at, family)
+			VALUES (?, ?, ?, ?, ?)`, next.Hash, username, nanos(next.ExpiresAt), nanos(now), family)
 		return err
 	})
 	if err != nil {
 		return "", err
 	}
+	if reused != nil {
+		return username, reused
+	}
 	return username, nil
 }
 
-// RevokeRefreshToken revokes a token. Revoking a revoked token succeeds;
-// store.ErrNotFound if the hash is unknown.
-func (s *Store) RevokeRefreshToken(ctx context.Context, hash string) error {
+// detectReuse runs, in RotateRefreshToken's transaction, when the token
+// hash could not be spent. If it was rotated before and has not expired it
+// revokes the token's family and returns the owner with
+// store.ErrRefreshTokenReused (as reused: the transaction must commit);
+// otherwise it returns store.ErrNotFound as err.
+func (s *Store) detectReuse(ctx context.Context, tx *sql.Tx, hash string, now time.Time) (username string, reused, err error) {
+	var family, reason string
+	var expires int64
+	err = tx.QueryRowContext(ctx, `SELECT username, family, revoke_reason, expires_at FROM refresh_tokens WHERE hash = ?`,
+		hash).Scan(&username, &family, &reason, &expires)
+	if err != nil {
+		return "", nil, err // sql.ErrNoRows maps to store.ErrNotFound
+	}
+	if reason != revokedRotated || expires <= nanos(now) {
+		return "", nil, store.ErrNotFound
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?, revoke_reason = ?
+		WHERE family = ? AND revoked_at = 0`, nanos(now), revokedReuse, family)
+	if err != nil {
+		return "", nil, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return "", nil, err
+	}
+	return username, fmt.Errorf("%w: family %s, %d tokens revoked", store.ErrRefreshTokenReused, family[:min(8, len(family))], n), nil
+}
+
+// RevokeRefreshTokenFamily revokes the token hash and every other token of
+// its family: the logout of one device, whose tokens are one family, and
+// only that device (the user's other logins are other families). It
+// accepts any token of the family, even one already rotated, so a client
+// holding a stale token still ends its chain. Revoking a revoked family
+// succeeds; store.ErrNotFound if the hash is unknown.
+func (s *Store) RevokeRefreshTokenFamily(ctx context.Context, hash string) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	return s.affected(s.w.ExecContext(ctx, `UPDATE refresh_tokens
-		SET revoked_at = CASE WHEN revoked_at = 0 THEN ? ELSE revoked_at END WHERE hash = ?`,
-		time.Now().UnixNano(), hash))
+	return s.withTx(ctx, func(tx *sql.Tx) error {
+		var family string
+		if err := tx.QueryRowContext(ctx, `SELECT family FROM refresh_tokens WHERE hash = ?`, hash).Scan(&family); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?, revoke_reason = ?
+			WHERE family = ? AND revoked_at = 0`, time.Now().UnixNano(), revokedLogout, family)
+		return err
+	})
 }
 
 // DeleteExpiredRefreshTokens removes tokens (revoked or not) that expired
 // at or before now and returns how many. Until then revoked tokens are
-// kept, which lets RotateRefreshToken refuse a replayed token.
+// kept, which lets RotateRefreshToken tell a replayed token (reuse) from
+// an unknown one. Deleting an expired token cannot hide reuse: an expired
+// token is refused anyway, and the rest of its family are separate rows
+// that expire on their own.
 func (s *Store) DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error) {
 	if err := s.check(ctx); err != nil {
 		return 0, err
