@@ -8,19 +8,23 @@ BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: run test test-go test-web tools generate lint check-generated bench
+.PHONY: run test test-go test-web test-mobile tools generate lint check-generated bench
 
 run:
 	go run ./server/cmd/parleyd
 
-# Every test: Go (race detector on) and the web app (unit + headless Chromium).
-test: tools test-go test-web
+# Every test: Go (race detector on), the web app (unit + headless Chromium)
+# and the React Native app (jest against a real parleyd).
+test: tools test-go test-web test-mobile
 
 test-go:
 	go test -race -count=1 ./...
 
 test-web:
 	bash clients/web/scripts/ci.sh
+
+test-mobile:
+	bash clients/mobile/scripts/ci.sh
 
 tools:
 	go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
