@@ -165,6 +165,10 @@ type wsSession struct {
 // that stopped reading once the session has ended.
 const closeTimeout = 5 * time.Second
 
+// slowCloseTimeout replaces closeTimeout for a client closed as a slow
+// consumer or for exceeding a limit.
+const slowCloseTimeout = time.Second
+
 // end records why the session ends and closes the WebSocket (once run has
 // started); the first call wins.
 func (s *wsSession) end(code websocket.StatusCode, reason string) {
@@ -186,7 +190,14 @@ func (s *wsSession) shutdown() {
 	defer close(s.closed)
 	s.cancel() // ends the Connect stream, so the server's handler returns
 	s.stopPings()
-	_ = s.cork.SetWriteDeadline(time.Now().Add(closeTimeout))
+	grace := closeTimeout
+	if s.code == closeSlowConsumer || s.code == closeRateLimited {
+		// A client dropped for not keeping up (or for abuse) may have a
+		// write stuck on it: its close frame is not worth holding the
+		// connection for long.
+		grace = slowCloseTimeout
+	}
+	_ = s.cork.SetWriteDeadline(time.Now().Add(grace))
 	_ = s.cork.Stop()
 	_ = s.conn.Close(s.code, s.reason)
 }

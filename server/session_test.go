@@ -155,8 +155,14 @@ func TestSlowConsumer(t *testing.T) {
 
 	const n = 400
 	text := strings.Repeat("y", 3000)
+	// pub waits for its acks every 16 sends, as a real client would: a
+	// publisher that never waits could itself fall a queue behind on a
+	// loaded machine (its own messages and acks come back to it).
 	for i := range n {
-		pub.send(sendRoom("general", fmt.Sprintf("%d %s", i, text), ""))
+		id := pub.send(sendRoom("general", fmt.Sprintf("%d %s", i, text), ""))
+		if i%16 == 15 {
+			pub.until(func(ev *chatv1.ServerEvent) bool { return ev.GetRequestId() == id })
+		}
 	}
 	for i := range n {
 		want := fmt.Sprintf("%d %s", i, text)
