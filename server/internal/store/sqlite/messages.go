@@ -106,9 +106,43 @@ func (s *Store) writeLoop() {
 		if len(batch) == 0 {
 			return
 		}
+		if s.delay > 0 && len(batch) < s.maxBatch && time.Since(s.lastEnd) < s.delay {
+			// Appends are arriving back to back: let a few more share
+			// this commit (and its fsync).
+			time.Sleep(s.delay)
+			batch = s.takeMore(batch)
+		}
 		s.commitBatch(batch)
+		s.lastEnd = time.Now()
 		clear(batch) // drop references so answered requests can be collected
 	}
+}
+
+// takeMore adds what is waiting to batch, up to maxBatch, without
+// blocking.
+func (s *Store) takeMore(batch []*appendReq) []*appendReq {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.grabLocked(batch)
+}
+
+// grabLocked moves live requests from the queue to batch, up to maxBatch.
+func (s *Store) grabLocked(batch []*appendReq) []*appendReq {
+	n0 := len(batch)
+	i := 0
+	for ; i < len(s.queue) && len(batch) < s.maxBatch; i++ {
+		r := s.queue[i]
+		if r.state == abandoned {
+			continue
+		}
+		r.state = taken
+		batch = append(batch, r)
+	}
+	s.taken.Add(int64(len(batch) - n0))
+	n := copy(s.queue, s.queue[i:])
+	clear(s.queue[n:])
+	s.queue = s.queue[:n]
+	return batch
 }
 
 // take blocks until there is work, then takes up to maxBatch live
@@ -120,19 +154,7 @@ func (s *Store) take(batch []*appendReq) []*appendReq {
 		for len(s.queue) == 0 && !s.qclosed {
 			s.qcond.Wait()
 		}
-		i := 0
-		for ; i < len(s.queue) && len(batch) < s.maxBatch; i++ {
-			r := s.queue[i]
-			if r.state == abandoned {
-				continue
-			}
-			r.state = taken
-			batch = append(batch, r)
-		}
-		s.taken.Add(int64(len(batch)))
-		n := copy(s.queue, s.queue[i:])
-		clear(s.queue[n:])
-		s.queue = s.queue[:n]
+		batch = s.grabLocked(batch)
 		if len(batch) > 0 || (s.qclosed && len(s.queue) == 0) {
 			return batch
 		}

@@ -50,6 +50,9 @@ import (
 // DefaultMaxBatch is the default Config.MaxBatch.
 const DefaultMaxBatch = 256
 
+// DefaultCommitDelay is the default Config.CommitDelay.
+const DefaultCommitDelay = 2 * time.Millisecond
+
 // busyTimeout bounds how long a statement waits for a lock held by another
 // process on the same file before failing with SQLITE_BUSY. In-process
 // writes never contend: there is one writer connection.
@@ -70,6 +73,13 @@ type Config struct {
 	// MaxBatch caps how many appends share one transaction. Zero means
 	// DefaultMaxBatch.
 	MaxBatch int
+	// CommitDelay is how long the writer waits for more appends before a
+	// commit while appends arrive back to back (the last commit ended less
+	// than CommitDelay before the next append was taken): a few messages
+	// then share one commit and fsync instead of one each, the way
+	// PostgreSQL's commit_delay works. A lone append is never held. Zero
+	// means DefaultCommitDelay; negative disables it.
+	CommitDelay time.Duration
 
 	// synchronous overrides PRAGMA synchronous; only the benchmarks set it,
 	// to measure NORMAL against the FULL the store runs with.
@@ -113,7 +123,9 @@ type Store struct {
 	queue    []*appendReq
 	qclosed  bool
 	maxBatch int
-	ids      idGen // only writeLoop touches it
+	delay    time.Duration // Config.CommitDelay; 0 when disabled
+	lastEnd  time.Time     // when the last commit ended; only writeLoop touches it
+	ids      idGen         // only writeLoop touches it
 	done     chan struct{}
 
 	deleteChunk int // rows per retention transaction; tests lower it
@@ -132,6 +144,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = DefaultMaxBatch
+	}
+	switch {
+	case cfg.CommitDelay == 0:
+		cfg.CommitDelay = DefaultCommitDelay
+	case cfg.CommitDelay < 0:
+		cfg.CommitDelay = 0
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -202,6 +220,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		sealer:   cfg.Sealer,
 		log:      log,
 		maxBatch: cfg.MaxBatch,
+		delay:    cfg.CommitDelay,
 		done:     make(chan struct{}),
 
 		deleteChunk: defaultDeleteChunk,
@@ -213,7 +232,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	go s.writeLoop()
 	log.Info("store opened", "schema_version", version, "migrations_applied", applied,
-		"synchronous", cfg.synchronous, "sealed", cfg.Sealer.Enabled(), "max_batch", cfg.MaxBatch)
+		"synchronous", cfg.synchronous, "sealed", cfg.Sealer.Enabled(), "max_batch", cfg.MaxBatch, "commit_delay", cfg.CommitDelay)
 	return s, nil
 }
 

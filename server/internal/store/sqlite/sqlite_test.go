@@ -380,7 +380,8 @@ func TestSeqContiguousUnderConcurrency(t *testing.T) {
 func TestDedup(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStore(t, Config{Sealer: keyring(t, "k", map[string][]byte{"k": randKey()})})
+	// No commit delay: the test decides which appends share a batch.
+	s := newStore(t, Config{Sealer: keyring(t, "k", map[string][]byte{"k": randKey()}), CommitDelay: -1})
 	room := store.RoomKey("r")
 	orig := mustAppend(t, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c1", Text: "first"})
 
@@ -419,6 +420,36 @@ func TestDedup(t *testing.T) {
 	}
 	if last, _ := s.LastSeq(ctx, room); last != 6 {
 		t.Fatalf("LastSeq = %d, want 6", last)
+	}
+}
+
+// TestCommitDelay: appends that arrive right after a commit wait for the
+// commit delay and share one commit; every one is answered after it.
+func TestCommitDelay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t, Config{CommitDelay: time.Second})
+	room := store.RoomKey("r")
+	mustAppend(t, s, store.Message{Conversation: room, Sender: "alice"}) // the commit the next ones follow
+	batches := s.batches.Load()
+	const n = 10
+	results := make([]<-chan appendOutcome, n)
+	for i := range results {
+		results[i] = appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: fmt.Sprint("m", i)})
+	}
+	seqs := map[int64]bool{}
+	for _, r := range results {
+		res := <-r
+		if res.err != nil || res.dup {
+			t.Fatalf("append: %+v", res)
+		}
+		seqs[res.msg.Seq] = true
+	}
+	if len(seqs) != n {
+		t.Fatalf("%d distinct seqs, want %d", len(seqs), n)
+	}
+	if got := s.batches.Load() - batches; got != 1 {
+		t.Fatalf("%d appends in %d commits, want 1", n, got)
 	}
 }
 
