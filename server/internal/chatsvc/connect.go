@@ -215,64 +215,87 @@ type Aborter interface {
 // store and the interceptors), can then exit: a reader waiting on it
 // would keep the stack it grew for as long as the connection lives.
 func (s *Service) Start(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport, a Aborter, done func(final error)) {
-	const (
-		readerFirst = 1
-		writerFirst = 2
-	)
-	var (
-		first  atomic.Int32
-		rfinal error // the reader's status, written before it claims first
-		final  error // written by the last writer before exited closes
-		ended  atomic.Pointer[error]
-	)
-	stopWatch := s.watch(ctx, p, sess, &ended)
-	exited := make(chan struct{})
-	d := &demandWriter{w: newWriter(t, sess, s.cfg.Coalesce), finish: func(err error) {
-		defer close(exited)
-		if err == nil {
-			err = endStatus(sess, &ended)
-		}
-		if !first.CompareAndSwap(0, writerFirst) {
-			err = rfinal
-		}
-		final = err
-		a.Abort(err)
-	}}
-	sess.OnReady(d.kick)
-	d.kick() // Open queued the welcome and the snapshot
-	// The writer may be blocked on a client that stopped reading and not
-	// see the session close (the hub closes a slow consumer without
-	// waiting): abort the transport under it, after the grace a draining
-	// close gets.
-	sess.OnClose(func() {
-		if sess.DrainOnClose() {
-			grace := time.NewTimer(drainTimeout)
-			defer grace.Stop()
-			select {
-			case <-exited:
-				return
-			case <-grace.C:
-			}
-		}
-		if first.Load() == readerFirst {
-			a.Abort(rfinal)
-			return
-		}
-		a.Abort(endStatus(sess, &ended))
-	})
+	// One struct holds what the session's goroutines share, rather than a
+	// closure and a heap cell per variable: an idle connection keeps it.
+	r := &running{s: s, sess: sess, t: t, a: a, done: done, exited: make(chan struct{})}
+	r.d.w = newWriter(t, sess, s.cfg.Coalesce)
+	r.d.finish = r.writerEnded
+	r.stopWatch = s.watch(ctx, p, sess, &r.ended)
+	sess.OnReady(r.d.kick)
+	r.d.kick() // Open queued the welcome and the snapshot
+	sess.OnClose(r.closed)
+	go r.read(ctx)
+}
 
-	go func() {
-		rfinal = readStatus(s.safeReadLoop(ctx, t, sess))
-		if first.CompareAndSwap(0, readerFirst) {
-			// The client half-closed (or its read failed): send what its
-			// last commands produced, then end.
-			sess.Close(hub.ReasonNone, true)
+// running is a session started by Start.
+type running struct {
+	s         *Service
+	sess      *hub.Session
+	t         Transport
+	a         Aborter
+	done      func(final error)
+	d         demandWriter
+	stopWatch func()
+	ended     atomic.Pointer[error] // the status when the transport's own rule ended it
+
+	first  atomic.Int32 // readerFirst or writerFirst: who ended the session
+	rfinal error        // the reader's status, written before it claims first
+	final  error        // written by the last writer before exited closes
+	exited chan struct{}
+}
+
+const (
+	readerFirst = 1
+	writerFirst = 2
+)
+
+// read is the session's reader, until the client goes or the session
+// ends; then it waits for the writer, detaches and reports.
+func (r *running) read(ctx context.Context) {
+	r.rfinal = readStatus(r.s.safeReadLoop(ctx, r.t, r.sess))
+	if r.first.CompareAndSwap(0, readerFirst) {
+		// The client half-closed (or its read failed): send what its last
+		// commands produced, then end.
+		r.sess.Close(hub.ReasonNone, true)
+	}
+	<-r.exited
+	r.stopWatch()
+	r.s.hub.Detach(r.sess)
+	r.done(r.final)
+}
+
+// writerEnded runs once, on the writer that saw the session end.
+func (r *running) writerEnded(err error) {
+	defer close(r.exited)
+	if err == nil {
+		err = endStatus(r.sess, &r.ended)
+	}
+	if !r.first.CompareAndSwap(0, writerFirst) {
+		err = r.rfinal
+	}
+	r.final = err
+	r.a.Abort(err)
+}
+
+// closed runs when the session closes. The writer may be blocked on a
+// client that stopped reading and not see it (the hub closes a slow
+// consumer without waiting): abort the transport under it, after the grace
+// a draining close gets.
+func (r *running) closed() {
+	if r.sess.DrainOnClose() {
+		grace := time.NewTimer(drainTimeout)
+		defer grace.Stop()
+		select {
+		case <-r.exited:
+			return
+		case <-grace.C:
 		}
-		<-exited
-		stopWatch()
-		s.hub.Detach(sess)
-		done(final)
-	}()
+	}
+	if r.first.Load() == readerFirst {
+		r.a.Abort(r.rfinal)
+		return
+	}
+	r.a.Abort(endStatus(r.sess, &r.ended))
 }
 
 // demandWriter runs a session's writer on a goroutine of its own only

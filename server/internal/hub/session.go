@@ -68,8 +68,8 @@ type Session struct {
 	mu        sync.Mutex
 	queue     []*Frame
 	limit     int
-	ready     chan struct{} // holds a token while the queue is not empty
-	urgent    chan struct{} // gets a token when the queue reaches half its bound
+	ready     chan struct{} // holds a token while the queue is not empty; made by Ready
+	urgent    chan struct{} // gets a token when the queue reaches half its bound; made by Urgent
 	done      chan struct{}
 	closeOnce sync.Once
 	reason    atomic.Int32
@@ -79,17 +79,62 @@ type Session struct {
 }
 
 func newSession(id, username string, queue int) *Session {
-	return &Session{ID: id, Username: username, limit: queue, ready: make(chan struct{}, 1), urgent: make(chan struct{}, 1), done: make(chan struct{})}
+	return &Session{ID: id, Username: username, limit: queue, done: make(chan struct{})}
 }
 
 // Ready receives when frames are queued, and when the session closes: a
-// writer needs to wait on this channel only, then look at Done.
-func (s *Session) Ready() <-chan struct{} { return s.ready }
+// writer needs to wait on this channel only, then look at Done. It is
+// made on first use (a writer started by OnReady never waits on it, and
+// an idle session should not keep it).
+func (s *Session) Ready() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ready == nil {
+		s.ready = make(chan struct{}, 1)
+		if len(s.queue) > 0 || s.closedLocked() {
+			s.ready <- struct{}{}
+		}
+	}
+	return s.ready
+}
 
 // Urgent receives when the queue has filled to half its bound: a writer
 // holding frames back to write them together must write now, or the
-// session would be closed as a slow consumer for the wait.
-func (s *Session) Urgent() <-chan struct{} { return s.urgent }
+// session would be closed as a slow consumer for the wait. It is made on
+// first use.
+func (s *Session) Urgent() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.urgent == nil {
+		s.urgent = make(chan struct{}, 1)
+		if len(s.queue) >= s.half() {
+			s.urgent <- struct{}{}
+		}
+	}
+	return s.urgent
+}
+
+func (s *Session) half() int { return max(s.limit/2, 1) }
+
+func (s *Session) closedLocked() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// signal puts a token in c unless it holds one; c may be nil.
+func signal(c chan struct{}) {
+	if c == nil {
+		return
+	}
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
 
 // Take returns every queued frame, oldest first, and empties the queue.
 // buf, the slice Take returned last time, is reused for the queue.
@@ -137,19 +182,14 @@ func (s *Session) Send(f *Frame) bool {
 		return false
 	}
 	s.queue = append(s.queue, f)
-	first, half := len(s.queue) == 1, len(s.queue) == max(s.limit/2, 1)
+	first, half := len(s.queue) == 1, len(s.queue) == s.half()
+	ready, urgent := s.ready, s.urgent
 	s.mu.Unlock()
 	if half {
-		select {
-		case s.urgent <- struct{}{}:
-		default:
-		}
+		signal(urgent)
 	}
 	if first {
-		select {
-		case s.ready <- struct{}{}:
-		default: // the writer has not taken the last token yet
-		}
+		signal(ready) // a no-op when the writer has not taken the last token yet
 		if f := s.onReady.Load(); f != nil {
 			(*f)()
 		}
@@ -166,11 +206,11 @@ func (s *Session) Close(reason CloseReason, drain bool) {
 	s.closeOnce.Do(func() {
 		s.reason.Store(int32(reason))
 		s.drain.Store(drain)
+		s.mu.Lock()
 		close(s.done)
-		select { // a writer waiting for frames wakes to see Done
-		case s.ready <- struct{}{}:
-		default:
-		}
+		ready := s.ready
+		s.mu.Unlock()
+		signal(ready) // a writer waiting for frames wakes to see Done
 		if f := s.onReady.Load(); f != nil {
 			(*f)()
 		}
