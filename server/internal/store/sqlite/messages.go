@@ -102,18 +102,20 @@ func (s *Store) writeLoop() {
 	defer close(s.done)
 	batch := make([]*appendReq, 0, s.maxBatch)
 	for {
-		batch = s.take(batch[:0])
+		var waited bool
+		batch, waited = s.take(batch[:0])
 		if len(batch) == 0 {
 			return
 		}
-		if s.delay > 0 && len(batch) < s.maxBatch && time.Since(s.lastEnd) < s.delay {
-			// Appends are arriving back to back: let a few more share
-			// this commit (and its fsync).
+		if s.delay > 0 && !waited && len(batch) >= 2 && len(batch) < s.maxBatch {
+			// Several appends queued up while the last commit ran, so
+			// several callers are appending at once (one caller has at most
+			// one append in flight): let a few more share this commit (and
+			// its fsync). A lone caller, however fast, is never held.
 			time.Sleep(s.delay)
 			batch = s.takeMore(batch)
 		}
 		s.commitBatch(batch)
-		s.lastEnd = time.Now()
 		clear(batch) // drop references so answered requests can be collected
 	}
 }
@@ -146,17 +148,19 @@ func (s *Store) grabLocked(batch []*appendReq) []*appendReq {
 }
 
 // take blocks until there is work, then takes up to maxBatch live
-// requests. It returns an empty batch only when closed and drained.
-func (s *Store) take(batch []*appendReq) []*appendReq {
+// requests; waited reports whether it had to wait for the first. It
+// returns an empty batch only when closed and drained.
+func (s *Store) take(batch []*appendReq) (_ []*appendReq, waited bool) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	for {
 		for len(s.queue) == 0 && !s.qclosed {
+			waited = true
 			s.qcond.Wait()
 		}
 		batch = s.grabLocked(batch)
 		if len(batch) > 0 || (s.qclosed && len(s.queue) == 0) {
-			return batch
+			return batch, waited
 		}
 	}
 }

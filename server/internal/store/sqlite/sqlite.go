@@ -74,11 +74,11 @@ type Config struct {
 	// DefaultMaxBatch.
 	MaxBatch int
 	// CommitDelay is how long the writer waits for more appends before a
-	// commit while appends arrive back to back (the last commit ended less
-	// than CommitDelay before the next append was taken): a few messages
-	// then share one commit and fsync instead of one each, the way
-	// PostgreSQL's commit_delay works. A lone append is never held. Zero
-	// means DefaultCommitDelay; negative disables it.
+	// commit when two or more appends queued up while the last commit ran
+	// (several callers append at once): a few messages then share one
+	// commit and fsync instead of one each, like PostgreSQL's commit_delay
+	// with commit_siblings. A single sender, which waits for each append,
+	// is never held. Zero means DefaultCommitDelay; negative disables it.
 	CommitDelay time.Duration
 
 	// synchronous overrides PRAGMA synchronous; only the benchmarks set it,
@@ -124,7 +124,6 @@ type Store struct {
 	qclosed  bool
 	maxBatch int
 	delay    time.Duration // Config.CommitDelay; 0 when disabled
-	lastEnd  time.Time     // when the last commit ended; only writeLoop touches it
 	ids      idGen         // only writeLoop touches it
 	done     chan struct{}
 

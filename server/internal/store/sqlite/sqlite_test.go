@@ -423,19 +423,30 @@ func TestDedup(t *testing.T) {
 	}
 }
 
-// TestCommitDelay: appends that arrive right after a commit wait for the
-// commit delay and share one commit; every one is answered after it.
+// TestCommitDelay: appends that queued up while a commit ran wait for the
+// commit delay, and appends arriving meanwhile join their commit.
 func TestCommitDelay(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStore(t, Config{CommitDelay: time.Second})
+	s := newStore(t, Config{CommitDelay: 2 * time.Second})
 	room := store.RoomKey("r")
-	mustAppend(t, s, store.Message{Conversation: room, Sender: "alice"}) // the commit the next ones follow
+	release := stallWriter(t, s)
+	taken := s.taken.Load()
+	plug := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "carol"})
+	waitFor(t, "the plug to be taken", func() bool { return s.taken.Load() == taken+1 })
+	var results []<-chan appendOutcome
+	for i := range 2 {
+		results = append(results, appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: fmt.Sprint("early", i)}))
+	}
+	waitFor(t, "two appends to queue behind the plug", func() bool { return s.queued() == 2 })
+	release()
+	if r := <-plug; r.err != nil {
+		t.Fatal(r.err)
+	}
 	batches := s.batches.Load()
-	const n = 10
-	results := make([]<-chan appendOutcome, n)
-	for i := range results {
-		results[i] = appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: fmt.Sprint("m", i)})
+	// The writer now holds the two for the delay; these join them.
+	for i := range 3 {
+		results = append(results, appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: fmt.Sprint("late", i)}))
 	}
 	seqs := map[int64]bool{}
 	for _, r := range results {
@@ -445,11 +456,26 @@ func TestCommitDelay(t *testing.T) {
 		}
 		seqs[res.msg.Seq] = true
 	}
-	if len(seqs) != n {
-		t.Fatalf("%d distinct seqs, want %d", len(seqs), n)
+	if len(seqs) != 5 {
+		t.Fatalf("%d distinct seqs, want 5", len(seqs))
 	}
 	if got := s.batches.Load() - batches; got != 1 {
-		t.Fatalf("%d appends in %d commits, want 1", n, got)
+		t.Fatalf("5 appends in %d commits, want 1", got)
+	}
+}
+
+// TestCommitDelayNotForALoneSender: a sender that waits for each append
+// has at most one queued at a time and is never held, however long the
+// delay.
+func TestCommitDelayNotForALoneSender(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, Config{CommitDelay: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 20 {
+		if _, _, err := s.AppendMessage(ctx, store.Message{Conversation: store.RoomKey("r"), Sender: "alice", ClientMsgID: fmt.Sprint(i)}); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
 	}
 }
 
