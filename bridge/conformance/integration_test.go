@@ -327,10 +327,21 @@ func TestSlowConsumerOnParleydWS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { // the flooder reads its own stream, so only slow falls behind
+	// The flooder reads its own stream, so only slow falls behind, and
+	// waits for its acks every 8 sends, as a real client would: one that
+	// never waits could itself fall a queue behind on a loaded machine
+	// (its own messages and acks come back to it), and the flood would
+	// stop before slow's queue fills.
+	acks := make(chan string, 64)
+	go func() {
+		defer close(acks)
 		for {
-			if _, err := stream.Recv(); err != nil {
+			ev, err := stream.Recv()
+			if err != nil {
 				return
+			}
+			if ev.GetAck() != nil {
+				acks <- ev.GetRequestId()
 			}
 		}
 	}()
@@ -342,13 +353,23 @@ func TestSlowConsumerOnParleydWS(t *testing.T) {
 	defer close(stop)
 	go func() {
 		for i := 0; i < 20000; i++ {
-			select {
-			case <-stop:
+			id := strconv.Itoa(i)
+			if stream.Send(&chatv1.ClientEvent{RequestId: id, Event: &chatv1.ClientEvent_SendMessage{SendMessage: &chatv1.SendMessage{Room: "flood", Text: text}}}) != nil {
 				return
-			default:
 			}
-			if stream.Send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_SendMessage{SendMessage: &chatv1.SendMessage{Room: "flood", Text: text}}}) != nil {
-				return
+			if i%8 != 7 {
+				continue
+			}
+			for acked := ""; acked != id; {
+				select {
+				case <-stop:
+					return
+				case a, ok := <-acks:
+					if !ok {
+						return
+					}
+					acked = a
+				}
 			}
 		}
 	}()

@@ -130,9 +130,9 @@ func (s *Service) Connect(stream grpc.BidiStreamingServer[chatv1.ClientEvent, ch
 // A gRPC stream needs three goroutines: a reader, a writer (the only
 // caller of t.Send) and the caller's, which supervises, since only
 // returning from the handler unblocks a stuck Recv or Send. A transport
-// that can be aborted (an Aborter, such as a bridged WebSocket) needs one
-// while idle: the caller's reads, and a writer runs only while frames
-// wait.
+// that can be aborted (an Aborter, such as a bridged WebSocket) runs as
+// Start runs it, with the caller waiting: a reader, and a writer only
+// while frames wait. Start itself lets the caller go.
 func (s *Service) Serve(ctx context.Context, p *auth.Principal, t Transport) error {
 	sess, err := s.Open(ctx, p)
 	if err != nil {
@@ -217,7 +217,7 @@ type Aborter interface {
 func (s *Service) Start(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport, a Aborter, done func(final error)) {
 	// One struct holds what the session's goroutines share, rather than a
 	// closure and a heap cell per variable: an idle connection keeps it.
-	r := &running{s: s, sess: sess, t: t, a: a, done: done, exited: make(chan struct{})}
+	r := &started{s: s, sess: sess, t: t, a: a, done: done, exited: make(chan struct{})}
 	r.d.w = newWriter(t, sess, s.cfg.Coalesce)
 	r.d.finish = r.writerEnded
 	r.stopWatch = s.watch(ctx, p, sess, &r.ended)
@@ -227,8 +227,8 @@ func (s *Service) Start(ctx context.Context, p *auth.Principal, sess *hub.Sessio
 	go r.read(ctx)
 }
 
-// running is a session started by Start.
-type running struct {
+// started is a session started by Start.
+type started struct {
 	s         *Service
 	sess      *hub.Session
 	t         Transport
@@ -251,7 +251,7 @@ const (
 
 // read is the session's reader, until the client goes or the session
 // ends; then it waits for the writer, detaches and reports.
-func (r *running) read(ctx context.Context) {
+func (r *started) read(ctx context.Context) {
 	r.rfinal = readStatus(r.s.safeReadLoop(ctx, r.t, r.sess))
 	if r.first.CompareAndSwap(0, readerFirst) {
 		// The client half-closed (or its read failed): send what its last
@@ -265,7 +265,7 @@ func (r *running) read(ctx context.Context) {
 }
 
 // writerEnded runs once, on the writer that saw the session end.
-func (r *running) writerEnded(err error) {
+func (r *started) writerEnded(err error) {
 	defer close(r.exited)
 	if err == nil {
 		err = endStatus(r.sess, &r.ended)
@@ -281,7 +281,7 @@ func (r *running) writerEnded(err error) {
 // client that stopped reading and not see it (the hub closes a slow
 // consumer without waiting): abort the transport under it, after the grace
 // a draining close gets.
-func (r *running) closed() {
+func (r *started) closed() {
 	if r.sess.DrainOnClose() {
 		grace := time.NewTimer(drainTimeout)
 		defer grace.Stop()
