@@ -36,8 +36,11 @@ type AuthClient interface {
 	// Login checks a password and returns tokens.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
 	// Refresh trades a refresh token for new tokens; the old one is revoked.
+	// Presenting a token that was already traded revokes every token
+	// descended from the same login (reuse detection): log in again.
 	Refresh(ctx context.Context, in *RefreshRequest, opts ...grpc.CallOption) (*RefreshResponse, error)
-	// Logout revokes a refresh token.
+	// Logout revokes a refresh token and every token descended from the same
+	// login (that device's session); other logins stay valid.
 	Logout(ctx context.Context, in *LogoutRequest, opts ...grpc.CallOption) (*LogoutResponse, error)
 }
 
@@ -100,8 +103,11 @@ type AuthServer interface {
 	// Login checks a password and returns tokens.
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)
 	// Refresh trades a refresh token for new tokens; the old one is revoked.
+	// Presenting a token that was already traded revokes every token
+	// descended from the same login (reuse detection): log in again.
 	Refresh(context.Context, *RefreshRequest) (*RefreshResponse, error)
-	// Logout revokes a refresh token.
+	// Logout revokes a refresh token and every token descended from the same
+	// login (that device's session); other logins stay valid.
 	Logout(context.Context, *LogoutRequest) (*LogoutResponse, error)
 	mustEmbedUnimplementedAuthServer()
 }

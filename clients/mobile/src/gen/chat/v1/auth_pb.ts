@@ -256,6 +256,8 @@ export const Auth: GenService<{
   },
   /**
    * Refresh trades a refresh token for new tokens; the old one is revoked.
+   * Presenting a token that was already traded revokes every token
+   * descended from the same login (reuse detection): log in again.
    *
    * @generated from rpc chat.v1.Auth.Refresh
    */
@@ -265,7 +267,8 @@ export const Auth: GenService<{
     output: typeof RefreshResponseSchema;
   },
   /**
-   * Logout revokes a refresh token.
+   * Logout revokes a refresh token and every token descended from the same
+   * login (that device's session); other logins stay valid.
    *
    * @generated from rpc chat.v1.Auth.Logout
    */
