@@ -87,7 +87,7 @@ func (t *directTransport) Recv(ev *chatv1.ClientEvent) error {
 		t.pending = nil
 	} else {
 		var err error
-		if typ, data, err = t.s.conn.Read(context.Background()); err != nil {
+		if typ, data, err = t.s.conn.ReadMessage(); err != nil {
 			t.s.readFailed(err)
 			return io.EOF
 		}
@@ -112,7 +112,7 @@ func (t *directTransport) Send(event []byte) error {
 	// No per-write timeout: a write stuck on a client that stopped reading
 	// ends when the session's end closes the WebSocket. The frame waits in
 	// memory until Flush, so a burst costs one write(2).
-	if err := t.s.cork.WriteFrame(typ, frame); err != nil {
+	if err := t.s.conn.cork.WriteFrame(typ, frame); err != nil {
 		t.s.end(closeGoingAway, "write failed")
 		return errors.Join(io.ErrClosedPipe, err)
 	}
@@ -122,7 +122,7 @@ func (t *directTransport) Send(event []byte) error {
 // Flush writes the frames Send held back; the session's writer calls it
 // when its queue is empty.
 func (t *directTransport) Flush() error {
-	if err := t.s.cork.Uncork(); err != nil {
+	if err := t.s.conn.cork.Uncork(); err != nil {
 		t.s.end(closeGoingAway, "write failed")
 		return errors.Join(io.ErrClosedPipe, err)
 	}

@@ -1,10 +1,8 @@
 package bridge
 
 import (
-	"bufio"
 	"encoding/binary"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -14,10 +12,9 @@ import (
 // corkConn lets a /ws session's writer send a burst of events in one
 // write(2): at a few hundred thousand deliveries a second one syscall per
 // event is what bounds the server (half its CPU in the profile).
-// WriteFrame corks it: frames, and coder/websocket's own writes meanwhile,
-// collect in memory until Uncork sends them at once. Uncorked,
-// coder/websocket's writes (the handshake, pings, close frames) go straight
-// through.
+// WriteFrame corks it: frames, and control frames written meanwhile,
+// collect in memory until Uncork sends them at once. Uncorked, control
+// frames (pings, pongs, the close) go straight through.
 type corkConn struct {
 	net.Conn
 	mu      sync.Mutex
@@ -48,11 +45,8 @@ func (c *corkConn) Write(p []byte) (int, error) {
 }
 
 // WriteFrame queues one unfragmented, unmasked data frame (a server's) and
-// holds it until Uncork. A session writes its events this way, not through
-// coder/websocket's Write, which costs a few locks and a flush per frame:
-// a fifth of the server's CPU per delivery in a fan-out. It is safe beside
-// coder/websocket's own writes (pings, pongs, close), which arrive whole:
-// each is one small frame, flushed from its buffer in one Write.
+// holds it until Uncork. It is safe beside the control frames wsConn
+// writes, which arrive whole, one Write each.
 func (c *corkConn) WriteFrame(typ websocket.MessageType, payload []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -122,32 +116,3 @@ var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &
 
 // maxPooled keeps a rare huge burst's buffer out of the pool.
 const maxPooled = maxCorked + 16<<10
-
-// corkingWriter hands coder/websocket a hijacked connection whose writes
-// go through a corkConn.
-type corkingWriter struct {
-	http.ResponseWriter
-	cork *corkConn
-}
-
-func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := brw.Writer.Flush(); err != nil { // the 101 response
-		conn.Close()
-		return nil, nil, err
-	}
-	w.cork.Conn = conn
-	// The corkConn is the write buffer: coder/websocket's own need only
-	// hold a control frame, and a larger write goes past it anyway.
-	// Reading, a small buffer will do (a larger frame is read straight into
-	// coder/websocket's) unless the client sent more after its handshake,
-	// which net/http's buffer holds. Both stay for the connection's life.
-	br := brw.Reader
-	if br.Buffered() == 0 {
-		br = bufio.NewReaderSize(conn, 512)
-	}
-	return w.cork, bufio.NewReadWriter(br, bufio.NewWriterSize(w.cork, 128)), nil
-}

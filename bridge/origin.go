@@ -70,15 +70,3 @@ func (l originList) allowsRequest(r *http.Request) bool {
 	}
 	return l.allows(origin)
 }
-
-// patterns returns the list as coder/websocket OriginPatterns: with a
-// scheme, so that they match "scheme://host" exactly, and with path.Match
-// metacharacters (as in "[::1]") escaped.
-func (l originList) patterns() []string {
-	esc := strings.NewReplacer(`\`, `\\`, "[", `\[`, "]", `\]`, "*", `\*`, "?", `\?`)
-	p := make([]string, 0, len(l))
-	for o := range l {
-		p = append(p, esc.Replace(o))
-	}
-	return p
-}

@@ -49,34 +49,25 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusForbidden, "PERMISSION_DENIED", "origin not allowed")
 		return
 	}
-	subToken, err := subprotocolToken(r)
+	subToken, v1, err := subprotocols(r)
 	if err != nil {
 		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", err.Error())
 		return
-	}
-	if subToken != "" {
-		// coder/websocket keeps the subprotocol it picks, a substring of
-		// this header: with the token in the same header, the token would
-		// stay in memory for as long as the connection.
-		r.Header.Set("Sec-WebSocket-Protocol", Subprotocol)
 	}
 	s := &wsSession{b: b, done: make(chan struct{}), closed: make(chan struct{})}
 	if !b.addSession(s) {
 		writeJSONError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "server shutting down")
 		return
 	}
-	s.cork = &corkConn{}
-	conn, err := websocket.Accept(&corkingWriter{ResponseWriter: w, cork: s.cork}, r, &websocket.AcceptOptions{
-		Subprotocols: []string{Subprotocol},
-		// Checked above, exactly; coder/websocket checks again (and would
-		// also let the request's own host through).
-		OriginPatterns: b.origins.patterns(),
-	})
-	if err != nil {
-		b.removeSession(s)
-		return // Accept has answered
+	var echo string
+	if v1 {
+		echo = Subprotocol
 	}
-	conn.SetReadLimit(b.cfg.MaxFrameBytes)
+	conn := upgradeWS(w, r, echo, b.cfg.MaxFrameBytes)
+	if conn == nil {
+		b.removeSession(s)
+		return // upgradeWS has answered
+	}
 	// The session runs on a goroutine of its own and the handler returns:
 	// net/http then drops its connection state (buffers, request, a deep
 	// stack), which would otherwise stay as long as the WebSocket, a few
@@ -84,11 +75,11 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 	go s.run(conn, remoteIP(r), subToken)
 }
 
-// subprotocolToken returns the token offered as "bearer.<token>" in
-// Sec-WebSocket-Protocol, which must come with "parley.v1".
-func subprotocolToken(r *http.Request) (string, error) {
-	var token string
-	var v1, seen bool
+// subprotocols returns the token offered as "bearer.<token>" in
+// Sec-WebSocket-Protocol, which must come with "parley.v1", and whether
+// "parley.v1" was offered.
+func subprotocols(r *http.Request) (token string, v1 bool, err error) {
+	var seen bool
 	for _, line := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for _, p := range strings.Split(line, ",") {
 			p = strings.TrimSpace(p)
@@ -97,16 +88,16 @@ func subprotocolToken(r *http.Request) (string, error) {
 				v1 = true
 			case len(p) > len(bearerPrefix) && strings.EqualFold(p[:len(bearerPrefix)], bearerPrefix):
 				if seen {
-					return "", errors.New("more than one bearer.<token> subprotocol")
+					return "", false, errors.New("more than one bearer.<token> subprotocol")
 				}
 				seen, token = true, p[len(bearerPrefix):]
 			}
 		}
 	}
 	if seen && !v1 {
-		return "", fmt.Errorf("offer the %q subprotocol with bearer.<token>", Subprotocol)
+		return "", false, fmt.Errorf("offer the %q subprotocol with bearer.<token>", Subprotocol)
 	}
-	return token, nil
+	return token, v1, nil
 }
 
 // wsFormat is the encoding a /ws connection answers in.
@@ -141,8 +132,7 @@ type wsItem struct {
 // blocked read and write returns.
 type wsSession struct {
 	b      *Bridge
-	conn   *websocket.Conn
-	cork   *corkConn   // batches the direct path's writes (see Flush)
+	conn   *wsConn
 	queue  chan wsItem // the proxied path's outbound queue
 	format wsFormat    // set by readLoop from the first frame
 	cancel context.CancelFunc
@@ -197,14 +187,12 @@ func (s *wsSession) shutdown() {
 		// connection for long.
 		grace = slowCloseTimeout
 	}
-	_ = s.cork.SetWriteDeadline(time.Now().Add(grace))
-	_ = s.cork.Stop()
-	_ = s.conn.Close(s.code, s.reason)
+	_ = s.conn.Close(s.code, s.reason, grace)
 }
 
 // run serves the connection until it ends, or until a session attached
 // directly takes it over (which then finishes it).
-func (s *wsSession) run(conn *websocket.Conn, ip, subToken string) {
+func (s *wsSession) run(conn *wsConn, ip, subToken string) {
 	ctx, cancel := context.WithCancel(context.Background()) // shutdown cancels
 	s.mu.Lock()
 	s.conn, s.cancel, s.started = conn, cancel, true
@@ -237,7 +225,7 @@ func (s *wsSession) finish(ip string) {
 // session ends. It reports true when a session attached directly took the
 // connection over instead.
 func (s *wsSession) readLoop(ctx context.Context, ip, subToken string, late *time.Timer) (attached bool) {
-	typ, data, err := s.conn.Read(context.Background())
+	typ, data, err := s.conn.ReadMessage()
 	late.Stop()
 	if err != nil {
 		s.readFailed(err)
@@ -289,7 +277,7 @@ func (s *wsSession) readLoop(ctx context.Context, ip, subToken string, late *tim
 		sendOK = s.forward(stream, typ, data)
 	}
 	for {
-		typ, data, err := s.conn.Read(context.Background())
+		typ, data, err := s.conn.ReadMessage()
 		if err != nil {
 			s.readFailed(err)
 			return false
@@ -301,18 +289,19 @@ func (s *wsSession) readLoop(ctx context.Context, ip, subToken string, late *tim
 }
 
 // readFailed ends the session after a failed read: the peer closed or
-// vanished, or sent a frame over the limit (coder/websocket has then
-// already closed with 1009).
+// vanished, sent a message over the limit, or broke the protocol.
 func (s *wsSession) readFailed(err error) {
-	if code := websocket.CloseStatus(err); code != -1 {
-		s.end(code, "")
-		return
-	}
-	if errors.Is(err, websocket.ErrMessageTooBig) {
+	var perr protocolError
+	switch code := websocket.CloseStatus(err); {
+	case code != -1:
+		s.end(code, "") // echoed, as RFC 6455 asks
+	case errors.Is(err, websocket.ErrMessageTooBig):
 		s.end(websocket.StatusMessageTooBig, "frame too large")
-		return
+	case errors.As(err, &perr):
+		s.end(websocket.StatusProtocolError, string(perr))
+	default:
+		s.end(closeGoingAway, "read failed")
 	}
-	s.end(closeGoingAway, "read failed")
 }
 
 // forward decodes one client frame and sends it on the stream; a frame
@@ -397,8 +386,13 @@ func (s *wsSession) writeLoop() {
 			}
 			// No per-write timeout (it would cost a timer per event): a
 			// write stuck on a client that stopped reading is ended by the
-			// slow-consumer rule or the ping timeout, whose close unblocks it.
-			if err := s.conn.Write(context.Background(), typ, frame); err != nil {
+			// slow-consumer rule or the ping timeout, whose close unblocks
+			// it. Frames cork until the queue is empty: one write(2) a burst.
+			err = s.conn.cork.WriteFrame(typ, frame)
+			if err == nil && len(s.queue) == 0 {
+				err = s.conn.cork.Uncork()
+			}
+			if err != nil {
 				s.end(closeGoingAway, "write failed")
 				return
 			}
@@ -425,7 +419,9 @@ func (s *wsSession) encode(it wsItem) (websocket.MessageType, []byte, error) {
 	return websocket.MessageText, b, err
 }
 
-// ping pings the client every PingInterval (run arms the timer).
+// ping pings the client every PingInterval (run arms the timer); a ping
+// still unanswered at the next one ends the session. The pong arrives
+// through the reader, so no goroutine waits for it.
 func (s *wsSession) ping() {
 	s.mu.Lock()
 	if s.pingStopped {
@@ -436,18 +432,19 @@ func (s *wsSession) ping() {
 	s.mu.Unlock()
 	defer s.wg.Done()
 
-	interval := s.b.cfg.PingInterval
-	ctx, cancel := context.WithTimeout(context.Background(), interval)
-	err := s.conn.Ping(ctx) // the pong arrives through the reader
-	cancel()
-	if err != nil {
+	answered, err := s.conn.Ping()
+	switch {
+	case !answered:
 		s.end(closeGoingAway, "ping timeout")
+		return
+	case err != nil:
+		s.end(closeGoingAway, "write failed")
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.pingStopped {
-		s.pingTimer.Reset(interval)
+		s.pingTimer.Reset(s.b.cfg.PingInterval)
 	}
 }
 
