@@ -323,6 +323,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		// stays low (see the idle-connection figures in the README).
 		grpc.SharedWriteBuffer(true),
 		grpc.ReadBufferSize(16 << 10),
+		// Static flow-control windows instead of grpc's dynamic ones, whose
+		// estimator pings the client after each burst it receives: in a
+		// room where everyone talks that is a ping and its ack per message.
+		// A stream's window holds the largest message (a 64 KiB file chunk
+		// in its event); the connection's bounds what one client can make
+		// the server buffer.
+		grpc.InitialWindowSize(256 << 10),
+		grpc.InitialConnWindowSize(1 << 20),
 	}
 	if cfg.TLSCertFile != "" {
 		creds, err := credentials.NewServerTLSFromFile(cfg.TLSCertFile, cfg.TLSKeyFile)

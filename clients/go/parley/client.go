@@ -151,6 +151,12 @@ func Dial(ctx context.Context, target string, opts ...Option) (*Client, error) {
 		// Notice a dead peer within a minute; the server permits pings
 		// every 10s.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: false}),
+		// Static flow-control windows: grpc's dynamic ones ping the server
+		// after each burst received and send window updates every 16 KiB
+		// or so, a write each way per few events on a busy stream. 1 MiB
+		// lets a chat stream run without waiting on window updates.
+		grpc.WithInitialWindowSize(1 << 20),
+		grpc.WithInitialConnWindowSize(1 << 20),
 		// Reconnect to a restarted server promptly; ResilientSession adds
 		// its own backoff on top.
 		grpc.WithConnectParams(grpc.ConnectParams{

@@ -255,7 +255,10 @@ type grpcWire struct {
 // dialGRPC opens Chat.Connect on its own ClientConn (one TCP connection
 // per client, as real clients have).
 func dialGRPC(ctx context.Context, addr, token string) (wire, error) {
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// The SDK's windows (parley.Dial): static, so grpc does not ping
+		// the server after each burst it receives.
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))
 	if err != nil {
 		return nil, err
 	}
