@@ -68,11 +68,11 @@ type Config struct {
 	ReplayCap int
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
-	// PresenceWindow gathers online/offline changes for this long and sends
-	// a burst as one PresenceChanged, and each room's member changes and
-	// sends a burst as one RoomMembersChanged; default 100ms; negative
-	// sends each change at once as UserOnline/UserOffline or
-	// MemberJoined/MemberLeft.
+	// PresenceWindow is how long online/offline changes, and each room's
+	// member changes, are gathered before they go out: a burst as one
+	// PresenceChanged or RoomMembersChanged (per room), a lone change as
+	// UserOnline/UserOffline or MemberJoined/MemberLeft. Default 100ms;
+	// negative sends each change at once, as the lone ones.
 	PresenceWindow time.Duration
 	// OnlineSnapshotLimit is how many online users, the first ones by
 	// username, a new session's OnlineUsers snapshot lists (the rest are

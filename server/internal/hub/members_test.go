@@ -322,3 +322,32 @@ func eventually(tb testing.TB, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// BenchmarkMemberStorm connects, then disconnects, the 1,000 members of one
+// room (their membership stored, so each connect joins the live room) and
+// reports the frames queued per user: presence and member changes sent one
+// by one (window -1) against gathered per window (the default).
+func BenchmarkMemberStorm(b *testing.B) {
+	const n = 1000
+	for _, tt := range []struct {
+		name   string
+		window time.Duration
+	}{{"each", -1}, {"gathered", 0}} {
+		b.Run(tt.name, func(b *testing.B) {
+			h, st := newHubConfig(b, n, hub.Config{QueueSize: 1 << 16, PresenceWindow: tt.window})
+			for i := range n {
+				if err := st.AddMembership(context.Background(), fmt.Sprintf("user%05d", i), "big"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var frames int64
+			for b.Loop() {
+				before := h.Stats().MessagesOut
+				_, stop := drained(b, h, n)
+				stop()
+				frames += h.Stats().MessagesOut - before
+			}
+			b.ReportMetric(float64(frames)/float64(b.N*n), "frames/user")
+		})
+	}
+}
