@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/hub"
@@ -323,10 +327,11 @@ func eventually(tb testing.TB, what string, cond func() bool) {
 	}
 }
 
-// BenchmarkMemberStorm connects, then disconnects, the 1,000 members of one
-// room (their membership stored, so each connect joins the live room) and
-// reports the frames queued per user: presence and member changes sent one
-// by one (window -1) against gathered per window (the default).
+// BenchmarkMemberStorm connects the 1,000 members of one room (their
+// membership stored, so each connect joins the live room) and reports the
+// member events each received: changes sent one by one (window -1) against
+// gathered per window (the default). One by one, every member hears of
+// every later arrival; gathered, of one batch per window.
 func BenchmarkMemberStorm(b *testing.B) {
 	const n = 1000
 	for _, tt := range []struct {
@@ -340,14 +345,39 @@ func BenchmarkMemberStorm(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			var frames int64
+			var received atomic.Int64
 			for b.Loop() {
-				before := h.Stats().MessagesOut
-				_, stop := drained(b, h, n)
-				stop()
-				frames += h.Stats().MessagesOut - before
+				var wg sync.WaitGroup
+				var ss []*hub.Session
+				for i := range n {
+					s := attach(b, h, fmt.Sprintf("user%05d", i))
+					ss = append(ss, s)
+					wg.Go(func() { // a writer that counts member events
+						for {
+							select {
+							case <-s.Ready():
+								for _, f := range s.Take(nil) {
+									ev := new(chatv1.ServerEvent)
+									if proto.Unmarshal(f.Data, ev) == nil && isMemberEvent(ev) {
+										received.Add(1)
+									}
+								}
+							case <-s.Done():
+								return
+							}
+						}
+					})
+				}
+				time.Sleep(300 * time.Millisecond) // the last window flushes
+				for _, s := range ss {
+					s.Close(hub.ReasonNone, false)
+				}
+				wg.Wait()
+				for _, s := range ss {
+					h.Detach(s)
+				}
 			}
-			b.ReportMetric(float64(frames)/float64(b.N*n), "frames/user")
+			b.ReportMetric(float64(received.Load())/float64(b.N*n), "member-events/user")
 		})
 	}
 }
