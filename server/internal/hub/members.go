@@ -35,7 +35,10 @@ type memberBatch struct {
 // out, since a session that joined the room in between has listed the user
 // in its RoomJoined and must hear of the departure. Applied to any member
 // list taken during the window, the window's last changes give the list as
-// it stood at the end of the window.
+// it stood at the end of the window. The price is order: a member's first
+// messages can reach the room before the event announcing its join, as a
+// new user's can before its presence; routing checks membership, not the
+// events, so nothing is delivered that should not be.
 func (h *Hub) noteMember(r, name string, joined bool) {
 	if h.cfg.PresenceWindow < 0 {
 		h.emitMembersLocked(r, map[string]bool{name: joined})
