@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -219,16 +220,23 @@ func TestRooms(t *testing.T) {
 	if j := bob.next(replyTo(id)).GetRoomJoined(); j.GetMemberCount() != 2 || len(j.GetMembers()) != 2 || j.GetMembers()[0] != "alice" {
 		t.Fatalf("bob joined = %v", j)
 	}
-	mj := alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetMemberJoined() != nil }).GetMemberJoined()
-	if mj.GetUsername() != "bob" || mj.GetRoom() != "lobby" || mj.GetMemberCount() != 2 {
+	// Bob's join falls in alice's window (100 ms): alone it is a
+	// MemberJoined, with alice's own join a RoomMembersChanged.
+	ev := alice.next(func(ev *chatv1.ServerEvent) bool {
+		return ev.GetMemberJoined() != nil || ev.GetRoomMembersChanged() != nil
+	})
+	if mj := ev.GetMemberJoined(); mj != nil && (mj.GetUsername() != "bob" || mj.GetRoom() != "lobby" || mj.GetMemberCount() != 2) {
 		t.Fatalf("member joined = %v", mj)
+	}
+	if mc := ev.GetRoomMembersChanged(); mc != nil && (!slices.Equal(mc.GetJoined(), []string{"alice", "bob"}) || mc.GetRoom() != "lobby" || mc.GetMemberCount() != 2) {
+		t.Fatalf("room members changed = %v", mc)
 	}
 
 	id = bob.send(sendRoom("lobby", "hi lobby", ""))
 	bob.next(replyTo(id))
 	alice.next(textIn("lobby", "hi lobby"))
 	for _, ev := range carol.sync() {
-		if ev.GetMessage() != nil || ev.GetMemberJoined() != nil {
+		if ev.GetMessage() != nil || ev.GetMemberJoined() != nil || ev.GetRoomMembersChanged() != nil {
 			t.Fatalf("carol, not a member, saw %v", ev)
 		}
 	}

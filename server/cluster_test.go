@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -98,6 +99,9 @@ func testCluster(t *testing.T, dirA, dirB, databaseURL string) {
 		c.NATSURL, c.NATSSubject = natsURL(), subject
 		c.DatabaseURL = databaseURL
 		c.RateLimits = "other=unlimited"
+		// Long enough that the burst of joins below falls in one window;
+		// every other step waits for either form of an event.
+		c.PresenceWindow = 500 * time.Millisecond
 	}
 	a := servertest.Start(t, servertest.Options{DataDir: dirA, Configure: node})
 	bn := servertest.Start(t, servertest.Options{DataDir: dirB, Configure: node})
@@ -168,6 +172,19 @@ func testCluster(t *testing.T, dirA, dirB, databaseURL string) {
 	if err != nil || len(st.GetNodes()) != 2 || st.GetTotal().GetConnections() != 2 || st.GetTotal().GetOnlineUsers() != 2 {
 		t.Fatalf("stats = %v, %v", st, err)
 	}
+
+	// A burst of joins on A reaches bob on B as one RoomMembersChanged,
+	// counting B's member too.
+	dave := connect(t, connA, "dave@A", a.Token(t, "dave", auth.RoleUser))
+	erin := connect(t, connA, "erin@A", a.Token(t, "erin", auth.RoleUser))
+	idD, idE := dave.send(join("ops")), erin.send(join("ops"))
+	dave.next(replyTo(idD))
+	erin.next(replyTo(idE))
+	mc := bob.next(func(ev *chatv1.ServerEvent) bool { return ev.GetRoomMembersChanged() != nil }).GetRoomMembersChanged()
+	if mc.GetRoom() != "ops" || !slices.Equal(mc.GetJoined(), []string{"dave", "erin"}) || len(mc.GetLeft()) != 0 || mc.GetMemberCount() != 4 {
+		t.Fatalf("room members changed on B = %v", mc)
+	}
+
 	if _, err := admin.Broadcast(actx, &chatv1.BroadcastRequest{Text: "cluster-wide"}); err != nil {
 		t.Fatal(err)
 	}

@@ -121,7 +121,8 @@ type Config struct {
 	WriteCoalesce time.Duration
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
-	// PresenceWindow gathers presence changes into one event per window;
+	// PresenceWindow gathers presence changes into one event per window,
+	// and each room's member changes into one event per room and window;
 	// default 100ms; negative sends each change at once.
 	PresenceWindow time.Duration
 	// OnlineSnapshotLimit is how many online users (the first by username)
@@ -130,8 +131,10 @@ type Config struct {
 	OnlineSnapshotLimit int
 	// PresenceNamesLimit: while more users than this are online, presence
 	// changes go out as counts only (PresenceChanged.names_omitted), since
-	// naming every arrival to every session costs O(N²). Default 1000;
-	// negative always sends names.
+	// naming every arrival to every session costs O(N²); likewise a room's
+	// member changes while it has more members than this
+	// (RoomMembersChanged.names_omitted). Default 1000; negative always
+	// sends names.
 	PresenceNamesLimit int
 	// NATSURL joins this node to a cluster over NATS: nodes that share the
 	// NATS subject and the database serve one chat. Empty runs one node.

@@ -71,9 +71,16 @@ func TestSessionCommands(t *testing.T) {
 	if _, err := bs.Join(ctx, "lobby"); err != nil {
 		t.Fatal(err)
 	}
-	mj := next(t, as.Events(), func(ev *chatv1.ServerEvent) bool { return ev.GetMemberJoined() != nil }).GetMemberJoined()
-	if mj.GetUsername() != "bob" || mj.GetRoom() != "lobby" {
+	// Bob's join may fall in the server's window with alice's own: then
+	// both come as one RoomMembersChanged instead of a MemberJoined.
+	ev := next(t, as.Events(), func(ev *chatv1.ServerEvent) bool {
+		return ev.GetMemberJoined() != nil || ev.GetRoomMembersChanged() != nil
+	})
+	if mj := ev.GetMemberJoined(); mj != nil && (mj.GetUsername() != "bob" || mj.GetRoom() != "lobby") {
 		t.Fatalf("member joined = %v", mj)
+	}
+	if mc := ev.GetRoomMembersChanged(); mc != nil && (!slices.Equal(mc.GetJoined(), []string{"alice", "bob"}) || mc.GetRoom() != "lobby" || mc.GetMemberCount() != 2) {
+		t.Fatalf("room members changed = %v", mc)
 	}
 	rooms, err := cs.ListRooms(ctx)
 	if err != nil || len(rooms) != 2 || rooms[1].GetName() != "lobby" || rooms[1].GetJoined() {

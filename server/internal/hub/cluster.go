@@ -28,7 +28,8 @@ const (
 
 // envelope is one event between nodes. Frames travel as the origin encoded
 // them; each node routes them to its own sessions with the same rules as
-// its own events.
+// its own events. A join or leave carries a membership change at once; its
+// member event follows as a room frame when the window closes (members.go).
 type envelope struct {
 	Node     string        `json:"n"`
 	Kind     string        `json:"k"` // room, users, all, disconnect, join, leave, presence, bye
@@ -208,7 +209,7 @@ func (c *cluster) handle(data []byte) {
 				}
 			}
 		}
-		if f != nil {
+		if f != nil { // a node from before member events were gathered sends its MemberJoined/MemberLeft here
 			h.toRoomLocked(e.Room, f, e.Skip)
 		}
 		h.mu.Unlock()

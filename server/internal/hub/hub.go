@@ -68,9 +68,11 @@ type Config struct {
 	ReplayCap int
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
-	// PresenceWindow gathers online/offline changes for this long and sends
-	// a burst as one PresenceChanged; default 100ms; negative sends each
-	// change at once as UserOnline/UserOffline.
+	// PresenceWindow is how long online/offline changes, and each room's
+	// member changes, are gathered before they go out: a burst as one
+	// PresenceChanged or RoomMembersChanged (per room), a lone change as
+	// UserOnline/UserOffline or MemberJoined/MemberLeft. Default 100ms;
+	// negative sends each change at once, as the lone ones.
 	PresenceWindow time.Duration
 	// OnlineSnapshotLimit is how many online users, the first ones by
 	// username, a new session's OnlineUsers snapshot lists (the rest are
@@ -79,8 +81,10 @@ type Config struct {
 	OnlineSnapshotLimit int
 	// PresenceNamesLimit: while more users than this are online, presence
 	// changes go out as counts only (PresenceChanged with names_omitted),
-	// since naming every arrival to every session costs O(N²) bytes.
-	// Default 1000; negative always sends names.
+	// since naming every arrival to every session costs O(N²) bytes; and
+	// while a room has more members than this, its member changes go out
+	// as counts only (RoomMembersChanged with names_omitted), for the same
+	// reason. Default 1000; negative always sends names.
 	PresenceNamesLimit int
 	// Broker, when set, joins this node to a cluster: events reach the
 	// sessions of every node sharing the broker (and the database), and
@@ -107,6 +111,7 @@ type Hub struct {
 
 	cluster  *cluster // nil on a single node
 	presence presenceBatch
+	members  memberBatch
 
 	msgsIn, msgsOut atomic.Int64
 }
@@ -257,9 +262,7 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	if first && !h.onlineElsewhere(id.Username) {
 		h.notePresence(id.Username, id.Role, true)
 		for _, r := range joined {
-			f := h.memberEvent(r, id.Username, true)
-			h.toRoomLocked(r, f, id.Username)
-			h.publish(envelope{Kind: "room", Room: r, Frame: f.Data, Skip: id.Username})
+			h.noteMember(r, id.Username, true)
 		}
 	}
 	h.mu.Unlock()
@@ -296,8 +299,9 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 }
 
 // Detach removes a session. When it was the user's last one the user goes
-// offline: its rooms hear MemberLeft, everyone hears UserOffline, and its
-// last-seen time is stored so missed direct messages reach it next time.
+// offline: its rooms hear it left, everyone hears it went offline (both
+// gathered per Config.PresenceWindow), and its last-seen time is stored so
+// missed direct messages reach it next time.
 func (h *Hub) Detach(s *Session) {
 	s.Close(ReasonNone, false)
 	h.mu.Lock()
@@ -319,9 +323,7 @@ func (h *Hub) Detach(s *Session) {
 		for r := range us.rooms {
 			h.leaveLocked(us, r)
 			if r != GeneralRoom && !elsewhere {
-				f := h.memberEvent(r, us.name, false)
-				h.toRoomLocked(r, f, "")
-				h.publish(envelope{Kind: "room", Room: r, Frame: f.Data})
+				h.noteMember(r, us.name, false)
 			}
 		}
 		if !elsewhere {
@@ -366,14 +368,6 @@ func (h *Hub) leaveLocked(us *user, r string) {
 			delete(h.rooms, r) // empty rooms live only in storage
 		}
 	}
-}
-
-func (h *Hub) memberEvent(r, name string, joined bool) *Frame {
-	n := int32(h.roomCountLocked(r))
-	if joined {
-		return Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_MemberJoined{MemberJoined: &chatv1.MemberJoined{Room: r, Username: name, MemberCount: n}}})
-	}
-	return Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_MemberLeft{MemberLeft: &chatv1.MemberLeft{Room: r, Username: name, MemberCount: n}}})
 }
 
 // toAllLocked queues f to every session except those of user skip.
@@ -462,9 +456,8 @@ func (h *Hub) Join(ctx context.Context, s *Session, r string) (*chatv1.RoomJoine
 		return nil, apierr.FailedPrecondition("session is closed")
 	}
 	if h.joinLocked(us, r) {
-		f := h.memberEvent(r, us.name, true)
-		h.toRoomLocked(r, f, us.name)
-		h.publish(envelope{Kind: "join", Room: r, Users: []string{us.name}, Frame: f.Data, Skip: us.name})
+		h.publish(envelope{Kind: "join", Room: r, Users: []string{us.name}})
+		h.noteMember(r, us.name, true)
 	}
 	members := h.roomMembersLocked(r)
 	return &chatv1.RoomJoined{Room: r, Members: members, MemberCount: int32(len(members))}, nil
@@ -515,9 +508,8 @@ func (h *Hub) Leave(ctx context.Context, s *Session, r string) error {
 	if us := h.users[s.Username]; us != nil {
 		if _, ok := us.rooms[r]; ok {
 			h.leaveLocked(us, r)
-			f := h.memberEvent(r, us.name, false)
-			h.toRoomLocked(r, f, "")
-			h.publish(envelope{Kind: "leave", Room: r, Users: []string{us.name}, Frame: f.Data})
+			h.publish(envelope{Kind: "leave", Room: r, Users: []string{us.name}})
+			h.noteMember(r, us.name, false)
 		}
 	}
 	h.mu.Unlock()
@@ -895,6 +887,7 @@ func (h *Hub) Shutdown(reconnectAfter time.Duration) int {
 	}
 	h.typing.close()
 	h.closePresence()
+	h.closeMembers()
 	if h.cluster != nil {
 		h.cluster.close() // says goodbye, so the others drop our users at once
 	}

@@ -102,6 +102,21 @@ func formatEvent(me string, ev *chatv1.ServerEvent) []string {
 		return []string{fmt.Sprintf("%s * %s joined #%s (%d members)", now, e.MemberJoined.GetUsername(), e.MemberJoined.GetRoom(), e.MemberJoined.GetMemberCount())}
 	case *chatv1.ServerEvent_MemberLeft:
 		return []string{fmt.Sprintf("%s * %s left #%s (%d members)", now, e.MemberLeft.GetUsername(), e.MemberLeft.GetRoom(), e.MemberLeft.GetMemberCount())}
+	case *chatv1.ServerEvent_RoomMembersChanged:
+		c := e.RoomMembersChanged
+		if c.GetNamesOmitted() {
+			return []string{fmt.Sprintf("%s * #%s: %d members", now, c.GetRoom(), c.GetMemberCount())}
+		}
+		var parts []string // the room is named once, in the first part
+		if j := c.GetJoined(); len(j) > 0 {
+			parts = append(parts, fmt.Sprintf("%s joined #%s", strings.Join(j, ", "), c.GetRoom()))
+		}
+		if l := c.GetLeft(); len(l) > 0 && len(parts) > 0 {
+			parts = append(parts, strings.Join(l, ", ")+" left")
+		} else if len(l) > 0 {
+			parts = append(parts, fmt.Sprintf("%s left #%s", strings.Join(l, ", "), c.GetRoom()))
+		}
+		return []string{fmt.Sprintf("%s * %s (%d members)", now, strings.Join(parts, "; "), c.GetMemberCount())}
 	case *chatv1.ServerEvent_Typing:
 		if !e.Typing.GetTyping() {
 			return nil

@@ -165,6 +165,10 @@ describe("reduce", () => {
     s = reduce(s, { type: "open", key: roomKey("go") });
     s = reduce(s, ev({ event: { case: "memberJoined", value: { room: "go", username: "cid", memberCount: 3 } } }));
     expect(s.rooms.go.memberCount).toBe(3);
+    s = reduce(s, ev({ event: { case: "roomMembersChanged", value: { room: "go", joined: ["dee", "eve"], left: ["cid"], memberCount: 4 } } }));
+    expect(s.rooms.go.memberCount).toBe(4);
+    s = reduce(s, ev({ event: { case: "roomMembersChanged", value: { room: "go", memberCount: 1500, namesOmitted: true } } }));
+    expect(s.rooms.go).toEqual({ name: "go", memberCount: 1500, joined: true });
     s = reduce(s, ev({ event: { case: "roomLeft", value: { room: "go" } } }));
     expect(s.rooms.go.joined).toBe(false);
     expect(s.active).toBe(roomKey("general"));

@@ -419,6 +419,11 @@ function serverEvent(state: ChatState, ev: ServerEvent, now: number): ChatState 
       return updateRoom(state, e.value.room, { memberCount: e.value.memberCount });
     case "memberLeft":
       return updateRoom(state, e.value.room, { memberCount: e.value.memberCount });
+    case "roomMembersChanged":
+      // A burst of joins and leaves, or (names_omitted) only the count of a
+      // large room. Rooms keep counts, not member lists, so the count is
+      // all there is to update either way.
+      return updateRoom(state, e.value.room, { memberCount: e.value.memberCount });
     case "roomsList": {
       const rooms: Record<string, RoomState> = {};
       for (const r of e.value.rooms) rooms[r.name] = { name: r.name, memberCount: r.memberCount, joined: r.joined };

@@ -1133,6 +1133,7 @@ type ServerEvent struct {
 	//	*ServerEvent_RoomLeft
 	//	*ServerEvent_TokenRefreshed
 	//	*ServerEvent_PresenceChanged
+	//	*ServerEvent_RoomMembersChanged
 	Event isServerEvent_Event `protobuf_oneof:"event"`
 	// request_id is set on the events that answer a command.
 	RequestId     string `protobuf:"bytes,100,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -1357,6 +1358,15 @@ func (x *ServerEvent) GetPresenceChanged() *PresenceChanged {
 	return nil
 }
 
+func (x *ServerEvent) GetRoomMembersChanged() *RoomMembersChanged {
+	if x != nil {
+		if x, ok := x.Event.(*ServerEvent_RoomMembersChanged); ok {
+			return x.RoomMembersChanged
+		}
+	}
+	return nil
+}
+
 func (x *ServerEvent) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
@@ -1448,6 +1458,10 @@ type ServerEvent_PresenceChanged struct {
 	PresenceChanged *PresenceChanged `protobuf:"bytes,30,opt,name=presence_changed,json=presenceChanged,proto3,oneof"`
 }
 
+type ServerEvent_RoomMembersChanged struct {
+	RoomMembersChanged *RoomMembersChanged `protobuf:"bytes,31,opt,name=room_members_changed,json=roomMembersChanged,proto3,oneof"`
+}
+
 func (*ServerEvent_Welcome) isServerEvent_Event() {}
 
 func (*ServerEvent_OnlineUsers) isServerEvent_Event() {}
@@ -1487,6 +1501,8 @@ func (*ServerEvent_RoomLeft) isServerEvent_Event() {}
 func (*ServerEvent_TokenRefreshed) isServerEvent_Event() {}
 
 func (*ServerEvent_PresenceChanged) isServerEvent_Event() {}
+
+func (*ServerEvent_RoomMembersChanged) isServerEvent_Event() {}
 
 // Welcome opens every stream.
 type Welcome struct {
@@ -2316,6 +2332,101 @@ func (x *MemberLeft) GetMemberCount() int32 {
 	return 0
 }
 
+// RoomMembersChanged reports several members of one room joining and
+// leaving at once. A member joins or leaves when it joins or leaves the room
+// and also when it comes online or goes offline, so a burst of connects
+// (after a restart, say) would tell each member of a 1,000-member room of
+// 1,000 arrivals, one event each, and slow clients would be dropped as slow
+// consumers. The server sends a lone change as MemberJoined or MemberLeft
+// (not to the user itself) and coalesces a burst into one of these per room
+// per short window, to the room's members. Within a window the last change
+// of a user wins, so a user is in joined or in left, not both.
+//
+// When the room has more members than the server's names limit (1000 by
+// default, the presence-names limit), the server sends only the count: one
+// RoomMembersChanged per window with member_count and names_omitted set, no
+// names, never a MemberJoined or MemberLeft.
+type RoomMembersChanged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// joined and left are sorted by username.
+	Joined []string `protobuf:"bytes,2,rep,name=joined,proto3" json:"joined,omitempty"`
+	Left   []string `protobuf:"bytes,3,rep,name=left,proto3" json:"left,omitempty"`
+	// member_count counts the room's live members when the event was sent.
+	MemberCount int32 `protobuf:"varint,4,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	// names_omitted says joined and left are left empty on purpose: the
+	// client's list of the room's members may be stale and should be fetched
+	// again (JoinRoom answers with the members).
+	NamesOmitted  bool `protobuf:"varint,5,opt,name=names_omitted,json=namesOmitted,proto3" json:"names_omitted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomMembersChanged) Reset() {
+	*x = RoomMembersChanged{}
+	mi := &file_chat_v1_chat_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomMembersChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomMembersChanged) ProtoMessage() {}
+
+func (x *RoomMembersChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomMembersChanged.ProtoReflect.Descriptor instead.
+func (*RoomMembersChanged) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RoomMembersChanged) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *RoomMembersChanged) GetJoined() []string {
+	if x != nil {
+		return x.Joined
+	}
+	return nil
+}
+
+func (x *RoomMembersChanged) GetLeft() []string {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *RoomMembersChanged) GetMemberCount() int32 {
+	if x != nil {
+		return x.MemberCount
+	}
+	return 0
+}
+
+func (x *RoomMembersChanged) GetNamesOmitted() bool {
+	if x != nil {
+		return x.NamesOmitted
+	}
+	return false
+}
+
 // TypingEvent says a user started or stopped typing.
 type TypingEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2328,7 +2439,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_chat_v1_chat_proto_msgTypes[27]
+	mi := &file_chat_v1_chat_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2451,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[27]
+	mi := &file_chat_v1_chat_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2464,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{27}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TypingEvent) GetConversation() *Conversation {
@@ -2390,7 +2501,7 @@ type RoomInfo struct {
 
 func (x *RoomInfo) Reset() {
 	*x = RoomInfo{}
-	mi := &file_chat_v1_chat_proto_msgTypes[28]
+	mi := &file_chat_v1_chat_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2513,7 @@ func (x *RoomInfo) String() string {
 func (*RoomInfo) ProtoMessage() {}
 
 func (x *RoomInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[28]
+	mi := &file_chat_v1_chat_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2526,7 @@ func (x *RoomInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomInfo.ProtoReflect.Descriptor instead.
 func (*RoomInfo) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{28}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RoomInfo) GetName() string {
@@ -2449,7 +2560,7 @@ type RoomsList struct {
 
 func (x *RoomsList) Reset() {
 	*x = RoomsList{}
-	mi := &file_chat_v1_chat_proto_msgTypes[29]
+	mi := &file_chat_v1_chat_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2461,7 +2572,7 @@ func (x *RoomsList) String() string {
 func (*RoomsList) ProtoMessage() {}
 
 func (x *RoomsList) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[29]
+	mi := &file_chat_v1_chat_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2474,7 +2585,7 @@ func (x *RoomsList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomsList.ProtoReflect.Descriptor instead.
 func (*RoomsList) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{29}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RoomsList) GetRooms() []*RoomInfo {
@@ -2497,7 +2608,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_chat_v1_chat_proto_msgTypes[30]
+	mi := &file_chat_v1_chat_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2620,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[30]
+	mi := &file_chat_v1_chat_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2633,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{30}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Ack) GetMessageId() string {
@@ -2566,7 +2677,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_chat_v1_chat_proto_msgTypes[31]
+	mi := &file_chat_v1_chat_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2689,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[31]
+	mi := &file_chat_v1_chat_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2702,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{31}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -2629,7 +2740,7 @@ type AdminBroadcast struct {
 
 func (x *AdminBroadcast) Reset() {
 	*x = AdminBroadcast{}
-	mi := &file_chat_v1_chat_proto_msgTypes[32]
+	mi := &file_chat_v1_chat_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2641,7 +2752,7 @@ func (x *AdminBroadcast) String() string {
 func (*AdminBroadcast) ProtoMessage() {}
 
 func (x *AdminBroadcast) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[32]
+	mi := &file_chat_v1_chat_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2654,7 +2765,7 @@ func (x *AdminBroadcast) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminBroadcast.ProtoReflect.Descriptor instead.
 func (*AdminBroadcast) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{32}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AdminBroadcast) GetFrom() string {
@@ -2700,7 +2811,7 @@ type StateRestored struct {
 
 func (x *StateRestored) Reset() {
 	*x = StateRestored{}
-	mi := &file_chat_v1_chat_proto_msgTypes[33]
+	mi := &file_chat_v1_chat_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2712,7 +2823,7 @@ func (x *StateRestored) String() string {
 func (*StateRestored) ProtoMessage() {}
 
 func (x *StateRestored) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[33]
+	mi := &file_chat_v1_chat_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2725,7 +2836,7 @@ func (x *StateRestored) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRestored.ProtoReflect.Descriptor instead.
 func (*StateRestored) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{33}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StateRestored) GetRooms() []string {
@@ -2762,7 +2873,7 @@ type ServerNotice struct {
 
 func (x *ServerNotice) Reset() {
 	*x = ServerNotice{}
-	mi := &file_chat_v1_chat_proto_msgTypes[34]
+	mi := &file_chat_v1_chat_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +2885,7 @@ func (x *ServerNotice) String() string {
 func (*ServerNotice) ProtoMessage() {}
 
 func (x *ServerNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[34]
+	mi := &file_chat_v1_chat_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +2898,7 @@ func (x *ServerNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerNotice.ProtoReflect.Descriptor instead.
 func (*ServerNotice) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{34}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ServerNotice) GetKind() NoticeKind {
@@ -2821,7 +2932,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_chat_v1_chat_proto_msgTypes[35]
+	mi := &file_chat_v1_chat_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2833,7 +2944,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[35]
+	mi := &file_chat_v1_chat_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2846,7 +2957,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{35}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Pong) GetServerTime() *timestamppb.Timestamp {
@@ -2866,7 +2977,7 @@ type TokenRefreshed struct {
 
 func (x *TokenRefreshed) Reset() {
 	*x = TokenRefreshed{}
-	mi := &file_chat_v1_chat_proto_msgTypes[36]
+	mi := &file_chat_v1_chat_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2878,7 +2989,7 @@ func (x *TokenRefreshed) String() string {
 func (*TokenRefreshed) ProtoMessage() {}
 
 func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[36]
+	mi := &file_chat_v1_chat_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2891,7 +3002,7 @@ func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRefreshed.ProtoReflect.Descriptor instead.
 func (*TokenRefreshed) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{36}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TokenRefreshed) GetExpiresAt() *timestamppb.Timestamp {
@@ -2918,7 +3029,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[37]
+	mi := &file_chat_v1_chat_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2930,7 +3041,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[37]
+	mi := &file_chat_v1_chat_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2943,7 +3054,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{37}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetHistoryRequest) GetConversation() *Conversation {
@@ -2985,7 +3096,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[38]
+	mi := &file_chat_v1_chat_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2997,7 +3108,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[38]
+	mi := &file_chat_v1_chat_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3010,7 +3121,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{38}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetHistoryResponse) GetMessages() []*Message {
@@ -3042,7 +3153,7 @@ type ListOnlineUsersRequest struct {
 
 func (x *ListOnlineUsersRequest) Reset() {
 	*x = ListOnlineUsersRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[39]
+	mi := &file_chat_v1_chat_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3165,7 @@ func (x *ListOnlineUsersRequest) String() string {
 func (*ListOnlineUsersRequest) ProtoMessage() {}
 
 func (x *ListOnlineUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[39]
+	mi := &file_chat_v1_chat_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3178,7 @@ func (x *ListOnlineUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListOnlineUsersRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{39}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListOnlineUsersRequest) GetPageSize() int32 {
@@ -3098,7 +3209,7 @@ type ListOnlineUsersResponse struct {
 
 func (x *ListOnlineUsersResponse) Reset() {
 	*x = ListOnlineUsersResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[40]
+	mi := &file_chat_v1_chat_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3110,7 +3221,7 @@ func (x *ListOnlineUsersResponse) String() string {
 func (*ListOnlineUsersResponse) ProtoMessage() {}
 
 func (x *ListOnlineUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[40]
+	mi := &file_chat_v1_chat_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3123,7 +3234,7 @@ func (x *ListOnlineUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListOnlineUsersResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{40}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListOnlineUsersResponse) GetUsers() []*User {
@@ -3156,7 +3267,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[41]
+	mi := &file_chat_v1_chat_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3168,7 +3279,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[41]
+	mi := &file_chat_v1_chat_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3181,7 +3292,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{41}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{42}
 }
 
 // ListRoomsResponse lists rooms.
@@ -3194,7 +3305,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[42]
+	mi := &file_chat_v1_chat_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3317,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[42]
+	mi := &file_chat_v1_chat_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3330,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{42}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*RoomInfo {
@@ -3241,7 +3352,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_chat_v1_chat_proto_msgTypes[43]
+	mi := &file_chat_v1_chat_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3253,7 +3364,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[43]
+	mi := &file_chat_v1_chat_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3266,7 +3377,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{43}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *FileInfo) GetName() string {
@@ -3304,7 +3415,7 @@ type UploadFileRequest struct {
 
 func (x *UploadFileRequest) Reset() {
 	*x = UploadFileRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[44]
+	mi := &file_chat_v1_chat_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3316,7 +3427,7 @@ func (x *UploadFileRequest) String() string {
 func (*UploadFileRequest) ProtoMessage() {}
 
 func (x *UploadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[44]
+	mi := &file_chat_v1_chat_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3329,7 +3440,7 @@ func (x *UploadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileRequest.ProtoReflect.Descriptor instead.
 func (*UploadFileRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{44}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UploadFileRequest) GetData() isUploadFileRequest_Data {
@@ -3383,7 +3494,7 @@ type UploadFileResponse struct {
 
 func (x *UploadFileResponse) Reset() {
 	*x = UploadFileResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[45]
+	mi := &file_chat_v1_chat_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3395,7 +3506,7 @@ func (x *UploadFileResponse) String() string {
 func (*UploadFileResponse) ProtoMessage() {}
 
 func (x *UploadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[45]
+	mi := &file_chat_v1_chat_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3408,7 +3519,7 @@ func (x *UploadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileResponse.ProtoReflect.Descriptor instead.
 func (*UploadFileResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{45}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UploadFileResponse) GetFile() *FileRef {
@@ -3428,7 +3539,7 @@ type DownloadFileRequest struct {
 
 func (x *DownloadFileRequest) Reset() {
 	*x = DownloadFileRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[46]
+	mi := &file_chat_v1_chat_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3440,7 +3551,7 @@ func (x *DownloadFileRequest) String() string {
 func (*DownloadFileRequest) ProtoMessage() {}
 
 func (x *DownloadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[46]
+	mi := &file_chat_v1_chat_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3453,7 +3564,7 @@ func (x *DownloadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileRequest.ProtoReflect.Descriptor instead.
 func (*DownloadFileRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{46}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DownloadFileRequest) GetFileId() string {
@@ -3477,7 +3588,7 @@ type DownloadFileResponse struct {
 
 func (x *DownloadFileResponse) Reset() {
 	*x = DownloadFileResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[47]
+	mi := &file_chat_v1_chat_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3489,7 +3600,7 @@ func (x *DownloadFileResponse) String() string {
 func (*DownloadFileResponse) ProtoMessage() {}
 
 func (x *DownloadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[47]
+	mi := &file_chat_v1_chat_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3502,7 +3613,7 @@ func (x *DownloadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileResponse.ProtoReflect.Descriptor instead.
 func (*DownloadFileResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{47}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DownloadFileResponse) GetData() isDownloadFileResponse_Data {
@@ -3605,7 +3716,7 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x04Ping\"=\n" +
 	"\fRefreshToken\x12-\n" +
 	"\faccess_token\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80 R\vaccessToken\"\x85\t\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80 R\vaccessToken\"\xd6\t\n" +
 	"\vServerEvent\x12,\n" +
 	"\awelcome\x18\x01 \x01(\v2\x10.chat.v1.WelcomeH\x00R\awelcome\x129\n" +
 	"\fonline_users\x18\x02 \x01(\v2\x14.chat.v1.OnlineUsersH\x00R\vonlineUsers\x126\n" +
@@ -3631,7 +3742,8 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x04pong\x18\x11 \x01(\v2\r.chat.v1.PongH\x00R\x04pong\x120\n" +
 	"\troom_left\x18\x12 \x01(\v2\x11.chat.v1.RoomLeftH\x00R\broomLeft\x12B\n" +
 	"\x0ftoken_refreshed\x18\x13 \x01(\v2\x17.chat.v1.TokenRefreshedH\x00R\x0etokenRefreshed\x12E\n" +
-	"\x10presence_changed\x18\x1e \x01(\v2\x18.chat.v1.PresenceChangedH\x00R\x0fpresenceChanged\x12\x1d\n" +
+	"\x10presence_changed\x18\x1e \x01(\v2\x18.chat.v1.PresenceChangedH\x00R\x0fpresenceChanged\x12O\n" +
+	"\x14room_members_changed\x18\x1f \x01(\v2\x1b.chat.v1.RoomMembersChangedH\x00R\x12roomMembersChanged\x12\x1d\n" +
 	"\n" +
 	"request_id\x18d \x01(\tR\trequestIdB\a\n" +
 	"\x05event\"\x85\x02\n" +
@@ -3693,7 +3805,13 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"MemberLeft\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12!\n" +
-	"\fmember_count\x18\x03 \x01(\x05R\vmemberCount\"|\n" +
+	"\fmember_count\x18\x03 \x01(\x05R\vmemberCount\"\x9c\x01\n" +
+	"\x12RoomMembersChanged\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
+	"\x06joined\x18\x02 \x03(\tR\x06joined\x12\x12\n" +
+	"\x04left\x18\x03 \x03(\tR\x04left\x12!\n" +
+	"\fmember_count\x18\x04 \x01(\x05R\vmemberCount\x12#\n" +
+	"\rnames_omitted\x18\x05 \x01(\bR\fnamesOmitted\"|\n" +
 	"\vTypingEvent\x129\n" +
 	"\fconversation\x18\x01 \x01(\v2\x15.chat.v1.ConversationR\fconversation\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x16\n" +
@@ -3818,7 +3936,7 @@ func file_chat_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_chat_v1_chat_proto_goTypes = []any{
 	(Role)(0),                       // 0: chat.v1.Role
 	(ErrorCode)(0),                  // 1: chat.v1.ErrorCode
@@ -3850,29 +3968,30 @@ var file_chat_v1_chat_proto_goTypes = []any{
 	(*RoomLeft)(nil),                // 27: chat.v1.RoomLeft
 	(*MemberJoined)(nil),            // 28: chat.v1.MemberJoined
 	(*MemberLeft)(nil),              // 29: chat.v1.MemberLeft
-	(*TypingEvent)(nil),             // 30: chat.v1.TypingEvent
-	(*RoomInfo)(nil),                // 31: chat.v1.RoomInfo
-	(*RoomsList)(nil),               // 32: chat.v1.RoomsList
-	(*Ack)(nil),                     // 33: chat.v1.Ack
-	(*Error)(nil),                   // 34: chat.v1.Error
-	(*AdminBroadcast)(nil),          // 35: chat.v1.AdminBroadcast
-	(*StateRestored)(nil),           // 36: chat.v1.StateRestored
-	(*ServerNotice)(nil),            // 37: chat.v1.ServerNotice
-	(*Pong)(nil),                    // 38: chat.v1.Pong
-	(*TokenRefreshed)(nil),          // 39: chat.v1.TokenRefreshed
-	(*GetHistoryRequest)(nil),       // 40: chat.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),      // 41: chat.v1.GetHistoryResponse
-	(*ListOnlineUsersRequest)(nil),  // 42: chat.v1.ListOnlineUsersRequest
-	(*ListOnlineUsersResponse)(nil), // 43: chat.v1.ListOnlineUsersResponse
-	(*ListRoomsRequest)(nil),        // 44: chat.v1.ListRoomsRequest
-	(*ListRoomsResponse)(nil),       // 45: chat.v1.ListRoomsResponse
-	(*FileInfo)(nil),                // 46: chat.v1.FileInfo
-	(*UploadFileRequest)(nil),       // 47: chat.v1.UploadFileRequest
-	(*UploadFileResponse)(nil),      // 48: chat.v1.UploadFileResponse
-	(*DownloadFileRequest)(nil),     // 49: chat.v1.DownloadFileRequest
-	(*DownloadFileResponse)(nil),    // 50: chat.v1.DownloadFileResponse
-	(*timestamppb.Timestamp)(nil),   // 51: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 52: google.protobuf.Duration
+	(*RoomMembersChanged)(nil),      // 30: chat.v1.RoomMembersChanged
+	(*TypingEvent)(nil),             // 31: chat.v1.TypingEvent
+	(*RoomInfo)(nil),                // 32: chat.v1.RoomInfo
+	(*RoomsList)(nil),               // 33: chat.v1.RoomsList
+	(*Ack)(nil),                     // 34: chat.v1.Ack
+	(*Error)(nil),                   // 35: chat.v1.Error
+	(*AdminBroadcast)(nil),          // 36: chat.v1.AdminBroadcast
+	(*StateRestored)(nil),           // 37: chat.v1.StateRestored
+	(*ServerNotice)(nil),            // 38: chat.v1.ServerNotice
+	(*Pong)(nil),                    // 39: chat.v1.Pong
+	(*TokenRefreshed)(nil),          // 40: chat.v1.TokenRefreshed
+	(*GetHistoryRequest)(nil),       // 41: chat.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),      // 42: chat.v1.GetHistoryResponse
+	(*ListOnlineUsersRequest)(nil),  // 43: chat.v1.ListOnlineUsersRequest
+	(*ListOnlineUsersResponse)(nil), // 44: chat.v1.ListOnlineUsersResponse
+	(*ListRoomsRequest)(nil),        // 45: chat.v1.ListRoomsRequest
+	(*ListRoomsResponse)(nil),       // 46: chat.v1.ListRoomsResponse
+	(*FileInfo)(nil),                // 47: chat.v1.FileInfo
+	(*UploadFileRequest)(nil),       // 48: chat.v1.UploadFileRequest
+	(*UploadFileResponse)(nil),      // 49: chat.v1.UploadFileResponse
+	(*DownloadFileRequest)(nil),     // 50: chat.v1.DownloadFileRequest
+	(*DownloadFileResponse)(nil),    // 51: chat.v1.DownloadFileResponse
+	(*timestamppb.Timestamp)(nil),   // 52: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 53: google.protobuf.Duration
 }
 var file_chat_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: chat.v1.User.role:type_name -> chat.v1.Role
@@ -3899,64 +4018,65 @@ var file_chat_v1_chat_proto_depIdxs = []int32{
 	26, // 21: chat.v1.ServerEvent.room_joined:type_name -> chat.v1.RoomJoined
 	28, // 22: chat.v1.ServerEvent.member_joined:type_name -> chat.v1.MemberJoined
 	29, // 23: chat.v1.ServerEvent.member_left:type_name -> chat.v1.MemberLeft
-	30, // 24: chat.v1.ServerEvent.typing:type_name -> chat.v1.TypingEvent
-	32, // 25: chat.v1.ServerEvent.rooms_list:type_name -> chat.v1.RoomsList
-	33, // 26: chat.v1.ServerEvent.ack:type_name -> chat.v1.Ack
-	34, // 27: chat.v1.ServerEvent.error:type_name -> chat.v1.Error
-	35, // 28: chat.v1.ServerEvent.admin_broadcast:type_name -> chat.v1.AdminBroadcast
-	36, // 29: chat.v1.ServerEvent.state_restored:type_name -> chat.v1.StateRestored
-	37, // 30: chat.v1.ServerEvent.server_notice:type_name -> chat.v1.ServerNotice
-	38, // 31: chat.v1.ServerEvent.pong:type_name -> chat.v1.Pong
+	31, // 24: chat.v1.ServerEvent.typing:type_name -> chat.v1.TypingEvent
+	33, // 25: chat.v1.ServerEvent.rooms_list:type_name -> chat.v1.RoomsList
+	34, // 26: chat.v1.ServerEvent.ack:type_name -> chat.v1.Ack
+	35, // 27: chat.v1.ServerEvent.error:type_name -> chat.v1.Error
+	36, // 28: chat.v1.ServerEvent.admin_broadcast:type_name -> chat.v1.AdminBroadcast
+	37, // 29: chat.v1.ServerEvent.state_restored:type_name -> chat.v1.StateRestored
+	38, // 30: chat.v1.ServerEvent.server_notice:type_name -> chat.v1.ServerNotice
+	39, // 31: chat.v1.ServerEvent.pong:type_name -> chat.v1.Pong
 	27, // 32: chat.v1.ServerEvent.room_left:type_name -> chat.v1.RoomLeft
-	39, // 33: chat.v1.ServerEvent.token_refreshed:type_name -> chat.v1.TokenRefreshed
+	40, // 33: chat.v1.ServerEvent.token_refreshed:type_name -> chat.v1.TokenRefreshed
 	22, // 34: chat.v1.ServerEvent.presence_changed:type_name -> chat.v1.PresenceChanged
-	3,  // 35: chat.v1.Welcome.user:type_name -> chat.v1.User
-	51, // 36: chat.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
-	51, // 37: chat.v1.Welcome.token_expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 38: chat.v1.OnlineUsers.users:type_name -> chat.v1.User
-	3,  // 39: chat.v1.UserOnline.user:type_name -> chat.v1.User
-	3,  // 40: chat.v1.UserOffline.user:type_name -> chat.v1.User
-	3,  // 41: chat.v1.PresenceChanged.online:type_name -> chat.v1.User
-	3,  // 42: chat.v1.PresenceChanged.offline:type_name -> chat.v1.User
-	4,  // 43: chat.v1.RecentMessages.conversation:type_name -> chat.v1.Conversation
-	25, // 44: chat.v1.RecentMessages.messages:type_name -> chat.v1.Message
-	4,  // 45: chat.v1.Message.conversation:type_name -> chat.v1.Conversation
-	51, // 46: chat.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	24, // 47: chat.v1.Message.file:type_name -> chat.v1.FileRef
-	4,  // 48: chat.v1.TypingEvent.conversation:type_name -> chat.v1.Conversation
-	31, // 49: chat.v1.RoomsList.rooms:type_name -> chat.v1.RoomInfo
-	4,  // 50: chat.v1.Ack.conversation:type_name -> chat.v1.Conversation
-	1,  // 51: chat.v1.Error.code:type_name -> chat.v1.ErrorCode
-	52, // 52: chat.v1.Error.retry_after:type_name -> google.protobuf.Duration
-	51, // 53: chat.v1.AdminBroadcast.sent_at:type_name -> google.protobuf.Timestamp
-	2,  // 54: chat.v1.ServerNotice.kind:type_name -> chat.v1.NoticeKind
-	52, // 55: chat.v1.ServerNotice.reconnect_after:type_name -> google.protobuf.Duration
-	51, // 56: chat.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
-	51, // 57: chat.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 58: chat.v1.GetHistoryRequest.conversation:type_name -> chat.v1.Conversation
-	25, // 59: chat.v1.GetHistoryResponse.messages:type_name -> chat.v1.Message
-	3,  // 60: chat.v1.ListOnlineUsersResponse.users:type_name -> chat.v1.User
-	31, // 61: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.RoomInfo
-	46, // 62: chat.v1.UploadFileRequest.info:type_name -> chat.v1.FileInfo
-	24, // 63: chat.v1.UploadFileResponse.file:type_name -> chat.v1.FileRef
-	24, // 64: chat.v1.DownloadFileResponse.info:type_name -> chat.v1.FileRef
-	5,  // 65: chat.v1.Chat.Connect:input_type -> chat.v1.ClientEvent
-	40, // 66: chat.v1.Chat.GetHistory:input_type -> chat.v1.GetHistoryRequest
-	42, // 67: chat.v1.Chat.ListOnlineUsers:input_type -> chat.v1.ListOnlineUsersRequest
-	44, // 68: chat.v1.Chat.ListRooms:input_type -> chat.v1.ListRoomsRequest
-	47, // 69: chat.v1.Chat.UploadFile:input_type -> chat.v1.UploadFileRequest
-	49, // 70: chat.v1.Chat.DownloadFile:input_type -> chat.v1.DownloadFileRequest
-	17, // 71: chat.v1.Chat.Connect:output_type -> chat.v1.ServerEvent
-	41, // 72: chat.v1.Chat.GetHistory:output_type -> chat.v1.GetHistoryResponse
-	43, // 73: chat.v1.Chat.ListOnlineUsers:output_type -> chat.v1.ListOnlineUsersResponse
-	45, // 74: chat.v1.Chat.ListRooms:output_type -> chat.v1.ListRoomsResponse
-	48, // 75: chat.v1.Chat.UploadFile:output_type -> chat.v1.UploadFileResponse
-	50, // 76: chat.v1.Chat.DownloadFile:output_type -> chat.v1.DownloadFileResponse
-	71, // [71:77] is the sub-list for method output_type
-	65, // [65:71] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	30, // 35: chat.v1.ServerEvent.room_members_changed:type_name -> chat.v1.RoomMembersChanged
+	3,  // 36: chat.v1.Welcome.user:type_name -> chat.v1.User
+	52, // 37: chat.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	52, // 38: chat.v1.Welcome.token_expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 39: chat.v1.OnlineUsers.users:type_name -> chat.v1.User
+	3,  // 40: chat.v1.UserOnline.user:type_name -> chat.v1.User
+	3,  // 41: chat.v1.UserOffline.user:type_name -> chat.v1.User
+	3,  // 42: chat.v1.PresenceChanged.online:type_name -> chat.v1.User
+	3,  // 43: chat.v1.PresenceChanged.offline:type_name -> chat.v1.User
+	4,  // 44: chat.v1.RecentMessages.conversation:type_name -> chat.v1.Conversation
+	25, // 45: chat.v1.RecentMessages.messages:type_name -> chat.v1.Message
+	4,  // 46: chat.v1.Message.conversation:type_name -> chat.v1.Conversation
+	52, // 47: chat.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	24, // 48: chat.v1.Message.file:type_name -> chat.v1.FileRef
+	4,  // 49: chat.v1.TypingEvent.conversation:type_name -> chat.v1.Conversation
+	32, // 50: chat.v1.RoomsList.rooms:type_name -> chat.v1.RoomInfo
+	4,  // 51: chat.v1.Ack.conversation:type_name -> chat.v1.Conversation
+	1,  // 52: chat.v1.Error.code:type_name -> chat.v1.ErrorCode
+	53, // 53: chat.v1.Error.retry_after:type_name -> google.protobuf.Duration
+	52, // 54: chat.v1.AdminBroadcast.sent_at:type_name -> google.protobuf.Timestamp
+	2,  // 55: chat.v1.ServerNotice.kind:type_name -> chat.v1.NoticeKind
+	53, // 56: chat.v1.ServerNotice.reconnect_after:type_name -> google.protobuf.Duration
+	52, // 57: chat.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
+	52, // 58: chat.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 59: chat.v1.GetHistoryRequest.conversation:type_name -> chat.v1.Conversation
+	25, // 60: chat.v1.GetHistoryResponse.messages:type_name -> chat.v1.Message
+	3,  // 61: chat.v1.ListOnlineUsersResponse.users:type_name -> chat.v1.User
+	32, // 62: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.RoomInfo
+	47, // 63: chat.v1.UploadFileRequest.info:type_name -> chat.v1.FileInfo
+	24, // 64: chat.v1.UploadFileResponse.file:type_name -> chat.v1.FileRef
+	24, // 65: chat.v1.DownloadFileResponse.info:type_name -> chat.v1.FileRef
+	5,  // 66: chat.v1.Chat.Connect:input_type -> chat.v1.ClientEvent
+	41, // 67: chat.v1.Chat.GetHistory:input_type -> chat.v1.GetHistoryRequest
+	43, // 68: chat.v1.Chat.ListOnlineUsers:input_type -> chat.v1.ListOnlineUsersRequest
+	45, // 69: chat.v1.Chat.ListRooms:input_type -> chat.v1.ListRoomsRequest
+	48, // 70: chat.v1.Chat.UploadFile:input_type -> chat.v1.UploadFileRequest
+	50, // 71: chat.v1.Chat.DownloadFile:input_type -> chat.v1.DownloadFileRequest
+	17, // 72: chat.v1.Chat.Connect:output_type -> chat.v1.ServerEvent
+	42, // 73: chat.v1.Chat.GetHistory:output_type -> chat.v1.GetHistoryResponse
+	44, // 74: chat.v1.Chat.ListOnlineUsers:output_type -> chat.v1.ListOnlineUsersResponse
+	46, // 75: chat.v1.Chat.ListRooms:output_type -> chat.v1.ListRoomsResponse
+	49, // 76: chat.v1.Chat.UploadFile:output_type -> chat.v1.UploadFileResponse
+	51, // 77: chat.v1.Chat.DownloadFile:output_type -> chat.v1.DownloadFileResponse
+	72, // [72:78] is the sub-list for method output_type
+	66, // [66:72] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_chat_v1_chat_proto_init() }
@@ -4001,16 +4121,17 @@ func file_chat_v1_chat_proto_init() {
 		(*ServerEvent_RoomLeft)(nil),
 		(*ServerEvent_TokenRefreshed)(nil),
 		(*ServerEvent_PresenceChanged)(nil),
+		(*ServerEvent_RoomMembersChanged)(nil),
 	}
 	file_chat_v1_chat_proto_msgTypes[22].OneofWrappers = []any{
 		(*Message_Text)(nil),
 		(*Message_File)(nil),
 	}
-	file_chat_v1_chat_proto_msgTypes[44].OneofWrappers = []any{
+	file_chat_v1_chat_proto_msgTypes[45].OneofWrappers = []any{
 		(*UploadFileRequest_Info)(nil),
 		(*UploadFileRequest_Chunk)(nil),
 	}
-	file_chat_v1_chat_proto_msgTypes[47].OneofWrappers = []any{
+	file_chat_v1_chat_proto_msgTypes[48].OneofWrappers = []any{
 		(*DownloadFileResponse_Info)(nil),
 		(*DownloadFileResponse_Chunk)(nil),
 	}
@@ -4020,7 +4141,7 @@ func file_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_v1_chat_proto_rawDesc), len(file_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   48,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

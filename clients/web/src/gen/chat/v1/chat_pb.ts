@@ -13,7 +13,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiNQoEVXNlchIQCgh1c2VybmFtZRgBIAEoCRIbCgRyb2xlGAIgASgOMg0uY2hhdC52MS5Sb2xlInoKDENvbnZlcnNhdGlvbhIsCgRyb29tGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSAASLQoEdXNlchgCIAEoCUIdukgachgyFl5bQS1aYS16MC05Xy4tXXszLDMyfSRIAEINCgRraW5kEgW6SAIIASLlAwoLQ2xpZW50RXZlbnQSGwoKcmVxdWVzdF9pZBgBIAEoCUIHukgEcgIYQBImCglqb2luX3Jvb20YAiABKAsyES5jaGF0LnYxLkpvaW5Sb29tSAASKAoKbGVhdmVfcm9vbRgDIAEoCzISLmNoYXQudjEuTGVhdmVSb29tSAASLAoMc2VuZF9tZXNzYWdlGAQgASgLMhQuY2hhdC52MS5TZW5kTWVzc2FnZUgAEjsKFHNlbmRfcHJpdmF0ZV9tZXNzYWdlGAUgASgLMhsuY2hhdC52MS5TZW5kUHJpdmF0ZU1lc3NhZ2VIABIhCgZ0eXBpbmcYBiABKAsyDy5jaGF0LnYxLlR5cGluZ0gAEiYKCXNlbmRfZmlsZRgHIAEoCzIRLmNoYXQudjEuU2VuZEZpbGVIABIvCgpsaXN0X3Jvb21zGAggASgLMhkuY2hhdC52MS5MaXN0Um9vbXNDb21tYW5kSAASIQoGcmVzdW1lGAkgASgLMg8uY2hhdC52MS5SZXN1bWVIABIdCgRwaW5nGAogASgLMg0uY2hhdC52MS5QaW5nSAASLgoNcmVmcmVzaF90b2tlbhgLIAEoCzIVLmNoYXQudjEuUmVmcmVzaFRva2VuSABCDgoFZXZlbnQSBbpIAggBIjYKCEpvaW5Sb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQiNwoJTGVhdmVSb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQicwoLU2VuZE1lc3NhZ2USKgoEcm9vbRgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAieQoSU2VuZFByaXZhdGVNZXNzYWdlEikKAnRvGAEgASgJQh26SBpyGDIWXltBLVphLXowLTlfLi1dezMsMzJ9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAiTQoGVHlwaW5nEjMKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uQga6SAPIAQESDgoGdHlwaW5nGAIgASgIIocBCghTZW5kRmlsZRIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEiYKB2ZpbGVfaWQYAiABKAlCFbpIEnIQMg5eWzAtOWEtZl17NjR9JBIeCg1jbGllbnRfbXNnX2lkGAMgASgJQge6SARyAhhAIhIKEExpc3RSb29tc0NvbW1hbmQiQQoGUmVzdW1lEjcKB2N1cnNvcnMYASADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvckIJukgGkgEDEPQDImQKEkNvbnZlcnNhdGlvbkN1cnNvchIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEhkKCGxhc3Rfc2VxGAIgASgDQge6SAQiAigAIgYKBFBpbmciMAoMUmVmcmVzaFRva2VuEiAKDGFjY2Vzc190b2tlbhgBIAEoCUIKukgHcgUQARiAICKPBwoLU2VydmVyRXZlbnQSIwoHd2VsY29tZRgBIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEiwKDG9ubGluZV91c2VycxgCIAEoCzIULmNoYXQudjEuT25saW5lVXNlcnNIABIqCgt1c2VyX29ubGluZRgDIAEoCzITLmNoYXQudjEuVXNlck9ubGluZUgAEiwKDHVzZXJfb2ZmbGluZRgEIAEoCzIULmNoYXQudjEuVXNlck9mZmxpbmVIABIyCg9yZWNlbnRfbWVzc2FnZXMYBSABKAsyFy5jaGF0LnYxLlJlY2VudE1lc3NhZ2VzSAASIwoHbWVzc2FnZRgGIAEoCzIQLmNoYXQudjEuTWVzc2FnZUgAEioKC3Jvb21fam9pbmVkGAcgASgLMhMuY2hhdC52MS5Sb29tSm9pbmVkSAASLgoNbWVtYmVyX2pvaW5lZBgIIAEoCzIVLmNoYXQudjEuTWVtYmVySm9pbmVkSAASKgoLbWVtYmVyX2xlZnQYCSABKAsyEy5jaGF0LnYxLk1lbWJlckxlZnRIABImCgZ0eXBpbmcYCiABKAsyFC5jaGF0LnYxLlR5cGluZ0V2ZW50SAASKAoKcm9vbXNfbGlzdBgLIAEoCzISLmNoYXQudjEuUm9vbXNMaXN0SAASGwoDYWNrGAwgASgLMgwuY2hhdC52MS5BY2tIABIfCgVlcnJvchgNIAEoCzIOLmNoYXQudjEuRXJyb3JIABIyCg9hZG1pbl9icm9hZGNhc3QYDiABKAsyFy5jaGF0LnYxLkFkbWluQnJvYWRjYXN0SAASMAoOc3RhdGVfcmVzdG9yZWQYDyABKAsyFi5jaGF0LnYxLlN0YXRlUmVzdG9yZWRIABIuCg1zZXJ2ZXJfbm90aWNlGBAgASgLMhUuY2hhdC52MS5TZXJ2ZXJOb3RpY2VIABIdCgRwb25nGBEgASgLMg0uY2hhdC52MS5Qb25nSAASJgoJcm9vbV9sZWZ0GBIgASgLMhEuY2hhdC52MS5Sb29tTGVmdEgAEjIKD3Rva2VuX3JlZnJlc2hlZBgTIAEoCzIXLmNoYXQudjEuVG9rZW5SZWZyZXNoZWRIABI0ChBwcmVzZW5jZV9jaGFuZ2VkGB4gASgLMhguY2hhdC52MS5QcmVzZW5jZUNoYW5nZWRIABISCgpyZXF1ZXN0X2lkGGQgASgJQgcKBWV2ZW50IsUBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSGwoEdXNlchgCIAEoCzINLmNoYXQudjEuVXNlchIvCgtzZXJ2ZXJfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcmVjb3ZlcmVkGAQgASgIEg8KB25vZGVfaWQYBSABKAkSNAoQdG9rZW5fZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWgoLT25saW5lVXNlcnMSHAoFdXNlcnMYASADKAsyDS5jaGF0LnYxLlVzZXISFAoMb25saW5lX2NvdW50GAIgASgFEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSI/CgpVc2VyT25saW5lEhsKBHVzZXIYASABKAsyDS5jaGF0LnYxLlVzZXISFAoMb25saW5lX2NvdW50GAIgASgFIkAKC1VzZXJPZmZsaW5lEhsKBHVzZXIYASABKAsyDS5jaGF0LnYxLlVzZXISFAoMb25saW5lX2NvdW50GAIgASgFIn0KD1ByZXNlbmNlQ2hhbmdlZBIdCgZvbmxpbmUYASADKAsyDS5jaGF0LnYxLlVzZXISHgoHb2ZmbGluZRgCIAMoCzINLmNoYXQudjEuVXNlchIUCgxvbmxpbmVfY291bnQYAyABKAUSFQoNbmFtZXNfb21pdHRlZBgEIAEoCCJhCg5SZWNlbnRNZXNzYWdlcxIrCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbhIiCghtZXNzYWdlcxgCIAMoCzIQLmNoYXQudjEuTWVzc2FnZSJHCgdGaWxlUmVmEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEc2l6ZRgDIAEoAxIUCgxjb250ZW50X3R5cGUYBCABKAki3QEKB01lc3NhZ2USCgoCaWQYASABKAkSKwoMY29udmVyc2F0aW9uGAIgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SCwoDc2VxGAMgASgDEg4KBnNlbmRlchgEIAEoCRIrCgdzZW50X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jbGllbnRfbXNnX2lkGAYgASgJEg4KBHRleHQYByABKAlIABIgCgRmaWxlGAggASgLMhAuY2hhdC52MS5GaWxlUmVmSABCBgoEYm9keSJBCgpSb29tSm9pbmVkEgwKBHJvb20YASABKAkSDwoHbWVtYmVycxgCIAMoCRIUCgxtZW1iZXJfY291bnQYAyABKAUiGAoIUm9vbUxlZnQSDAoEcm9vbRgBIAEoCSJECgxNZW1iZXJKb2luZWQSDAoEcm9vbRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIUCgxtZW1iZXJfY291bnQYAyABKAUiQgoKTWVtYmVyTGVmdBIMCgRyb29tGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDG1lbWJlcl9jb3VudBgDIAEoBSJcCgtUeXBpbmdFdmVudBIrCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbhIQCgh1c2VybmFtZRgCIAEoCRIOCgZ0eXBpbmcYAyABKAgiPgoIUm9vbUluZm8SDAoEbmFtZRgBIAEoCRIUCgxtZW1iZXJfY291bnQYAiABKAUSDgoGam9pbmVkGAMgASgIIi0KCVJvb21zTGlzdBIgCgVyb29tcxgBIAMoCzIRLmNoYXQudjEuUm9vbUluZm8iZgoDQWNrEhIKCm1lc3NhZ2VfaWQYASABKAkSCwoDc2VxGAIgASgDEhEKCWR1cGxpY2F0ZRgDIAEoCBIrCgxjb252ZXJzYXRpb24YBCABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbiJqCgVFcnJvchIgCgRjb2RlGAEgASgOMhIuY2hhdC52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJnCg5BZG1pbkJyb2FkY2FzdBIMCgRmcm9tGAEgASgJEgwKBHRleHQYAiABKAkSDAoEcm9vbRgDIAEoCRIrCgdzZW50X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJLCg1TdGF0ZVJlc3RvcmVkEg0KBXJvb21zGAEgAygJEhkKEW1lc3NhZ2VzX3JlcGxheWVkGAIgASgFEhAKCGNvbXBsZXRlGAMgASgIInYKDFNlcnZlck5vdGljZRIhCgRraW5kGAEgASgOMhMuY2hhdC52MS5Ob3RpY2VLaW5kEg8KB21lc3NhZ2UYAiABKAkSMgoPcmVjb25uZWN0X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjcKBFBvbmcSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkAKDlRva2VuUmVmcmVzaGVkEi4KCmV4cGlyZXNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpsBChFHZXRIaXN0b3J5UmVxdWVzdBIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEhsKCmJlZm9yZV9zZXEYAiABKANCB7pIBCICKAASGgoJYWZ0ZXJfc2VxGAMgASgDQge6SAQiAigAEhgKBWxpbWl0GAQgASgFQgm6SAYaBBhkKAAiSgoSR2V0SGlzdG9yeVJlc3BvbnNlEiIKCG1lc3NhZ2VzGAEgAygLMhAuY2hhdC52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIIlUKFkxpc3RPbmxpbmVVc2Vyc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIABImYKF0xpc3RPbmxpbmVVc2Vyc1Jlc3BvbnNlEhwKBXVzZXJzGAEgAygLMg0uY2hhdC52MS5Vc2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIUCgxvbmxpbmVfY291bnQYAyABKAUiEgoQTGlzdFJvb21zUmVxdWVzdCI1ChFMaXN0Um9vbXNSZXNwb25zZRIgCgVyb29tcxgBIAMoCzIRLmNoYXQudjEuUm9vbUluZm8iWgoIRmlsZUluZm8SGAoEbmFtZRgBIAEoCUIKukgHcgUQARj/ARIdCgxjb250ZW50X3R5cGUYAiABKAlCB7pIBHICGH8SFQoEc2l6ZRgDIAEoA0IHukgEIgIgACJhChFVcGxvYWRGaWxlUmVxdWVzdBIhCgRpbmZvGAEgASgLMhEuY2hhdC52MS5GaWxlSW5mb0gAEhoKBWNodW5rGAIgASgMQgm6SAZ6BBiAgARIAEINCgRkYXRhEgW6SAIIASI0ChJVcGxvYWRGaWxlUmVzcG9uc2USHgoEZmlsZRgBIAEoCzIQLmNoYXQudjEuRmlsZVJlZiI9ChNEb3dubG9hZEZpbGVSZXF1ZXN0EiYKB2ZpbGVfaWQYASABKAlCFbpIEnIQMg5eWzAtOWEtZl17NjR9JCJRChREb3dubG9hZEZpbGVSZXNwb25zZRIgCgRpbmZvGAEgASgLMhAuY2hhdC52MS5GaWxlUmVmSAASDwoFY2h1bmsYAiABKAxIAEIGCgRkYXRhKk8KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg0KCVJPTEVfVVNFUhABEhIKDlJPTEVfTU9ERVJBVE9SEAISDgoKUk9MRV9BRE1JThADKpoCCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh8KG0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVBABEhgKFEVSUk9SX0NPREVfTk9UX0ZPVU5EEAISIAocRVJST1JfQ09ERV9QRVJNSVNTSU9OX0RFTklFRBADEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAQSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBRIiCh5FUlJPUl9DT0RFX0ZBSUxFRF9QUkVDT05ESVRJT04QBhIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEAcSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAIKoEBCgpOb3RpY2VLaW5kEhsKF05PVElDRV9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUTk9USUNFX0tJTkRfU0hVVERPV04QARIeChpOT1RJQ0VfS0lORF9UT0tFTl9FWFBJUklORxACEhwKGE5PVElDRV9LSU5EX0RJU0NPTk5FQ1RFRBADMroDCgRDaGF0EjkKB0Nvbm5lY3QSFC5jaGF0LnYxLkNsaWVudEV2ZW50GhQuY2hhdC52MS5TZXJ2ZXJFdmVudCgBMAESRQoKR2V0SGlzdG9yeRIaLmNoYXQudjEuR2V0SGlzdG9yeVJlcXVlc3QaGy5jaGF0LnYxLkdldEhpc3RvcnlSZXNwb25zZRJUCg9MaXN0T25saW5lVXNlcnMSHy5jaGF0LnYxLkxpc3RPbmxpbmVVc2Vyc1JlcXVlc3QaIC5jaGF0LnYxLkxpc3RPbmxpbmVVc2Vyc1Jlc3BvbnNlEkIKCUxpc3RSb29tcxIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdBoaLmNoYXQudjEuTGlzdFJvb21zUmVzcG9uc2USRwoKVXBsb2FkRmlsZRIaLmNoYXQudjEuVXBsb2FkRmlsZVJlcXVlc3QaGy5jaGF0LnYxLlVwbG9hZEZpbGVSZXNwb25zZSgBEk0KDERvd25sb2FkRmlsZRIcLmNoYXQudjEuRG93bmxvYWRGaWxlUmVxdWVzdBodLmNoYXQudjEuRG93bmxvYWRGaWxlUmVzcG9uc2UwAWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiNQoEVXNlchIQCgh1c2VybmFtZRgBIAEoCRIbCgRyb2xlGAIgASgOMg0uY2hhdC52MS5Sb2xlInoKDENvbnZlcnNhdGlvbhIsCgRyb29tGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSAASLQoEdXNlchgCIAEoCUIdukgachgyFl5bQS1aYS16MC05Xy4tXXszLDMyfSRIAEINCgRraW5kEgW6SAIIASLlAwoLQ2xpZW50RXZlbnQSGwoKcmVxdWVzdF9pZBgBIAEoCUIHukgEcgIYQBImCglqb2luX3Jvb20YAiABKAsyES5jaGF0LnYxLkpvaW5Sb29tSAASKAoKbGVhdmVfcm9vbRgDIAEoCzISLmNoYXQudjEuTGVhdmVSb29tSAASLAoMc2VuZF9tZXNzYWdlGAQgASgLMhQuY2hhdC52MS5TZW5kTWVzc2FnZUgAEjsKFHNlbmRfcHJpdmF0ZV9tZXNzYWdlGAUgASgLMhsuY2hhdC52MS5TZW5kUHJpdmF0ZU1lc3NhZ2VIABIhCgZ0eXBpbmcYBiABKAsyDy5jaGF0LnYxLlR5cGluZ0gAEiYKCXNlbmRfZmlsZRgHIAEoCzIRLmNoYXQudjEuU2VuZEZpbGVIABIvCgpsaXN0X3Jvb21zGAggASgLMhkuY2hhdC52MS5MaXN0Um9vbXNDb21tYW5kSAASIQoGcmVzdW1lGAkgASgLMg8uY2hhdC52MS5SZXN1bWVIABIdCgRwaW5nGAogASgLMg0uY2hhdC52MS5QaW5nSAASLgoNcmVmcmVzaF90b2tlbhgLIAEoCzIVLmNoYXQudjEuUmVmcmVzaFRva2VuSABCDgoFZXZlbnQSBbpIAggBIjYKCEpvaW5Sb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQiNwoJTGVhdmVSb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQicwoLU2VuZE1lc3NhZ2USKgoEcm9vbRgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAieQoSU2VuZFByaXZhdGVNZXNzYWdlEikKAnRvGAEgASgJQh26SBpyGDIWXltBLVphLXowLTlfLi1dezMsMzJ9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAiTQoGVHlwaW5nEjMKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uQga6SAPIAQESDgoGdHlwaW5nGAIgASgIIocBCghTZW5kRmlsZRIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEiYKB2ZpbGVfaWQYAiABKAlCFbpIEnIQMg5eWzAtOWEtZl17NjR9JBIeCg1jbGllbnRfbXNnX2lkGAMgASgJQge6SARyAhhAIhIKEExpc3RSb29tc0NvbW1hbmQiQQoGUmVzdW1lEjcKB2N1cnNvcnMYASADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvckIJukgGkgEDEPQDImQKEkNvbnZlcnNhdGlvbkN1cnNvchIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEhkKCGxhc3Rfc2VxGAIgASgDQge6SAQiAigAIgYKBFBpbmciMAoMUmVmcmVzaFRva2VuEiAKDGFjY2Vzc190b2tlbhgBIAEoCUIKukgHcgUQARiAICLMBwoLU2VydmVyRXZlbnQSIwoHd2VsY29tZRgBIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEiwKDG9ubGluZV91c2VycxgCIAEoCzIULmNoYXQudjEuT25saW5lVXNlcnNIABIqCgt1c2VyX29ubGluZRgDIAEoCzITLmNoYXQudjEuVXNlck9ubGluZUgAEiwKDHVzZXJfb2ZmbGluZRgEIAEoCzIULmNoYXQudjEuVXNlck9mZmxpbmVIABIyCg9yZWNlbnRfbWVzc2FnZXMYBSABKAsyFy5jaGF0LnYxLlJlY2VudE1lc3NhZ2VzSAASIwoHbWVzc2FnZRgGIAEoCzIQLmNoYXQudjEuTWVzc2FnZUgAEioKC3Jvb21fam9pbmVkGAcgASgLMhMuY2hhdC52MS5Sb29tSm9pbmVkSAASLgoNbWVtYmVyX2pvaW5lZBgIIAEoCzIVLmNoYXQudjEuTWVtYmVySm9pbmVkSAASKgoLbWVtYmVyX2xlZnQYCSABKAsyEy5jaGF0LnYxLk1lbWJlckxlZnRIABImCgZ0eXBpbmcYCiABKAsyFC5jaGF0LnYxLlR5cGluZ0V2ZW50SAASKAoKcm9vbXNfbGlzdBgLIAEoCzISLmNoYXQudjEuUm9vbXNMaXN0SAASGwoDYWNrGAwgASgLMgwuY2hhdC52MS5BY2tIABIfCgVlcnJvchgNIAEoCzIOLmNoYXQudjEuRXJyb3JIABIyCg9hZG1pbl9icm9hZGNhc3QYDiABKAsyFy5jaGF0LnYxLkFkbWluQnJvYWRjYXN0SAASMAoOc3RhdGVfcmVzdG9yZWQYDyABKAsyFi5jaGF0LnYxLlN0YXRlUmVzdG9yZWRIABIuCg1zZXJ2ZXJfbm90aWNlGBAgASgLMhUuY2hhdC52MS5TZXJ2ZXJOb3RpY2VIABIdCgRwb25nGBEgASgLMg0uY2hhdC52MS5Qb25nSAASJgoJcm9vbV9sZWZ0GBIgASgLMhEuY2hhdC52MS5Sb29tTGVmdEgAEjIKD3Rva2VuX3JlZnJlc2hlZBgTIAEoCzIXLmNoYXQudjEuVG9rZW5SZWZyZXNoZWRIABI0ChBwcmVzZW5jZV9jaGFuZ2VkGB4gASgLMhguY2hhdC52MS5QcmVzZW5jZUNoYW5nZWRIABI7ChRyb29tX21lbWJlcnNfY2hhbmdlZBgfIAEoCzIbLmNoYXQudjEuUm9vbU1lbWJlcnNDaGFuZ2VkSAASEgoKcmVxdWVzdF9pZBhkIAEoCUIHCgVldmVudCLFAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEhsKBHVzZXIYAiABKAsyDS5jaGF0LnYxLlVzZXISLwoLc2VydmVyX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXJlY292ZXJlZBgEIAEoCBIPCgdub2RlX2lkGAUgASgJEjQKEHRva2VuX2V4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIloKC09ubGluZVVzZXJzEhwKBXVzZXJzGAEgAygLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiPwoKVXNlck9ubGluZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBSJACgtVc2VyT2ZmbGluZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBSJ9Cg9QcmVzZW5jZUNoYW5nZWQSHQoGb25saW5lGAEgAygLMg0uY2hhdC52MS5Vc2VyEh4KB29mZmxpbmUYAiADKAsyDS5jaGF0LnYxLlVzZXISFAoMb25saW5lX2NvdW50GAMgASgFEhUKDW5hbWVzX29taXR0ZWQYBCABKAgiYQoOUmVjZW50TWVzc2FnZXMSKwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SIgoIbWVzc2FnZXMYAiADKAsyEC5jaGF0LnYxLk1lc3NhZ2UiRwoHRmlsZVJlZhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHNpemUYAyABKAMSFAoMY29udGVudF90eXBlGAQgASgJIt0BCgdNZXNzYWdlEgoKAmlkGAEgASgJEisKDGNvbnZlcnNhdGlvbhgCIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uEgsKA3NlcRgDIAEoAxIOCgZzZW5kZXIYBCABKAkSKwoHc2VudF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNY2xpZW50X21zZ19pZBgGIAEoCRIOCgR0ZXh0GAcgASgJSAASIAoEZmlsZRgIIAEoCzIQLmNoYXQudjEuRmlsZVJlZkgAQgYKBGJvZHkiQQoKUm9vbUpvaW5lZBIMCgRyb29tGAEgASgJEg8KB21lbWJlcnMYAiADKAkSFAoMbWVtYmVyX2NvdW50GAMgASgFIhgKCFJvb21MZWZ0EgwKBHJvb20YASABKAkiRAoMTWVtYmVySm9pbmVkEgwKBHJvb20YASABKAkSEAoIdXNlcm5hbWUYAiABKAkSFAoMbWVtYmVyX2NvdW50GAMgASgFIkIKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIUCgxtZW1iZXJfY291bnQYAyABKAUibQoSUm9vbU1lbWJlcnNDaGFuZ2VkEgwKBHJvb20YASABKAkSDgoGam9pbmVkGAIgAygJEgwKBGxlZnQYAyADKAkSFAoMbWVtYmVyX2NvdW50GAQgASgFEhUKDW5hbWVzX29taXR0ZWQYBSABKAgiXAoLVHlwaW5nRXZlbnQSKwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SEAoIdXNlcm5hbWUYAiABKAkSDgoGdHlwaW5nGAMgASgIIj4KCFJvb21JbmZvEgwKBG5hbWUYASABKAkSFAoMbWVtYmVyX2NvdW50GAIgASgFEg4KBmpvaW5lZBgDIAEoCCItCglSb29tc0xpc3QSIAoFcm9vbXMYASADKAsyES5jaGF0LnYxLlJvb21JbmZvImYKA0FjaxISCgptZXNzYWdlX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIRCglkdXBsaWNhdGUYAyABKAgSKwoMY29udmVyc2F0aW9uGAQgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24iagoFRXJyb3ISIAoEY29kZRgBIAEoDjISLmNoYXQudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iZwoOQWRtaW5Ccm9hZGNhc3QSDAoEZnJvbRgBIAEoCRIMCgR0ZXh0GAIgASgJEgwKBHJvb20YAyABKAkSKwoHc2VudF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSwoNU3RhdGVSZXN0b3JlZBINCgVyb29tcxgBIAMoCRIZChFtZXNzYWdlc19yZXBsYXllZBgCIAEoBRIQCghjb21wbGV0ZRgDIAEoCCJ2CgxTZXJ2ZXJOb3RpY2USIQoEa2luZBgBIAEoDjITLmNoYXQudjEuTm90aWNlS2luZBIPCgdtZXNzYWdlGAIgASgJEjIKD3JlY29ubmVjdF9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI3CgRQb25nEi8KC3NlcnZlcl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJACg5Ub2tlblJlZnJlc2hlZBIuCgpleHBpcmVzX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKbAQoRR2V0SGlzdG9yeVJlcXVlc3QSMwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb25CBrpIA8gBARIbCgpiZWZvcmVfc2VxGAIgASgDQge6SAQiAigAEhoKCWFmdGVyX3NlcRgDIAEoA0IHukgEIgIoABIYCgVsaW1pdBgEIAEoBUIJukgGGgQYZCgAIkoKEkdldEhpc3RvcnlSZXNwb25zZRIiCghtZXNzYWdlcxgBIAMoCzIQLmNoYXQudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgCIAEoCCJVChZMaXN0T25saW5lVXNlcnNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiAASJmChdMaXN0T25saW5lVXNlcnNSZXNwb25zZRIcCgV1c2VycxgBIAMoCzINLmNoYXQudjEuVXNlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSFAoMb25saW5lX2NvdW50GAMgASgFIhIKEExpc3RSb29tc1JlcXVlc3QiNQoRTGlzdFJvb21zUmVzcG9uc2USIAoFcm9vbXMYASADKAsyES5jaGF0LnYxLlJvb21JbmZvIloKCEZpbGVJbmZvEhgKBG5hbWUYASABKAlCCrpIB3IFEAEY/wESHQoMY29udGVudF90eXBlGAIgASgJQge6SARyAhh/EhUKBHNpemUYAyABKANCB7pIBCICIAAiYQoRVXBsb2FkRmlsZVJlcXVlc3QSIQoEaW5mbxgBIAEoCzIRLmNoYXQudjEuRmlsZUluZm9IABIaCgVjaHVuaxgCIAEoDEIJukgGegQYgIAESABCDQoEZGF0YRIFukgCCAEiNAoSVXBsb2FkRmlsZVJlc3BvbnNlEh4KBGZpbGUYASABKAsyEC5jaGF0LnYxLkZpbGVSZWYiPQoTRG93bmxvYWRGaWxlUmVxdWVzdBImCgdmaWxlX2lkGAEgASgJQhW6SBJyEDIOXlswLTlhLWZdezY0fSQiUQoURG93bmxvYWRGaWxlUmVzcG9uc2USIAoEaW5mbxgBIAEoCzIQLmNoYXQudjEuRmlsZVJlZkgAEg8KBWNodW5rGAIgASgMSABCBgoEZGF0YSpPCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARISCg5ST0xFX01PREVSQVRPUhACEg4KClJPTEVfQURNSU4QAyqaAgoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIfChtFUlJPUl9DT0RFX0lOVkFMSURfQVJHVU1FTlQQARIYChRFUlJPUl9DT0RFX05PVF9GT1VORBACEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQAxIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAEEh4KGkVSUk9SX0NPREVfVU5BVVRIRU5USUNBVEVEEAUSIgoeRVJST1JfQ09ERV9GQUlMRURfUFJFQ09ORElUSU9OEAYSFwoTRVJST1JfQ09ERV9JTlRFUk5BTBAHEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQCCqBAQoKTm90aWNlS2luZBIbChdOT1RJQ0VfS0lORF9VTlNQRUNJRklFRBAAEhgKFE5PVElDRV9LSU5EX1NIVVRET1dOEAESHgoaTk9USUNFX0tJTkRfVE9LRU5fRVhQSVJJTkcQAhIcChhOT1RJQ0VfS0lORF9ESVNDT05ORUNURUQQAzK6AwoEQ2hhdBI5CgdDb25uZWN0EhQuY2hhdC52MS5DbGllbnRFdmVudBoULmNoYXQudjEuU2VydmVyRXZlbnQoATABEkUKCkdldEhpc3RvcnkSGi5jaGF0LnYxLkdldEhpc3RvcnlSZXF1ZXN0GhsuY2hhdC52MS5HZXRIaXN0b3J5UmVzcG9uc2USVAoPTGlzdE9ubGluZVVzZXJzEh8uY2hhdC52MS5MaXN0T25saW5lVXNlcnNSZXF1ZXN0GiAuY2hhdC52MS5MaXN0T25saW5lVXNlcnNSZXNwb25zZRJCCglMaXN0Um9vbXMSGS5jaGF0LnYxLkxpc3RSb29tc1JlcXVlc3QaGi5jaGF0LnYxLkxpc3RSb29tc1Jlc3BvbnNlEkcKClVwbG9hZEZpbGUSGi5jaGF0LnYxLlVwbG9hZEZpbGVSZXF1ZXN0GhsuY2hhdC52MS5VcGxvYWRGaWxlUmVzcG9uc2UoARJNCgxEb3dubG9hZEZpbGUSHC5jaGF0LnYxLkRvd25sb2FkRmlsZVJlcXVlc3QaHS5jaGF0LnYxLkRvd25sb2FkRmlsZVJlc3BvbnNlMAFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * User is the public view of an account.
@@ -538,6 +538,12 @@ export type ServerEvent = Message$1<"chat.v1.ServerEvent"> & {
      */
     value: PresenceChanged;
     case: "presenceChanged";
+  } | {
+    /**
+     * @generated from field: chat.v1.RoomMembersChanged room_members_changed = 31;
+     */
+    value: RoomMembersChanged;
+    case: "roomMembersChanged";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -968,6 +974,66 @@ export const MemberLeftSchema: GenMessage<MemberLeft> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 26);
 
 /**
+ * RoomMembersChanged reports several members of one room joining and
+ * leaving at once. A member joins or leaves when it joins or leaves the room
+ * and also when it comes online or goes offline, so a burst of connects
+ * (after a restart, say) would tell each member of a 1,000-member room of
+ * 1,000 arrivals, one event each, and slow clients would be dropped as slow
+ * consumers. The server sends a lone change as MemberJoined or MemberLeft
+ * (not to the user itself) and coalesces a burst into one of these per room
+ * per short window, to the room's members. Within a window the last change
+ * of a user wins, so a user is in joined or in left, not both.
+ *
+ * When the room has more members than the server's names limit (1000 by
+ * default, the presence-names limit), the server sends only the count: one
+ * RoomMembersChanged per window with member_count and names_omitted set, no
+ * names, never a MemberJoined or MemberLeft.
+ *
+ * @generated from message chat.v1.RoomMembersChanged
+ */
+export type RoomMembersChanged = Message$1<"chat.v1.RoomMembersChanged"> & {
+  /**
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * joined and left are sorted by username.
+   *
+   * @generated from field: repeated string joined = 2;
+   */
+  joined: string[];
+
+  /**
+   * @generated from field: repeated string left = 3;
+   */
+  left: string[];
+
+  /**
+   * member_count counts the room's live members when the event was sent.
+   *
+   * @generated from field: int32 member_count = 4;
+   */
+  memberCount: number;
+
+  /**
+   * names_omitted says joined and left are left empty on purpose: the
+   * client's list of the room's members may be stale and should be fetched
+   * again (JoinRoom answers with the members).
+   *
+   * @generated from field: bool names_omitted = 5;
+   */
+  namesOmitted: boolean;
+};
+
+/**
+ * Describes the message chat.v1.RoomMembersChanged.
+ * Use `create(RoomMembersChangedSchema)` to create a new message.
+ */
+export const RoomMembersChangedSchema: GenMessage<RoomMembersChanged> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 27);
+
+/**
  * TypingEvent says a user started or stopped typing.
  *
  * @generated from message chat.v1.TypingEvent
@@ -994,7 +1060,7 @@ export type TypingEvent = Message$1<"chat.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 27);
+  messageDesc(file_chat_v1_chat, 28);
 
 /**
  * RoomInfo describes one room.
@@ -1025,7 +1091,7 @@ export type RoomInfo = Message$1<"chat.v1.RoomInfo"> & {
  * Use `create(RoomInfoSchema)` to create a new message.
  */
 export const RoomInfoSchema: GenMessage<RoomInfo> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 28);
+  messageDesc(file_chat_v1_chat, 29);
 
 /**
  * RoomsList lists rooms.
@@ -1044,7 +1110,7 @@ export type RoomsList = Message$1<"chat.v1.RoomsList"> & {
  * Use `create(RoomsListSchema)` to create a new message.
  */
 export const RoomsListSchema: GenMessage<RoomsList> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 29);
+  messageDesc(file_chat_v1_chat, 30);
 
 /**
  * Ack confirms a stored message; it is sent only after the message is durable.
@@ -1078,7 +1144,7 @@ export type Ack = Message$1<"chat.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 30);
+  messageDesc(file_chat_v1_chat, 31);
 
 /**
  * Error answers a command that failed.
@@ -1109,7 +1175,7 @@ export type Error = Message$1<"chat.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 31);
+  messageDesc(file_chat_v1_chat, 32);
 
 /**
  * AdminBroadcast is a notice from a moderator or admin.
@@ -1145,7 +1211,7 @@ export type AdminBroadcast = Message$1<"chat.v1.AdminBroadcast"> & {
  * Use `create(AdminBroadcastSchema)` to create a new message.
  */
 export const AdminBroadcastSchema: GenMessage<AdminBroadcast> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 32);
+  messageDesc(file_chat_v1_chat, 33);
 
 /**
  * StateRestored reports what Resume (or the automatic restore on connect)
@@ -1178,7 +1244,7 @@ export type StateRestored = Message$1<"chat.v1.StateRestored"> & {
  * Use `create(StateRestoredSchema)` to create a new message.
  */
 export const StateRestoredSchema: GenMessage<StateRestored> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 33);
+  messageDesc(file_chat_v1_chat, 34);
 
 /**
  * ServerNotice tells the client about the connection itself.
@@ -1209,7 +1275,7 @@ export type ServerNotice = Message$1<"chat.v1.ServerNotice"> & {
  * Use `create(ServerNoticeSchema)` to create a new message.
  */
 export const ServerNoticeSchema: GenMessage<ServerNotice> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 34);
+  messageDesc(file_chat_v1_chat, 35);
 
 /**
  * Pong answers Ping.
@@ -1228,7 +1294,7 @@ export type Pong = Message$1<"chat.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 35);
+  messageDesc(file_chat_v1_chat, 36);
 
 /**
  * TokenRefreshed confirms an in-band token refresh.
@@ -1247,7 +1313,7 @@ export type TokenRefreshed = Message$1<"chat.v1.TokenRefreshed"> & {
  * Use `create(TokenRefreshedSchema)` to create a new message.
  */
 export const TokenRefreshedSchema: GenMessage<TokenRefreshed> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 36);
+  messageDesc(file_chat_v1_chat, 37);
 
 /**
  * GetHistoryRequest pages through a conversation. With neither before_seq
@@ -1288,7 +1354,7 @@ export type GetHistoryRequest = Message$1<"chat.v1.GetHistoryRequest"> & {
  * Use `create(GetHistoryRequestSchema)` to create a new message.
  */
 export const GetHistoryRequestSchema: GenMessage<GetHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 37);
+  messageDesc(file_chat_v1_chat, 38);
 
 /**
  * GetHistoryResponse holds messages oldest first.
@@ -1312,7 +1378,7 @@ export type GetHistoryResponse = Message$1<"chat.v1.GetHistoryResponse"> & {
  * Use `create(GetHistoryResponseSchema)` to create a new message.
  */
 export const GetHistoryResponseSchema: GenMessage<GetHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 38);
+  messageDesc(file_chat_v1_chat, 39);
 
 /**
  * ListOnlineUsersRequest asks for one page of online users, sorted by
@@ -1342,7 +1408,7 @@ export type ListOnlineUsersRequest = Message$1<"chat.v1.ListOnlineUsersRequest">
  * Use `create(ListOnlineUsersRequestSchema)` to create a new message.
  */
 export const ListOnlineUsersRequestSchema: GenMessage<ListOnlineUsersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 39);
+  messageDesc(file_chat_v1_chat, 40);
 
 /**
  * ListOnlineUsersResponse lists one page of online users.
@@ -1375,7 +1441,7 @@ export type ListOnlineUsersResponse = Message$1<"chat.v1.ListOnlineUsersResponse
  * Use `create(ListOnlineUsersResponseSchema)` to create a new message.
  */
 export const ListOnlineUsersResponseSchema: GenMessage<ListOnlineUsersResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 40);
+  messageDesc(file_chat_v1_chat, 41);
 
 /**
  * ListRoomsRequest is empty.
@@ -1390,7 +1456,7 @@ export type ListRoomsRequest = Message$1<"chat.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 41);
+  messageDesc(file_chat_v1_chat, 42);
 
 /**
  * ListRoomsResponse lists rooms.
@@ -1409,7 +1475,7 @@ export type ListRoomsResponse = Message$1<"chat.v1.ListRoomsResponse"> & {
  * Use `create(ListRoomsResponseSchema)` to create a new message.
  */
 export const ListRoomsResponseSchema: GenMessage<ListRoomsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 42);
+  messageDesc(file_chat_v1_chat, 43);
 
 /**
  * FileInfo opens an upload.
@@ -1438,7 +1504,7 @@ export type FileInfo = Message$1<"chat.v1.FileInfo"> & {
  * Use `create(FileInfoSchema)` to create a new message.
  */
 export const FileInfoSchema: GenMessage<FileInfo> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 43);
+  messageDesc(file_chat_v1_chat, 44);
 
 /**
  * UploadFileRequest is FileInfo first, then chunks.
@@ -1469,7 +1535,7 @@ export type UploadFileRequest = Message$1<"chat.v1.UploadFileRequest"> & {
  * Use `create(UploadFileRequestSchema)` to create a new message.
  */
 export const UploadFileRequestSchema: GenMessage<UploadFileRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 44);
+  messageDesc(file_chat_v1_chat, 45);
 
 /**
  * UploadFileResponse names the stored file.
@@ -1488,7 +1554,7 @@ export type UploadFileResponse = Message$1<"chat.v1.UploadFileResponse"> & {
  * Use `create(UploadFileResponseSchema)` to create a new message.
  */
 export const UploadFileResponseSchema: GenMessage<UploadFileResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 45);
+  messageDesc(file_chat_v1_chat, 46);
 
 /**
  * DownloadFileRequest names a file by id.
@@ -1507,7 +1573,7 @@ export type DownloadFileRequest = Message$1<"chat.v1.DownloadFileRequest"> & {
  * Use `create(DownloadFileRequestSchema)` to create a new message.
  */
 export const DownloadFileRequestSchema: GenMessage<DownloadFileRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 46);
+  messageDesc(file_chat_v1_chat, 47);
 
 /**
  * DownloadFileResponse is FileRef first, then chunks.
@@ -1538,7 +1604,7 @@ export type DownloadFileResponse = Message$1<"chat.v1.DownloadFileResponse"> & {
  * Use `create(DownloadFileResponseSchema)` to create a new message.
  */
 export const DownloadFileResponseSchema: GenMessage<DownloadFileResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 47);
+  messageDesc(file_chat_v1_chat, 48);
 
 /**
  * Role orders what a user may do; each role includes the ones below it.
