@@ -5,7 +5,7 @@
 
 import { spawn, execFile } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { createWriteStream, existsSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -46,12 +46,29 @@ export async function freePort() {
 }
 
 /**
- * buildServer compiles parleyd into a temp dir (or uses PARLEYD_BIN) and
- * returns the binary's path.
+ * serverName is the process name (comm) of the tests' parleyd. It is not
+ * "parleyd": this machine is shared, and scripts that stop "their" server
+ * by name (pkill parleyd, pkill -x 'parleyd.*', killall parleyd) would
+ * send SIGTERM to the tests' server too, which then shuts down gracefully
+ * in the middle of a test (the page shows "Reconnecting… — server shutting
+ * down"). Like the free ports and the temporary data directory, the name
+ * keeps the tests' server to the tests. At most 15 characters (the
+ * kernel's comm).
+ */
+export const serverName = "e2e-chat-server";
+
+/**
+ * buildServer compiles parleyd into a temp dir (or links to PARLEYD_BIN)
+ * under the name serverName and returns the binary's path.
  */
 export async function buildServer(tmp) {
-  if (process.env.PARLEYD_BIN) return process.env.PARLEYD_BIN;
-  const bin = path.join(tmp, "parleyd");
+  const bin = path.join(tmp, serverName);
+  if (process.env.PARLEYD_BIN) {
+    // A symlink gives the process its name (the kernel takes comm from the
+    // path that was executed).
+    await symlink(path.resolve(process.env.PARLEYD_BIN), bin);
+    return bin;
+  }
   await run("go", ["build", "-o", bin, "./server/cmd/parleyd"], { cwd: repoRoot, maxBuffer: 16 << 20 });
   return bin;
 }
@@ -76,6 +93,18 @@ export class ParleyServer {
     Object.assign(this, { bin, dataDir, httpPort, grpcPort, logName, extraArgs });
     this.proc = null;
     this.starts = 0;
+    this.stopping = false;
+    /** lost says why the server ended without stop(), once it has. */
+    this.lost = null;
+  }
+
+  /**
+   * problem is null while the server runs as the test left it, or says
+   * that it ended (or began a shutdown) without stop(): something outside
+   * the test signalled it. Tests put it in their failure messages.
+   */
+  problem() {
+    return this.lost;
   }
 
   get baseURL() {
@@ -104,6 +133,23 @@ export class ParleyServer {
     proc.stderr.pipe(log, { end: false });
     proc.once("exit", () => log.end());
     this.proc = proc;
+    this.lost = null;
+    const logFile = `test-results/${this.logName}-${this.starts}.log`;
+    // parleyd logs "shutting down" when SIGTERM or SIGINT stops it; the
+    // page hears a shutdown notice at once, the exit comes after a drain.
+    let partial = "";
+    proc.stderr.on("data", (chunk) => {
+      const lines = (partial + chunk.toString()).split("\n");
+      partial = lines.pop();
+      if (this.stopping || this.lost || !lines.some((l) => l.includes('msg="shutting down"'))) return;
+      this.lost = `${this.logName} began shutting down at ${new Date().toISOString()} although the test did not stop it: something outside the test signalled it (a script stopping "parleyd" by name?); see ${logFile}`;
+      console.error(`harness: ${this.lost}`);
+    });
+    proc.once("exit", (code, signal) => {
+      if (this.stopping || this.lost) return;
+      this.lost = `${this.logName} exited at ${new Date().toISOString()} with ${signal ?? `code ${code}`} although the test did not stop it; see ${logFile}`;
+      console.error(`harness: ${this.lost}`);
+    });
     const exited = once(proc, "exit").then(([code]) => {
       throw new Error(`parleyd exited early with ${code}; see test-results/${this.logName}-${this.starts}.log`);
     });
@@ -116,10 +162,12 @@ export class ParleyServer {
     const p = this.proc;
     if (!p || p.exitCode !== null || p.signalCode !== null) return;
     const done = once(p, "exit");
+    this.stopping = true;
     p.kill(signal);
     const timer = setTimeout(() => p.kill("SIGKILL"), 15_000);
     await done;
     clearTimeout(timer);
+    this.stopping = false;
     this.proc = null;
   }
 

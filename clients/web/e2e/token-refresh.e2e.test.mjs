@@ -52,7 +52,13 @@ describe("access token refresh", { timeout: 120_000 }, () => {
     // Watch for 40 s: more than two lifetimes.
     const deadline = Date.now() + 40_000;
     while (Date.now() < deadline) {
-      assert.equal(await status().getAttribute("data-phase"), "connected");
+      const phase = await status().getAttribute("data-phase");
+      if (phase !== "connected") {
+        // Say why: the status line carries the stream's end detail, and the
+        // harness knows whether the server was stopped from outside.
+        const why = `page shows ${phase}: "${await status().textContent()}"`;
+        assert.fail(server.problem() ? `${why}; ${server.problem()}` : why);
+      }
       await new Promise((r) => setTimeout(r, 500));
     }
     assert.equal(await status().getAttribute("data-session"), session, "the same stream throughout");
