@@ -114,10 +114,10 @@ type Config struct {
 	RateLimits string
 	// QueueSize bounds each session's outbound queue; default 256.
 	QueueSize int
-	// WriteCoalesce is the least time between two writes to one busy /ws
-	// connection: what queues meanwhile goes out in one write. A quiet
-	// connection is written at once. Default 20ms; negative writes every
-	// burst at once. (gRPC's own writer gathers bursts for its streams.)
+	// WriteCoalesce is the least time between two writes to one busy
+	// connection (/ws, gRPC-Web or native gRPC): what queues meanwhile goes
+	// out in one write. A quiet connection is written at once. Default
+	// 20ms; negative writes every burst at once.
 	WriteCoalesce time.Duration
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
@@ -664,6 +664,9 @@ func (s *Server) Run(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
+		// Says which signal, when ctx is signal.NotifyContext's: an
+		// unexplained shutdown is otherwise hard to tell from a crash.
+		s.log.Info("stop requested", "cause", context.Cause(ctx))
 	case err = <-s.serveErr:
 		if err != nil {
 			s.log.Error("listener failed", "err", err)

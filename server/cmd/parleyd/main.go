@@ -124,7 +124,7 @@ func serve(args []string) error {
 	tlsKey := fs.str("tls-key", "", "TLS key file")
 	origins := fs.str("allowed-origins", "", "comma-separated browser origins allowed on the bridge; default this server's own localhost origins")
 	queue := fs.num("queue-size", 256, "outbound queue per session, in events; a client that falls this far behind is disconnected")
-	coalesce := fs.dur("write-coalesce", 20*time.Millisecond, "least time between two writes to a busy /ws connection (what queues meanwhile goes in one write); negative for none")
+	coalesce := fs.dur("write-coalesce", 20*time.Millisecond, "least time between two writes to a busy connection, any transport (what queues meanwhile goes in one write); negative for none")
 	snapshot := fs.num("online-snapshot-limit", 100, "online users listed to a new session (the first by username); clients page Chat.ListOnlineUsers for the rest; at most 1000")
 	namesLimit := fs.num("presence-names-limit", 1000, "above this many users online, presence changes carry only the count (names_omitted), and so do a room's member changes above this many members; negative always sends names")
 	noRegister := fs.boolean("disable-registration", "refuse Auth.Register")

@@ -52,8 +52,9 @@ type Config struct {
 	// TokenWarning is how long before its token expires a stream is told to
 	// refresh in band; default 30s.
 	TokenWarning time.Duration
-	// Coalesce is the least time between two writes to a busy bridged
-	// connection (see writer.linger); default 20ms, negative for none.
+	// Coalesce is the least time between two writes to a busy connection,
+	// gRPC stream or bridged (see writer.linger); default 20ms, negative
+	// for none.
 	Coalesce time.Duration
 }
 
@@ -167,7 +168,7 @@ func (s *Service) Run(ctx context.Context, p *auth.Principal, sess *hub.Session,
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
 	go func() { readDone <- s.safeReadLoop(ctx, t, sess) }()
-	go func() { writeDone <- newWriter(t, sess, 0).run() }()
+	go func() { writeDone <- newWriter(t, sess, s.cfg.Coalesce).run() }()
 	select {
 	case <-sess.Done():
 		if sess.DrainOnClose() {
@@ -452,10 +453,9 @@ type writer struct {
 	busy     bool // the last window counted more than busyFrames
 }
 
-// newWriter returns t's writer; coalesce is 0 for a gRPC stream, whose own
-// writer already gathers the frames sent while it writes (a lingering
-// writer's larger bursts would fill a small flow-control window and then
-// the queue).
+// newWriter returns t's writer. A gRPC stream lingers too: grpc's own
+// writer gathers only the frames handed to it while it writes, so
+// without it a busy stream costs a flush and two wakes per event.
 func newWriter(t Transport, sess *hub.Session, coalesce time.Duration) *writer {
 	w := &writer{t: t, sess: sess, coalesce: coalesce}
 	w.fl, _ = t.(Flusher)
