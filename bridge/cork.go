@@ -1,12 +1,13 @@
 package bridge
 
 import (
-	"encoding/binary"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/parleychat/parley/bridge/wsframe"
 )
 
 // corkConn lets a /ws session's writer send a burst of events in one
@@ -56,25 +57,13 @@ func (c *corkConn) WriteFrame(typ websocket.MessageType, payload []byte) error {
 	if c.buf == nil {
 		c.buf = *corkBufs.Get().(*[]byte)
 	}
-	c.buf = appendFrameHeader(c.buf, typ, len(payload))
+	c.buf = wsframe.AppendHeader(c.buf, wsframe.Header{Fin: true, Opcode: byte(typ), Length: int64(len(payload))})
 	c.buf = append(c.buf, payload...)
 	c.corked = true
 	if len(c.buf) >= maxCorked {
 		return c.flushLocked()
 	}
 	return nil
-}
-
-// appendFrameHeader appends the RFC 6455 header of a final, unmasked frame.
-func appendFrameHeader(b []byte, typ websocket.MessageType, n int) []byte {
-	b = append(b, 0x80|byte(typ)) // FIN; the opcode is the message type
-	switch {
-	case n < 126:
-		return append(b, byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
-	}
-	return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
 }
 
 // Uncork writes what was held and lets later writes through.

@@ -70,7 +70,13 @@
 // does not decode is answered in band with an Error event
 // (ERROR_CODE_INVALID_ARGUMENT, "malformed JSON: ..." or "malformed
 // protobuf: ...", with the request id when one can be read) and the
-// connection lives on. A frame over MaxFrameBytes closes with 1009. The
+// connection lives on. A message over MaxFrameBytes closes with 1009; a
+// frame that breaks RFC 6455 (unmasked, reserved bits or an unknown
+// opcode, a fragmented or oversized control frame, a bad close code)
+// closes with 1002. No extension is negotiated (no compression); messages
+// may be fragmented. The handshake and the frames are the bridge's own
+// (wsConn): an idle connection then costs a few hundred bytes besides its
+// session, not a WebSocket library's connection state. The
 // stream's final status becomes the close code and reason; see CloseCode
 // for the table. The bridge pings every PingInterval and ends a session
 // whose pong does not come within another PingInterval. Events wait in a
@@ -98,10 +104,11 @@
 //
 // A Bridge and its Handler are safe for concurrent use. Each /ws
 // connection runs on its own goroutine (the HTTP handler returns after the
-// upgrade), which is its only reader. Attached to the server's sessions
-// (Config.Sessions), the session adds one writer, which frames events
-// straight into the connection's write buffer and writes a burst with one
-// syscall: two goroutines per idle connection. Proxied over gRPC, one
+// upgrade), which reads the first frame. Attached to the server's sessions
+// (Config.Sessions), it then exits: the session reads on a goroutine of
+// its own, and writes from one that exists only while frames wait,
+// framing events straight into the connection's write buffer and writing
+// a burst with one syscall: one goroutine per idle connection. Proxied over gRPC, one
 // goroutine receives from the stream into the bounded queue without ever
 // blocking and one writer drains it. Pings and the first-frame deadline
 // are timers. The first to see the end records the close code and closes

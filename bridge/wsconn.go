@@ -3,9 +3,9 @@ package bridge
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+
+	"github.com/parleychat/parley/bridge/wsframe"
 )
 
 // wsConn is the server end of a /ws WebSocket (RFC 6455) after the
@@ -43,27 +45,11 @@ type wsConn struct {
 	closeSent atomic.Bool
 }
 
-// Opcodes (RFC 6455, section 5.2).
-const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xa
-)
-
-// maxControlPayload is the largest control frame payload.
-const maxControlPayload = 125
-
 // protocolError is a frame that breaks RFC 6455; the connection closes
 // with 1002.
 type protocolError string
 
 func (e protocolError) Error() string { return "websocket: " + string(e) }
-
-// wsGUID is RFC 6455's key suffix for Sec-WebSocket-Accept.
-const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 // upgradeWS answers a WebSocket handshake (RFC 6455, section 4.2.2) and
 // takes the connection over; subprotocol, when set, is echoed. On failure
@@ -97,9 +83,8 @@ func upgradeWS(w http.ResponseWriter, r *http.Request, subprotocol string, limit
 		writeJSONError(w, http.StatusInternalServerError, "INTERNAL", "cannot take over the connection")
 		return nil
 	}
-	sum := sha1.Sum([]byte(key + wsGUID))
 	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-		base64.StdEncoding.EncodeToString(sum[:]) + "\r\n"
+		wsframe.AcceptKey(key) + "\r\n"
 	if subprotocol != "" {
 		resp += "Sec-WebSocket-Protocol: " + subprotocol + "\r\n"
 	}
@@ -158,14 +143,6 @@ func (c *wsConn) ReadMessage() (websocket.MessageType, []byte, error) {
 	return typ, msg, err
 }
 
-// frameHeader is what readMessage needs of a frame's header.
-type frameHeader struct {
-	fin    bool
-	opcode byte
-	length int64
-	mask   [4]byte
-}
-
 func (c *wsConn) readMessage() (websocket.MessageType, []byte, error) {
 	var (
 		typ     websocket.MessageType
@@ -177,31 +154,31 @@ func (c *wsConn) readMessage() (websocket.MessageType, []byte, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		if h.opcode >= opClose {
+		if h.IsControl() {
 			if err := c.control(h); err != nil {
 				return 0, nil, err
 			}
 			continue
 		}
 		switch {
-		case h.opcode == opContinuation && !started:
+		case h.Opcode == wsframe.Continuation && !started:
 			return 0, nil, protocolError("continuation frame outside a message")
-		case h.opcode != opContinuation && started:
+		case h.Opcode != wsframe.Continuation && started:
 			return 0, nil, protocolError("new message before the last one ended")
-		case h.opcode != opContinuation:
-			typ, started = websocket.MessageType(h.opcode), true
+		case h.Opcode != wsframe.Continuation:
+			typ, started = websocket.MessageType(h.Opcode), true
 		}
 		// Checked before anything is allocated: the length is the peer's word.
-		if h.length > c.limit-int64(len(msg)) {
+		if h.Length > c.limit-int64(len(msg)) {
 			return 0, nil, websocket.ErrMessageTooBig
 		}
 		n := len(msg)
-		msg = append(msg, make([]byte, h.length)...)
+		msg = append(msg, make([]byte, h.Length)...)
 		if _, err := io.ReadFull(c.br, msg[n:]); err != nil {
 			return 0, nil, err
 		}
-		unmask(msg[n:], h.mask)
-		if h.fin {
+		wsframe.Mask(msg[n:], h.Mask)
+		if h.Fin {
 			if msg == nil {
 				msg = []byte{}
 			}
@@ -210,65 +187,42 @@ func (c *wsConn) readMessage() (websocket.MessageType, []byte, error) {
 	}
 }
 
-// readHeader reads and checks one frame header (RFC 6455, section 5.2).
-func (c *wsConn) readHeader() (frameHeader, error) {
-	var h frameHeader
-	var b [8]byte
-	if _, err := io.ReadFull(c.br, b[:2]); err != nil {
-		return h, err
-	}
-	h.fin = b[0]&0x80 != 0
-	h.opcode = b[0] & 0x0f
+// readHeader reads a frame header and checks it against what a server may
+// accept from a client (RFC 6455, section 5).
+func (c *wsConn) readHeader() (wsframe.Header, error) {
+	h, err := wsframe.ReadHeader(c.br)
 	switch {
-	case b[0]&0x70 != 0:
-		return h, protocolError("reserved bits set, but no extension was negotiated")
-	case h.opcode > opBinary && h.opcode < opClose || h.opcode > opPong:
-		return h, protocolError(fmt.Sprintf("unknown opcode %d", h.opcode))
-	case b[1]&0x80 == 0:
-		return h, protocolError("a client's frames must be masked")
-	}
-	switch n := b[1] & 0x7f; n {
-	case 126:
-		if _, err := io.ReadFull(c.br, b[:2]); err != nil {
-			return h, err
-		}
-		h.length = int64(binary.BigEndian.Uint16(b[:2]))
-	case 127:
-		if _, err := io.ReadFull(c.br, b[:8]); err != nil {
-			return h, err
-		}
-		u := binary.BigEndian.Uint64(b[:8])
-		if u>>63 != 0 {
-			return h, protocolError("frame length has its top bit set")
-		}
-		h.length = int64(u)
-	default:
-		h.length = int64(n)
-	}
-	if h.opcode >= opClose && (!h.fin || h.length > maxControlPayload) {
-		return h, protocolError("control frames must be whole and at most 125 bytes")
-	}
-	if _, err := io.ReadFull(c.br, h.mask[:]); err != nil {
+	case errors.Is(err, wsframe.ErrLength):
+		return h, protocolError("frame length has its top bit set")
+	case err != nil:
 		return h, err
+	case h.RSV != 0:
+		return h, protocolError("reserved bits set, but no extension was negotiated")
+	case h.Opcode > wsframe.Binary && h.Opcode < wsframe.Close || h.Opcode > wsframe.Pong:
+		return h, protocolError(fmt.Sprintf("unknown opcode %d", h.Opcode))
+	case !h.Masked:
+		return h, protocolError("a client's frames must be masked")
+	case h.IsControl() && (!h.Fin || h.Length > wsframe.MaxControlPayload):
+		return h, protocolError("control frames must be whole and at most 125 bytes")
 	}
 	return h, nil
 }
 
 // control handles a ping, pong or close frame.
-func (c *wsConn) control(h frameHeader) error {
-	var buf [maxControlPayload]byte
-	p := buf[:h.length]
+func (c *wsConn) control(h wsframe.Header) error {
+	var buf [wsframe.MaxControlPayload]byte
+	p := buf[:h.Length]
 	if _, err := io.ReadFull(c.br, p); err != nil {
 		return err
 	}
-	unmask(p, h.mask)
-	switch h.opcode {
-	case opPing:
+	wsframe.Mask(p, h.Mask)
+	switch h.Opcode {
+	case wsframe.Ping:
 		if c.closeSent.Load() {
 			return nil // closing: the peer hears our close, not a pong
 		}
-		return c.writeControl(opPong, p)
-	case opPong:
+		return c.writeControl(wsframe.Pong, p)
+	case wsframe.Pong:
 		c.pingDue.Store(false)
 		return nil
 	}
@@ -308,24 +262,10 @@ func validCloseCode(code websocket.StatusCode) bool {
 	return false
 }
 
-// unmask XORs p with the frame's masking key, eight bytes at a time.
-func unmask(p []byte, key [4]byte) {
-	k32 := binary.LittleEndian.Uint32(key[:])
-	k64 := uint64(k32) | uint64(k32)<<32
-	for len(p) >= 8 {
-		binary.LittleEndian.PutUint64(p, binary.LittleEndian.Uint64(p)^k64)
-		p = p[8:]
-	}
-	for i := range p {
-		p[i] ^= key[i&3]
-	}
-}
-
 // writeControl writes a control frame at once, or with the burst that is
 // being corked.
 func (c *wsConn) writeControl(op byte, payload []byte) error {
-	frame := make([]byte, 0, 2+len(payload))
-	frame = append(frame, 0x80|op, byte(len(payload)))
+	frame := wsframe.AppendHeader(make([]byte, 0, 2+len(payload)), wsframe.Header{Fin: true, Opcode: op, Length: int64(len(payload))})
 	_, err := c.cork.Write(append(frame, payload...))
 	return err
 }
@@ -336,7 +276,7 @@ func (c *wsConn) Ping() (bool, error) {
 	if c.pingDue.Swap(true) {
 		return false, nil
 	}
-	return true, c.writeControl(opPing, nil)
+	return true, c.writeControl(wsframe.Ping, nil)
 }
 
 // Close flushes what is corked, sends a close frame with code and reason,
@@ -352,7 +292,7 @@ func (c *wsConn) Close(code websocket.StatusCode, reason string, grace time.Dura
 			p = binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), uint16(code))
 			p = append(p, closeReason(reason)...)
 		}
-		if c.writeControl(opClose, p) == nil {
+		if c.writeControl(wsframe.Close, p) == nil {
 			_ = c.cork.Conn.SetReadDeadline(deadline)
 			c.readMu.Lock()
 			for c.readErr == nil {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/parleychat/parley/bridge/wsframe"
 )
 
 // wsServer serves one upgraded connection per request with handle.
@@ -285,19 +287,11 @@ func TestUpgradeRefusals(t *testing.T) {
 
 // clientFrame builds a masked client frame.
 func clientFrame(b0 byte, payload []byte, key [4]byte) []byte {
-	f := []byte{b0}
-	switch n := len(payload); {
-	case n < 126:
-		f = append(f, 0x80|byte(n))
-	case n <= 0xffff:
-		f = binary.BigEndian.AppendUint16(append(f, 0x80|126), uint16(n))
-	default:
-		f = binary.BigEndian.AppendUint64(append(f, 0x80|127), uint64(n))
-	}
-	f = append(f, key[:]...)
-	for i, c := range payload {
-		f = append(f, c^key[i&3])
-	}
+	h := wsframe.Header{Fin: b0&0x80 != 0, RSV: b0 & 0x70, Opcode: b0 & 0x0f, Masked: true, Mask: key, Length: int64(len(payload))}
+	f := wsframe.AppendHeader(nil, h)
+	start := len(f)
+	f = append(f, payload...)
+	wsframe.Mask(f[start:], key)
 	return f
 }
 
@@ -328,22 +322,22 @@ func TestWSConnRefusesBadFrames(t *testing.T) {
 		want error // a protocolError when nil
 	}{
 		{"unmasked", unmasked, nil},
-		{"reserved bit", clientFrame(0x80|0x40|opBinary, []byte("x"), key), nil},
+		{"reserved bit", clientFrame(0x80|0x40|wsframe.Binary, []byte("x"), key), nil},
 		{"unknown opcode", clientFrame(0x80|0x3, []byte("x"), key), nil},
 		{"unknown control opcode", clientFrame(0x80|0xb, nil, key), nil},
-		{"fragmented ping", clientFrame(opPing, nil, key), nil},
-		{"long ping", clientFrame(0x80|opPing, make([]byte, 126), key), nil},
-		{"lone continuation", clientFrame(0x80|opContinuation, []byte("x"), key), nil},
-		{"message inside a message", cat(clientFrame(opText, []byte("a"), key), clientFrame(0x80|opText, []byte("b"), key)), nil},
-		{"one-byte close", clientFrame(0x80|opClose, []byte{3}, key), nil},
-		{"close code 1005", clientFrame(0x80|opClose, []byte{0x03, 0xed}, key), nil},
-		{"close code 999", clientFrame(0x80|opClose, []byte{0x03, 0xe7}, key), nil},
-		{"close reason not UTF-8", clientFrame(0x80|opClose, []byte{0x03, 0xe8, 0xff}, key), nil},
+		{"fragmented ping", clientFrame(wsframe.Ping, nil, key), nil},
+		{"long ping", clientFrame(0x80|wsframe.Ping, make([]byte, 126), key), nil},
+		{"lone continuation", clientFrame(0x80|wsframe.Continuation, []byte("x"), key), nil},
+		{"message inside a message", cat(clientFrame(wsframe.Text, []byte("a"), key), clientFrame(0x80|wsframe.Text, []byte("b"), key)), nil},
+		{"one-byte close", clientFrame(0x80|wsframe.Close, []byte{3}, key), nil},
+		{"close code 1005", clientFrame(0x80|wsframe.Close, []byte{0x03, 0xed}, key), nil},
+		{"close code 999", clientFrame(0x80|wsframe.Close, []byte{0x03, 0xe7}, key), nil},
+		{"close reason not UTF-8", clientFrame(0x80|wsframe.Close, []byte{0x03, 0xe8, 0xff}, key), nil},
 		{"length top bit", topBit, nil},
-		{"over the limit", clientFrame(0x80|opBinary, make([]byte, 1025), key), websocket.ErrMessageTooBig},
-		{"fragments over the limit", cat(clientFrame(opBinary, make([]byte, 1000), key), clientFrame(0x80|opContinuation, make([]byte, 25), key)), websocket.ErrMessageTooBig},
+		{"over the limit", clientFrame(0x80|wsframe.Binary, make([]byte, 1025), key), websocket.ErrMessageTooBig},
+		{"fragments over the limit", cat(clientFrame(wsframe.Binary, make([]byte, 1000), key), clientFrame(0x80|wsframe.Continuation, make([]byte, 25), key)), websocket.ErrMessageTooBig},
 		{"2^62 bytes announced", huge, websocket.ErrMessageTooBig},
-		{"truncated", clientFrame(0x80|opBinary, []byte("hello"), key)[:8], io.ErrUnexpectedEOF},
+		{"truncated", clientFrame(0x80|wsframe.Binary, []byte("hello"), key)[:8], io.ErrUnexpectedEOF},
 	} {
 		c, _ := rawConn(t, tc.in, 1024)
 		typ, data, err := c.ReadMessage()
@@ -366,11 +360,11 @@ func TestWSConnControlFrames(t *testing.T) {
 	t.Parallel()
 	key := [4]byte{9, 8, 7, 6}
 	in := bytes.Join([][]byte{
-		clientFrame(opText, []byte("hel"), key),
-		clientFrame(0x80|opPing, []byte("are you there"), key),
-		clientFrame(0x80|opPong, nil, key),
-		clientFrame(0x80|opContinuation, []byte("lo"), key),
-		clientFrame(0x80|opClose, nil, key),
+		clientFrame(wsframe.Text, []byte("hel"), key),
+		clientFrame(0x80|wsframe.Ping, []byte("are you there"), key),
+		clientFrame(0x80|wsframe.Pong, nil, key),
+		clientFrame(0x80|wsframe.Continuation, []byte("lo"), key),
+		clientFrame(0x80|wsframe.Close, nil, key),
 	}, nil)
 	c, written := rawConn(t, in, 1024)
 	c.pingDue.Store(true)
@@ -385,23 +379,10 @@ func TestWSConnControlFrames(t *testing.T) {
 		t.Fatalf("close without a code: %v, want 1005", err)
 	}
 	c.Close(websocket.StatusNoStatusRcvd, "", time.Second) // a close with no code, not 1005
-	want := append([]byte{0x80 | opPong, 13}, "are you there"...)
-	want = append(want, 0x80|opClose, 0)
+	want := append([]byte{0x80 | wsframe.Pong, 13}, "are you there"...)
+	want = append(want, 0x80|wsframe.Close, 0)
 	if got := written(); !bytes.Equal(got, want) {
 		t.Fatalf("wrote % x, want % x", got, want)
-	}
-}
-
-func TestUnmask(t *testing.T) {
-	key := [4]byte{0xa1, 0xb2, 0xc3, 0xd4}
-	for n := range 40 {
-		p := bytes.Repeat([]byte{0x5a}, n)
-		unmask(p, key)
-		for i := range p {
-			if p[i] != 0x5a^key[i%4] {
-				t.Fatalf("len %d byte %d: %x", n, i, p[i])
-			}
-		}
 	}
 }
 
@@ -409,10 +390,10 @@ func TestUnmask(t *testing.T) {
 // returns a message over the limit, and stops at the first error.
 func FuzzWSConnRead(f *testing.F) {
 	key := [4]byte{1, 2, 3, 4}
-	f.Add(clientFrame(0x80|opBinary, []byte("hello"), key))
-	f.Add(append(clientFrame(opText, []byte("a"), key), clientFrame(0x80|opContinuation, []byte("b"), key)...))
-	f.Add(clientFrame(0x80|opClose, []byte{0x03, 0xe8, 'o', 'k'}, key))
-	f.Add(clientFrame(0x80|opPing, []byte("p"), key))
+	f.Add(clientFrame(0x80|wsframe.Binary, []byte("hello"), key))
+	f.Add(append(clientFrame(wsframe.Text, []byte("a"), key), clientFrame(0x80|wsframe.Continuation, []byte("b"), key)...))
+	f.Add(clientFrame(0x80|wsframe.Close, []byte{0x03, 0xe8, 'o', 'k'}, key))
+	f.Add(clientFrame(0x80|wsframe.Ping, []byte("p"), key))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		const limit = 256
 		c, _ := rawConn(t, in, limit)

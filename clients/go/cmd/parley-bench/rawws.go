@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleychat/parley/bridge/wsframe"
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 )
 
@@ -68,15 +68,14 @@ func dialWS(ctx context.Context, addr, token string, bin bool) (wire, error) {
 		return nil, err
 	}
 	resp.Body.Close()
-	sum := sha1.Sum([]byte(k + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != wsframe.AcceptKey(k) {
 		conn.Close()
 		return nil, fmt.Errorf("/ws upgrade: %s", resp.Status)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	op := byte(opText)
+	op := wsframe.Text
 	if bin {
-		op = opBinary
+		op = wsframe.Binary
 	}
 	if err := w.writeFrame(op, []byte("{}")); err != nil {
 		conn.Close()
@@ -85,36 +84,16 @@ func dialWS(ctx context.Context, addr, token string, bin bool) (wire, error) {
 	return w, nil
 }
 
-const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xa
-)
-
 // writeFrame sends one final, masked frame, as a client must.
 func (w *wsWire) writeFrame(op byte, p []byte) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
-	b := append(w.wbuf[:0], 0x80|op)
-	switch n := len(p); {
-	case n < 126:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		b = binary.BigEndian.AppendUint16(append(b, 0x80|126), uint16(n))
-	default:
-		b = binary.BigEndian.AppendUint64(append(b, 0x80|127), uint64(n))
-	}
-	var mask [4]byte
-	_, _ = rand.Read(mask[:])
-	b = append(b, mask[:]...)
+	h := wsframe.Header{Fin: true, Opcode: op, Masked: true, Length: int64(len(p))}
+	_, _ = rand.Read(h.Mask[:])
+	b := wsframe.AppendHeader(w.wbuf[:0], h)
 	start := len(b)
 	b = append(b, p...)
-	for i := range b[start:] {
-		b[start+i] ^= mask[i&3]
-	}
+	wsframe.Mask(b[start:], h.Mask)
 	w.wbuf = b
 	_, err := w.conn.Write(b)
 	return err
@@ -126,13 +105,13 @@ func (w *wsWire) send(_ context.Context, ev *chatv1.ClientEvent) error {
 		if err != nil {
 			return err
 		}
-		return w.writeFrame(opBinary, b)
+		return w.writeFrame(wsframe.Binary, b)
 	}
 	b, err := protojson.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	return w.writeFrame(opText, b)
+	return w.writeFrame(wsframe.Text, b)
 }
 
 func (w *wsWire) join(ctx context.Context, room string) error  { return w.send(ctx, joinEvent(room)) }
@@ -159,9 +138,9 @@ func (w *wsWire) recv(ctx context.Context) (event, error) {
 			return event{}, err
 		}
 		switch op {
-		case opBinary:
+		case wsframe.Binary:
 			return scanParley(data)
-		case opText:
+		case wsframe.Text:
 			return scanParleyJSON(data)
 		}
 	}
@@ -180,26 +159,26 @@ func (w *wsWire) readMessage() (byte, []byte, error) {
 		if n > maxRead || len(w.msg)+n > maxRead {
 			return 0, nil, errors.New("ws: message over the read limit")
 		}
-		if op >= opClose { // control frames come whole, between fragments too
+		if op >= wsframe.Close { // control frames come whole, between fragments too
 			p := make([]byte, n)
 			if _, err := io.ReadFull(w.br, p); err != nil {
 				return 0, nil, err
 			}
 			switch op {
-			case opClose:
+			case wsframe.Close:
 				code := 1005
 				if len(p) >= 2 {
 					code = int(binary.BigEndian.Uint16(p))
 				}
 				return 0, nil, fmt.Errorf("ws: closed by the server: %d %s", code, p[min(2, len(p)):])
-			case opPing:
-				if err := w.writeFrame(opPong, p); err != nil {
+			case wsframe.Ping:
+				if err := w.writeFrame(wsframe.Pong, p); err != nil {
 					return 0, nil, err
 				}
 			}
 			continue
 		}
-		if op != opContinuation {
+		if op != wsframe.Continuation {
 			first = op
 		}
 		if fin && len(w.msg) == 0 && n <= w.br.Size() {
@@ -223,33 +202,16 @@ func (w *wsWire) readMessage() (byte, []byte, error) {
 
 // readHeader reads a frame header; the server's frames are unmasked.
 func (w *wsWire) readHeader() (fin bool, op byte, n int, err error) {
-	var h [2]byte
-	if _, err = io.ReadFull(w.br, h[:]); err != nil {
-		return
-	}
-	fin, op = h[0]&0x80 != 0, h[0]&0x0f
-	if h[1]&0x80 != 0 {
+	h, err := wsframe.ReadHeader(w.br)
+	switch {
+	case err != nil:
+		return false, 0, 0, err
+	case h.Masked:
 		return false, 0, 0, errors.New("ws: masked frame from the server")
+	case h.Length > maxRead:
+		return false, 0, 0, errors.New("ws: frame over the read limit")
 	}
-	switch l := h[1] & 0x7f; l {
-	case 126:
-		var x [2]byte
-		if _, err = io.ReadFull(w.br, x[:]); err == nil {
-			n = int(binary.BigEndian.Uint16(x[:]))
-		}
-	case 127:
-		var x [8]byte
-		if _, err = io.ReadFull(w.br, x[:]); err == nil {
-			v := binary.BigEndian.Uint64(x[:])
-			if v > maxRead {
-				return false, 0, 0, errors.New("ws: frame over the read limit")
-			}
-			n = int(v)
-		}
-	default:
-		n = int(l)
-	}
-	return
+	return h.Fin, h.Opcode, int(h.Length), nil
 }
 
 func (w *wsWire) close() { _ = w.conn.Close() }
