@@ -27,6 +27,9 @@ type appendReq struct {
 	sealed []byte // sealed Text, nil when no key is configured
 	state  int
 	done   chan appendResult // buffered: the writer never blocks on it
+	// overlapped: queued while a commit ran, so its caller is not the only
+	// one appending (a caller waits for its append before the next).
+	overlapped bool
 }
 
 type appendResult struct {
@@ -76,6 +79,7 @@ func (s *Store) AppendMessage(ctx context.Context, m store.Message) (store.Messa
 		s.qmu.Unlock()
 		return store.Message{}, false, store.ErrClosed
 	}
+	req.overlapped = s.inCommit.Load()
 	s.queue = append(s.queue, req)
 	s.qcond.Signal()
 	s.qmu.Unlock()
@@ -107,14 +111,17 @@ func (s *Store) writeLoop() {
 		if len(batch) == 0 {
 			return
 		}
-		if s.delay > 0 && !waited && len(batch) >= 2 && len(batch) < s.maxBatch {
-			// Several appends queued up while the last commit ran, so
-			// several callers are appending at once (one caller has at most
-			// one append in flight): let a few more share this commit (and
-			// its fsync). A lone caller, however fast, is never held.
+		if s.delay > 0 && !waited && len(batch) < delayBelow && anyOverlapped(batch) {
+			// An append came while the last commit ran, so several callers
+			// are appending at once: let a few more share this commit (and
+			// its fsync). A lone caller, however fast, is never held: its
+			// next append comes after its answer, and so after the commit.
+			// Nor is a batch already shared by delayBelow: waiting would
+			// then cost throughput and save little.
 			time.Sleep(s.delay)
 			batch = s.takeMore(batch)
 		}
+		s.inCommit.Store(true)
 		s.commitBatch(batch)
 		clear(batch) // drop references so answered requests can be collected
 	}
@@ -218,9 +225,23 @@ func (s *Store) commitBatch(batch []*appendReq) {
 		s.batches.Add(1)
 		s.appended.Add(int64(len(batch)))
 	}
+	s.inCommit.Store(false) // before the answers: see appendReq.overlapped
 	for i, r := range batch {
 		r.done <- results[i]
 	}
+}
+
+// delayBelow is the batch size from which the writer commits without the
+// commit delay.
+const delayBelow = 8
+
+func anyOverlapped(batch []*appendReq) bool {
+	for _, r := range batch {
+		if r.overlapped {
+			return true
+		}
+	}
+	return false
 }
 
 // appendOne writes one request inside the batch transaction. A non-nil

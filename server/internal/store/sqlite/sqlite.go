@@ -51,7 +51,12 @@ import (
 const DefaultMaxBatch = 256
 
 // DefaultCommitDelay is the default Config.CommitDelay.
-const DefaultCommitDelay = 2 * time.Millisecond
+//
+// In the rooms benchmark (2,000 stored messages a second from 2,000
+// senders) 5 ms gathers about 10 messages per commit instead of 4.5 with
+// 2 ms and a rule that needed two appends waiting: 25 server CPU-µs per
+// delivery instead of 34, for about 2 ms more median latency.
+const DefaultCommitDelay = 5 * time.Millisecond
 
 // busyTimeout bounds how long a statement waits for a lock held by another
 // process on the same file before failing with SQLITE_BUSY. In-process
@@ -74,11 +79,11 @@ type Config struct {
 	// DefaultMaxBatch.
 	MaxBatch int
 	// CommitDelay is how long the writer waits for more appends before a
-	// commit when two or more appends queued up while the last commit ran
-	// (several callers append at once): a few messages then share one
-	// commit and fsync instead of one each, like PostgreSQL's commit_delay
-	// with commit_siblings. A single sender, which waits for each append,
-	// is never held. Zero means DefaultCommitDelay; negative disables it.
+	// commit when an append arrived while the last commit ran (several
+	// callers append at once): more messages then share one commit and
+	// fsync, like PostgreSQL's commit_delay. A single sender, which waits
+	// for each append, is never held. Zero means DefaultCommitDelay;
+	// negative disables it.
 	CommitDelay time.Duration
 
 	// synchronous overrides PRAGMA synchronous; only the benchmarks set it,
@@ -124,6 +129,7 @@ type Store struct {
 	qclosed  bool
 	maxBatch int
 	delay    time.Duration // Config.CommitDelay; 0 when disabled
+	inCommit atomic.Bool   // writeLoop is committing (see appendReq.overlapped)
 	ids      idGen         // only writeLoop touches it
 	done     chan struct{}
 
