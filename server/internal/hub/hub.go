@@ -110,8 +110,8 @@ type Hub struct {
 	seq sequencer
 
 	cluster  *cluster // nil on a single node
-	presence presenceBatch
-	members  memberBatch
+	presence gathered[string, presenceChange]
+	members  gathered[memberKey, bool]
 
 	msgsIn, msgsOut atomic.Int64
 }
@@ -886,8 +886,8 @@ func (h *Hub) Shutdown(reconnectAfter time.Duration) int {
 		s.Close(ReasonShutdown, true)
 	}
 	h.typing.close()
-	h.closePresence()
-	h.closeMembers()
+	h.presence.close()
+	h.members.close()
 	if h.cluster != nil {
 		h.cluster.close() // says goodbye, so the others drop our users at once
 	}

@@ -2,14 +2,15 @@ package hub
 
 import (
 	"sort"
-	"sync"
-	"time"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 )
 
-// memberBatch gathers this node's room member changes of one window, per
-// room, as presenceBatch does for online/offline: a member joins or leaves
+// memberKey is one user in one room: room member changes are gathered
+// (Hub.members) by it.
+//
+// Room member changes are gathered (Hub.members) per window, this node's
+// changes by room and user, as presence is: a member joins or leaves
 // a room when it comes online or goes offline too, so a connect storm
 // through 1,000-member rooms would otherwise cost each member one event per
 // arrival. A lone change in a room goes out as MemberJoined/MemberLeft (not
@@ -23,12 +24,7 @@ import (
 // their members. The membership itself (the cluster's "join" and "leave"
 // envelopes) still travels at once, since routing and IsMember depend on
 // it.
-type memberBatch struct {
-	mu      sync.Mutex
-	pending map[string]map[string]bool // room → username → joined
-	timer   *time.Timer
-	closed  bool
-}
+type memberKey struct{ room, user string }
 
 // noteMember records that name joined or left room r; h.mu is held. Within
 // a window the last change of a user wins: a join and a leave do not cancel
@@ -44,33 +40,21 @@ func (h *Hub) noteMember(r, name string, joined bool) {
 		h.emitMembersLocked(r, map[string]bool{name: joined})
 		return
 	}
-	m := &h.members
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return
-	}
-	if m.pending == nil {
-		m.pending = map[string]map[string]bool{}
-	}
-	if m.pending[r] == nil {
-		m.pending[r] = map[string]bool{}
-	}
-	m.pending[r][name] = joined
-	if m.timer == nil {
-		m.timer = time.AfterFunc(h.cfg.PresenceWindow, h.flushMembers)
-	}
+	h.members.add(memberKey{r, name}, joined, h.cfg.PresenceWindow, h.flushMembers)
 }
 
 // flushMembers sends the window's changes, one event per room.
 func (h *Hub) flushMembers() {
-	m := &h.members
-	m.mu.Lock()
-	rooms := m.pending
-	m.pending, m.timer = nil, nil
-	m.mu.Unlock()
-	if len(rooms) == 0 {
+	pending := h.members.take()
+	if len(pending) == 0 {
 		return
+	}
+	rooms := map[string]map[string]bool{}
+	for k, joined := range pending {
+		if rooms[k.room] == nil {
+			rooms[k.room] = map[string]bool{}
+		}
+		rooms[k.room][k.user] = joined
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -119,16 +103,4 @@ func memberEvent(r, name string, joined bool, count int) *chatv1.ServerEvent {
 		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_MemberJoined{MemberJoined: &chatv1.MemberJoined{Room: r, Username: name, MemberCount: int32(count)}}}
 	}
 	return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_MemberLeft{MemberLeft: &chatv1.MemberLeft{Room: r, Username: name, MemberCount: int32(count)}}}
-}
-
-// closeMembers drops what is pending; nothing more goes out.
-func (h *Hub) closeMembers() {
-	m := &h.members
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.closed = true
-	if m.timer != nil {
-		m.timer.Stop()
-	}
-	m.pending = nil
 }

@@ -2,7 +2,6 @@ package hub
 
 import (
 	"sort"
-	"sync"
 	"time"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
@@ -14,18 +13,14 @@ import (
 // per window.
 const defaultPresenceWindow = 100 * time.Millisecond
 
-// presenceBatch gathers the cluster-wide online/offline changes of one
-// window. A lone change goes out as UserOnline/UserOffline (not to the
-// user itself); several go out as one PresenceChanged to everyone. Above
-// Config.PresenceNamesLimit users online, the window's changes go out as
-// one PresenceChanged carrying only the count (names_omitted).
-type presenceBatch struct {
-	mu      sync.Mutex
-	pending map[string]presenceChange
-	timer   *time.Timer
-	closed  bool
-}
-
+// presenceChange is a user's last online or offline change in a window.
+//
+// Presence is gathered (Hub.presence) per window, cluster-wide online and
+// offline changes by username. A lone change goes out as
+// UserOnline/UserOffline (not to the user itself); several go out as one
+// PresenceChanged to everyone. Above Config.PresenceNamesLimit users
+// online, the window's changes go out as one PresenceChanged carrying only
+// the count (names_omitted).
 type presenceChange struct {
 	online bool
 	role   chatv1.Role
@@ -44,19 +39,7 @@ func (h *Hub) notePresence(name string, role chatv1.Role, online bool) {
 	if h.namesOmittedLocked() {
 		window = max(window, countOnlyWindow)
 	}
-	p := &h.presence
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return
-	}
-	if p.pending == nil {
-		p.pending = map[string]presenceChange{}
-	}
-	p.pending[name] = presenceChange{online: online, role: role}
-	if p.timer == nil {
-		p.timer = time.AfterFunc(window, h.flushPresence)
-	}
+	h.presence.add(name, presenceChange{online: online, role: role}, window, h.flushPresence)
 }
 
 // countOnlyWindow is the least window once presence goes out as a count
@@ -66,11 +49,7 @@ const countOnlyWindow = time.Second
 
 // flushPresence sends the window's changes.
 func (h *Hub) flushPresence() {
-	p := &h.presence
-	p.mu.Lock()
-	changes := p.pending
-	p.pending, p.timer = nil, nil
-	p.mu.Unlock()
+	changes := h.presence.take()
 	if len(changes) == 0 {
 		return
 	}
@@ -120,16 +99,4 @@ func (h *Hub) emitPresenceLocked(changes map[string]presenceChange) {
 func (h *Hub) namesOmittedLocked() bool {
 	limit := h.cfg.PresenceNamesLimit
 	return limit >= 0 && h.onlineCountLocked() > limit
-}
-
-// closePresence drops what is pending; nothing more goes out.
-func (h *Hub) closePresence() {
-	p := &h.presence
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	if p.timer != nil {
-		p.timer.Stop()
-	}
-	p.pending = nil
 }
