@@ -31,8 +31,9 @@ import (
 // 10,000 idle connections that is the difference between meeting and
 // missing 20 KiB each (README, Performance). It does only what one
 // subprotocol's server needs: no extensions (compression is never
-// negotiated), no client side, whole messages only. The bridge's tests
-// drive it with coder/websocket's client and with Chromium.
+// negotiated), no client side. Its peers in the tests are coder/websocket's
+// client, Chromium's WebSocket (clients/web/e2e) and the ws package (the
+// mobile app's tests).
 type wsConn struct {
 	br    *bufio.Reader
 	cork  *corkConn
@@ -40,6 +41,7 @@ type wsConn struct {
 
 	readMu  sync.Mutex // one reader at a time: the session, or Close draining
 	readErr error      // the first read error, returned ever after; readMu guards
+	skip    int64      // unread payload of a frame over the limit; readMu guards
 
 	pingDue   atomic.Bool // a ping is out and no pong came back yet
 	closeSent atomic.Bool
@@ -170,6 +172,7 @@ func (c *wsConn) readMessage() (websocket.MessageType, []byte, error) {
 		}
 		// Checked before anything is allocated: the length is the peer's word.
 		if h.Length > c.limit-int64(len(msg)) {
+			c.skip = h.Length
 			return 0, nil, websocket.ErrMessageTooBig
 		}
 		n := len(msg)
@@ -279,6 +282,27 @@ func (c *wsConn) Ping() (bool, error) {
 	return true, c.writeControl(wsframe.Ping, nil)
 }
 
+// drain reads until the peer's close, an error or the read deadline. A
+// frame over the limit is read past first: a peer still sending it would
+// otherwise have its unread bytes make the kernel reset the connection,
+// and it would never see the close frame that says why (1009).
+func (c *wsConn) drain() {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	for {
+		if errors.Is(c.readErr, websocket.ErrMessageTooBig) && c.skip > 0 {
+			if _, err := io.CopyN(io.Discard, c.br, c.skip); err != nil {
+				return
+			}
+			c.skip, c.readErr = 0, nil
+		}
+		if c.readErr != nil {
+			return
+		}
+		_, _, c.readErr = c.readMessage()
+	}
+}
+
 // Close flushes what is corked, sends a close frame with code and reason,
 // waits until grace for the peer's close (draining what comes before it,
 // unless the session's reader is doing so), then closes the connection.
@@ -294,11 +318,7 @@ func (c *wsConn) Close(code websocket.StatusCode, reason string, grace time.Dura
 		}
 		if c.writeControl(wsframe.Close, p) == nil {
 			_ = c.cork.Conn.SetReadDeadline(deadline)
-			c.readMu.Lock()
-			for c.readErr == nil {
-				_, _, c.readErr = c.readMessage()
-			}
-			c.readMu.Unlock()
+			c.drain()
 		}
 	}
 	return c.cork.Conn.Close()

@@ -408,3 +408,39 @@ func FuzzWSConnRead(f *testing.F) {
 		}
 	})
 }
+
+// TestWSConnTooBigClosesWith1009: a client sending a message over the
+// limit hears 1009, even while the rest of its frame is still on the way
+// (closing with it unread would reset the connection instead).
+func TestWSConnTooBigClosesWith1009(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := upgradeWS(w, r, "", 1024)
+		if c == nil {
+			return
+		}
+		if _, _, err := c.ReadMessage(); errors.Is(err, websocket.ErrMessageTooBig) {
+			c.Close(websocket.StatusMessageTooBig, "frame too large", 5*time.Second)
+			return
+		}
+		c.Close(websocket.StatusInternalError, "expected a message too big", time.Second)
+	}))
+	defer srv.Close()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	// Larger than the socket buffers, so most of it is unread when the
+	// server decides; read only once it is all sent, as a browser does.
+	if err := c.Write(ctx, websocket.MessageBinary, make([]byte, 8<<20)); err != nil {
+		t.Fatalf("client write: %v (the server reset the connection?)", err)
+	}
+	_, _, err = c.Read(ctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusMessageTooBig || ce.Reason != "frame too large" {
+		t.Fatalf("client read: %v, want close 1009 frame too large", err)
+	}
+}

@@ -17,6 +17,7 @@ func newBridge(s *Server, conn *grpc.ClientConn, origins []string) (http.Handler
 		Conn:           conn,
 		Sessions:       s,
 		AllowedOrigins: origins,
+		PingInterval:   s.cfg.PingInterval,
 		Static:         s.cfg.Static,
 		Logger:         s.log,
 		ClientIPHeader: ClientIPHeader,

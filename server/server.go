@@ -105,6 +105,11 @@ type Config struct {
 	// AllowedOrigins are the browser origins the bridge accepts; default the
 	// HTTP listener's own http://localhost:PORT and http://127.0.0.1:PORT.
 	AllowedOrigins []string
+	// PingInterval is how often the bridge pings its WebSockets (/ws and
+	// gRPC-Web); one unanswered by the next ends the connection. Default
+	// bridge.DefaultPingInterval. Shorter suits proxies that close idle
+	// connections sooner.
+	PingInterval time.Duration
 	// Static is the web app served at "/"; nil serves none.
 	Static fs.FS
 

@@ -123,6 +123,7 @@ func serve(args []string) error {
 	tlsCert := fs.str("tls-cert", "", "TLS certificate file (enables TLS on gRPC and HTTP)")
 	tlsKey := fs.str("tls-key", "", "TLS key file")
 	origins := fs.str("allowed-origins", "", "comma-separated browser origins allowed on the bridge; default this server's own localhost origins")
+	ping := fs.dur("ping-interval", 25*time.Second, "how often WebSockets (/ws, gRPC-Web) are pinged; one unanswered by the next ping ends the connection")
 	queue := fs.num("queue-size", 256, "outbound queue per session, in events; a client that falls this far behind is disconnected")
 	coalesce := fs.dur("write-coalesce", 20*time.Millisecond, "least time between two writes to a busy connection, any transport (what queues meanwhile goes in one write); negative for none")
 	snapshot := fs.num("online-snapshot-limit", 100, "online users listed to a new session (the first by username); clients page Chat.ListOnlineUsers for the rest; at most 1000")
@@ -146,7 +147,7 @@ func serve(args []string) error {
 		GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, MetricsAddr: *metricsAddr, DataDir: *dataDir, DatabaseURL: *dbURL,
 		JWTIssuer: *issuer, JWTAudience: *audience, PublicKeyFiles: list(*pubKeys), AccessTTL: *accessTTL,
 		EncryptionKeys: *encKeys, MaxFileSize: *maxFile, Retention: *retention, FileGrace: *fileGrace,
-		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, AllowedOrigins: list(*origins),
+		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, AllowedOrigins: list(*origins), PingInterval: *ping,
 		QueueSize: int(*queue), WriteCoalesce: *coalesce, OnlineSnapshotLimit: int(*snapshot), PresenceNamesLimit: int(*namesLimit), DisableRegistration: *noRegister, RateLimits: *rates, NATSURL: *natsURL, NATSSubject: *natsSubject, Logger: logger, Static: web.Dist,
 	}
 	if *secretFile != "" {
