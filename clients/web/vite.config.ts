@@ -19,6 +19,10 @@ const proxied = {
 
 export default defineConfig({
   plugins: [react()],
+  // ../shared (the logic and generated code both apps use) has no
+  // node_modules: dedupe resolves its bare imports from this app's root, so
+  // the bundle holds one @bufbuild/protobuf.
+  resolve: { dedupe: ["@bufbuild/protobuf"] },
   build: {
     outDir: "dist",
     emptyOutDir: true,
@@ -30,6 +34,8 @@ export default defineConfig({
   },
   server: {
     port: 5173,
+    // The dev server may serve ../shared as well as this app.
+    fs: { allow: [".", "../shared"] },
     proxy: {
       "/chat.v1.Auth": proxied,
       "/chat.v1.Chat": proxied,

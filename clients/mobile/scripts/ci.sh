@@ -23,7 +23,7 @@ npm ci --no-audit --no-fund
 
 echo "--- generated TypeScript (npm run gen)"
 npm run gen
-drift src/gen "run npm run gen in clients/mobile"
+drift ../shared/src/gen "run npm run gen in clients/mobile"
 
 echo "--- type check (tsc --noEmit)"
 npm run typecheck

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Regenerates src/gen (TypeScript from proto/chat/v1) with buf and the
-# protoc-gen-es pinned in package-lock.json. Run via `npm run gen`.
+# Regenerates clients/shared/src/gen (TypeScript from proto/chat/v1, shared by
+# both apps) with buf and the protoc-gen-es pinned in this app's
+# package-lock.json. Run via `npm run gen`.
 # buf: $BUF, else buf on PATH, else $(go env GOPATH)/bin/buf, else it is
 # installed there with `go install` (the version the Makefile pins).
 set -eu
@@ -26,4 +27,5 @@ if [ ! -x "$here/node_modules/.bin/protoc-gen-es" ]; then
   exit 1
 fi
 cd "$root"
-"$BUF" generate --template clients/mobile/buf.gen.yaml
+# clients/shared/buf.gen.yaml names the plugin protoc-gen-es: this app's.
+PATH="$here/node_modules/.bin:$PATH" "$BUF" generate --template clients/shared/buf.gen.yaml

@@ -21,7 +21,7 @@ npm ci --no-audit --no-fund
 
 echo "--- generated TypeScript (npm run gen)"
 npm run gen
-drift src/gen "run npm run gen in clients/web"
+drift ../shared/src/gen "run npm run gen in clients/web"
 
 echo "--- build (npm run build)"
 npm run build

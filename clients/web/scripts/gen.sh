@@ -1,6 +1,7 @@
 #!/bin/sh
-# Regenerates src/gen (TypeScript from proto/chat/v1) with buf and the
-# protoc-gen-es pinned in package-lock.json. Run via `npm run gen`.
+# Regenerates clients/shared/src/gen (TypeScript from proto/chat/v1, shared by
+# both apps) with buf and the protoc-gen-es pinned in this app's
+# package-lock.json. Run via `npm run gen`.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -18,4 +19,5 @@ if [ ! -x "$here/node_modules/.bin/protoc-gen-es" ]; then
   exit 1
 fi
 cd "$root"
-"$BUF" generate --template clients/web/buf.gen.yaml
+# clients/shared/buf.gen.yaml names the plugin protoc-gen-es: this app's.
+PATH="$here/node_modules/.bin:$PATH" "$BUF" generate --template clients/shared/buf.gen.yaml

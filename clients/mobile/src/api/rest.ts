@@ -15,15 +15,15 @@ import {
   RefreshResponseSchema,
   RegisterRequestSchema,
   RegisterResponseSchema,
-} from "../gen/chat/v1/auth_pb";
+} from "../../../shared/src/gen/chat/v1/auth_pb";
 import {
   GetHistoryResponseSchema,
   ListOnlineUsersResponseSchema,
   ListRoomsResponseSchema,
   UploadFileResponseSchema,
-} from "../gen/chat/v1/chat_pb";
-import type { ConvKey, FileInfo } from "../chat/model";
-import { parseKey } from "../chat/model";
+} from "../../../shared/src/gen/chat/v1/chat_pb";
+import type { ConvKey, FileInfo } from "../../../shared/src/chat/model";
+import { parseKey } from "../../../shared/src/chat/model";
 
 /** FetchLike is the subset of fetch the client uses (injectable for tests). */
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;

@@ -5,11 +5,11 @@
 
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import type { Tokens } from "../gen/chat/v1/auth_pb";
-import { Role } from "../gen/chat/v1/chat_pb";
-import type { User } from "../gen/chat/v1/chat_pb";
+import type { Tokens } from "../../../shared/src/gen/chat/v1/auth_pb";
+import { Role } from "../../../shared/src/gen/chat/v1/chat_pb";
+import type { User } from "../../../shared/src/gen/chat/v1/chat_pb";
 import { ApiError, type RestClient } from "../api/rest";
-import { refreshDelay } from "./refresh";
+import { refreshDelay } from "../../../shared/src/auth/refresh";
 
 /** SessionData is what a login gives: who, and the tokens with expiries (ms). */
 export interface SessionData {

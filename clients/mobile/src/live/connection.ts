@@ -13,9 +13,9 @@
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { durationMs } from "@bufbuild/protobuf/wkt";
-import { NoticeKind } from "../gen/chat/v1/chat_pb";
-import type { ClientEventSchema, ServerEvent } from "../gen/chat/v1/chat_pb";
-import { backoffDelay, type BackoffOptions } from "./backoff";
+import { NoticeKind } from "../../../shared/src/gen/chat/v1/chat_pb";
+import type { ClientEventSchema, ServerEvent } from "../../../shared/src/gen/chat/v1/chat_pb";
+import { backoffDelay, type BackoffOptions } from "../../../shared/src/live/backoff";
 import { closeAction, closeDetail, decodeServerEvent, encodeClientEvent, helloFrame, protocolsFor } from "./frames";
 
 /** ClientEventInit is a ClientEvent to send, without its request id. */

@@ -1,5 +1,5 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { ClientEventSchema, ServerEventSchema } from "../gen/chat/v1/chat_pb";
+import { ClientEventSchema, ServerEventSchema } from "../../../shared/src/gen/chat/v1/chat_pb";
 import { closeAction, closeDetail, decodeServerEvent, encodeClientEvent, exactBuffer, helloFrame, protocolsFor } from "./frames";
 
 describe("frames", () => {

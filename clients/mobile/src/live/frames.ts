@@ -5,8 +5,8 @@
 
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { ClientEventSchema, ServerEventSchema } from "../gen/chat/v1/chat_pb";
-import type { ServerEvent } from "../gen/chat/v1/chat_pb";
+import { ClientEventSchema, ServerEventSchema } from "../../../shared/src/gen/chat/v1/chat_pb";
+import type { ServerEvent } from "../../../shared/src/gen/chat/v1/chat_pb";
 
 /** SUBPROTOCOL is the one the bridge echoes. */
 export const SUBPROTOCOL = "parley.v1";

@@ -2,11 +2,11 @@
 
 import React, { useCallback, useEffect, useRef, useState } from "react";
 import { StyleSheet, View } from "react-native";
-import type { Role } from "../gen/chat/v1/chat_pb";
+import type { Role } from "../../../shared/src/gen/chat/v1/chat_pb";
 import { Api, RestClient, type FetchLike } from "../api/rest";
 import { SessionManager } from "../auth/session";
 import type { WebSocketFactory } from "../live/connection";
-import type { BackoffOptions } from "../live/backoff";
+import type { BackoffOptions } from "../../../shared/src/live/backoff";
 import { LoginScreen } from "./LoginScreen";
 import { ChatScreen } from "./ChatScreen";
 

@@ -3,15 +3,15 @@
 
 import React, { useEffect, useMemo, useRef, useState } from "react";
 import { Pressable, ScrollView, StyleSheet, Text, TextInput, View } from "react-native";
-import type { Role } from "../gen/chat/v1/chat_pb";
+import type { Role } from "../../../shared/src/gen/chat/v1/chat_pb";
 import type { SessionManager } from "../auth/session";
 import type { Api } from "../api/rest";
 import type { WebSocketFactory } from "../live/connection";
-import type { BackoffOptions } from "../live/backoff";
-import { GENERAL, dmKey, formatBytes, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../chat/model";
-import type { ChatState, ConvState } from "../chat/store";
-import { typingNames } from "../chat/store";
-import { TypingThrottle, typingText } from "../chat/typing";
+import type { BackoffOptions } from "../../../shared/src/live/backoff";
+import { GENERAL, dmKey, formatBytes, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../../../shared/src/chat/model";
+import type { ChatState, ConvState } from "../../../shared/src/chat/store";
+import { typingNames } from "../../../shared/src/chat/store";
+import { TypingThrottle, typingText } from "../../../shared/src/chat/typing";
 import { useChat, type ChatCommands } from "./useChat";
 import { clockTime, conversationList, convTitle, restoredText, statusText, totalUnread } from "./format";
 import { colors } from "./theme";

@@ -1,8 +1,8 @@
 // Pure helpers that turn state into the words the screens show.
 
-import type { ChatState, ConvState } from "../chat/store";
-import type { ConvKey } from "../chat/model";
-import { parseKey } from "../chat/model";
+import type { ChatState, ConvState } from "../../../shared/src/chat/store";
+import type { ConvKey } from "../../../shared/src/chat/model";
+import { parseKey } from "../../../shared/src/chat/model";
 
 /** clockTime renders ms since the epoch as local HH:MM. */
 export function clockTime(ms: number): string {

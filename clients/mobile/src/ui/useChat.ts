@@ -5,15 +5,15 @@
 
 import { useCallback, useEffect, useMemo, useReducer, useRef } from "react";
 import { AppState } from "react-native";
-import { NoticeKind, type Role } from "../gen/chat/v1/chat_pb";
+import { NoticeKind, type Role } from "../../../shared/src/gen/chat/v1/chat_pb";
 import type { SessionManager } from "../auth/session";
 import type { Api } from "../api/rest";
 import { wsUrl } from "../api/rest";
-import type { BackoffOptions } from "../live/backoff";
+import type { BackoffOptions } from "../../../shared/src/live/backoff";
 import { LiveConnection, newRequestId, type WebSocketFactory } from "../live/connection";
-import { conversationInit, fromWire, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../chat/model";
-import { QUIET_PREFIX, cursorsOf, initialState, reduce, type ChatState } from "../chat/store";
-import { TokenBucket } from "../chat/typing";
+import { conversationInit, fromWire, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../../../shared/src/chat/model";
+import { QUIET_PREFIX, cursorsOf, initialState, reduce, type ChatState } from "../../../shared/src/chat/store";
+import { TokenBucket } from "../../../shared/src/chat/typing";
 
 /** newClientMsgId returns a random id for retry-safe sends. */
 export function newClientMsgId(): string {

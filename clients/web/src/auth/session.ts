@@ -5,14 +5,14 @@
 
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { Auth } from "../gen/chat/v1/auth_pb";
-import type { Tokens } from "../gen/chat/v1/auth_pb";
-import { Role } from "../gen/chat/v1/chat_pb";
-import type { User } from "../gen/chat/v1/chat_pb";
+import { Auth } from "../../../shared/src/gen/chat/v1/auth_pb";
+import type { Tokens } from "../../../shared/src/gen/chat/v1/auth_pb";
+import { Role } from "../../../shared/src/gen/chat/v1/chat_pb";
+import type { User } from "../../../shared/src/gen/chat/v1/chat_pb";
 import { unaryDefinition } from "../rpc/adapter";
 import { RpcError, unary } from "../rpc/client";
 import { grpc } from "@improbable-eng/grpc-web";
-import { refreshDelay } from "./refresh";
+import { refreshDelay } from "../../../shared/src/auth/refresh";
 
 const registerDef = unaryDefinition(Auth.method.register);
 const loginDef = unaryDefinition(Auth.method.login);

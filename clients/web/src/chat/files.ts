@@ -3,7 +3,7 @@
 // XMLHttpRequest; downloads fetch the bytes with the Authorization header and
 // hand the browser an object URL. A token never appears in a URL.
 
-import type { FileInfo } from "./model";
+import type { FileInfo } from "../../../shared/src/chat/model";
 
 /** UploadHandle lets the caller cancel an upload in flight. */
 export interface UploadHandle {

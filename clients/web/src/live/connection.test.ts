@@ -3,7 +3,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { grpc } from "@improbable-eng/grpc-web";
-import { ClientEventSchema, NoticeKind, ServerEventSchema, type ClientEvent, type ServerEvent } from "../gen/chat/v1/chat_pb";
+import { ClientEventSchema, NoticeKind, ServerEventSchema, type ClientEvent, type ServerEvent } from "../../../shared/src/gen/chat/v1/chat_pb";
 import { LiveConnection, endDetail, type StatusUpdate } from "./connection";
 
 /** FakeStream plays the server side of one Connect stream. */

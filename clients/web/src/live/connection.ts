@@ -12,11 +12,11 @@
 import { grpc } from "@improbable-eng/grpc-web";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { durationMs } from "@bufbuild/protobuf/wkt";
-import { Chat, ClientEventSchema, NoticeKind, ServerEventSchema } from "../gen/chat/v1/chat_pb";
-import type { ServerEvent } from "../gen/chat/v1/chat_pb";
+import { Chat, ClientEventSchema, NoticeKind, ServerEventSchema } from "../../../shared/src/gen/chat/v1/chat_pb";
+import type { ServerEvent } from "../../../shared/src/gen/chat/v1/chat_pb";
 import { methodDefinition, wire, type Wire } from "../rpc/adapter";
 import { apiHost, codeName } from "../rpc/client";
-import { backoffDelay, type BackoffOptions } from "./backoff";
+import { backoffDelay, type BackoffOptions } from "../../../shared/src/live/backoff";
 
 const connectDef = methodDefinition(Chat.method.connect);
 

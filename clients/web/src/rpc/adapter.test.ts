@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Chat, ClientEventSchema, ServerEventSchema } from "../gen/chat/v1/chat_pb";
-import { Auth } from "../gen/chat/v1/auth_pb";
-import { Admin } from "../gen/chat/v1/admin_pb";
+import { Chat, ClientEventSchema, ServerEventSchema } from "../../../shared/src/gen/chat/v1/chat_pb";
+import { Auth } from "../../../shared/src/gen/chat/v1/auth_pb";
+import { Admin } from "../../../shared/src/gen/chat/v1/admin_pb";
 import { methodDefinition, unaryDefinition, wire, wireClass } from "./adapter";
 
 describe("methodDefinition", () => {

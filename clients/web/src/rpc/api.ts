@@ -4,8 +4,8 @@
 
 import { grpc } from "@improbable-eng/grpc-web";
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
-import { Admin } from "../gen/chat/v1/admin_pb";
-import { Chat } from "../gen/chat/v1/chat_pb";
+import { Admin } from "../../../shared/src/gen/chat/v1/admin_pb";
+import { Chat } from "../../../shared/src/gen/chat/v1/chat_pb";
 import type { SessionManager } from "../auth/session";
 import { unaryDefinition, type UnaryMethod } from "./adapter";
 import { RpcError, unary } from "./client";

@@ -1,6 +1,6 @@
 import { useEffect, useId, useState, type FormEvent } from "react";
 import { durationMs } from "@bufbuild/protobuf/wkt";
-import { Role } from "../gen/chat/v1/chat_pb";
+import { Role } from "../../../shared/src/gen/chat/v1/chat_pb";
 import { isStaff } from "../auth/session";
 import { defs, type Api } from "../rpc/api";
 import { RpcError } from "../rpc/client";

@@ -1,5 +1,5 @@
 import { useEffect, useState } from "react";
-import type { Role } from "../gen/chat/v1/chat_pb";
+import type { Role } from "../../../shared/src/gen/chat/v1/chat_pb";
 import { isStaff, type SessionManager } from "../auth/session";
 import type { Api } from "../rpc/api";
 import { useChat } from "./useChat";

@@ -1,8 +1,8 @@
 import { useEffect, useId, useLayoutEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
 import type { SessionManager } from "../auth/session";
-import { GENERAL, formatBytes, parseKey, type ChatMessage, type FileInfo } from "../chat/model";
-import { emptyConv, typingNames, type ChatState } from "../chat/store";
-import { TypingThrottle, typingText } from "../chat/typing";
+import { GENERAL, formatBytes, parseKey, type ChatMessage, type FileInfo } from "../../../shared/src/chat/model";
+import { emptyConv, typingNames, type ChatState } from "../../../shared/src/chat/store";
+import { TypingThrottle, typingText } from "../../../shared/src/chat/typing";
 import { downloadFile, uploadFile, type UploadHandle } from "../chat/files";
 import type { ChatCommands } from "./useChat";
 import { fullTime, shortTime } from "./format";

@@ -1,6 +1,6 @@
 import { useId, useState, type FormEvent, type ReactNode } from "react";
-import { GENERAL, dmKey, parseKey, roomKey, type ConvKey } from "../chat/model";
-import { dmKeys, type ChatState } from "../chat/store";
+import { GENERAL, dmKey, parseKey, roomKey, type ConvKey } from "../../../shared/src/chat/model";
+import { dmKeys, type ChatState } from "../../../shared/src/chat/store";
 import type { ChatCommands } from "./useChat";
 import { roleName } from "./format";
 

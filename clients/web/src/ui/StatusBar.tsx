@@ -1,5 +1,5 @@
 import { useEffect, useState } from "react";
-import type { ConnState } from "../chat/store";
+import type { ConnState } from "../../../shared/src/chat/store";
 
 const RESTORED_SHOW_MS = 6_000;
 

@@ -1,4 +1,4 @@
-import { Role } from "../gen/chat/v1/chat_pb";
+import { Role } from "../../../shared/src/gen/chat/v1/chat_pb";
 
 /** roleName is a role for people: "user", "moderator", "admin". */
 export function roleName(r: Role): string {

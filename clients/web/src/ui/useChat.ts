@@ -2,15 +2,15 @@
 // exposes the commands the UI needs.
 
 import { useCallback, useEffect, useMemo, useReducer, useRef } from "react";
-import { NoticeKind, type Role } from "../gen/chat/v1/chat_pb";
+import { NoticeKind, type Role } from "../../../shared/src/gen/chat/v1/chat_pb";
 import type { SessionManager } from "../auth/session";
 import type { Api } from "../rpc/api";
 import { defs } from "../rpc/api";
 import { LiveConnection, newRequestId } from "../live/connection";
-import { conversationInit, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../chat/model";
-import { fromWire } from "../chat/model";
-import { QUIET_PREFIX, cursorsOf, initialState, reduce, type ChatState } from "../chat/store";
-import { TokenBucket } from "../chat/typing";
+import { conversationInit, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../../../shared/src/chat/model";
+import { fromWire } from "../../../shared/src/chat/model";
+import { QUIET_PREFIX, cursorsOf, initialState, reduce, type ChatState } from "../../../shared/src/chat/store";
+import { TokenBucket } from "../../../shared/src/chat/typing";
 
 /** newClientMsgId returns a random id (works outside secure contexts too). */
 export function newClientMsgId(): string {

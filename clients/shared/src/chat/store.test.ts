@@ -5,7 +5,6 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ConversationSchema, Role, ServerEventSchema } from "../gen/chat/v1/chat_pb";
 import { dmKey, keyOf, roomKey, type ChatMessage } from "./model";
 import { cursorsOf, initialState, mergeMessages, reduce, typingNames, type ChatState } from "./store";
-import { fileRefFromJson } from "./files";
 
 type Ev = MessageInitShape<typeof ServerEventSchema>;
 const ev = (e: Ev) => ({ type: "server" as const, ev: create(ServerEventSchema, e), now: 1_000 });
@@ -224,16 +223,5 @@ describe("mergeMessages", () => {
     expect(first.messages[0].seq).toBe(101);
     const again = mergeMessages(first.messages, [mk(600), mk(601)]);
     expect(again.added.map((m) => m.id)).toEqual(["m601"]);
-  });
-});
-
-describe("fileRefFromJson", () => {
-  const id = "a".repeat(64);
-  it("accepts protojson and wrapped forms", () => {
-    expect(fileRefFromJson({ id, name: "a.txt", size: "12", contentType: "text/plain" })).toEqual({ id, name: "a.txt", size: 12, contentType: "text/plain" });
-    expect(fileRefFromJson({ file: { id, name: "b", size: 3, content_type: "x/y" } })).toMatchObject({ name: "b", contentType: "x/y" });
-  });
-  it("rejects a response without an id", () => {
-    expect(() => fileRefFromJson({ name: "x" })).toThrow(/no file id/);
   });
 });
