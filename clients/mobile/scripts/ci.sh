@@ -30,3 +30,10 @@ npm run typecheck
 
 echo "--- jest (unit tests, then the end-to-end test against a real parleyd)"
 npx jest --ci --runInBand
+
+echo "--- Metro release bundle (android): the app and clients/shared resolve as a device build does"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+npx react-native bundle --platform android --dev false --entry-file index.js \
+  --bundle-output "$out/index.android.js" --assets-dest "$out" --reset-cache >"$out/log" 2>&1 || { cat "$out/log"; exit 1; }
+test -s "$out/index.android.js"
