@@ -99,6 +99,23 @@ export class ParleyServer {
   }
 
   /**
+   * launch builds parleyd into tmp and starts it on free ports, with its
+   * data in tmp/data.
+   */
+  static async launch(tmp, { logName, extraArgs } = {}) {
+    const server = new ParleyServer({
+      bin: await buildServer(tmp),
+      dataDir: path.join(tmp, "data"),
+      httpPort: await freePort(),
+      grpcPort: await freePort(),
+      logName,
+      extraArgs,
+    });
+    await server.start();
+    return server;
+  }
+
+  /**
    * problem is null while the server runs as the test left it, or says
    * that it ended (or began a shutdown) without stop(): something outside
    * the test signalled it. Tests put it in their failure messages.

@@ -5,24 +5,14 @@
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
-import { ParleyServer, buildServer, freePort, launchBrowser, newUserPage, removeDir, screenshot, tempDir } from "./harness.mjs";
+import { ParleyServer, launchBrowser, newUserPage, removeDir, screenshot, tempDir } from "./harness.mjs";
 
 describe("access token refresh", { timeout: 120_000 }, () => {
   let tmp, server, browser, user;
 
   before(async () => {
     tmp = await tempDir();
-    const bin = await buildServer(tmp);
-    server = new ParleyServer({
-      bin,
-      dataDir: path.join(tmp, "data"),
-      httpPort: await freePort(),
-      grpcPort: await freePort(),
-      logName: "parleyd-refresh",
-      extraArgs: ["--access-ttl", "15s"],
-    });
-    await server.start();
+    server = await ParleyServer.launch(tmp, { logName: "parleyd-refresh", extraArgs: ["--access-ttl", "15s"] });
     browser = await launchBrowser();
     user = await newUserPage(browser, "carol");
   });

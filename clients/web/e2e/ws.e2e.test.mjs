@@ -8,8 +8,7 @@
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
-import { ParleyServer, buildServer, freePort, launchBrowser, removeDir, tempDir } from "./harness.mjs";
+import { ParleyServer, launchBrowser, removeDir, tempDir } from "./harness.mjs";
 
 describe("/ws in Chromium", { timeout: 90_000 }, () => {
   let tmp, server, browser, page;
@@ -17,16 +16,7 @@ describe("/ws in Chromium", { timeout: 90_000 }, () => {
 
   before(async () => {
     tmp = await tempDir();
-    const bin = await buildServer(tmp);
-    server = new ParleyServer({
-      bin,
-      dataDir: path.join(tmp, "data"),
-      httpPort: await freePort(),
-      grpcPort: await freePort(),
-      logName: "parleyd-ws",
-      extraArgs: ["--ping-interval", "1s"],
-    });
-    await server.start();
+    server = await ParleyServer.launch(tmp, { logName: "parleyd-ws", extraArgs: ["--ping-interval", "1s"] });
     browser = await launchBrowser();
     page = await (await browser.newContext()).newPage();
     page.on("pageerror", (e) => errors.push(String(e)));
