@@ -18,21 +18,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/parleychat/parley/server/internal/store"
-)
-
-// Request states, guarded by Store.qmu. A request is abandoned only while
-// still queued; once taken by the writer it is always answered.
-const (
-	queued = iota
-	taken
-	abandoned
+	"github.com/parleychat/parley/server/internal/store/groupcommit"
 )
 
 type appendReq struct {
+	groupcommit.Slot[appendResult]
 	msg    store.Message
 	sealed []byte // sealed Text, nil when no key is configured
-	state  int
-	done   chan appendResult // buffered: the writer never blocks on it
 }
 
 type appendResult struct {
@@ -83,7 +75,7 @@ func (s *Store) AppendMessage(ctx context.Context, m store.Message) (store.Messa
 	if !m.SentAt.IsZero() {
 		m.SentAt = m.SentAt.UTC()
 	}
-	req := &appendReq{msg: m, done: make(chan appendResult, 1)}
+	req := &appendReq{msg: m}
 	if s.sealer.Enabled() {
 		// Seal here, on the caller's goroutine, so the cost spreads over
 		// callers instead of lengthening the writer's batch.
@@ -94,29 +86,11 @@ func (s *Store) AppendMessage(ctx context.Context, m store.Message) (store.Messa
 		req.sealed = sealed
 	}
 
-	s.qmu.Lock()
-	if s.qclosed {
-		s.qmu.Unlock()
-		return store.Message{}, false, store.ErrClosed
+	r, err := s.q.Do(ctx, req)
+	if err != nil {
+		return store.Message{}, false, err
 	}
-	s.queue = append(s.queue, req)
-	s.qcond.Signal()
-	s.qmu.Unlock()
-
-	select {
-	case r := <-req.done:
-		return r.msg, r.dup, r.err
-	case <-ctx.Done():
-		s.qmu.Lock()
-		if req.state == queued {
-			req.state = abandoned
-			s.qmu.Unlock()
-			return store.Message{}, false, ctx.Err()
-		}
-		s.qmu.Unlock()
-		r := <-req.done
-		return r.msg, r.dup, r.err
-	}
+	return r.msg, r.dup, r.err
 }
 
 // checkText refuses strings PostgreSQL text columns cannot store, so that
@@ -142,40 +116,12 @@ func (s *Store) writeLoop() {
 	defer close(s.done)
 	batch := make([]*appendReq, 0, s.maxBatch)
 	for {
-		batch = s.take(batch[:0])
+		batch, _ = s.q.Take(batch[:0])
 		if len(batch) == 0 {
 			return
 		}
 		s.commitBatch(batch)
 		clear(batch) // drop references so answered requests can be collected
-	}
-}
-
-// take blocks until there is work, then takes up to maxBatch live
-// requests. It returns an empty batch only when closed and drained.
-func (s *Store) take(batch []*appendReq) []*appendReq {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	for {
-		for len(s.queue) == 0 && !s.qclosed {
-			s.qcond.Wait()
-		}
-		i := 0
-		for ; i < len(s.queue) && len(batch) < s.maxBatch; i++ {
-			r := s.queue[i]
-			if r.state == abandoned {
-				continue
-			}
-			r.state = taken
-			batch = append(batch, r)
-		}
-		s.taken.Add(int64(len(batch)))
-		n := copy(s.queue, s.queue[i:])
-		clear(s.queue[n:])
-		s.queue = s.queue[:n]
-		if len(batch) > 0 || (s.qclosed && len(s.queue) == 0) {
-			return batch
-		}
 	}
 }
 
@@ -205,7 +151,7 @@ func (s *Store) commitBatch(batch []*appendReq) {
 		s.appended.Add(int64(len(batch)))
 	}
 	for i, r := range batch {
-		r.done <- results[i]
+		r.Answer(results[i])
 	}
 }
 

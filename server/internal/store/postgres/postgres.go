@@ -62,6 +62,7 @@ import (
 
 	"github.com/parleychat/parley/server/internal/sealer"
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/groupcommit"
 )
 
 // Defaults for Config.
@@ -129,12 +130,7 @@ type Store struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 
-	// The append queue, drained by writeLoop. qmu also guards each
-	// queued appendReq's state.
-	qmu      sync.Mutex
-	qcond    *sync.Cond
-	queue    []*appendReq
-	qclosed  bool
+	q        *groupcommit.Queue[*appendReq, appendResult] // drained by writeLoop
 	maxBatch int
 	ids      idGen // only writeLoop touches it
 	done     chan struct{}
@@ -142,7 +138,6 @@ type Store struct {
 	deleteChunk int // rows per retention statement; tests lower it
 
 	// Counters for benchmarks, tests and the close log.
-	taken    atomic.Int64 // requests taken off the queue
 	batches  atomic.Int64 // batches committed
 	appended atomic.Int64 // requests in committed batches
 	retries  atomic.Int64 // batch transactions retried
@@ -209,12 +204,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		w:        w,
 		sealer:   cfg.Sealer,
 		log:      log.With("schema", mig.schema),
+		q:        groupcommit.New[*appendReq, appendResult](cfg.MaxBatch),
 		maxBatch: cfg.MaxBatch,
 		done:     make(chan struct{}),
 
 		deleteChunk: defaultDeleteChunk,
 	}
-	s.qcond = sync.NewCond(&s.qmu)
 	go s.writeLoop()
 	s.log.Info("store opened", "schema_version", mig.version, "migrations_applied", mig.applied,
 		"synchronous_commit", mig.syncCommit, "sealed", cfg.Sealer.Enabled(),
@@ -229,10 +224,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		s.qmu.Lock()
-		s.qclosed = true
-		s.qcond.Broadcast()
-		s.qmu.Unlock()
+		s.q.Close()
 		<-s.done
 		s.w.Close()
 		s.db.Close()

@@ -195,17 +195,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 // queued counts requests waiting in the append queue (not yet taken).
-func (s *Store) queued() int {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	n := 0
-	for _, r := range s.queue {
-		if r.state == queued {
-			n++
-		}
-	}
-	return n
-}
+func (s *Store) queued() int { return s.q.Queued() }
 
 // stallWriter makes any append to conversation wait, as another node's
 // transaction would: it holds the conversation counter's row lock until
@@ -698,9 +688,9 @@ func TestDedup(t *testing.T) {
 	// Two copies in one batch: stall the writer on a first request so the
 	// copies queue up behind it and are taken together.
 	release := stallWriter(t, schema, room)
-	batches, taken := s.batches.Load(), s.taken.Load()
+	batches, taken := s.batches.Load(), s.q.Taken()
 	plug := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "carol"})
-	waitFor(t, "the plug to be taken", func() bool { return s.taken.Load() == taken+1 })
+	waitFor(t, "the plug to be taken", func() bool { return s.q.Taken() == taken+1 })
 	a := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c2", Text: "once"})
 	b := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c2", Text: "once"})
 	// A copy of a stored message and a taken caller-chosen id, in the same batch.
@@ -738,7 +728,7 @@ func TestBatchKeepsQueueOrder(t *testing.T) {
 	a, b := store.RoomKey("a"), store.RoomKey("b")
 	release := stallWriter(t, schema, a)
 	plug := appendAsync(ctx, s, store.Message{Conversation: a, Sender: "plug"})
-	waitFor(t, "the plug to be taken", func() bool { return s.taken.Load() == 1 })
+	waitFor(t, "the plug to be taken", func() bool { return s.q.Taken() == 1 })
 	type want struct {
 		conv string
 		seq  int64
@@ -779,7 +769,7 @@ func TestBatchIsolation(t *testing.T) {
 	room := store.RoomKey("r")
 	release := stallWriter(t, schema, room)
 	plug := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "plug"})
-	waitFor(t, "the plug to be taken", func() bool { return s.taken.Load() == 1 })
+	waitFor(t, "the plug to be taken", func() bool { return s.q.Taken() == 1 })
 	var outs []<-chan appendOutcome
 	for i, name := range []string{"ok", "poison", "ok"} {
 		outs = append(outs, appendAsync(ctx, s, store.Message{Conversation: room, Sender: fmt.Sprint("u", i), FileName: name}))
@@ -1168,7 +1158,7 @@ func TestAppendContext(t *testing.T) {
 		release := stallWriter(t, schema, room)
 		plugCtx, cancelPlug := context.WithCancel(context.Background())
 		plug := appendAsync(plugCtx, s, store.Message{Conversation: room, Sender: "plug"})
-		waitFor(t, "the plug to be taken", func() bool { return s.taken.Load() == 1 })
+		waitFor(t, "the plug to be taken", func() bool { return s.q.Taken() == 1 })
 
 		ctx, cancel := context.WithCancel(context.Background())
 		queuedMsg := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "queued"})
@@ -1207,7 +1197,7 @@ func TestCloseDrains(t *testing.T) {
 		pending = append(pending, appendAsync(ctx, s, store.Message{Conversation: room, Sender: fmt.Sprint(i)}))
 	}
 	// The writer takes a first batch and stalls on it; the rest queue.
-	waitFor(t, "appends to queue", func() bool { return s.queued()+int(s.taken.Load()) == 21 })
+	waitFor(t, "appends to queue", func() bool { return s.queued()+int(s.q.Taken()) == 21 })
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	waitFor(t, "Close to start", s.closed.Load)

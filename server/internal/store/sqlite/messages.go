@@ -12,21 +12,13 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/server/internal/store"
-)
-
-// Request states, guarded by Store.qmu. A request is abandoned only while
-// still queued; once taken by the writer it is always answered.
-const (
-	queued = iota
-	taken
-	abandoned
+	"github.com/parleychat/parley/server/internal/store/groupcommit"
 )
 
 type appendReq struct {
+	groupcommit.Slot[appendResult]
 	msg    store.Message
 	sealed []byte // sealed Text, nil when no key is configured
-	state  int
-	done   chan appendResult // buffered: the writer never blocks on it
 	// overlapped: queued while a commit ran, so its caller is not the only
 	// one appending (a caller waits for its append before the next).
 	overlapped bool
@@ -63,7 +55,7 @@ func (s *Store) AppendMessage(ctx context.Context, m store.Message) (store.Messa
 	if !m.SentAt.IsZero() {
 		m.SentAt = m.SentAt.UTC()
 	}
-	req := &appendReq{msg: m, done: make(chan appendResult, 1)}
+	req := &appendReq{msg: m}
 	if s.sealer.Enabled() {
 		// Seal here, on the caller's goroutine, so the cost spreads over
 		// callers instead of lengthening the writer's batch.
@@ -74,30 +66,12 @@ func (s *Store) AppendMessage(ctx context.Context, m store.Message) (store.Messa
 		req.sealed = sealed
 	}
 
-	s.qmu.Lock()
-	if s.qclosed {
-		s.qmu.Unlock()
-		return store.Message{}, false, store.ErrClosed
-	}
 	req.overlapped = s.inCommit.Load()
-	s.queue = append(s.queue, req)
-	s.qcond.Signal()
-	s.qmu.Unlock()
-
-	select {
-	case r := <-req.done:
-		return r.msg, r.dup, r.err
-	case <-ctx.Done():
-		s.qmu.Lock()
-		if req.state == queued {
-			req.state = abandoned
-			s.qmu.Unlock()
-			return store.Message{}, false, ctx.Err()
-		}
-		s.qmu.Unlock()
-		r := <-req.done
-		return r.msg, r.dup, r.err
+	r, err := s.q.Do(ctx, req)
+	if err != nil {
+		return store.Message{}, false, err
 	}
+	return r.msg, r.dup, r.err
 }
 
 // writeLoop is the single writer of messages. It runs until Close and the
@@ -107,7 +81,7 @@ func (s *Store) writeLoop() {
 	batch := make([]*appendReq, 0, s.maxBatch)
 	for {
 		var waited bool
-		batch, waited = s.take(batch[:0])
+		batch, waited = s.q.Take(batch[:0])
 		if len(batch) == 0 {
 			return
 		}
@@ -119,56 +93,11 @@ func (s *Store) writeLoop() {
 			// Nor is a batch already shared by delayBelow: waiting would
 			// then cost throughput and save little.
 			time.Sleep(s.delay)
-			batch = s.takeMore(batch)
+			batch = s.q.TakeMore(batch)
 		}
 		s.inCommit.Store(true)
 		s.commitBatch(batch)
 		clear(batch) // drop references so answered requests can be collected
-	}
-}
-
-// takeMore adds what is waiting to batch, up to maxBatch, without
-// blocking.
-func (s *Store) takeMore(batch []*appendReq) []*appendReq {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	return s.grabLocked(batch)
-}
-
-// grabLocked moves live requests from the queue to batch, up to maxBatch.
-func (s *Store) grabLocked(batch []*appendReq) []*appendReq {
-	n0 := len(batch)
-	i := 0
-	for ; i < len(s.queue) && len(batch) < s.maxBatch; i++ {
-		r := s.queue[i]
-		if r.state == abandoned {
-			continue
-		}
-		r.state = taken
-		batch = append(batch, r)
-	}
-	s.taken.Add(int64(len(batch) - n0))
-	n := copy(s.queue, s.queue[i:])
-	clear(s.queue[n:])
-	s.queue = s.queue[:n]
-	return batch
-}
-
-// take blocks until there is work, then takes up to maxBatch live
-// requests; waited reports whether it had to wait for the first. It
-// returns an empty batch only when closed and drained.
-func (s *Store) take(batch []*appendReq) (_ []*appendReq, waited bool) {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	for {
-		for len(s.queue) == 0 && !s.qclosed {
-			waited = true
-			s.qcond.Wait()
-		}
-		batch = s.grabLocked(batch)
-		if len(batch) > 0 || (s.qclosed && len(s.queue) == 0) {
-			return batch, waited
-		}
 	}
 }
 
@@ -227,7 +156,7 @@ func (s *Store) commitBatch(batch []*appendReq) {
 	}
 	s.inCommit.Store(false) // before the answers: see appendReq.overlapped
 	for i, r := range batch {
-		r.done <- results[i]
+		r.Answer(results[i])
 	}
 }
 

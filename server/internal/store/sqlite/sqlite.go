@@ -45,6 +45,7 @@ import (
 
 	"github.com/parleychat/parley/server/internal/sealer"
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/groupcommit"
 )
 
 // DefaultMaxBatch is the default Config.MaxBatch.
@@ -121,12 +122,7 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// The append queue, drained by writeLoop. qmu also guards each
-	// queued appendReq's state.
-	qmu      sync.Mutex
-	qcond    *sync.Cond
-	queue    []*appendReq
-	qclosed  bool
+	q        *groupcommit.Queue[*appendReq, appendResult] // drained by writeLoop
 	maxBatch int
 	delay    time.Duration // Config.CommitDelay; 0 when disabled
 	inCommit atomic.Bool   // writeLoop is committing (see appendReq.overlapped)
@@ -136,7 +132,6 @@ type Store struct {
 	deleteChunk int // rows per retention transaction; tests lower it
 
 	// Counters for benchmarks and tests.
-	taken    atomic.Int64 // requests taken off the queue
 	batches  atomic.Int64 // batches committed
 	appended atomic.Int64 // requests in committed batches
 }
@@ -224,13 +219,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		r:        r,
 		sealer:   cfg.Sealer,
 		log:      log,
+		q:        groupcommit.New[*appendReq, appendResult](cfg.MaxBatch),
 		maxBatch: cfg.MaxBatch,
 		delay:    cfg.CommitDelay,
 		done:     make(chan struct{}),
 
 		deleteChunk: defaultDeleteChunk,
 	}
-	s.qcond = sync.NewCond(&s.qmu)
 	if err := s.prepare(ctx); err != nil {
 		r.Close()
 		return fail(err)
@@ -268,10 +263,7 @@ func dsn(path string, q url.Values) string {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		s.qmu.Lock()
-		s.qclosed = true
-		s.qcond.Broadcast()
-		s.qmu.Unlock()
+		s.q.Close()
 		<-s.done
 		for _, st := range s.stmts() {
 			st.Close()

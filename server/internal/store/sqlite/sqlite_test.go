@@ -87,17 +87,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 // queued counts requests waiting in the append queue (not yet taken).
-func (s *Store) queued() int {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	n := 0
-	for _, r := range s.queue {
-		if r.state == queued {
-			n++
-		}
-	}
-	return n
-}
+func (s *Store) queued() int { return s.q.Queued() }
 
 // stallWriter holds the only writer connection, so the writer goroutine
 // blocks in BeginTx after taking its next batch. It returns the release.
@@ -401,9 +391,9 @@ func TestDedup(t *testing.T) {
 	// Two copies in one batch: stall the writer on a first request so the
 	// copies queue up behind it and are taken together.
 	release := stallWriter(t, s)
-	batches, taken := s.batches.Load(), s.taken.Load()
+	batches, taken := s.batches.Load(), s.q.Taken()
 	plug := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "carol"})
-	waitFor(t, "the plug to be taken", func() bool { return s.taken.Load() == taken+1 })
+	waitFor(t, "the plug to be taken", func() bool { return s.q.Taken() == taken+1 })
 	a := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c2", Text: "once"})
 	b := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c2", Text: "once"})
 	waitFor(t, "both copies to queue", func() bool { return s.queued() == 2 })
@@ -431,9 +421,9 @@ func TestCommitDelay(t *testing.T) {
 	s := newStore(t, Config{CommitDelay: 2 * time.Second})
 	room := store.RoomKey("r")
 	release := stallWriter(t, s)
-	taken := s.taken.Load()
+	taken := s.q.Taken()
 	plug := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "carol"})
-	waitFor(t, "the plug's commit to start", func() bool { return s.taken.Load() == taken+1 && s.inCommit.Load() })
+	waitFor(t, "the plug's commit to start", func() bool { return s.q.Taken() == taken+1 && s.inCommit.Load() })
 	var results []<-chan appendOutcome
 	// One append queued while the plug commits: a second caller.
 	results = append(results, appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "early"}))
@@ -796,7 +786,7 @@ func TestAppendContext(t *testing.T) {
 		release := stallWriter(t, s)
 		plugCtx, cancelPlug := context.WithCancel(context.Background())
 		plug := appendAsync(plugCtx, s, store.Message{Conversation: room, Sender: "plug"})
-		waitFor(t, "the plug to be taken", func() bool { return s.taken.Load() == 1 })
+		waitFor(t, "the plug to be taken", func() bool { return s.q.Taken() == 1 })
 
 		ctx, cancel := context.WithCancel(context.Background())
 		queuedMsg := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "queued"})
@@ -834,7 +824,7 @@ func TestCloseDrains(t *testing.T) {
 		pending = append(pending, appendAsync(ctx, s, store.Message{Conversation: store.RoomKey("r"), Sender: fmt.Sprint(i)}))
 	}
 	// The writer takes a first batch and stalls on it; the rest queue.
-	waitFor(t, "appends to queue", func() bool { return s.queued()+int(s.taken.Load()) == 21 })
+	waitFor(t, "appends to queue", func() bool { return s.queued()+int(s.q.Taken()) == 21 })
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	waitFor(t, "Close to start", s.closed.Load)
