@@ -136,9 +136,13 @@ func (b *Bridge) getMessages(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "before_seq: "+err.Error())
 		return
 	}
-	if req.AfterSeq, err = queryInt(q.Get("after_seq"), 0, math.MaxInt64); err != nil {
-		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "after_seq: "+err.Error())
-		return
+	if q.Has("after_seq") {
+		after, err := queryInt(q.Get("after_seq"), 0, math.MaxInt64)
+		if err != nil {
+			writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "after_seq: "+err.Error())
+			return
+		}
+		req.AfterSeq = &after
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := queryInt(v, math.MinInt32, math.MaxInt32)

@@ -268,9 +268,11 @@ type HistoryOptions struct {
 // History returns one page of a conversation the caller may read, oldest
 // first, and whether there is more in the direction asked.
 func (c *Client) History(ctx context.Context, conv *chatv1.Conversation, opts HistoryOptions) (msgs []*chatv1.Message, more bool, err error) {
-	resp, err := c.chat.GetHistory(ctx, &chatv1.GetHistoryRequest{
-		Conversation: conv, BeforeSeq: opts.BeforeSeq, AfterSeq: opts.AfterSeq, Limit: int32(opts.Limit),
-	})
+	req := &chatv1.GetHistoryRequest{Conversation: conv, BeforeSeq: opts.BeforeSeq, Limit: int32(opts.Limit)}
+	if opts.AfterSeq > 0 {
+		req.AfterSeq = &opts.AfterSeq
+	}
+	resp, err := c.chat.GetHistory(ctx, req)
 	if err != nil {
 		return nil, false, err
 	}

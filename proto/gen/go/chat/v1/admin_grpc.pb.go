@@ -31,6 +31,20 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // Admin is for moderators and admins; SetUserRole is for admins only.
+//
+// An action on a user needs a role above that user's. Who may act on whom
+// (DisconnectUser, SetUserActive; SetUserRole is admin-only):
+//
+//	actor \ target   user   moderator   admin        self
+//	moderator        yes    no          no           no
+//	admin            yes    yes         yes (1)      disconnect yes,
+//	                                                 deactivate no (2)
+//
+// (1) admins act on other admins: there is no role above admin, and a
+// server must be recoverable by any of its admins.
+// (2) an admin cannot deactivate or demote itself, so a server is never
+// left without an admin by accident.
+// A refused action is PermissionDenied and changes nothing.
 type AdminClient interface {
 	// GetStats reports live counters, per node when clustered.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
@@ -108,6 +122,20 @@ func (c *adminClient) SetUserRole(ctx context.Context, in *SetUserRoleRequest, o
 // for forward compatibility.
 //
 // Admin is for moderators and admins; SetUserRole is for admins only.
+//
+// An action on a user needs a role above that user's. Who may act on whom
+// (DisconnectUser, SetUserActive; SetUserRole is admin-only):
+//
+//	actor \ target   user   moderator   admin        self
+//	moderator        yes    no          no           no
+//	admin            yes    yes         yes (1)      disconnect yes,
+//	                                                 deactivate no (2)
+//
+// (1) admins act on other admins: there is no role above admin, and a
+// server must be recoverable by any of its admins.
+// (2) an admin cannot deactivate or demote itself, so a server is never
+// left without an admin by accident.
+// A refused action is PermissionDenied and changes nothing.
 type AdminServer interface {
 	// GetStats reports live counters, per node when clustered.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)

@@ -927,7 +927,11 @@ func (*ListRoomsCommand) Descriptor() ([]byte, []int) {
 }
 
 // Resume asks for what the client missed: every message after last_seq in
-// each named conversation, up to a server cap.
+// each named conversation, oldest first, up to a server cap. last_seq 0 means
+// the client has seen nothing of that conversation, so replay starts at its
+// first message. When more was missed than the cap, StateRestored says
+// complete=false and the client pages the rest with GetHistory(after_seq).
+// Every event that answers a Resume carries its request_id.
 type Resume struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cursors       []*ConversationCursor  `protobuf:"bytes,1,rep,name=cursors,proto3" json:"cursors,omitempty"`
@@ -2490,11 +2494,14 @@ func (x *TypingEvent) GetTyping() bool {
 
 // RoomInfo describes one room.
 type RoomInfo struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	MemberCount int32                  `protobuf:"varint,2,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// member_count counts the room's stored members, online or not.
+	MemberCount int32 `protobuf:"varint,2,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
 	// joined is true when the caller is a member.
-	Joined        bool `protobuf:"varint,3,opt,name=joined,proto3" json:"joined,omitempty"`
+	Joined bool `protobuf:"varint,3,opt,name=joined,proto3" json:"joined,omitempty"`
+	// online_count counts the members with at least one live session.
+	OnlineCount   int32 `protobuf:"varint,4,opt,name=online_count,json=onlineCount,proto3" json:"online_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2548,6 +2555,13 @@ func (x *RoomInfo) GetJoined() bool {
 		return x.Joined
 	}
 	return false
+}
+
+func (x *RoomInfo) GetOnlineCount() int32 {
+	if x != nil {
+		return x.OnlineCount
+	}
+	return 0
 }
 
 // RoomsList lists rooms.
@@ -3013,14 +3027,17 @@ func (x *TokenRefreshed) GetExpiresAt() *timestamppb.Timestamp {
 }
 
 // GetHistoryRequest pages through a conversation. With neither before_seq
-// nor after_seq it returns the latest page.
+// nor after_seq set it returns the latest page.
 type GetHistoryRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Conversation *Conversation          `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
-	// before_seq pages backwards: messages with seq < before_seq.
+	// before_seq pages backwards: messages with seq < before_seq. 0 (or unset)
+	// means "no upper bound".
 	BeforeSeq int64 `protobuf:"varint,2,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"`
-	// after_seq pages forwards: messages with seq > after_seq.
-	AfterSeq int64 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// after_seq pages forwards: messages with seq > after_seq, oldest first.
+	// Presence matters: after_seq set to 0 reads from the start of the
+	// conversation; unset reads the latest page.
+	AfterSeq *int64 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3,oneof" json:"after_seq,omitempty"`
 	// limit defaults to 50; at most 100.
 	Limit         int32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -3072,8 +3089,8 @@ func (x *GetHistoryRequest) GetBeforeSeq() int64 {
 }
 
 func (x *GetHistoryRequest) GetAfterSeq() int64 {
-	if x != nil {
-		return x.AfterSeq
+	if x != nil && x.AfterSeq != nil {
+		return *x.AfterSeq
 	}
 	return 0
 }
@@ -3295,7 +3312,8 @@ func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
 	return file_chat_v1_chat_proto_rawDescGZIP(), []int{42}
 }
 
-// ListRoomsResponse lists rooms.
+// ListRoomsResponse lists the caller's rooms and the other public rooms,
+// sorted by name.
 type ListRoomsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rooms         []*RoomInfo            `protobuf:"bytes,1,rep,name=rooms,proto3" json:"rooms,omitempty"`
@@ -3340,6 +3358,182 @@ func (x *ListRoomsResponse) GetRooms() []*RoomInfo {
 	return nil
 }
 
+// ListConversationsRequest asks for one page of the caller's conversations.
+type ListConversationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size defaults to 50; at most 200.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is a previous response's next_page_token, empty for the
+	// first page. It is opaque to clients.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConversationsRequest) Reset() {
+	*x = ListConversationsRequest{}
+	mi := &file_chat_v1_chat_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConversationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConversationsRequest) ProtoMessage() {}
+
+func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConversationsRequest.ProtoReflect.Descriptor instead.
+func (*ListConversationsRequest) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ListConversationsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListConversationsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ConversationSummary is one room or direct conversation the caller is in.
+type ConversationSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// conversation names it; for a direct conversation `user` is the caller's
+	// peer.
+	Conversation *Conversation `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	// last_message is the newest message, unset when there is none.
+	LastMessage *Message `protobuf:"bytes,2,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
+	// last_seq is the conversation's newest sequence (0 when empty).
+	LastSeq       int64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationSummary) Reset() {
+	*x = ConversationSummary{}
+	mi := &file_chat_v1_chat_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationSummary) ProtoMessage() {}
+
+func (x *ConversationSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationSummary.ProtoReflect.Descriptor instead.
+func (*ConversationSummary) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ConversationSummary) GetConversation() *Conversation {
+	if x != nil {
+		return x.Conversation
+	}
+	return nil
+}
+
+func (x *ConversationSummary) GetLastMessage() *Message {
+	if x != nil {
+		return x.LastMessage
+	}
+	return nil
+}
+
+func (x *ConversationSummary) GetLastSeq() int64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+// ListConversationsResponse lists one page of conversations, the most
+// recently active first (then by name), rooms with no message last.
+type ListConversationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversations []*ConversationSummary `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	// next_page_token is empty when this is the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConversationsResponse) Reset() {
+	*x = ListConversationsResponse{}
+	mi := &file_chat_v1_chat_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConversationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConversationsResponse) ProtoMessage() {}
+
+func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConversationsResponse.ProtoReflect.Descriptor instead.
+func (*ListConversationsResponse) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListConversationsResponse) GetConversations() []*ConversationSummary {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
+}
+
+func (x *ListConversationsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // FileInfo opens an upload.
 type FileInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3352,7 +3546,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_chat_v1_chat_proto_msgTypes[44]
+	mi := &file_chat_v1_chat_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3364,7 +3558,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[44]
+	mi := &file_chat_v1_chat_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3377,7 +3571,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{44}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FileInfo) GetName() string {
@@ -3415,7 +3609,7 @@ type UploadFileRequest struct {
 
 func (x *UploadFileRequest) Reset() {
 	*x = UploadFileRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[45]
+	mi := &file_chat_v1_chat_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3427,7 +3621,7 @@ func (x *UploadFileRequest) String() string {
 func (*UploadFileRequest) ProtoMessage() {}
 
 func (x *UploadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[45]
+	mi := &file_chat_v1_chat_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3440,7 +3634,7 @@ func (x *UploadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileRequest.ProtoReflect.Descriptor instead.
 func (*UploadFileRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{45}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *UploadFileRequest) GetData() isUploadFileRequest_Data {
@@ -3494,7 +3688,7 @@ type UploadFileResponse struct {
 
 func (x *UploadFileResponse) Reset() {
 	*x = UploadFileResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[46]
+	mi := &file_chat_v1_chat_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3700,7 @@ func (x *UploadFileResponse) String() string {
 func (*UploadFileResponse) ProtoMessage() {}
 
 func (x *UploadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[46]
+	mi := &file_chat_v1_chat_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3713,7 @@ func (x *UploadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileResponse.ProtoReflect.Descriptor instead.
 func (*UploadFileResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{46}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UploadFileResponse) GetFile() *FileRef {
@@ -3539,7 +3733,7 @@ type DownloadFileRequest struct {
 
 func (x *DownloadFileRequest) Reset() {
 	*x = DownloadFileRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[47]
+	mi := &file_chat_v1_chat_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3551,7 +3745,7 @@ func (x *DownloadFileRequest) String() string {
 func (*DownloadFileRequest) ProtoMessage() {}
 
 func (x *DownloadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[47]
+	mi := &file_chat_v1_chat_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3564,7 +3758,7 @@ func (x *DownloadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileRequest.ProtoReflect.Descriptor instead.
 func (*DownloadFileRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{47}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DownloadFileRequest) GetFileId() string {
@@ -3588,7 +3782,7 @@ type DownloadFileResponse struct {
 
 func (x *DownloadFileResponse) Reset() {
 	*x = DownloadFileResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[48]
+	mi := &file_chat_v1_chat_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3600,7 +3794,7 @@ func (x *DownloadFileResponse) String() string {
 func (*DownloadFileResponse) ProtoMessage() {}
 
 func (x *DownloadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[48]
+	mi := &file_chat_v1_chat_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3613,7 +3807,7 @@ func (x *DownloadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileResponse.ProtoReflect.Descriptor instead.
 func (*DownloadFileResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{48}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DownloadFileResponse) GetData() isDownloadFileResponse_Data {
@@ -3815,11 +4009,12 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\vTypingEvent\x129\n" +
 	"\fconversation\x18\x01 \x01(\v2\x15.chat.v1.ConversationR\fconversation\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x16\n" +
-	"\x06typing\x18\x03 \x01(\bR\x06typing\"Y\n" +
+	"\x06typing\x18\x03 \x01(\bR\x06typing\"|\n" +
 	"\bRoomInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fmember_count\x18\x02 \x01(\x05R\vmemberCount\x12\x16\n" +
-	"\x06joined\x18\x03 \x01(\bR\x06joined\"4\n" +
+	"\x06joined\x18\x03 \x01(\bR\x06joined\x12!\n" +
+	"\fonline_count\x18\x04 \x01(\x05R\vonlineCount\"4\n" +
 	"\tRoomsList\x12'\n" +
 	"\x05rooms\x18\x01 \x03(\v2\x11.chat.v1.RoomInfoR\x05rooms\"\x8f\x01\n" +
 	"\x03Ack\x12\x1d\n" +
@@ -3851,13 +4046,15 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"serverTime\"K\n" +
 	"\x0eTokenRefreshed\x129\n" +
 	"\n" +
-	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xc5\x01\n" +
+	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xd8\x01\n" +
 	"\x11GetHistoryRequest\x12A\n" +
 	"\fconversation\x18\x01 \x01(\v2\x15.chat.v1.ConversationB\x06\xbaH\x03\xc8\x01\x01R\fconversation\x12&\n" +
 	"\n" +
-	"before_seq\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\tbeforeSeq\x12$\n" +
-	"\tafter_seq\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\bafterSeq\x12\x1f\n" +
-	"\x05limit\x18\x04 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\x05limit\"]\n" +
+	"before_seq\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\tbeforeSeq\x12)\n" +
+	"\tafter_seq\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\bafterSeq\x88\x01\x01\x12\x1f\n" +
+	"\x05limit\x18\x04 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\x05limitB\f\n" +
+	"\n" +
+	"_after_seq\"]\n" +
 	"\x12GetHistoryResponse\x12,\n" +
 	"\bmessages\x18\x01 \x03(\v2\x10.chat.v1.MessageR\bmessages\x12\x19\n" +
 	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"j\n" +
@@ -3872,7 +4069,19 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\fonline_count\x18\x03 \x01(\x05R\vonlineCount\"\x12\n" +
 	"\x10ListRoomsRequest\"<\n" +
 	"\x11ListRoomsResponse\x12'\n" +
-	"\x05rooms\x18\x01 \x03(\v2\x11.chat.v1.RoomInfoR\x05rooms\"s\n" +
+	"\x05rooms\x18\x01 \x03(\v2\x11.chat.v1.RoomInfoR\x05rooms\"l\n" +
+	"\x18ListConversationsRequest\x12'\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xc8\x01(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\"\xa0\x01\n" +
+	"\x13ConversationSummary\x129\n" +
+	"\fconversation\x18\x01 \x01(\v2\x15.chat.v1.ConversationR\fconversation\x123\n" +
+	"\flast_message\x18\x02 \x01(\v2\x10.chat.v1.MessageR\vlastMessage\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x03R\alastSeq\"\x87\x01\n" +
+	"\x19ListConversationsResponse\x12B\n" +
+	"\rconversations\x18\x01 \x03(\v2\x1c.chat.v1.ConversationSummaryR\rconversations\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"s\n" +
 	"\bFileInfo\x12\x1e\n" +
 	"\x04name\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xff\x01R\x04name\x12*\n" +
@@ -3911,13 +4120,14 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x17NOTICE_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14NOTICE_KIND_SHUTDOWN\x10\x01\x12\x1e\n" +
 	"\x1aNOTICE_KIND_TOKEN_EXPIRING\x10\x02\x12\x1c\n" +
-	"\x18NOTICE_KIND_DISCONNECTED\x10\x032\xba\x03\n" +
+	"\x18NOTICE_KIND_DISCONNECTED\x10\x032\x96\x04\n" +
 	"\x04Chat\x129\n" +
 	"\aConnect\x12\x14.chat.v1.ClientEvent\x1a\x14.chat.v1.ServerEvent(\x010\x01\x12E\n" +
 	"\n" +
 	"GetHistory\x12\x1a.chat.v1.GetHistoryRequest\x1a\x1b.chat.v1.GetHistoryResponse\x12T\n" +
 	"\x0fListOnlineUsers\x12\x1f.chat.v1.ListOnlineUsersRequest\x1a .chat.v1.ListOnlineUsersResponse\x12B\n" +
-	"\tListRooms\x12\x19.chat.v1.ListRoomsRequest\x1a\x1a.chat.v1.ListRoomsResponse\x12G\n" +
+	"\tListRooms\x12\x19.chat.v1.ListRoomsRequest\x1a\x1a.chat.v1.ListRoomsResponse\x12Z\n" +
+	"\x11ListConversations\x12!.chat.v1.ListConversationsRequest\x1a\".chat.v1.ListConversationsResponse\x12G\n" +
 	"\n" +
 	"UploadFile\x12\x1a.chat.v1.UploadFileRequest\x1a\x1b.chat.v1.UploadFileResponse(\x01\x12M\n" +
 	"\fDownloadFile\x12\x1c.chat.v1.DownloadFileRequest\x1a\x1d.chat.v1.DownloadFileResponse0\x01B\x8f\x01\n" +
@@ -3936,62 +4146,65 @@ func file_chat_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_chat_v1_chat_proto_goTypes = []any{
-	(Role)(0),                       // 0: chat.v1.Role
-	(ErrorCode)(0),                  // 1: chat.v1.ErrorCode
-	(NoticeKind)(0),                 // 2: chat.v1.NoticeKind
-	(*User)(nil),                    // 3: chat.v1.User
-	(*Conversation)(nil),            // 4: chat.v1.Conversation
-	(*ClientEvent)(nil),             // 5: chat.v1.ClientEvent
-	(*JoinRoom)(nil),                // 6: chat.v1.JoinRoom
-	(*LeaveRoom)(nil),               // 7: chat.v1.LeaveRoom
-	(*SendMessage)(nil),             // 8: chat.v1.SendMessage
-	(*SendPrivateMessage)(nil),      // 9: chat.v1.SendPrivateMessage
-	(*Typing)(nil),                  // 10: chat.v1.Typing
-	(*SendFile)(nil),                // 11: chat.v1.SendFile
-	(*ListRoomsCommand)(nil),        // 12: chat.v1.ListRoomsCommand
-	(*Resume)(nil),                  // 13: chat.v1.Resume
-	(*ConversationCursor)(nil),      // 14: chat.v1.ConversationCursor
-	(*Ping)(nil),                    // 15: chat.v1.Ping
-	(*RefreshToken)(nil),            // 16: chat.v1.RefreshToken
-	(*ServerEvent)(nil),             // 17: chat.v1.ServerEvent
-	(*Welcome)(nil),                 // 18: chat.v1.Welcome
-	(*OnlineUsers)(nil),             // 19: chat.v1.OnlineUsers
-	(*UserOnline)(nil),              // 20: chat.v1.UserOnline
-	(*UserOffline)(nil),             // 21: chat.v1.UserOffline
-	(*PresenceChanged)(nil),         // 22: chat.v1.PresenceChanged
-	(*RecentMessages)(nil),          // 23: chat.v1.RecentMessages
-	(*FileRef)(nil),                 // 24: chat.v1.FileRef
-	(*Message)(nil),                 // 25: chat.v1.Message
-	(*RoomJoined)(nil),              // 26: chat.v1.RoomJoined
-	(*RoomLeft)(nil),                // 27: chat.v1.RoomLeft
-	(*MemberJoined)(nil),            // 28: chat.v1.MemberJoined
-	(*MemberLeft)(nil),              // 29: chat.v1.MemberLeft
-	(*RoomMembersChanged)(nil),      // 30: chat.v1.RoomMembersChanged
-	(*TypingEvent)(nil),             // 31: chat.v1.TypingEvent
-	(*RoomInfo)(nil),                // 32: chat.v1.RoomInfo
-	(*RoomsList)(nil),               // 33: chat.v1.RoomsList
-	(*Ack)(nil),                     // 34: chat.v1.Ack
-	(*Error)(nil),                   // 35: chat.v1.Error
-	(*AdminBroadcast)(nil),          // 36: chat.v1.AdminBroadcast
-	(*StateRestored)(nil),           // 37: chat.v1.StateRestored
-	(*ServerNotice)(nil),            // 38: chat.v1.ServerNotice
-	(*Pong)(nil),                    // 39: chat.v1.Pong
-	(*TokenRefreshed)(nil),          // 40: chat.v1.TokenRefreshed
-	(*GetHistoryRequest)(nil),       // 41: chat.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),      // 42: chat.v1.GetHistoryResponse
-	(*ListOnlineUsersRequest)(nil),  // 43: chat.v1.ListOnlineUsersRequest
-	(*ListOnlineUsersResponse)(nil), // 44: chat.v1.ListOnlineUsersResponse
-	(*ListRoomsRequest)(nil),        // 45: chat.v1.ListRoomsRequest
-	(*ListRoomsResponse)(nil),       // 46: chat.v1.ListRoomsResponse
-	(*FileInfo)(nil),                // 47: chat.v1.FileInfo
-	(*UploadFileRequest)(nil),       // 48: chat.v1.UploadFileRequest
-	(*UploadFileResponse)(nil),      // 49: chat.v1.UploadFileResponse
-	(*DownloadFileRequest)(nil),     // 50: chat.v1.DownloadFileRequest
-	(*DownloadFileResponse)(nil),    // 51: chat.v1.DownloadFileResponse
-	(*timestamppb.Timestamp)(nil),   // 52: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 53: google.protobuf.Duration
+	(Role)(0),                         // 0: chat.v1.Role
+	(ErrorCode)(0),                    // 1: chat.v1.ErrorCode
+	(NoticeKind)(0),                   // 2: chat.v1.NoticeKind
+	(*User)(nil),                      // 3: chat.v1.User
+	(*Conversation)(nil),              // 4: chat.v1.Conversation
+	(*ClientEvent)(nil),               // 5: chat.v1.ClientEvent
+	(*JoinRoom)(nil),                  // 6: chat.v1.JoinRoom
+	(*LeaveRoom)(nil),                 // 7: chat.v1.LeaveRoom
+	(*SendMessage)(nil),               // 8: chat.v1.SendMessage
+	(*SendPrivateMessage)(nil),        // 9: chat.v1.SendPrivateMessage
+	(*Typing)(nil),                    // 10: chat.v1.Typing
+	(*SendFile)(nil),                  // 11: chat.v1.SendFile
+	(*ListRoomsCommand)(nil),          // 12: chat.v1.ListRoomsCommand
+	(*Resume)(nil),                    // 13: chat.v1.Resume
+	(*ConversationCursor)(nil),        // 14: chat.v1.ConversationCursor
+	(*Ping)(nil),                      // 15: chat.v1.Ping
+	(*RefreshToken)(nil),              // 16: chat.v1.RefreshToken
+	(*ServerEvent)(nil),               // 17: chat.v1.ServerEvent
+	(*Welcome)(nil),                   // 18: chat.v1.Welcome
+	(*OnlineUsers)(nil),               // 19: chat.v1.OnlineUsers
+	(*UserOnline)(nil),                // 20: chat.v1.UserOnline
+	(*UserOffline)(nil),               // 21: chat.v1.UserOffline
+	(*PresenceChanged)(nil),           // 22: chat.v1.PresenceChanged
+	(*RecentMessages)(nil),            // 23: chat.v1.RecentMessages
+	(*FileRef)(nil),                   // 24: chat.v1.FileRef
+	(*Message)(nil),                   // 25: chat.v1.Message
+	(*RoomJoined)(nil),                // 26: chat.v1.RoomJoined
+	(*RoomLeft)(nil),                  // 27: chat.v1.RoomLeft
+	(*MemberJoined)(nil),              // 28: chat.v1.MemberJoined
+	(*MemberLeft)(nil),                // 29: chat.v1.MemberLeft
+	(*RoomMembersChanged)(nil),        // 30: chat.v1.RoomMembersChanged
+	(*TypingEvent)(nil),               // 31: chat.v1.TypingEvent
+	(*RoomInfo)(nil),                  // 32: chat.v1.RoomInfo
+	(*RoomsList)(nil),                 // 33: chat.v1.RoomsList
+	(*Ack)(nil),                       // 34: chat.v1.Ack
+	(*Error)(nil),                     // 35: chat.v1.Error
+	(*AdminBroadcast)(nil),            // 36: chat.v1.AdminBroadcast
+	(*StateRestored)(nil),             // 37: chat.v1.StateRestored
+	(*ServerNotice)(nil),              // 38: chat.v1.ServerNotice
+	(*Pong)(nil),                      // 39: chat.v1.Pong
+	(*TokenRefreshed)(nil),            // 40: chat.v1.TokenRefreshed
+	(*GetHistoryRequest)(nil),         // 41: chat.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),        // 42: chat.v1.GetHistoryResponse
+	(*ListOnlineUsersRequest)(nil),    // 43: chat.v1.ListOnlineUsersRequest
+	(*ListOnlineUsersResponse)(nil),   // 44: chat.v1.ListOnlineUsersResponse
+	(*ListRoomsRequest)(nil),          // 45: chat.v1.ListRoomsRequest
+	(*ListRoomsResponse)(nil),         // 46: chat.v1.ListRoomsResponse
+	(*ListConversationsRequest)(nil),  // 47: chat.v1.ListConversationsRequest
+	(*ConversationSummary)(nil),       // 48: chat.v1.ConversationSummary
+	(*ListConversationsResponse)(nil), // 49: chat.v1.ListConversationsResponse
+	(*FileInfo)(nil),                  // 50: chat.v1.FileInfo
+	(*UploadFileRequest)(nil),         // 51: chat.v1.UploadFileRequest
+	(*UploadFileResponse)(nil),        // 52: chat.v1.UploadFileResponse
+	(*DownloadFileRequest)(nil),       // 53: chat.v1.DownloadFileRequest
+	(*DownloadFileResponse)(nil),      // 54: chat.v1.DownloadFileResponse
+	(*timestamppb.Timestamp)(nil),     // 55: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 56: google.protobuf.Duration
 }
 var file_chat_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: chat.v1.User.role:type_name -> chat.v1.Role
@@ -4031,8 +4244,8 @@ var file_chat_v1_chat_proto_depIdxs = []int32{
 	22, // 34: chat.v1.ServerEvent.presence_changed:type_name -> chat.v1.PresenceChanged
 	30, // 35: chat.v1.ServerEvent.room_members_changed:type_name -> chat.v1.RoomMembersChanged
 	3,  // 36: chat.v1.Welcome.user:type_name -> chat.v1.User
-	52, // 37: chat.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
-	52, // 38: chat.v1.Welcome.token_expires_at:type_name -> google.protobuf.Timestamp
+	55, // 37: chat.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	55, // 38: chat.v1.Welcome.token_expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 39: chat.v1.OnlineUsers.users:type_name -> chat.v1.User
 	3,  // 40: chat.v1.UserOnline.user:type_name -> chat.v1.User
 	3,  // 41: chat.v1.UserOffline.user:type_name -> chat.v1.User
@@ -4041,42 +4254,47 @@ var file_chat_v1_chat_proto_depIdxs = []int32{
 	4,  // 44: chat.v1.RecentMessages.conversation:type_name -> chat.v1.Conversation
 	25, // 45: chat.v1.RecentMessages.messages:type_name -> chat.v1.Message
 	4,  // 46: chat.v1.Message.conversation:type_name -> chat.v1.Conversation
-	52, // 47: chat.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	55, // 47: chat.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
 	24, // 48: chat.v1.Message.file:type_name -> chat.v1.FileRef
 	4,  // 49: chat.v1.TypingEvent.conversation:type_name -> chat.v1.Conversation
 	32, // 50: chat.v1.RoomsList.rooms:type_name -> chat.v1.RoomInfo
 	4,  // 51: chat.v1.Ack.conversation:type_name -> chat.v1.Conversation
 	1,  // 52: chat.v1.Error.code:type_name -> chat.v1.ErrorCode
-	53, // 53: chat.v1.Error.retry_after:type_name -> google.protobuf.Duration
-	52, // 54: chat.v1.AdminBroadcast.sent_at:type_name -> google.protobuf.Timestamp
+	56, // 53: chat.v1.Error.retry_after:type_name -> google.protobuf.Duration
+	55, // 54: chat.v1.AdminBroadcast.sent_at:type_name -> google.protobuf.Timestamp
 	2,  // 55: chat.v1.ServerNotice.kind:type_name -> chat.v1.NoticeKind
-	53, // 56: chat.v1.ServerNotice.reconnect_after:type_name -> google.protobuf.Duration
-	52, // 57: chat.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
-	52, // 58: chat.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
+	56, // 56: chat.v1.ServerNotice.reconnect_after:type_name -> google.protobuf.Duration
+	55, // 57: chat.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
+	55, // 58: chat.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
 	4,  // 59: chat.v1.GetHistoryRequest.conversation:type_name -> chat.v1.Conversation
 	25, // 60: chat.v1.GetHistoryResponse.messages:type_name -> chat.v1.Message
 	3,  // 61: chat.v1.ListOnlineUsersResponse.users:type_name -> chat.v1.User
 	32, // 62: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.RoomInfo
-	47, // 63: chat.v1.UploadFileRequest.info:type_name -> chat.v1.FileInfo
-	24, // 64: chat.v1.UploadFileResponse.file:type_name -> chat.v1.FileRef
-	24, // 65: chat.v1.DownloadFileResponse.info:type_name -> chat.v1.FileRef
-	5,  // 66: chat.v1.Chat.Connect:input_type -> chat.v1.ClientEvent
-	41, // 67: chat.v1.Chat.GetHistory:input_type -> chat.v1.GetHistoryRequest
-	43, // 68: chat.v1.Chat.ListOnlineUsers:input_type -> chat.v1.ListOnlineUsersRequest
-	45, // 69: chat.v1.Chat.ListRooms:input_type -> chat.v1.ListRoomsRequest
-	48, // 70: chat.v1.Chat.UploadFile:input_type -> chat.v1.UploadFileRequest
-	50, // 71: chat.v1.Chat.DownloadFile:input_type -> chat.v1.DownloadFileRequest
-	17, // 72: chat.v1.Chat.Connect:output_type -> chat.v1.ServerEvent
-	42, // 73: chat.v1.Chat.GetHistory:output_type -> chat.v1.GetHistoryResponse
-	44, // 74: chat.v1.Chat.ListOnlineUsers:output_type -> chat.v1.ListOnlineUsersResponse
-	46, // 75: chat.v1.Chat.ListRooms:output_type -> chat.v1.ListRoomsResponse
-	49, // 76: chat.v1.Chat.UploadFile:output_type -> chat.v1.UploadFileResponse
-	51, // 77: chat.v1.Chat.DownloadFile:output_type -> chat.v1.DownloadFileResponse
-	72, // [72:78] is the sub-list for method output_type
-	66, // [66:72] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	4,  // 63: chat.v1.ConversationSummary.conversation:type_name -> chat.v1.Conversation
+	25, // 64: chat.v1.ConversationSummary.last_message:type_name -> chat.v1.Message
+	48, // 65: chat.v1.ListConversationsResponse.conversations:type_name -> chat.v1.ConversationSummary
+	50, // 66: chat.v1.UploadFileRequest.info:type_name -> chat.v1.FileInfo
+	24, // 67: chat.v1.UploadFileResponse.file:type_name -> chat.v1.FileRef
+	24, // 68: chat.v1.DownloadFileResponse.info:type_name -> chat.v1.FileRef
+	5,  // 69: chat.v1.Chat.Connect:input_type -> chat.v1.ClientEvent
+	41, // 70: chat.v1.Chat.GetHistory:input_type -> chat.v1.GetHistoryRequest
+	43, // 71: chat.v1.Chat.ListOnlineUsers:input_type -> chat.v1.ListOnlineUsersRequest
+	45, // 72: chat.v1.Chat.ListRooms:input_type -> chat.v1.ListRoomsRequest
+	47, // 73: chat.v1.Chat.ListConversations:input_type -> chat.v1.ListConversationsRequest
+	51, // 74: chat.v1.Chat.UploadFile:input_type -> chat.v1.UploadFileRequest
+	53, // 75: chat.v1.Chat.DownloadFile:input_type -> chat.v1.DownloadFileRequest
+	17, // 76: chat.v1.Chat.Connect:output_type -> chat.v1.ServerEvent
+	42, // 77: chat.v1.Chat.GetHistory:output_type -> chat.v1.GetHistoryResponse
+	44, // 78: chat.v1.Chat.ListOnlineUsers:output_type -> chat.v1.ListOnlineUsersResponse
+	46, // 79: chat.v1.Chat.ListRooms:output_type -> chat.v1.ListRoomsResponse
+	49, // 80: chat.v1.Chat.ListConversations:output_type -> chat.v1.ListConversationsResponse
+	52, // 81: chat.v1.Chat.UploadFile:output_type -> chat.v1.UploadFileResponse
+	54, // 82: chat.v1.Chat.DownloadFile:output_type -> chat.v1.DownloadFileResponse
+	76, // [76:83] is the sub-list for method output_type
+	69, // [69:76] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_chat_v1_chat_proto_init() }
@@ -4127,11 +4345,12 @@ func file_chat_v1_chat_proto_init() {
 		(*Message_Text)(nil),
 		(*Message_File)(nil),
 	}
-	file_chat_v1_chat_proto_msgTypes[45].OneofWrappers = []any{
+	file_chat_v1_chat_proto_msgTypes[38].OneofWrappers = []any{}
+	file_chat_v1_chat_proto_msgTypes[48].OneofWrappers = []any{
 		(*UploadFileRequest_Info)(nil),
 		(*UploadFileRequest_Chunk)(nil),
 	}
-	file_chat_v1_chat_proto_msgTypes[48].OneofWrappers = []any{
+	file_chat_v1_chat_proto_msgTypes[51].OneofWrappers = []any{
 		(*DownloadFileResponse_Info)(nil),
 		(*DownloadFileResponse_Chunk)(nil),
 	}
@@ -4141,7 +4360,7 @@ func file_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_v1_chat_proto_rawDesc), len(file_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   49,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

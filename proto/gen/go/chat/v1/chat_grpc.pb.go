@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Chat_Connect_FullMethodName         = "/chat.v1.Chat/Connect"
-	Chat_GetHistory_FullMethodName      = "/chat.v1.Chat/GetHistory"
-	Chat_ListOnlineUsers_FullMethodName = "/chat.v1.Chat/ListOnlineUsers"
-	Chat_ListRooms_FullMethodName       = "/chat.v1.Chat/ListRooms"
-	Chat_UploadFile_FullMethodName      = "/chat.v1.Chat/UploadFile"
-	Chat_DownloadFile_FullMethodName    = "/chat.v1.Chat/DownloadFile"
+	Chat_Connect_FullMethodName           = "/chat.v1.Chat/Connect"
+	Chat_GetHistory_FullMethodName        = "/chat.v1.Chat/GetHistory"
+	Chat_ListOnlineUsers_FullMethodName   = "/chat.v1.Chat/ListOnlineUsers"
+	Chat_ListRooms_FullMethodName         = "/chat.v1.Chat/ListRooms"
+	Chat_ListConversations_FullMethodName = "/chat.v1.Chat/ListConversations"
+	Chat_UploadFile_FullMethodName        = "/chat.v1.Chat/UploadFile"
+	Chat_DownloadFile_FullMethodName      = "/chat.v1.Chat/DownloadFile"
 )
 
 // ChatClient is the client API for Chat service.
@@ -43,8 +44,12 @@ type ChatClient interface {
 	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
 	// ListOnlineUsers lists users with at least one live session.
 	ListOnlineUsers(ctx context.Context, in *ListOnlineUsersRequest, opts ...grpc.CallOption) (*ListOnlineUsersResponse, error)
-	// ListRooms lists rooms with their live member counts.
+	// ListRooms lists the caller's rooms and the other public rooms, with
+	// their stored member counts and how many members are online.
 	ListRooms(ctx context.Context, in *ListRoomsRequest, opts ...grpc.CallOption) (*ListRoomsResponse, error)
+	// ListConversations lists every room and direct conversation the caller
+	// is in, with its last message and last sequence, most recent first.
+	ListConversations(ctx context.Context, in *ListConversationsRequest, opts ...grpc.CallOption) (*ListConversationsResponse, error)
 	// UploadFile takes FileInfo first, then the content in chunks of at most
 	// 64 KiB. The file id is the hex SHA-256 of the content.
 	UploadFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadFileRequest, UploadFileResponse], error)
@@ -104,6 +109,16 @@ func (c *chatClient) ListRooms(ctx context.Context, in *ListRoomsRequest, opts .
 	return out, nil
 }
 
+func (c *chatClient) ListConversations(ctx context.Context, in *ListConversationsRequest, opts ...grpc.CallOption) (*ListConversationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConversationsResponse)
+	err := c.cc.Invoke(ctx, Chat_ListConversations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *chatClient) UploadFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadFileRequest, UploadFileResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Chat_ServiceDesc.Streams[1], Chat_UploadFile_FullMethodName, cOpts...)
@@ -152,8 +167,12 @@ type ChatServer interface {
 	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
 	// ListOnlineUsers lists users with at least one live session.
 	ListOnlineUsers(context.Context, *ListOnlineUsersRequest) (*ListOnlineUsersResponse, error)
-	// ListRooms lists rooms with their live member counts.
+	// ListRooms lists the caller's rooms and the other public rooms, with
+	// their stored member counts and how many members are online.
 	ListRooms(context.Context, *ListRoomsRequest) (*ListRoomsResponse, error)
+	// ListConversations lists every room and direct conversation the caller
+	// is in, with its last message and last sequence, most recent first.
+	ListConversations(context.Context, *ListConversationsRequest) (*ListConversationsResponse, error)
 	// UploadFile takes FileInfo first, then the content in chunks of at most
 	// 64 KiB. The file id is the hex SHA-256 of the content.
 	UploadFile(grpc.ClientStreamingServer[UploadFileRequest, UploadFileResponse]) error
@@ -181,6 +200,9 @@ func (UnimplementedChatServer) ListOnlineUsers(context.Context, *ListOnlineUsers
 }
 func (UnimplementedChatServer) ListRooms(context.Context, *ListRoomsRequest) (*ListRoomsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRooms not implemented")
+}
+func (UnimplementedChatServer) ListConversations(context.Context, *ListConversationsRequest) (*ListConversationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConversations not implemented")
 }
 func (UnimplementedChatServer) UploadFile(grpc.ClientStreamingServer[UploadFileRequest, UploadFileResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadFile not implemented")
@@ -270,6 +292,24 @@ func _Chat_ListRooms_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Chat_ListConversations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConversationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServer).ListConversations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Chat_ListConversations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServer).ListConversations(ctx, req.(*ListConversationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Chat_UploadFile_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(ChatServer).UploadFile(&grpc.GenericServerStream[UploadFileRequest, UploadFileResponse]{ServerStream: stream})
 }
@@ -306,6 +346,10 @@ var Chat_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRooms",
 			Handler:    _Chat_ListRooms_Handler,
+		},
+		{
+			MethodName: "ListConversations",
+			Handler:    _Chat_ListConversations_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

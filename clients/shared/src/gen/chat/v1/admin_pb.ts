@@ -282,6 +282,20 @@ export const SetUserRoleResponseSchema: GenMessage<SetUserRoleResponse> = /*@__P
 /**
  * Admin is for moderators and admins; SetUserRole is for admins only.
  *
+ * An action on a user needs a role above that user's. Who may act on whom
+ * (DisconnectUser, SetUserActive; SetUserRole is admin-only):
+ *
+ * 	actor \ target   user   moderator   admin        self
+ * 	moderator        yes    no          no           no
+ * 	admin            yes    yes         yes (1)      disconnect yes,
+ * 	                                                 deactivate no (2)
+ *
+ * (1) admins act on other admins: there is no role above admin, and a
+ * server must be recoverable by any of its admins.
+ * (2) an admin cannot deactivate or demote itself, so a server is never
+ * left without an admin by accident.
+ * A refused action is PermissionDenied and changes nothing.
+ *
  * @generated from service chat.v1.Admin
  */
 export const Admin: GenService<{

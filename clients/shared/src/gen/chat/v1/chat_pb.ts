@@ -13,7 +13,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiNQoEVXNlchIQCgh1c2VybmFtZRgBIAEoCRIbCgRyb2xlGAIgASgOMg0uY2hhdC52MS5Sb2xlInoKDENvbnZlcnNhdGlvbhIsCgRyb29tGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSAASLQoEdXNlchgCIAEoCUIdukgachgyFl5bQS1aYS16MC05Xy4tXXszLDMyfSRIAEINCgRraW5kEgW6SAIIASLlAwoLQ2xpZW50RXZlbnQSGwoKcmVxdWVzdF9pZBgBIAEoCUIHukgEcgIYQBImCglqb2luX3Jvb20YAiABKAsyES5jaGF0LnYxLkpvaW5Sb29tSAASKAoKbGVhdmVfcm9vbRgDIAEoCzISLmNoYXQudjEuTGVhdmVSb29tSAASLAoMc2VuZF9tZXNzYWdlGAQgASgLMhQuY2hhdC52MS5TZW5kTWVzc2FnZUgAEjsKFHNlbmRfcHJpdmF0ZV9tZXNzYWdlGAUgASgLMhsuY2hhdC52MS5TZW5kUHJpdmF0ZU1lc3NhZ2VIABIhCgZ0eXBpbmcYBiABKAsyDy5jaGF0LnYxLlR5cGluZ0gAEiYKCXNlbmRfZmlsZRgHIAEoCzIRLmNoYXQudjEuU2VuZEZpbGVIABIvCgpsaXN0X3Jvb21zGAggASgLMhkuY2hhdC52MS5MaXN0Um9vbXNDb21tYW5kSAASIQoGcmVzdW1lGAkgASgLMg8uY2hhdC52MS5SZXN1bWVIABIdCgRwaW5nGAogASgLMg0uY2hhdC52MS5QaW5nSAASLgoNcmVmcmVzaF90b2tlbhgLIAEoCzIVLmNoYXQudjEuUmVmcmVzaFRva2VuSABCDgoFZXZlbnQSBbpIAggBIjYKCEpvaW5Sb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQiNwoJTGVhdmVSb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQicwoLU2VuZE1lc3NhZ2USKgoEcm9vbRgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAieQoSU2VuZFByaXZhdGVNZXNzYWdlEikKAnRvGAEgASgJQh26SBpyGDIWXltBLVphLXowLTlfLi1dezMsMzJ9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAiTQoGVHlwaW5nEjMKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uQga6SAPIAQESDgoGdHlwaW5nGAIgASgIIocBCghTZW5kRmlsZRIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEiYKB2ZpbGVfaWQYAiABKAlCFbpIEnIQMg5eWzAtOWEtZl17NjR9JBIeCg1jbGllbnRfbXNnX2lkGAMgASgJQge6SARyAhhAIhIKEExpc3RSb29tc0NvbW1hbmQiQQoGUmVzdW1lEjcKB2N1cnNvcnMYASADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvckIJukgGkgEDEPQDImQKEkNvbnZlcnNhdGlvbkN1cnNvchIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEhkKCGxhc3Rfc2VxGAIgASgDQge6SAQiAigAIgYKBFBpbmciMAoMUmVmcmVzaFRva2VuEiAKDGFjY2Vzc190b2tlbhgBIAEoCUIKukgHcgUQARiAICLMBwoLU2VydmVyRXZlbnQSIwoHd2VsY29tZRgBIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEiwKDG9ubGluZV91c2VycxgCIAEoCzIULmNoYXQudjEuT25saW5lVXNlcnNIABIqCgt1c2VyX29ubGluZRgDIAEoCzITLmNoYXQudjEuVXNlck9ubGluZUgAEiwKDHVzZXJfb2ZmbGluZRgEIAEoCzIULmNoYXQudjEuVXNlck9mZmxpbmVIABIyCg9yZWNlbnRfbWVzc2FnZXMYBSABKAsyFy5jaGF0LnYxLlJlY2VudE1lc3NhZ2VzSAASIwoHbWVzc2FnZRgGIAEoCzIQLmNoYXQudjEuTWVzc2FnZUgAEioKC3Jvb21fam9pbmVkGAcgASgLMhMuY2hhdC52MS5Sb29tSm9pbmVkSAASLgoNbWVtYmVyX2pvaW5lZBgIIAEoCzIVLmNoYXQudjEuTWVtYmVySm9pbmVkSAASKgoLbWVtYmVyX2xlZnQYCSABKAsyEy5jaGF0LnYxLk1lbWJlckxlZnRIABImCgZ0eXBpbmcYCiABKAsyFC5jaGF0LnYxLlR5cGluZ0V2ZW50SAASKAoKcm9vbXNfbGlzdBgLIAEoCzISLmNoYXQudjEuUm9vbXNMaXN0SAASGwoDYWNrGAwgASgLMgwuY2hhdC52MS5BY2tIABIfCgVlcnJvchgNIAEoCzIOLmNoYXQudjEuRXJyb3JIABIyCg9hZG1pbl9icm9hZGNhc3QYDiABKAsyFy5jaGF0LnYxLkFkbWluQnJvYWRjYXN0SAASMAoOc3RhdGVfcmVzdG9yZWQYDyABKAsyFi5jaGF0LnYxLlN0YXRlUmVzdG9yZWRIABIuCg1zZXJ2ZXJfbm90aWNlGBAgASgLMhUuY2hhdC52MS5TZXJ2ZXJOb3RpY2VIABIdCgRwb25nGBEgASgLMg0uY2hhdC52MS5Qb25nSAASJgoJcm9vbV9sZWZ0GBIgASgLMhEuY2hhdC52MS5Sb29tTGVmdEgAEjIKD3Rva2VuX3JlZnJlc2hlZBgTIAEoCzIXLmNoYXQudjEuVG9rZW5SZWZyZXNoZWRIABI0ChBwcmVzZW5jZV9jaGFuZ2VkGB4gASgLMhguY2hhdC52MS5QcmVzZW5jZUNoYW5nZWRIABI7ChRyb29tX21lbWJlcnNfY2hhbmdlZBgfIAEoCzIbLmNoYXQudjEuUm9vbU1lbWJlcnNDaGFuZ2VkSAASEgoKcmVxdWVzdF9pZBhkIAEoCUIHCgVldmVudCLFAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEhsKBHVzZXIYAiABKAsyDS5jaGF0LnYxLlVzZXISLwoLc2VydmVyX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXJlY292ZXJlZBgEIAEoCBIPCgdub2RlX2lkGAUgASgJEjQKEHRva2VuX2V4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIloKC09ubGluZVVzZXJzEhwKBXVzZXJzGAEgAygLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiPwoKVXNlck9ubGluZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBSJACgtVc2VyT2ZmbGluZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBSJ9Cg9QcmVzZW5jZUNoYW5nZWQSHQoGb25saW5lGAEgAygLMg0uY2hhdC52MS5Vc2VyEh4KB29mZmxpbmUYAiADKAsyDS5jaGF0LnYxLlVzZXISFAoMb25saW5lX2NvdW50GAMgASgFEhUKDW5hbWVzX29taXR0ZWQYBCABKAgiYQoOUmVjZW50TWVzc2FnZXMSKwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SIgoIbWVzc2FnZXMYAiADKAsyEC5jaGF0LnYxLk1lc3NhZ2UiRwoHRmlsZVJlZhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHNpemUYAyABKAMSFAoMY29udGVudF90eXBlGAQgASgJIt0BCgdNZXNzYWdlEgoKAmlkGAEgASgJEisKDGNvbnZlcnNhdGlvbhgCIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uEgsKA3NlcRgDIAEoAxIOCgZzZW5kZXIYBCABKAkSKwoHc2VudF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNY2xpZW50X21zZ19pZBgGIAEoCRIOCgR0ZXh0GAcgASgJSAASIAoEZmlsZRgIIAEoCzIQLmNoYXQudjEuRmlsZVJlZkgAQgYKBGJvZHkiQQoKUm9vbUpvaW5lZBIMCgRyb29tGAEgASgJEg8KB21lbWJlcnMYAiADKAkSFAoMbWVtYmVyX2NvdW50GAMgASgFIhgKCFJvb21MZWZ0EgwKBHJvb20YASABKAkiRAoMTWVtYmVySm9pbmVkEgwKBHJvb20YASABKAkSEAoIdXNlcm5hbWUYAiABKAkSFAoMbWVtYmVyX2NvdW50GAMgASgFIkIKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIUCgxtZW1iZXJfY291bnQYAyABKAUibQoSUm9vbU1lbWJlcnNDaGFuZ2VkEgwKBHJvb20YASABKAkSDgoGam9pbmVkGAIgAygJEgwKBGxlZnQYAyADKAkSFAoMbWVtYmVyX2NvdW50GAQgASgFEhUKDW5hbWVzX29taXR0ZWQYBSABKAgiXAoLVHlwaW5nRXZlbnQSKwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SEAoIdXNlcm5hbWUYAiABKAkSDgoGdHlwaW5nGAMgASgIIj4KCFJvb21JbmZvEgwKBG5hbWUYASABKAkSFAoMbWVtYmVyX2NvdW50GAIgASgFEg4KBmpvaW5lZBgDIAEoCCItCglSb29tc0xpc3QSIAoFcm9vbXMYASADKAsyES5jaGF0LnYxLlJvb21JbmZvImYKA0FjaxISCgptZXNzYWdlX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIRCglkdXBsaWNhdGUYAyABKAgSKwoMY29udmVyc2F0aW9uGAQgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24iagoFRXJyb3ISIAoEY29kZRgBIAEoDjISLmNoYXQudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iZwoOQWRtaW5Ccm9hZGNhc3QSDAoEZnJvbRgBIAEoCRIMCgR0ZXh0GAIgASgJEgwKBHJvb20YAyABKAkSKwoHc2VudF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSwoNU3RhdGVSZXN0b3JlZBINCgVyb29tcxgBIAMoCRIZChFtZXNzYWdlc19yZXBsYXllZBgCIAEoBRIQCghjb21wbGV0ZRgDIAEoCCJ2CgxTZXJ2ZXJOb3RpY2USIQoEa2luZBgBIAEoDjITLmNoYXQudjEuTm90aWNlS2luZBIPCgdtZXNzYWdlGAIgASgJEjIKD3JlY29ubmVjdF9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI3CgRQb25nEi8KC3NlcnZlcl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJACg5Ub2tlblJlZnJlc2hlZBIuCgpleHBpcmVzX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKbAQoRR2V0SGlzdG9yeVJlcXVlc3QSMwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb25CBrpIA8gBARIbCgpiZWZvcmVfc2VxGAIgASgDQge6SAQiAigAEhoKCWFmdGVyX3NlcRgDIAEoA0IHukgEIgIoABIYCgVsaW1pdBgEIAEoBUIJukgGGgQYZCgAIkoKEkdldEhpc3RvcnlSZXNwb25zZRIiCghtZXNzYWdlcxgBIAMoCzIQLmNoYXQudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgCIAEoCCJVChZMaXN0T25saW5lVXNlcnNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiAASJmChdMaXN0T25saW5lVXNlcnNSZXNwb25zZRIcCgV1c2VycxgBIAMoCzINLmNoYXQudjEuVXNlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSFAoMb25saW5lX2NvdW50GAMgASgFIhIKEExpc3RSb29tc1JlcXVlc3QiNQoRTGlzdFJvb21zUmVzcG9uc2USIAoFcm9vbXMYASADKAsyES5jaGF0LnYxLlJvb21JbmZvIloKCEZpbGVJbmZvEhgKBG5hbWUYASABKAlCCrpIB3IFEAEY/wESHQoMY29udGVudF90eXBlGAIgASgJQge6SARyAhh/EhUKBHNpemUYAyABKANCB7pIBCICIAAiYQoRVXBsb2FkRmlsZVJlcXVlc3QSIQoEaW5mbxgBIAEoCzIRLmNoYXQudjEuRmlsZUluZm9IABIaCgVjaHVuaxgCIAEoDEIJukgGegQYgIAESABCDQoEZGF0YRIFukgCCAEiNAoSVXBsb2FkRmlsZVJlc3BvbnNlEh4KBGZpbGUYASABKAsyEC5jaGF0LnYxLkZpbGVSZWYiPQoTRG93bmxvYWRGaWxlUmVxdWVzdBImCgdmaWxlX2lkGAEgASgJQhW6SBJyEDIOXlswLTlhLWZdezY0fSQiUQoURG93bmxvYWRGaWxlUmVzcG9uc2USIAoEaW5mbxgBIAEoCzIQLmNoYXQudjEuRmlsZVJlZkgAEg8KBWNodW5rGAIgASgMSABCBgoEZGF0YSpPCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARISCg5ST0xFX01PREVSQVRPUhACEg4KClJPTEVfQURNSU4QAyqaAgoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIfChtFUlJPUl9DT0RFX0lOVkFMSURfQVJHVU1FTlQQARIYChRFUlJPUl9DT0RFX05PVF9GT1VORBACEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQAxIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAEEh4KGkVSUk9SX0NPREVfVU5BVVRIRU5USUNBVEVEEAUSIgoeRVJST1JfQ09ERV9GQUlMRURfUFJFQ09ORElUSU9OEAYSFwoTRVJST1JfQ09ERV9JTlRFUk5BTBAHEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQCCqBAQoKTm90aWNlS2luZBIbChdOT1RJQ0VfS0lORF9VTlNQRUNJRklFRBAAEhgKFE5PVElDRV9LSU5EX1NIVVRET1dOEAESHgoaTk9USUNFX0tJTkRfVE9LRU5fRVhQSVJJTkcQAhIcChhOT1RJQ0VfS0lORF9ESVNDT05ORUNURUQQAzK6AwoEQ2hhdBI5CgdDb25uZWN0EhQuY2hhdC52MS5DbGllbnRFdmVudBoULmNoYXQudjEuU2VydmVyRXZlbnQoATABEkUKCkdldEhpc3RvcnkSGi5jaGF0LnYxLkdldEhpc3RvcnlSZXF1ZXN0GhsuY2hhdC52MS5HZXRIaXN0b3J5UmVzcG9uc2USVAoPTGlzdE9ubGluZVVzZXJzEh8uY2hhdC52MS5MaXN0T25saW5lVXNlcnNSZXF1ZXN0GiAuY2hhdC52MS5MaXN0T25saW5lVXNlcnNSZXNwb25zZRJCCglMaXN0Um9vbXMSGS5jaGF0LnYxLkxpc3RSb29tc1JlcXVlc3QaGi5jaGF0LnYxLkxpc3RSb29tc1Jlc3BvbnNlEkcKClVwbG9hZEZpbGUSGi5jaGF0LnYxLlVwbG9hZEZpbGVSZXF1ZXN0GhsuY2hhdC52MS5VcGxvYWRGaWxlUmVzcG9uc2UoARJNCgxEb3dubG9hZEZpbGUSHC5jaGF0LnYxLkRvd25sb2FkRmlsZVJlcXVlc3QaHS5jaGF0LnYxLkRvd25sb2FkRmlsZVJlc3BvbnNlMAFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiNQoEVXNlchIQCgh1c2VybmFtZRgBIAEoCRIbCgRyb2xlGAIgASgOMg0uY2hhdC52MS5Sb2xlInoKDENvbnZlcnNhdGlvbhIsCgRyb29tGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSAASLQoEdXNlchgCIAEoCUIdukgachgyFl5bQS1aYS16MC05Xy4tXXszLDMyfSRIAEINCgRraW5kEgW6SAIIASLlAwoLQ2xpZW50RXZlbnQSGwoKcmVxdWVzdF9pZBgBIAEoCUIHukgEcgIYQBImCglqb2luX3Jvb20YAiABKAsyES5jaGF0LnYxLkpvaW5Sb29tSAASKAoKbGVhdmVfcm9vbRgDIAEoCzISLmNoYXQudjEuTGVhdmVSb29tSAASLAoMc2VuZF9tZXNzYWdlGAQgASgLMhQuY2hhdC52MS5TZW5kTWVzc2FnZUgAEjsKFHNlbmRfcHJpdmF0ZV9tZXNzYWdlGAUgASgLMhsuY2hhdC52MS5TZW5kUHJpdmF0ZU1lc3NhZ2VIABIhCgZ0eXBpbmcYBiABKAsyDy5jaGF0LnYxLlR5cGluZ0gAEiYKCXNlbmRfZmlsZRgHIAEoCzIRLmNoYXQudjEuU2VuZEZpbGVIABIvCgpsaXN0X3Jvb21zGAggASgLMhkuY2hhdC52MS5MaXN0Um9vbXNDb21tYW5kSAASIQoGcmVzdW1lGAkgASgLMg8uY2hhdC52MS5SZXN1bWVIABIdCgRwaW5nGAogASgLMg0uY2hhdC52MS5QaW5nSAASLgoNcmVmcmVzaF90b2tlbhgLIAEoCzIVLmNoYXQudjEuUmVmcmVzaFRva2VuSABCDgoFZXZlbnQSBbpIAggBIjYKCEpvaW5Sb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQiNwoJTGVhdmVSb29tEioKBHJvb20YASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQicwoLU2VuZE1lc3NhZ2USKgoEcm9vbRgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAieQoSU2VuZFByaXZhdGVNZXNzYWdlEikKAnRvGAEgASgJQh26SBpyGDIWXltBLVphLXowLTlfLi1dezMsMzJ9JBIYCgR0ZXh0GAIgASgJQgq6SAdyBRABGKAfEh4KDWNsaWVudF9tc2dfaWQYAyABKAlCB7pIBHICGEAiTQoGVHlwaW5nEjMKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uQga6SAPIAQESDgoGdHlwaW5nGAIgASgIIocBCghTZW5kRmlsZRIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEiYKB2ZpbGVfaWQYAiABKAlCFbpIEnIQMg5eWzAtOWEtZl17NjR9JBIeCg1jbGllbnRfbXNnX2lkGAMgASgJQge6SARyAhhAIhIKEExpc3RSb29tc0NvbW1hbmQiQQoGUmVzdW1lEjcKB2N1cnNvcnMYASADKAsyGy5jaGF0LnYxLkNvbnZlcnNhdGlvbkN1cnNvckIJukgGkgEDEPQDImQKEkNvbnZlcnNhdGlvbkN1cnNvchIzCgxjb252ZXJzYXRpb24YASABKAsyFS5jaGF0LnYxLkNvbnZlcnNhdGlvbkIGukgDyAEBEhkKCGxhc3Rfc2VxGAIgASgDQge6SAQiAigAIgYKBFBpbmciMAoMUmVmcmVzaFRva2VuEiAKDGFjY2Vzc190b2tlbhgBIAEoCUIKukgHcgUQARiAICLMBwoLU2VydmVyRXZlbnQSIwoHd2VsY29tZRgBIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEiwKDG9ubGluZV91c2VycxgCIAEoCzIULmNoYXQudjEuT25saW5lVXNlcnNIABIqCgt1c2VyX29ubGluZRgDIAEoCzITLmNoYXQudjEuVXNlck9ubGluZUgAEiwKDHVzZXJfb2ZmbGluZRgEIAEoCzIULmNoYXQudjEuVXNlck9mZmxpbmVIABIyCg9yZWNlbnRfbWVzc2FnZXMYBSABKAsyFy5jaGF0LnYxLlJlY2VudE1lc3NhZ2VzSAASIwoHbWVzc2FnZRgGIAEoCzIQLmNoYXQudjEuTWVzc2FnZUgAEioKC3Jvb21fam9pbmVkGAcgASgLMhMuY2hhdC52MS5Sb29tSm9pbmVkSAASLgoNbWVtYmVyX2pvaW5lZBgIIAEoCzIVLmNoYXQudjEuTWVtYmVySm9pbmVkSAASKgoLbWVtYmVyX2xlZnQYCSABKAsyEy5jaGF0LnYxLk1lbWJlckxlZnRIABImCgZ0eXBpbmcYCiABKAsyFC5jaGF0LnYxLlR5cGluZ0V2ZW50SAASKAoKcm9vbXNfbGlzdBgLIAEoCzISLmNoYXQudjEuUm9vbXNMaXN0SAASGwoDYWNrGAwgASgLMgwuY2hhdC52MS5BY2tIABIfCgVlcnJvchgNIAEoCzIOLmNoYXQudjEuRXJyb3JIABIyCg9hZG1pbl9icm9hZGNhc3QYDiABKAsyFy5jaGF0LnYxLkFkbWluQnJvYWRjYXN0SAASMAoOc3RhdGVfcmVzdG9yZWQYDyABKAsyFi5jaGF0LnYxLlN0YXRlUmVzdG9yZWRIABIuCg1zZXJ2ZXJfbm90aWNlGBAgASgLMhUuY2hhdC52MS5TZXJ2ZXJOb3RpY2VIABIdCgRwb25nGBEgASgLMg0uY2hhdC52MS5Qb25nSAASJgoJcm9vbV9sZWZ0GBIgASgLMhEuY2hhdC52MS5Sb29tTGVmdEgAEjIKD3Rva2VuX3JlZnJlc2hlZBgTIAEoCzIXLmNoYXQudjEuVG9rZW5SZWZyZXNoZWRIABI0ChBwcmVzZW5jZV9jaGFuZ2VkGB4gASgLMhguY2hhdC52MS5QcmVzZW5jZUNoYW5nZWRIABI7ChRyb29tX21lbWJlcnNfY2hhbmdlZBgfIAEoCzIbLmNoYXQudjEuUm9vbU1lbWJlcnNDaGFuZ2VkSAASEgoKcmVxdWVzdF9pZBhkIAEoCUIHCgVldmVudCLFAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEhsKBHVzZXIYAiABKAsyDS5jaGF0LnYxLlVzZXISLwoLc2VydmVyX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXJlY292ZXJlZBgEIAEoCBIPCgdub2RlX2lkGAUgASgJEjQKEHRva2VuX2V4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIloKC09ubGluZVVzZXJzEhwKBXVzZXJzGAEgAygLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiPwoKVXNlck9ubGluZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBSJACgtVc2VyT2ZmbGluZRIbCgR1c2VyGAEgASgLMg0uY2hhdC52MS5Vc2VyEhQKDG9ubGluZV9jb3VudBgCIAEoBSJ9Cg9QcmVzZW5jZUNoYW5nZWQSHQoGb25saW5lGAEgAygLMg0uY2hhdC52MS5Vc2VyEh4KB29mZmxpbmUYAiADKAsyDS5jaGF0LnYxLlVzZXISFAoMb25saW5lX2NvdW50GAMgASgFEhUKDW5hbWVzX29taXR0ZWQYBCABKAgiYQoOUmVjZW50TWVzc2FnZXMSKwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SIgoIbWVzc2FnZXMYAiADKAsyEC5jaGF0LnYxLk1lc3NhZ2UiRwoHRmlsZVJlZhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHNpemUYAyABKAMSFAoMY29udGVudF90eXBlGAQgASgJIt0BCgdNZXNzYWdlEgoKAmlkGAEgASgJEisKDGNvbnZlcnNhdGlvbhgCIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uEgsKA3NlcRgDIAEoAxIOCgZzZW5kZXIYBCABKAkSKwoHc2VudF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNY2xpZW50X21zZ19pZBgGIAEoCRIOCgR0ZXh0GAcgASgJSAASIAoEZmlsZRgIIAEoCzIQLmNoYXQudjEuRmlsZVJlZkgAQgYKBGJvZHkiQQoKUm9vbUpvaW5lZBIMCgRyb29tGAEgASgJEg8KB21lbWJlcnMYAiADKAkSFAoMbWVtYmVyX2NvdW50GAMgASgFIhgKCFJvb21MZWZ0EgwKBHJvb20YASABKAkiRAoMTWVtYmVySm9pbmVkEgwKBHJvb20YASABKAkSEAoIdXNlcm5hbWUYAiABKAkSFAoMbWVtYmVyX2NvdW50GAMgASgFIkIKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIUCgxtZW1iZXJfY291bnQYAyABKAUibQoSUm9vbU1lbWJlcnNDaGFuZ2VkEgwKBHJvb20YASABKAkSDgoGam9pbmVkGAIgAygJEgwKBGxlZnQYAyADKAkSFAoMbWVtYmVyX2NvdW50GAQgASgFEhUKDW5hbWVzX29taXR0ZWQYBSABKAgiXAoLVHlwaW5nRXZlbnQSKwoMY29udmVyc2F0aW9uGAEgASgLMhUuY2hhdC52MS5Db252ZXJzYXRpb24SEAoIdXNlcm5hbWUYAiABKAkSDgoGdHlwaW5nGAMgASgIIlQKCFJvb21JbmZvEgwKBG5hbWUYASABKAkSFAoMbWVtYmVyX2NvdW50GAIgASgFEg4KBmpvaW5lZBgDIAEoCBIUCgxvbmxpbmVfY291bnQYBCABKAUiLQoJUm9vbXNMaXN0EiAKBXJvb21zGAEgAygLMhEuY2hhdC52MS5Sb29tSW5mbyJmCgNBY2sSEgoKbWVzc2FnZV9pZBgBIAEoCRILCgNzZXEYAiABKAMSEQoJZHVwbGljYXRlGAMgASgIEisKDGNvbnZlcnNhdGlvbhgEIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uImoKBUVycm9yEiAKBGNvZGUYASABKA4yEi5jaGF0LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImcKDkFkbWluQnJvYWRjYXN0EgwKBGZyb20YASABKAkSDAoEdGV4dBgCIAEoCRIMCgRyb29tGAMgASgJEisKB3NlbnRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIksKDVN0YXRlUmVzdG9yZWQSDQoFcm9vbXMYASADKAkSGQoRbWVzc2FnZXNfcmVwbGF5ZWQYAiABKAUSEAoIY29tcGxldGUYAyABKAgidgoMU2VydmVyTm90aWNlEiEKBGtpbmQYASABKA4yEy5jaGF0LnYxLk5vdGljZUtpbmQSDwoHbWVzc2FnZRgCIAEoCRIyCg9yZWNvbm5lY3RfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iNwoEUG9uZxIvCgtzZXJ2ZXJfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQAoOVG9rZW5SZWZyZXNoZWQSLgoKZXhwaXJlc19hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirgEKEUdldEhpc3RvcnlSZXF1ZXN0EjMKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uQga6SAPIAQESGwoKYmVmb3JlX3NlcRgCIAEoA0IHukgEIgIoABIfCglhZnRlcl9zZXEYAyABKANCB7pIBCICKABIAIgBARIYCgVsaW1pdBgEIAEoBUIJukgGGgQYZCgAQgwKCl9hZnRlcl9zZXEiSgoSR2V0SGlzdG9yeVJlc3BvbnNlEiIKCG1lc3NhZ2VzGAEgAygLMhAuY2hhdC52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIIlUKFkxpc3RPbmxpbmVVc2Vyc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIABImYKF0xpc3RPbmxpbmVVc2Vyc1Jlc3BvbnNlEhwKBXVzZXJzGAEgAygLMg0uY2hhdC52MS5Vc2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIUCgxvbmxpbmVfY291bnQYAyABKAUiEgoQTGlzdFJvb21zUmVxdWVzdCI1ChFMaXN0Um9vbXNSZXNwb25zZRIgCgVyb29tcxgBIAMoCzIRLmNoYXQudjEuUm9vbUluZm8iVwoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUYyAEoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiAAiJ8ChNDb252ZXJzYXRpb25TdW1tYXJ5EisKDGNvbnZlcnNhdGlvbhgBIAEoCzIVLmNoYXQudjEuQ29udmVyc2F0aW9uEiYKDGxhc3RfbWVzc2FnZRgCIAEoCzIQLmNoYXQudjEuTWVzc2FnZRIQCghsYXN0X3NlcRgDIAEoAyJpChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjMKDWNvbnZlcnNhdGlvbnMYASADKAsyHC5jaGF0LnYxLkNvbnZlcnNhdGlvblN1bW1hcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIloKCEZpbGVJbmZvEhgKBG5hbWUYASABKAlCCrpIB3IFEAEY/wESHQoMY29udGVudF90eXBlGAIgASgJQge6SARyAhh/EhUKBHNpemUYAyABKANCB7pIBCICIAAiYQoRVXBsb2FkRmlsZVJlcXVlc3QSIQoEaW5mbxgBIAEoCzIRLmNoYXQudjEuRmlsZUluZm9IABIaCgVjaHVuaxgCIAEoDEIJukgGegQYgIAESABCDQoEZGF0YRIFukgCCAEiNAoSVXBsb2FkRmlsZVJlc3BvbnNlEh4KBGZpbGUYASABKAsyEC5jaGF0LnYxLkZpbGVSZWYiPQoTRG93bmxvYWRGaWxlUmVxdWVzdBImCgdmaWxlX2lkGAEgASgJQhW6SBJyEDIOXlswLTlhLWZdezY0fSQiUQoURG93bmxvYWRGaWxlUmVzcG9uc2USIAoEaW5mbxgBIAEoCzIQLmNoYXQudjEuRmlsZVJlZkgAEg8KBWNodW5rGAIgASgMSABCBgoEZGF0YSpPCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARISCg5ST0xFX01PREVSQVRPUhACEg4KClJPTEVfQURNSU4QAyqaAgoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIfChtFUlJPUl9DT0RFX0lOVkFMSURfQVJHVU1FTlQQARIYChRFUlJPUl9DT0RFX05PVF9GT1VORBACEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQAxIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAEEh4KGkVSUk9SX0NPREVfVU5BVVRIRU5USUNBVEVEEAUSIgoeRVJST1JfQ09ERV9GQUlMRURfUFJFQ09ORElUSU9OEAYSFwoTRVJST1JfQ09ERV9JTlRFUk5BTBAHEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQCCqBAQoKTm90aWNlS2luZBIbChdOT1RJQ0VfS0lORF9VTlNQRUNJRklFRBAAEhgKFE5PVElDRV9LSU5EX1NIVVRET1dOEAESHgoaTk9USUNFX0tJTkRfVE9LRU5fRVhQSVJJTkcQAhIcChhOT1RJQ0VfS0lORF9ESVNDT05ORUNURUQQAzKWBAoEQ2hhdBI5CgdDb25uZWN0EhQuY2hhdC52MS5DbGllbnRFdmVudBoULmNoYXQudjEuU2VydmVyRXZlbnQoATABEkUKCkdldEhpc3RvcnkSGi5jaGF0LnYxLkdldEhpc3RvcnlSZXF1ZXN0GhsuY2hhdC52MS5HZXRIaXN0b3J5UmVzcG9uc2USVAoPTGlzdE9ubGluZVVzZXJzEh8uY2hhdC52MS5MaXN0T25saW5lVXNlcnNSZXF1ZXN0GiAuY2hhdC52MS5MaXN0T25saW5lVXNlcnNSZXNwb25zZRJCCglMaXN0Um9vbXMSGS5jaGF0LnYxLkxpc3RSb29tc1JlcXVlc3QaGi5jaGF0LnYxLkxpc3RSb29tc1Jlc3BvbnNlEloKEUxpc3RDb252ZXJzYXRpb25zEiEuY2hhdC52MS5MaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QaIi5jaGF0LnYxLkxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USRwoKVXBsb2FkRmlsZRIaLmNoYXQudjEuVXBsb2FkRmlsZVJlcXVlc3QaGy5jaGF0LnYxLlVwbG9hZEZpbGVSZXNwb25zZSgBEk0KDERvd25sb2FkRmlsZRIcLmNoYXQudjEuRG93bmxvYWRGaWxlUmVxdWVzdBodLmNoYXQudjEuRG93bmxvYWRGaWxlUmVzcG9uc2UwAWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * User is the public view of an account.
@@ -332,7 +332,11 @@ export const ListRoomsCommandSchema: GenMessage<ListRoomsCommand> = /*@__PURE__*
 
 /**
  * Resume asks for what the client missed: every message after last_seq in
- * each named conversation, up to a server cap.
+ * each named conversation, oldest first, up to a server cap. last_seq 0 means
+ * the client has seen nothing of that conversation, so replay starts at its
+ * first message. When more was missed than the cap, StateRestored says
+ * complete=false and the client pages the rest with GetHistory(after_seq).
+ * Every event that answers a Resume carries its request_id.
  *
  * @generated from message chat.v1.Resume
  */
@@ -1074,6 +1078,8 @@ export type RoomInfo = Message$1<"chat.v1.RoomInfo"> & {
   name: string;
 
   /**
+   * member_count counts the room's stored members, online or not.
+   *
    * @generated from field: int32 member_count = 2;
    */
   memberCount: number;
@@ -1084,6 +1090,13 @@ export type RoomInfo = Message$1<"chat.v1.RoomInfo"> & {
    * @generated from field: bool joined = 3;
    */
   joined: boolean;
+
+  /**
+   * online_count counts the members with at least one live session.
+   *
+   * @generated from field: int32 online_count = 4;
+   */
+  onlineCount: number;
 };
 
 /**
@@ -1317,7 +1330,7 @@ export const TokenRefreshedSchema: GenMessage<TokenRefreshed> = /*@__PURE__*/
 
 /**
  * GetHistoryRequest pages through a conversation. With neither before_seq
- * nor after_seq it returns the latest page.
+ * nor after_seq set it returns the latest page.
  *
  * @generated from message chat.v1.GetHistoryRequest
  */
@@ -1328,18 +1341,21 @@ export type GetHistoryRequest = Message$1<"chat.v1.GetHistoryRequest"> & {
   conversation?: Conversation | undefined;
 
   /**
-   * before_seq pages backwards: messages with seq < before_seq.
+   * before_seq pages backwards: messages with seq < before_seq. 0 (or unset)
+   * means "no upper bound".
    *
    * @generated from field: int64 before_seq = 2;
    */
   beforeSeq: bigint;
 
   /**
-   * after_seq pages forwards: messages with seq > after_seq.
+   * after_seq pages forwards: messages with seq > after_seq, oldest first.
+   * Presence matters: after_seq set to 0 reads from the start of the
+   * conversation; unset reads the latest page.
    *
-   * @generated from field: int64 after_seq = 3;
+   * @generated from field: optional int64 after_seq = 3;
    */
-  afterSeq: bigint;
+  afterSeq?: bigint | undefined;
 
   /**
    * limit defaults to 50; at most 100.
@@ -1459,7 +1475,8 @@ export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*
   messageDesc(file_chat_v1_chat, 42);
 
 /**
- * ListRoomsResponse lists rooms.
+ * ListRoomsResponse lists the caller's rooms and the other public rooms,
+ * sorted by name.
  *
  * @generated from message chat.v1.ListRoomsResponse
  */
@@ -1476,6 +1493,101 @@ export type ListRoomsResponse = Message$1<"chat.v1.ListRoomsResponse"> & {
  */
 export const ListRoomsResponseSchema: GenMessage<ListRoomsResponse> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 43);
+
+/**
+ * ListConversationsRequest asks for one page of the caller's conversations.
+ *
+ * @generated from message chat.v1.ListConversationsRequest
+ */
+export type ListConversationsRequest = Message$1<"chat.v1.ListConversationsRequest"> & {
+  /**
+   * page_size defaults to 50; at most 200.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * page_token is a previous response's next_page_token, empty for the
+   * first page. It is opaque to clients.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message chat.v1.ListConversationsRequest.
+ * Use `create(ListConversationsRequestSchema)` to create a new message.
+ */
+export const ListConversationsRequestSchema: GenMessage<ListConversationsRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 44);
+
+/**
+ * ConversationSummary is one room or direct conversation the caller is in.
+ *
+ * @generated from message chat.v1.ConversationSummary
+ */
+export type ConversationSummary = Message$1<"chat.v1.ConversationSummary"> & {
+  /**
+   * conversation names it; for a direct conversation `user` is the caller's
+   * peer.
+   *
+   * @generated from field: chat.v1.Conversation conversation = 1;
+   */
+  conversation?: Conversation | undefined;
+
+  /**
+   * last_message is the newest message, unset when there is none.
+   *
+   * @generated from field: chat.v1.Message last_message = 2;
+   */
+  lastMessage?: Message | undefined;
+
+  /**
+   * last_seq is the conversation's newest sequence (0 when empty).
+   *
+   * Field numbers 10 to 19 are held for read state (unread and mention
+   * counts, last read seq).
+   *
+   * @generated from field: int64 last_seq = 3;
+   */
+  lastSeq: bigint;
+};
+
+/**
+ * Describes the message chat.v1.ConversationSummary.
+ * Use `create(ConversationSummarySchema)` to create a new message.
+ */
+export const ConversationSummarySchema: GenMessage<ConversationSummary> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 45);
+
+/**
+ * ListConversationsResponse lists one page of conversations, the most
+ * recently active first (then by name), rooms with no message last.
+ *
+ * @generated from message chat.v1.ListConversationsResponse
+ */
+export type ListConversationsResponse = Message$1<"chat.v1.ListConversationsResponse"> & {
+  /**
+   * @generated from field: repeated chat.v1.ConversationSummary conversations = 1;
+   */
+  conversations: ConversationSummary[];
+
+  /**
+   * next_page_token is empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message chat.v1.ListConversationsResponse.
+ * Use `create(ListConversationsResponseSchema)` to create a new message.
+ */
+export const ListConversationsResponseSchema: GenMessage<ListConversationsResponse> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 46);
 
 /**
  * FileInfo opens an upload.
@@ -1504,7 +1616,7 @@ export type FileInfo = Message$1<"chat.v1.FileInfo"> & {
  * Use `create(FileInfoSchema)` to create a new message.
  */
 export const FileInfoSchema: GenMessage<FileInfo> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 44);
+  messageDesc(file_chat_v1_chat, 47);
 
 /**
  * UploadFileRequest is FileInfo first, then chunks.
@@ -1535,7 +1647,7 @@ export type UploadFileRequest = Message$1<"chat.v1.UploadFileRequest"> & {
  * Use `create(UploadFileRequestSchema)` to create a new message.
  */
 export const UploadFileRequestSchema: GenMessage<UploadFileRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 45);
+  messageDesc(file_chat_v1_chat, 48);
 
 /**
  * UploadFileResponse names the stored file.
@@ -1554,7 +1666,7 @@ export type UploadFileResponse = Message$1<"chat.v1.UploadFileResponse"> & {
  * Use `create(UploadFileResponseSchema)` to create a new message.
  */
 export const UploadFileResponseSchema: GenMessage<UploadFileResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 46);
+  messageDesc(file_chat_v1_chat, 49);
 
 /**
  * DownloadFileRequest names a file by id.
@@ -1573,7 +1685,7 @@ export type DownloadFileRequest = Message$1<"chat.v1.DownloadFileRequest"> & {
  * Use `create(DownloadFileRequestSchema)` to create a new message.
  */
 export const DownloadFileRequestSchema: GenMessage<DownloadFileRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 47);
+  messageDesc(file_chat_v1_chat, 50);
 
 /**
  * DownloadFileResponse is FileRef first, then chunks.
@@ -1604,7 +1716,7 @@ export type DownloadFileResponse = Message$1<"chat.v1.DownloadFileResponse"> & {
  * Use `create(DownloadFileResponseSchema)` to create a new message.
  */
 export const DownloadFileResponseSchema: GenMessage<DownloadFileResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 48);
+  messageDesc(file_chat_v1_chat, 51);
 
 /**
  * Role orders what a user may do; each role includes the ones below it.
@@ -1771,7 +1883,8 @@ export const Chat: GenService<{
     output: typeof ListOnlineUsersResponseSchema;
   },
   /**
-   * ListRooms lists rooms with their live member counts.
+   * ListRooms lists the caller's rooms and the other public rooms, with
+   * their stored member counts and how many members are online.
    *
    * @generated from rpc chat.v1.Chat.ListRooms
    */
@@ -1779,6 +1892,17 @@ export const Chat: GenService<{
     methodKind: "unary";
     input: typeof ListRoomsRequestSchema;
     output: typeof ListRoomsResponseSchema;
+  },
+  /**
+   * ListConversations lists every room and direct conversation the caller
+   * is in, with its last message and last sequence, most recent first.
+   *
+   * @generated from rpc chat.v1.Chat.ListConversations
+   */
+  listConversations: {
+    methodKind: "unary";
+    input: typeof ListConversationsRequestSchema;
+    output: typeof ListConversationsResponseSchema;
   },
   /**
    * UploadFile takes FileInfo first, then the content in chunks of at most
