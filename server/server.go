@@ -7,23 +7,16 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -51,164 +44,6 @@ import (
 	"github.com/parleychat/parley/server/internal/store/postgres"
 	"github.com/parleychat/parley/server/internal/store/sqlite"
 )
-
-// ClientIPHeader is the metadata key the in-process bridge uses to pass the
-// browser's address; it is trusted only on the in-process connection.
-const ClientIPHeader = "x-parley-client-ip"
-
-// Config configures a Server. Zero values mean the documented defaults.
-type Config struct {
-	// GRPCAddr is the native gRPC listen address; default ":50051".
-	GRPCAddr string
-	// HTTPAddr is the bridge's listen address (gRPC-Web, /ws, REST, web
-	// app); default ":8080"; "off" disables it.
-	HTTPAddr string
-	// MetricsAddr serves /metrics and /debug/pprof; default
-	// "127.0.0.1:9090"; "off" disables it.
-	MetricsAddr string
-	// DataDir holds the database, files and generated secret; default "./data".
-	DataDir string
-	// DatabaseURL, when set, keeps messages, users and memberships in
-	// PostgreSQL instead of SQLite in DataDir (files and the secret stay in
-	// DataDir, which nodes of a cluster must then share or copy).
-	DatabaseURL string
-
-	// JWTSecret signs and verifies HS256 tokens; default: 32 random bytes
-	// created on first start and kept in DataDir/jwt.secret.
-	JWTSecret []byte
-	// JWTIssuer and JWTAudience are required in every token; default "parley".
-	JWTIssuer, JWTAudience string
-	// PublicKeyFiles are PEM files of RS256/Ed25519 keys of an external
-	// identity provider (selected by kid = file base name).
-	PublicKeyFiles []string
-	// AccessTTL is the lifetime of issued access tokens; default 15m.
-	AccessTTL time.Duration
-
-	// EncryptionKeys enables at-rest encryption: "id:base64key,..." with the
-	// first key active.
-	EncryptionKeys string
-	// MaxFileSize bounds uploads; default 10 MiB.
-	MaxFileSize int64
-	// Retention deletes messages older than this, hourly; 0 keeps them.
-	// With it set, files that no remaining message references are deleted
-	// too (their rows and, once no row names their content, their blobs),
-	// once FileGrace has passed since they were last uploaded or posted.
-	Retention time.Duration
-	// FileGrace is how long, with Retention set, a file that no message
-	// references is kept after it was last uploaded or posted: an upload
-	// must survive until its uploader posts it. Default the larger of 24h
-	// and Retention (so no file goes sooner than messages would).
-	FileGrace time.Duration
-
-	// TLSCertFile and TLSKeyFile enable TLS on the gRPC and HTTP listeners.
-	TLSCertFile, TLSKeyFile string
-	// AllowedOrigins are the browser origins the bridge accepts; default the
-	// HTTP listener's own http://localhost:PORT and http://127.0.0.1:PORT.
-	AllowedOrigins []string
-	// PingInterval is how often the bridge pings its WebSockets (/ws and
-	// gRPC-Web); one unanswered by the next ends the connection. Default
-	// bridge.DefaultPingInterval. Shorter suits proxies that close idle
-	// connections sooner.
-	PingInterval time.Duration
-	// Static is the web app served at "/"; nil serves none.
-	Static fs.FS
-
-	// RateLimits overrides the default per-user (connect: per-IP) limits,
-	// as "kind=N/unit[:burst],..." with kinds message, typing, join,
-	// upload, connect and other, e.g. "message=5/s:10,upload=unlimited".
-	RateLimits string
-	// QueueSize bounds each session's outbound queue; default 256.
-	QueueSize int
-	// WriteCoalesce is the least time between two writes to one busy
-	// connection (/ws, gRPC-Web or native gRPC): what queues meanwhile goes
-	// out in one write. A quiet connection is written at once. Default
-	// 20ms; negative writes every burst at once.
-	WriteCoalesce time.Duration
-	// TypingTimeout ends a typing indicator without a stop; default 5s.
-	TypingTimeout time.Duration
-	// PresenceWindow gathers presence changes into one event per window,
-	// and each room's member changes into one event per room and window;
-	// default 100ms; negative sends each change at once.
-	PresenceWindow time.Duration
-	// OnlineSnapshotLimit is how many online users (the first by username)
-	// a new session's OnlineUsers snapshot lists; clients page
-	// Chat.ListOnlineUsers for the rest. Default 100; at most 1000.
-	OnlineSnapshotLimit int
-	// PresenceNamesLimit: while more users than this are online, presence
-	// changes go out as counts only (PresenceChanged.names_omitted), since
-	// naming every arrival to every session costs O(N²); likewise a room's
-	// member changes while it has more members than this
-	// (RoomMembersChanged.names_omitted). Default 1000; negative always
-	// sends names.
-	PresenceNamesLimit int
-	// NATSURL joins this node to a cluster over NATS: nodes that share the
-	// NATS subject and the database serve one chat. Empty runs one node.
-	NATSURL string
-	// NATSSubject is the cluster's subject; default "parley.events".
-	NATSSubject string
-	// DisableRegistration refuses Auth.Register.
-	DisableRegistration bool
-	// ShutdownGrace bounds the graceful stop; default 10s.
-	ShutdownGrace time.Duration
-	// ReconnectAfter is the hint sent to clients on shutdown; default 2s.
-	ReconnectAfter time.Duration
-
-	Logger *slog.Logger
-}
-
-func (c *Config) setDefaults() {
-	def := func(s *string, v string) {
-		if *s == "" {
-			*s = v
-		}
-	}
-	def(&c.GRPCAddr, ":50051")
-	def(&c.HTTPAddr, ":8080")
-	def(&c.MetricsAddr, "127.0.0.1:9090")
-	def(&c.DataDir, "data")
-	def(&c.JWTIssuer, "parley")
-	def(&c.JWTAudience, "parley")
-	if c.AccessTTL <= 0 {
-		c.AccessTTL = 15 * time.Minute
-	}
-	if c.MaxFileSize <= 0 {
-		c.MaxFileSize = 10 << 20
-	}
-	if c.ShutdownGrace <= 0 {
-		c.ShutdownGrace = 10 * time.Second
-	}
-	if c.ReconnectAfter <= 0 {
-		c.ReconnectAfter = 2 * time.Second
-	}
-	if c.FileGrace == 0 {
-		c.FileGrace = max(filegc.DefaultGrace, c.Retention)
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-}
-
-// Validate reports a configuration that cannot work.
-func (c *Config) Validate() error {
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		return errors.New("TLS needs both a certificate and a key file")
-	}
-	if c.JWTSecret != nil && len(c.JWTSecret) < 32 {
-		return errors.New("the JWT secret must be at least 32 bytes")
-	}
-	if c.Retention < 0 || c.FileGrace < 0 {
-		return fmt.Errorf("retention (%v) and file grace (%v) must not be negative", c.Retention, c.FileGrace)
-	}
-	if c.OnlineSnapshotLimit < 0 || c.OnlineSnapshotLimit > 1000 {
-		return fmt.Errorf("the online snapshot limit must be between 1 and 1000 (0 for the default 100), not %d", c.OnlineSnapshotLimit)
-	}
-	for _, o := range c.AllowedOrigins {
-		if o == "*" || strings.Contains(o, "*") {
-			return errors.New("allowed origins must be exact; wildcards are refused")
-		}
-	}
-	return nil
-}
 
 // Server is one Parley node.
 type Server struct {
@@ -425,51 +260,6 @@ func clientIP(ctx context.Context) string {
 	return host
 }
 
-// LoadOrCreateSecret returns the HS256 secret kept in dir, creating a
-// random one on first use; it is never a well-known default.
-func LoadOrCreateSecret(dir string) ([]byte, error) {
-	path := filepath.Join(dir, "jwt.secret")
-	b, err := os.ReadFile(path)
-	if err == nil {
-		secret, err := DecodeSecret(b)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return secret, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	secret, err := auth.GenerateSecret()
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		if errors.Is(err, fs.ErrExist) { // another process won the race
-			return LoadOrCreateSecret(dir)
-		}
-		return nil, err
-	}
-	if _, err := f.WriteString(hex.EncodeToString(secret) + "\n"); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return secret, f.Close()
-}
-
-// DecodeSecret parses a hex-encoded secret of at least 32 bytes.
-func DecodeSecret(b []byte) ([]byte, error) {
-	secret, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(secret) < 32 {
-		return nil, errors.New("not a hex secret of at least 32 bytes")
-	}
-	return secret, nil
-}
-
 // Issuer mints tokens with the server's key (for `parleyd token` and tests).
 func (s *Server) Issuer() *auth.Issuer { return s.issuer }
 
@@ -577,87 +367,6 @@ func ignoreClosed(err error) error {
 		return nil
 	}
 	return err
-}
-
-func (s *Server) metricsHandler() http.Handler {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gauge := func(name, help string, f func(hub.Stats) float64) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(s.hub.Stats()) }))
-	}
-	counter := func(name, help string, f func(hub.Stats) float64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(s.hub.Stats()) }))
-	}
-	gauge("parley_connections", "Live Connect streams.", func(st hub.Stats) float64 { return float64(st.Connections) })
-	gauge("parley_online_users", "Users with at least one live stream.", func(st hub.Stats) float64 { return float64(st.OnlineUsers) })
-	gauge("parley_rooms", "Rooms with live members.", func(st hub.Stats) float64 { return float64(st.Rooms) })
-	counter("parley_messages_in_total", "Messages stored.", func(st hub.Stats) float64 { return float64(st.MessagesIn) })
-	counter("parley_messages_out_total", "Events queued to sessions by fan-out.", func(st hub.Stats) float64 { return float64(st.MessagesOut) })
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
-}
-
-// janitor runs RunJanitor at start and then hourly.
-func (s *Server) janitor() {
-	defer s.bg.Done()
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		s.RunJanitor(context.Background(), time.Now())
-		select {
-		case <-t.C:
-		case <-s.bgStop:
-			return
-		}
-	}
-}
-
-// RunJanitor does one pass of the hourly clean-up as of now: it deletes
-// expired refresh tokens and, when Retention is set, messages older than
-// it, then the files no message references any more that were last used
-// before now minus FileGrace (see package filegc). The server runs it
-// itself; tests call it with a now in the future to age what is stored.
-// Errors are logged and also returned, joined. Safe for concurrent use.
-func (s *Server) RunJanitor(ctx context.Context, now time.Time) error {
-	var errs []error
-	step := func(d time.Duration, what string, f func(ctx context.Context) error) {
-		// Each step has its own deadline, so that a slow one does not
-		// starve the next.
-		ctx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		if err := f(ctx); err != nil {
-			s.log.Error(what, "err", err)
-			errs = append(errs, fmt.Errorf("%s: %w", what, err))
-		}
-	}
-	step(time.Minute, "delete expired refresh tokens", func(ctx context.Context) error {
-		n, err := s.store.DeleteExpiredRefreshTokens(ctx, now)
-		if n > 0 {
-			s.log.Info("deleted expired refresh tokens", "count", n)
-		}
-		return err
-	})
-	if s.cfg.Retention <= 0 {
-		return errors.Join(errs...)
-	}
-	step(time.Minute, "retention", func(ctx context.Context) error {
-		n, err := s.store.DeleteMessagesBefore(ctx, now.Add(-s.cfg.Retention))
-		if n > 0 {
-			s.log.Info("retention deleted messages", "count", n)
-		}
-		return err
-	})
-	step(5*time.Minute, "file garbage collection", func(ctx context.Context) error {
-		_, err := s.files.Sweep(ctx, now)
-		return err
-	})
-	return errors.Join(errs...)
 }
 
 // Run starts the server and stops it gracefully when ctx ends.
