@@ -6,15 +6,14 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"path"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/parleychat/parley/internal/filename"
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 )
 
@@ -161,6 +160,13 @@ func (b *Bridge) postFile(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Every name that enters is reduced to a display name. The server does
+	// it too; doing it here keeps a bridge in front of an older parleyd
+	// safe. An empty name stays empty, for the contract's "name is
+	// required" refusal.
+	if name != "" {
+		name = filename.Display(name)
+	}
 	if size > b.cfg.MaxUploadBytes {
 		writeJSONError(w, http.StatusRequestEntityTooLarge, "INVALID_ARGUMENT", "file larger than "+strconv.FormatInt(b.cfg.MaxUploadBytes, 10)+" bytes")
 		return
@@ -229,13 +235,15 @@ func safeContentType(ct string) string {
 }
 
 // attachment is a Content-Disposition for name, with an ASCII fallback
-// and the RFC 5987 UTF-8 form; path parts and control characters are
-// removed.
+// and the RFC 6266/5987 UTF-8 form. The name is reduced to a display name
+// again (filename.Display) for files stored before uploads were; in the
+// fallback, quotes, backslashes and percent signs (which some browsers
+// decode) become underscores too.
 func attachment(name string) string {
-	name = safeFilename(name)
+	name = filename.Display(name)
 	var ascii strings.Builder
 	for _, r := range name {
-		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' || r == '%' {
 			ascii.WriteByte('_')
 		} else {
 			ascii.WriteRune(r)
@@ -250,24 +258,6 @@ func attachment(name string) string {
 		}
 	}
 	return `attachment; filename="` + ascii.String() + `"; filename*=UTF-8''` + ext.String()
-}
-
-func safeFilename(name string) string {
-	name = path.Base(strings.ReplaceAll(name, `\`, "/"))
-	name = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return -1
-		}
-		return r
-	}, strings.ToValidUTF8(name, "_"))
-	name = strings.Trim(name, " .")
-	if name == "" || name == "/" {
-		return "download"
-	}
-	if len(name) > 255 {
-		name = strings.ToValidUTF8(name[:255], "")
-	}
-	return name
 }
 
 // isAttrChar is RFC 5987's attr-char.

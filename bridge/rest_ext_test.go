@@ -408,3 +408,20 @@ func TestRESTOnlineUsersPageParams(t *testing.T) {
 		t.Fatalf("valid page: %d %s", r.status, r.body)
 	}
 }
+
+// TestRESTUploadNameReduced: a REST upload's name is reduced to a display
+// name before it reaches Chat.UploadFile, whatever the server behind does.
+func TestRESTUploadNameReduced(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, inProcess, nil)
+	r := e.do(t, "POST", "/api/files", map[string]string{
+		"Authorization": "Bearer tok-up", "Content-Type": "text/plain", "X-File-Name": "..%2F..%5Cetc%2Fpa%00ss%0D%0Awd%E2%80%AE.txt",
+	}, strings.NewReader("abc"))
+	if r.status != 200 {
+		t.Fatalf("upload: %d %s", r.status, r.body)
+	}
+	var up chatv1.UploadFileResponse
+	if err := protojson.Unmarshal(r.body, &up); err != nil || up.GetFile().GetName() != "passwd.txt" {
+		t.Fatalf("upload response %s (%v): want the name passwd.txt", r.body, err)
+	}
+}

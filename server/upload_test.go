@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"io"
 	"io/fs"
+	"net/http"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server"
@@ -182,5 +185,79 @@ func TestUploadShortStreams(t *testing.T) {
 				t.Fatalf("status = %v; want InvalidArgument with %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestUploadNamesAreReduced uploads files whose names carry paths,
+// backslashes, NUL, control and bidirectional characters, over gRPC and
+// over REST: each is stored, answered and posted under a safe display
+// name, and REST downloads are attachments with both filename forms and
+// nosniff.
+func TestUploadNamesAreReduced(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) { c.RateLimits = "upload=unlimited" }})
+	conn := srv.Dial(t)
+	tok := srv.Token(t, "alice", auth.RoleUser)
+	alice := connect(t, conn, "alice", tok)
+	for _, tt := range []struct{ name, want string }{
+		{"../../etc/passwd", "passwd"},
+		{`..\..\windows\system32\evil.dll`, "evil.dll"},
+		{"nul\x00byte.txt", "nulbyte.txt"},
+		{"header\r\nX-Evil: 1.txt", "headerX-Evil: 1.txt"},
+		{"invoice\u202Efdp.exe", "invoicefdp.exe"},
+		{"..", "file"},
+	} {
+		ref := upload(t, conn, tok, tt.name, "text/plain", []byte(tt.name))
+		if ref.GetName() != tt.want {
+			t.Errorf("upload %q answered name %q, want %q", tt.name, ref.GetName(), tt.want)
+			continue
+		}
+		ev := alice.next(replyTo(alice.send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_SendFile{SendFile: &chatv1.SendFile{Conversation: roomConv("general"), FileId: ref.GetId()}}})))
+		if ev.GetAck() == nil {
+			t.Fatalf("SendFile: %v", ev)
+		}
+		m := alice.next(func(ev *chatv1.ServerEvent) bool { return ev.GetMessage().GetFile().GetId() == ref.GetId() })
+		if got := m.GetMessage().GetFile().GetName(); got != tt.want {
+			t.Errorf("posted %q shows as %q, want %q", tt.name, got, tt.want)
+		}
+	}
+
+	// REST: the name arrives percent-encoded in X-File-Name.
+	base := "http://" + srv.HTTPAddr()
+	req, _ := http.NewRequest("POST", base+"/api/files", strings.NewReader("rest body"))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "text/html")
+	req.Header.Set("X-File-Name", url.PathEscape("..\\../r\u00e9sum\u00e9\x00\u202e.html"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var up chatv1.UploadFileResponse
+	if resp.StatusCode != 200 || protojson.Unmarshal(body, &up) != nil {
+		t.Fatalf("REST upload: %d %s", resp.StatusCode, body)
+	}
+	if got := up.GetFile().GetName(); got != "résumé.html" {
+		t.Fatalf("REST upload name %q, want %q", got, "résumé.html")
+	}
+	req, _ = http.NewRequest("GET", base+"/api/files/"+up.GetFile().GetId(), nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for k, want := range map[string]string{
+		"Content-Disposition":    `attachment; filename="r_sum_.html"; filename*=UTF-8''r%C3%A9sum%C3%A9.html`,
+		"X-Content-Type-Options": "nosniff",
+	} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("download %s = %q, want %q", k, got, want)
+		}
+	}
+	if resp.StatusCode != 200 || string(body) != "rest body" {
+		t.Fatalf("REST download: %d %q", resp.StatusCode, body)
 	}
 }

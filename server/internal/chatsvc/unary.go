@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/parleychat/parley/internal/filename"
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/blob"
 	"github.com/parleychat/parley/server/internal/hub"
@@ -143,7 +144,7 @@ func (s *Service) UploadFile(stream grpc.ClientStreamingServer[chatv1.UploadFile
 	// be deleting this same content right now, puts a blob back when it
 	// finds a row naming it, and Commit writes the blob again if it was
 	// taken.
-	f, err := s.cfg.Store.PutFile(ctx, store.File{BlobID: staged.ID(), Name: info.GetName(), Size: staged.Size(), ContentType: ctype, Uploader: p.Username})
+	f, err := s.cfg.Store.PutFile(ctx, store.File{BlobID: staged.ID(), Name: filename.Display(info.GetName()), Size: staged.Size(), ContentType: ctype, Uploader: p.Username})
 	if err != nil {
 		staged.Discard()
 		return toStatus(s.log, err)
