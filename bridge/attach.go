@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"google.golang.org/grpc/status"
@@ -141,9 +143,18 @@ func (t *directTransport) Detached() {
 	t.s.finish(t.ip)
 }
 
+// clip makes a decode error fit to echo in band: at most maxInBandMessage
+// bytes, cut on a character boundary, and valid UTF-8 whatever it quotes.
+// The message travels in a protobuf string, which must be UTF-8: the
+// server's encoder cannot send it otherwise.
 func clip(msg string) string {
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
 	if len(msg) > maxInBandMessage {
-		return msg[:maxInBandMessage]
+		cut := maxInBandMessage
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut]
 	}
 	return msg
 }

@@ -299,6 +299,8 @@ func (s *wsSession) readFailed(err error) {
 		s.end(websocket.StatusMessageTooBig, "frame too large")
 	case errors.As(err, &perr):
 		s.end(websocket.StatusProtocolError, string(perr))
+	case errors.Is(err, errInvalidUTF8):
+		s.end(websocket.StatusInvalidFramePayloadData, "text frame is not valid UTF-8")
 	default:
 		s.end(closeGoingAway, "read failed")
 	}
@@ -331,14 +333,11 @@ func (s *wsSession) forward(stream grpc.ClientStream, typ websocket.MessageType,
 }
 
 func (s *wsSession) inBandError(requestID, msg string) {
-	if len(msg) > maxInBandMessage {
-		msg = msg[:maxInBandMessage]
-	}
 	ev := &chatv1.ServerEvent{
 		RequestId: requestID,
 		Event: &chatv1.ServerEvent_Error{Error: &chatv1.Error{
 			Code:    chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT,
-			Message: strings.ToValidUTF8(msg, ""),
+			Message: clip(msg),
 		}},
 	}
 	s.enqueue(wsItem{ev: ev})

@@ -53,6 +53,10 @@ type protocolError string
 
 func (e protocolError) Error() string { return "websocket: " + string(e) }
 
+// errInvalidUTF8 is a text message that is not UTF-8; RFC 6455 (section
+// 8.1) has the connection failed, with 1007.
+var errInvalidUTF8 = errors.New("websocket: text message is not valid UTF-8")
+
 // upgradeWS answers a WebSocket handshake (RFC 6455, section 4.2.2) and
 // takes the connection over; subprotocol, when set, is echoed. On failure
 // it has answered w and returns nil.
@@ -131,7 +135,10 @@ func headerHasToken(h http.Header, name, token string) bool {
 // ReadMessage returns the next data message, answering pings on the way.
 // After the peer's close frame it returns a websocket.CloseError; a message
 // over the limit, websocket.ErrMessageTooBig; a frame that breaks the
-// protocol, a protocolError. The first error is final.
+// protocol, a protocolError; a text message that is not UTF-8,
+// errInvalidUTF8. The first error is final. So a text message returned is
+// always valid UTF-8, which everything downstream (protojson, the
+// in-band errors that quote it, the server's encoder) may rely on.
 func (c *wsConn) ReadMessage() (websocket.MessageType, []byte, error) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
@@ -184,6 +191,11 @@ func (c *wsConn) readMessage() (websocket.MessageType, []byte, error) {
 		if h.Fin {
 			if msg == nil {
 				msg = []byte{}
+			}
+			// Checked on the whole message: a fragment may end inside a
+			// character that the next one completes.
+			if typ == websocket.MessageText && !utf8.Valid(msg) {
+				return 0, nil, errInvalidUTF8
 			}
 			return typ, msg, nil
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"google.golang.org/grpc/codes"
@@ -423,4 +425,103 @@ func sessionGoroutines() int {
 		}
 	}
 	return n
+}
+
+// TestInvalidUTF8OnParleydWS sends text frames that are not UTF-8 to a
+// real parleyd, as the first frame, after a hello, and inside a JSON
+// string: each connection is failed with 1007 (RFC 6455 invalid payload
+// data), not a panic in the session (4500).
+func TestInvalidUTF8OnParleydWS(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	h := &harness{srv: srv, rec: &recorder{t: t, seen: map[string][]string{}}, toks: map[string]string{}}
+	tok := h.token(t, "mallory")
+	hello := []byte(`{"authorization":"Bearer ` + tok + `"}`)
+	for name, frames := range map[string][][]byte{
+		"first frame":        {[]byte("{\"requestId\":\"r1\",\"ping\":{}}\xff")},
+		"in a hello":         {[]byte("{\"authorization\":\"Bearer \xff\"}")},
+		"after a hello":      {hello, []byte("\xc3\x28")},
+		"inside a string":    {hello, []byte("{\"requestId\":\"r1\",\"sendMessage\":{\"room\":\"general\",\"text\":\"caf\xe9\"}}")},
+		"in the request id":  {hello, []byte("{\"requestId\":\"\xed\xa0\x80\",\"ping\":{}}")}, // a UTF-16 surrogate
+		"truncated sequence": {hello, []byte("{\"requestId\":\"r1\",\"ping\":{}} \xe2\x82")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			base := "http://" + srv.HTTPAddr()
+			c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {base}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			for _, f := range frames {
+				if err := c.Write(ctx, websocket.MessageText, f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for {
+				_, _, err := c.Read(ctx)
+				if err == nil {
+					continue // the welcome and what follows it
+				}
+				if code := websocket.CloseStatus(err); code != websocket.StatusInvalidFramePayloadData {
+					t.Fatalf("connection ended with %v (close code %d), want 1007", err, code)
+				}
+				return
+			}
+		})
+	}
+}
+
+// TestLongDecodeErrorOnParleydWS sends valid UTF-8 JSON frames whose
+// decode error, quoting a long field name of two-byte characters, is cut
+// to fit in band: the cut never splits a character (which the server
+// could not encode), the error arrives and the session reads on.
+func TestLongDecodeErrorOnParleydWS(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	h := &harness{srv: srv, rec: &recorder{t: t, seen: map[string][]string{}}, toks: map[string]string{}}
+	tok := h.token(t, "mallory")
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	base := "http://" + srv.HTTPAddr()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {base}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	frames := []string{`{"authorization":"Bearer ` + tok + `"}`}
+	for shift := range 2 { // one of the two lands the cut inside a character
+		frames = append(frames,
+			`{"requestId":"r1","`+strings.Repeat("x", shift)+strings.Repeat("é", 150)+`":1}`,
+			fmt.Sprintf(`{"requestId":"p%d","ping":{}}`, shift))
+	}
+	for _, f := range frames {
+		if err := c.Write(ctx, websocket.MessageText, []byte(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := 0
+	for pongs := 0; pongs < 2; {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("connection ended: %v (after %d errors, %d pongs)", err, errs, pongs)
+		}
+		ev := new(chatv1.ServerEvent)
+		if err := protojson.Unmarshal(data, ev); err != nil {
+			t.Fatal(err)
+		}
+		if e := ev.GetError(); e != nil {
+			if !utf8.ValidString(e.GetMessage()) || !strings.Contains(e.GetMessage(), "unknown field") || e.GetCode() != chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+				t.Fatalf("error = %v", e)
+			}
+			errs++
+		}
+		if ev.GetPong() != nil {
+			pongs++
+		}
+	}
+	if errs != 2 {
+		t.Fatalf("%d in-band errors, want 2", errs)
+	}
 }
