@@ -301,7 +301,7 @@ func (b *Bridge) writeStatus(w http.ResponseWriter, st *status.Status, trailer m
 	switch st.Code() {
 	case codes.Unauthenticated:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
-	case codes.ResourceExhausted:
+	case codes.ResourceExhausted, codes.Unavailable:
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(st, trailer)))
 	}
 	if code == http.StatusInternalServerError {

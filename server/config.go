@@ -107,6 +107,12 @@ type Config struct {
 	NATSSubject string
 	// DisableRegistration refuses Auth.Register.
 	DisableRegistration bool
+	// PasswordHashMemory is how many bytes the password hashes in flight
+	// (logins, registrations) may hold at once; what does not fit waits
+	// briefly, then is refused Unavailable with a retry delay. Their
+	// number is also capped at half the cores. Default an eighth of the
+	// memory the process may use (authsvc.HashMemoryBudget), at most 1 GiB.
+	PasswordHashMemory int64
 	// ShutdownGrace bounds the graceful stop; default 10s.
 	ShutdownGrace time.Duration
 	// ReconnectAfter is the hint sent to clients on shutdown; default 2s.
@@ -157,6 +163,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention < 0 || c.FileGrace < 0 {
 		return fmt.Errorf("retention (%v) and file grace (%v) must not be negative", c.Retention, c.FileGrace)
+	}
+	if c.PasswordHashMemory < 0 {
+		return fmt.Errorf("the password hash memory must not be negative, not %d", c.PasswordHashMemory)
 	}
 	if c.OnlineSnapshotLimit < 0 || c.OnlineSnapshotLimit > 1000 {
 		return fmt.Errorf("the online snapshot limit must be between 1 and 1000 (0 for the default 100), not %d", c.OnlineSnapshotLimit)

@@ -189,7 +189,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	authSvc, err := authsvc.New(authsvc.Config{Store: st, Issuer: s.issuer, Logger: cfg.Logger, DisableRegistration: cfg.DisableRegistration})
+	hashBudget := cfg.PasswordHashMemory
+	if hashBudget == 0 {
+		hashBudget = authsvc.HashMemoryBudget()
+	}
+	authSvc, err := authsvc.New(authsvc.Config{Store: st, Issuer: s.issuer, Logger: cfg.Logger, DisableRegistration: cfg.DisableRegistration,
+		Hashes: auth.NewHashLimiter(auth.HashLimiterConfig{MemoryBudget: hashBudget})})
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,11 @@
 // revoked, so both whoever replayed it and the rightful client must log in
 // again. Logout ends the family of the token given, which is one device's
 // login; the user's other devices stay logged in.
+//
+// Password hashes (Register, Login, and the dummy check for unknown
+// users) run through one auth.HashLimiter, sized from the memory this
+// process may use, so a login flood cannot take the server's memory or
+// its cores: what does not fit is refused Unavailable with a RetryInfo.
 package authsvc
 
 import (
@@ -18,8 +23,10 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
@@ -46,6 +53,9 @@ type Config struct {
 	// DisableRegistration refuses Register (accounts then come from
 	// `parleyd user add`).
 	DisableRegistration bool
+	// Hashes bounds the password hashes in flight. Nil means a limiter
+	// whose memory budget is HashMemoryBudget().
+	Hashes *auth.HashLimiter
 }
 
 // Service implements chatv1.AuthServer.
@@ -68,6 +78,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.RefreshTTL <= 0 {
 		cfg.RefreshTTL = 30 * 24 * time.Hour
 	}
+	if cfg.Hashes == nil {
+		cfg.Hashes = auth.NewHashLimiter(auth.HashLimiterConfig{MemoryBudget: HashMemoryBudget()})
+	}
 	h, err := auth.HashPassword("parley-timing-equaliser")
 	if err != nil {
 		return nil, err
@@ -85,9 +98,9 @@ func (s *Service) Register(ctx context.Context, req *chatv1.RegisterRequest) (*c
 	if s.cfg.DisableRegistration {
 		return nil, status.Error(codes.PermissionDenied, "registration is disabled on this server")
 	}
-	hash, err := auth.HashPassword(req.GetPassword())
+	hash, err := s.cfg.Hashes.Hash(ctx, req.GetPassword())
 	if err != nil {
-		return nil, s.internal("hash password", err)
+		return nil, s.hashErr("hash password", err)
 	}
 	u := store.User{Username: req.GetUsername(), PasswordHash: hash, Role: store.RoleUser, Active: true, CreatedAt: time.Now().UTC()}
 	if err := s.cfg.Store.CreateUser(ctx, u); errors.Is(err, store.ErrExists) {
@@ -106,12 +119,20 @@ func (s *Service) Register(ctx context.Context, req *chatv1.RegisterRequest) (*c
 func (s *Service) Login(ctx context.Context, req *chatv1.LoginRequest) (*chatv1.LoginResponse, error) {
 	u, err := s.cfg.Store.GetUser(ctx, req.GetUsername())
 	if errors.Is(err, store.ErrNotFound) {
-		auth.CheckPassword(s.dummyHash, req.GetPassword())
+		// Through the limiter too: an unknown user must be refused (or
+		// asked to retry) like a wrong password, or the answer would tell.
+		if _, err := s.cfg.Hashes.Check(ctx, s.dummyHash, req.GetPassword()); err != nil {
+			return nil, s.hashErr("check password", err)
+		}
 		return nil, errBadLogin
 	} else if err != nil {
 		return nil, s.internal("get user", err)
 	}
-	if !auth.CheckPassword(u.PasswordHash, req.GetPassword()) {
+	ok, err := s.cfg.Hashes.Check(ctx, u.PasswordHash, req.GetPassword())
+	if err != nil {
+		return nil, s.hashErr("check password", err)
+	}
+	if !ok {
 		return nil, errBadLogin
 	}
 	if !u.Active {
@@ -200,6 +221,24 @@ func (s *Service) login(ctx context.Context, u store.User) (*chatv1.User, *chatv
 		AccessToken: access, AccessExpiresAt: timestamppb.New(exp),
 		RefreshToken: refresh, RefreshExpiresAt: timestamppb.New(rt.ExpiresAt),
 	}, nil
+}
+
+// hashErr maps a password hash that did not run: the limiter was full
+// (Unavailable with a RetryInfo, which the REST bridge turns into 503 and
+// Retry-After) or the call ended.
+func (s *Service) hashErr(what string, err error) error {
+	switch {
+	case errors.Is(err, auth.ErrHashBusy):
+		retry := s.cfg.Hashes.RetryAfter()
+		st := status.Newf(codes.Unavailable, "too many logins in progress; retry in %s", retry)
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)}); derr == nil {
+			st = d
+		}
+		return st.Err()
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	return s.internal(what, err)
 }
 
 func (s *Service) internal(what string, err error) error {
