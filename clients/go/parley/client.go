@@ -334,7 +334,8 @@ func (c *Client) Rooms(ctx context.Context) ([]*chatv1.RoomInfo, error) {
 }
 
 // UploadFile stores size bytes read from r under name and returns the
-// stored file; its id is the hex SHA-256 of the content. Post it with
+// stored file: a new file id with this upload's name (reduced to a safe
+// display name) and type, even when the content was uploaded before. Post it with
 // [Session.SendFile]. The server refuses files over its limit (default
 // 10 MiB) and content that is not exactly size bytes.
 func (c *Client) UploadFile(ctx context.Context, name, contentType string, r io.Reader, size int64) (*chatv1.FileRef, error) {

@@ -1,11 +1,12 @@
 // Package blob owns file contents: a content-addressed store in a
-// directory, where a file's id is the hex SHA-256 of its plaintext and it
-// lives at Dir/<first two hex digits>/<id>. File metadata (names, uploaders)
-// is not kept here; it belongs to the message store.
+// directory, where a blob's id is the hex SHA-256 of its plaintext and it
+// lives at Dir/<first two hex digits>/<id>. Uploads of the same content
+// share one blob. File metadata (names, types, uploaders: one record per
+// upload) is not kept here; it belongs to the message store.
 //
 // With a sealer.Keyring the bytes on disk are sealed with
-// sealer.SealWriter; ids stay plaintext hashes (that is what store.File.ID
-// means), so someone who can read the directory can confirm whether a file
+// sealer.SealWriter; ids stay plaintext hashes (that is what
+// store.File.BlobID means), so someone who can read the directory can confirm whether a file
 // they already hold is stored, but not read any file they do not.
 //
 // Uploads are staged (Stage) and then committed (Staged.Commit), so the

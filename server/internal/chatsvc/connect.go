@@ -34,7 +34,8 @@ type Store interface {
 	GetFile(ctx context.Context, id string) (store.File, error)
 }
 
-// Blobs stores file contents by SHA-256.
+// Blobs stores file contents by SHA-256, shared by uploads of the same
+// content (each upload is a store.File of its own).
 type Blobs interface {
 	Stage(ctx context.Context, r io.Reader) (*blob.Staged, error)
 	Open(ctx context.Context, id string) (io.ReadCloser, error)
