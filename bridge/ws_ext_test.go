@@ -195,6 +195,31 @@ func TestWSOversizedFrameCloses1009(t *testing.T) {
 	e.waitEnded(t, "big", 10*time.Second)
 }
 
+// TestWSInvalidUTF8Closes1007: on the proxied path too, a text frame that
+// is not UTF-8 fails the connection with 1007 (RFC 6455 invalid payload
+// data), whether it is split across fragments or not.
+func TestWSInvalidUTF8Closes1007(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, inProcess, nil)
+	for name, frame := range map[string]string{
+		"first frame": "\xff",
+		"after hello": "{\"requestId\":\"r1\",\"sendMessage\":{\"room\":\"general\",\"text\":\"caf\xe9\"}}",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := testCtx(t)
+			c := dialWS(t, ctx, e, wsOpts{})
+			if name == "after hello" {
+				writeText(t, ctx, c, hello("utf8"))
+				mustReadWS(t, ctx, c, websocket.MessageText)
+			}
+			_ = c.Write(ctx, websocket.MessageText, []byte(frame))
+			if ce := readClose(t, ctx, c); ce.Code != websocket.StatusInvalidFramePayloadData {
+				t.Fatalf("close %v, want 1007", ce)
+			}
+		})
+	}
+}
+
 func TestWSMalformedFramesAnsweredInBand(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, inProcess, nil)
