@@ -134,7 +134,9 @@ type HashLimiterConfig struct {
 	// Default half of GOMAXPROCS, at least 1.
 	MaxConcurrent int
 	// MaxWaiting is how many hashes may wait for room; more are refused
-	// at once. Default 4 × the hashes the budget admits.
+	// at once. A waiter holds no hash memory, only its goroutine. Default
+	// 16 × the hashes the budget admits: about what those finish within
+	// the default MaxWait (a new hash takes some 20-40 ms).
 	MaxWaiting int
 	// MaxWait is how long a hash waits for room before ErrHashBusy.
 	// Default 500ms.
@@ -175,7 +177,7 @@ func NewHashLimiter(cfg HashLimiterConfig) *HashLimiter {
 	capKiB := min(cfg.MemoryBudget>>10, int64(cfg.MaxConcurrent)*argonMemoryKiB)
 	capKiB = max(capKiB, argonMemoryKiB)
 	if cfg.MaxWaiting <= 0 {
-		cfg.MaxWaiting = 4 * int(capKiB/argonMemoryKiB)
+		cfg.MaxWaiting = 16 * int(capKiB/argonMemoryKiB)
 	}
 	return &HashLimiter{sem: semaphore.NewWeighted(capKiB), capKiB: capKiB, maxWaiting: int64(cfg.MaxWaiting), maxWait: cfg.MaxWait}
 }
