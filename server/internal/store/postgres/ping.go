@@ -1,0 +1,9 @@
+package postgres
+
+import "context"
+
+// Ping reports whether the database answers within ctx, for the server's
+// readiness probe. It uses the read pool, never the append writer's
+// connection, so a probe does not queue behind a commit. Safe for
+// concurrent use.
+func (s *Store) Ping(ctx context.Context) error { return s.db.Ping(ctx) }
