@@ -38,11 +38,6 @@ var healthServices = []string{"", chatv1.Chat_ServiceDesc.ServiceName, chatv1.Au
 // shutdown has begun.
 var errShuttingDown = status.Error(codes.Unavailable, "server shutting down; reconnect to another node or retry shortly")
 
-// pinger is the store's readiness check (both stores have it).
-type pinger interface {
-	Ping(ctx context.Context) error
-}
-
 // Ready reports nil when this node should get traffic, else why not.
 // Safe for concurrent use.
 func (s *Server) Ready(ctx context.Context) error {
@@ -51,10 +46,8 @@ func (s *Server) Ready(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	if p, ok := s.store.(pinger); ok {
-		if err := p.Ping(ctx); err != nil {
-			return fmt.Errorf("store unreachable: %w", err)
-		}
+	if err := s.store.Ping(ctx); err != nil {
+		return fmt.Errorf("store unreachable: %w", err)
 	}
 	if s.broker != nil {
 		if err := s.broker.Status(); err != nil {

@@ -231,6 +231,8 @@ type Store interface {
 	filegc.Store
 	DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error)
 	DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error)
+	// Ping reports whether the database answers, for /readyz.
+	Ping(ctx context.Context) error
 	Close() error
 }
 
@@ -510,8 +512,13 @@ type UserStore interface {
 	SetUserRole(ctx context.Context, username, role string) error
 }
 
-// EnsureUser makes sure username exists in st with role.
+// EnsureUser makes sure username exists in st with role. A username the
+// protocol forbids is refused (auth.ErrInvalidUsername), so no account is
+// made that the API could not name.
 func EnsureUser(ctx context.Context, st UserStore, username string, role auth.Role) error {
+	if err := auth.ValidateUsername(username); err != nil {
+		return err
+	}
 	u, err := st.GetUser(ctx, username)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
