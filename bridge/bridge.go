@@ -158,10 +158,12 @@ type Bridge struct {
 	cfg     Config
 	log     *slog.Logger
 	origins originList
-	grpcWeb *grpcweb.WrappedGrpcServer
-	proxy   *grpc.Server // non-nil in standalone mode
-	handler http.Handler
-	static  *staticHandler
+	// refusals logs refused origins, a line per origin per minute.
+	refusals *refusalLog
+	grpcWeb  *grpcweb.WrappedGrpcServer
+	proxy    *grpc.Server // non-nil in standalone mode
+	handler  http.Handler
+	static   *staticHandler
 
 	// Transport timeouts; fields so that tests can shorten them.
 	firstFrameTimeout  time.Duration
@@ -184,6 +186,7 @@ func New(cfg Config) (*Bridge, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		origins:  origins,
+		refusals: newRefusalLog(cfg.Logger),
 		sessions: make(map[*wsSession]struct{}),
 
 		firstFrameTimeout:  firstFrameTimeout,

@@ -101,13 +101,19 @@ func (b *Bridge) serveGRPCWeb(w http.ResponseWriter, r *http.Request) {
 	if refuseTokenInURL(w, r) {
 		return
 	}
-	if !b.grpcWeb.IsGrpcWebSocketRequest(r) {
-		// improbable only withholds CORS headers from a foreign origin;
-		// refuse it outright.
-		if !b.origins.allowsRequest(r) {
-			http.Error(w, "origin not allowed", http.StatusForbidden)
-			return
+	if !b.origins.allowsRequest(r) {
+		// improbable only withholds CORS headers from a foreign origin on
+		// the HTTP transport, and answers a bare 403 on the WebSocket one;
+		// refuse it here, saying why.
+		transport := "grpc-web"
+		if b.grpcWeb.IsGrpcWebSocketRequest(r) {
+			transport = "grpc-web-ws"
 		}
+		b.refusals.refused(r, transport, originOf(r))
+		grpcWebRefusal(w, originRefusal(originOf(r)))
+		return
+	}
+	if !b.grpcWeb.IsGrpcWebSocketRequest(r) {
 		// One message per request on this transport (client streaming
 		// needs the WebSocket one); twice the frame limit leaves room for
 		// the base64 of application/grpc-web-text.

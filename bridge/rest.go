@@ -85,7 +85,9 @@ func (b *Bridge) api(maxBody int64, h http.HandlerFunc) http.Handler {
 		}
 		if origin := r.Header.Get("Origin"); origin != "" || len(r.Header.Values("Origin")) > 0 {
 			if !b.origins.allows(origin) {
-				writeJSONError(w, http.StatusForbidden, "PERMISSION_DENIED", "origin not allowed")
+				origin = originOf(r)
+				b.refusals.refused(r, "rest", origin)
+				writeJSONError(w, http.StatusForbidden, "PERMISSION_DENIED", originRefusal(origin))
 				return
 			}
 			hdr.Set("Access-Control-Allow-Origin", origin)
