@@ -410,7 +410,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 // shutdownReserve is the part of the grace kept for the forced stop and
 // closing storage after the drain: the whole shutdown fits in the grace.
-func shutdownReserve(grace time.Duration) time.Duration { return min(grace/4, 2*time.Second) }
+func shutdownReserve(grace time.Duration) time.Duration { return min(grace/3, 3*time.Second) }
 
 // Shutdown stops the node in an order that lets no client in while it
 // drains: first it stops accepting (gRPC and HTTP listeners closed, health
@@ -423,6 +423,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
 		// Stop accepting.
+		start := time.Now()
 		s.stopping.Store(true)
 		s.health.Shutdown()
 		s.bgCancel()
@@ -461,9 +462,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.log.Warn("sessions still live at the drain deadline; cutting them", "sessions", s.hub.Stats().Connections)
 		}
 
-		// Stop.
+		// Stop. From here every wait is bounded by ctx: a handler still
+		// finishing a store write, or a store still committing, must not
+		// hold the process past its grace (a supervisor would kill it
+		// there anyway, less cleanly).
+		drained := time.Since(start)
 		if s.bridge != nil {
-			s.bridge.Close()
+			waitUntil(ctx, func() { s.bridge.Close() })
 		}
 		if s.http != nil {
 			select {
@@ -478,8 +483,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		select {
 		case <-done:
 		case <-drainCtx.Done():
-			s.grpc.Stop()
-			<-done
+			s.grpc.Stop() // ends every stream; GracefulStop still waits for their handlers
+			select {
+			case <-done:
+			case <-ctx.Done():
+				s.log.Warn("handlers still running at the shutdown deadline")
+			}
 		}
 		if s.inproc != nil {
 			s.inproc.Close()
@@ -490,13 +499,35 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.broker != nil {
 			s.broker.Close()
 		}
+		serversStopped := time.Since(start)
 		close(s.bgStop)
 		s.bg.Wait()
 		s.limit.Close()
-		err = s.store.Close()
-		s.log.Info("stopped")
+		closed := make(chan error, 1)
+		go func() { closed <- s.store.Close() }()
+		select {
+		case err = <-closed:
+		case <-ctx.Done():
+			err = errors.New("storage was still closing at the shutdown deadline")
+		}
+		s.log.Info("stopped", "drain", drained.Round(time.Millisecond), "servers", serversStopped.Round(time.Millisecond),
+			"total", time.Since(start).Round(time.Millisecond))
 	})
 	return err
+}
+
+// waitUntil runs f and waits for it to return or ctx to end, reporting
+// whether f returned (f keeps running otherwise, and must not touch what
+// the caller uses after).
+func waitUntil(ctx context.Context, f func()) bool {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // EnsureUser makes sure username exists with role, creating it with an

@@ -135,7 +135,7 @@ func TestShutdownUnderLoadFinishesWithinGrace(t *testing.T) {
 		c.RateLimits = "message=unlimited,connect=unlimited,other=unlimited"
 	}})
 	const clients = 40
-	const grace = 3 * time.Second
+	const grace = 5 * time.Second
 	conn := srv.Dial(t)
 	toks := make([]string, clients)
 	for i := range toks {
