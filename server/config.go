@@ -20,9 +20,9 @@ type Config struct {
 	// GRPCAddr is the native gRPC listen address; default ":50051".
 	GRPCAddr string
 	// HTTPAddr is the bridge's listen address (gRPC-Web, /ws, REST, web
-	// app); default ":8080"; "off" disables it.
+	// app, /healthz, /readyz); default ":8080"; "off" disables it.
 	HTTPAddr string
-	// MetricsAddr serves /metrics and /debug/pprof; default
+	// MetricsAddr serves /metrics, /debug/pprof, /healthz and /readyz; default
 	// "127.0.0.1:9090"; "off" disables it.
 	MetricsAddr string
 	// DataDir holds the database, files and generated secret; default "./data".
@@ -63,6 +63,8 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// AllowedOrigins are the browser origins the bridge accepts; default the
 	// HTTP listener's own http://localhost:PORT and http://127.0.0.1:PORT.
+	// Any other origin is refused with a message naming it and the
+	// --allowed-origins entry that admits it (and a warning in the log).
 	AllowedOrigins []string
 	// PingInterval is how often the bridge pings its WebSockets (/ws and
 	// gRPC-Web); one unanswered by the next ends the connection. Default
@@ -107,7 +109,10 @@ type Config struct {
 	NATSSubject string
 	// DisableRegistration refuses Auth.Register.
 	DisableRegistration bool
-	// ShutdownGrace bounds the graceful stop; default 10s.
+	// ShutdownGrace bounds the whole graceful stop (Run's Shutdown): new
+	// clients are refused at once, sessions are told to reconnect and get
+	// all but a third of it (at most 3s) to end, and the rest stops the
+	// servers and closes storage. Default 10s.
 	ShutdownGrace time.Duration
 	// ReconnectAfter is the hint sent to clients on shutdown; default 2s.
 	ReconnectAfter time.Duration

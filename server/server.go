@@ -1,7 +1,11 @@
 // Package server wires Parley together: storage, hub, services, the one
 // interceptor chain, the gRPC listener, the HTTP bridge and the metrics
-// listener, and their graceful stop. cmd/parleyd fills its Config from
-// flags and the environment.
+// listener, the health probes (see health.go), and their graceful stop.
+// cmd/parleyd fills its Config from flags and the environment.
+//
+// Concurrency: a *Server is safe for concurrent use; Start is called once,
+// Shutdown any number of times (the first does the work, the others wait
+// for it).
 package server
 
 import (
