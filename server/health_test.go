@@ -161,3 +161,35 @@ func TestReadyzFailsWhenTheStoreIsUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// TestReadyzFailsWhenNATSIsUnreachable: a clustered node whose NATS link
+// is cut (a proxy of the test's own, closed) is not ready.
+func TestReadyzFailsWhenNATSIsUnreachable(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(natsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startProxy(t, u.Host)
+	u.Host = proxy.ln.Addr().String()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.MetricsAddr = "127.0.0.1:0"
+		c.NATSURL, c.NATSSubject = u.String(), "parley.test.readyz."+strings.ReplaceAll(t.Name(), "/", ".")
+	}})
+	metrics := "http://" + srv.MetricsAddr()
+	if code, body := getStatus(t, metrics+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz with NATS up = %d %q", code, body)
+	}
+	proxy.Close()
+	deadline := time.Now().Add(waitFor)
+	for {
+		code, body := getStatus(t, metrics+"/readyz")
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "NATS") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz with NATS cut = %d %q, want 503 naming NATS", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
