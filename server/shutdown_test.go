@@ -193,6 +193,7 @@ func TestShutdownUnderLoadFinishesWithinGrace(t *testing.T) {
 	start := time.Now()
 	err := srv.Shutdown(sctx)
 	took := time.Since(start)
+	t.Logf("shutdown took %s", took)
 	cancel()
 	wg.Wait()
 	if err != nil {
