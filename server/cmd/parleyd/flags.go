@@ -33,7 +33,7 @@ func newFlags(name string, env lookupEnv, out io.Writer, usage string) *flags {
 	f := &flags{FlagSet: fs, env: env}
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
-		fmt.Fprintf(fs.Output(), "\nFlags of %s (each also read from PARLEY_<FLAG>, e.g. PARLEY_DATA_DIR):\n", name)
+		fmt.Fprintf(fs.Output(), "\nFlags of %s (one marked \"env X\" is also read from the variable X):\n", name)
 		fs.PrintDefaults()
 	}
 	return f

@@ -3,9 +3,9 @@
 // the commands that manage its accounts offline (see usage below, or run
 // `parleyd help`).
 //
-// Every flag has a PARLEY_* environment fallback (shown in each command's
-// help); the account commands read the same storage flags as the server, so
-// they act on the database the server uses.
+// The server's flags and the storage flags of every command have a
+// PARLEY_* environment fallback (shown in each command's help), so the
+// account commands act on the database the server uses.
 package main
 
 import (
@@ -44,11 +44,12 @@ Usage:
 
 ROLE is user, moderator or admin. A username is 3 to 32 ASCII letters,
 digits, '_', '.' or '-'. Every command reads the server's storage flags
-(--data-dir, --database-url) and every flag falls back to PARLEY_<FLAG>,
-e.g. PARLEY_DATABASE_URL, so the commands act on the server's database.
-The user commands change the database directly: a running server applies
-a deactivation or a role change at the user's next connect or token
-refresh (the Admin API also ends live sessions).
+(--data-dir, --database-url), and those and every server flag fall back
+to PARLEY_<FLAG> (e.g. PARLEY_DATABASE_URL), so the commands act on the
+database the server uses. The user commands change the database
+directly: a running server applies a deactivation or a role change at the
+user's next connect or token refresh (the Admin API also ends live
+sessions).
 
 Run "parleyd help COMMAND" (or "parleyd COMMAND --help") for its flags.
 `
