@@ -47,9 +47,9 @@ digits, '_', '.' or '-'. Every command reads the server's storage flags
 (--data-dir, --database-url), and those and every server flag fall back
 to PARLEY_<FLAG> (e.g. PARLEY_DATABASE_URL), so the commands act on the
 database the server uses. The user commands change the database
-directly: a running server applies a deactivation or a role change at the
-user's next connect or token refresh (the Admin API also ends live
-sessions).
+directly: a running server applies a deactivation or a role change to
+the user's next call or connect, while live streams go on (the Admin API
+also ends those).
 
 Run "parleyd help COMMAND" (or "parleyd COMMAND --help") for its flags.
 `
