@@ -24,10 +24,11 @@ import (
 
 	"github.com/parleychat/parley/clients/web"
 	"github.com/parleychat/parley/server"
+	"github.com/parleychat/parley/server/internal/auth"
 )
 
-// usage is the top-level help.
-const usage = `parleyd is the Parley chat server.
+// usage is the top-level help; %s is the username pattern.
+const usageFormat = `parleyd is the Parley chat server.
 
 Usage:
   parleyd [serve] [flags]           run the server (the default command)
@@ -42,10 +43,11 @@ Usage:
   parleyd user deactivate --username NAME
   parleyd user activate --username NAME
 
-ROLE is user, moderator or admin. A username is 3 to 32 ASCII letters,
-digits, '_', '.' or '-'. Every command reads the server's storage flags
-(--data-dir, --database-url), and those and every server flag fall back
-to PARLEY_<FLAG> (e.g. PARLEY_DATABASE_URL), so the commands act on the
+ROLE is user, moderator or admin; a username matches %s.
+
+Every command reads the server's storage flags (--data-dir,
+--database-url), and those and every server flag fall back to
+PARLEY_<FLAG> (e.g. PARLEY_DATABASE_URL), so the commands act on the
 database the server uses. The user commands change the database
 directly: a running server applies a deactivation or a role change to
 the user's next call or connect, while live streams go on (the Admin API
@@ -53,6 +55,9 @@ also ends those).
 
 Run "parleyd help COMMAND" (or "parleyd COMMAND --help") for its flags.
 `
+
+// usage is the top-level help, with the contract's username rule.
+var usage = fmt.Sprintf(usageFormat, auth.UsernamePattern())
 
 // commands are the known commands, in the order usage errors list them.
 var commands = []string{"serve", "help", "version", "token", "user"}

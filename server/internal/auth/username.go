@@ -6,7 +6,9 @@ import (
 	"strings"
 	"sync"
 
+	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"buf.build/go/protovalidate"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
@@ -43,7 +45,14 @@ func ValidateUsername(name string) error {
 		for _, viol := range ve.Violations {
 			msgs = append(msgs, viol.Proto.GetMessage())
 		}
-		return fmt.Errorf("%w %q: %s (3 to 32 ASCII letters, digits, '_', '.' or '-')", ErrInvalidUsername, name, strings.Join(msgs, "; "))
+		return fmt.Errorf("%w %q: %s", ErrInvalidUsername, name, strings.Join(msgs, "; "))
 	}
 	return err
+}
+
+// UsernamePattern is the regular expression a username must match, as the
+// contract states it (for help texts). Safe for concurrent use.
+func UsernamePattern() string {
+	rules, _ := proto.GetExtension(usernameField.Options(), validate.E_Field).(*validate.FieldRules)
+	return rules.GetString().GetPattern()
 }

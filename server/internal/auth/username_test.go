@@ -18,10 +18,14 @@ func TestValidateUsername(t *testing.T) {
 			t.Errorf("ValidateUsername(%q) = %v, want nil", name, err)
 		}
 	}
+	pattern := auth.UsernamePattern()
+	if pattern == "" {
+		t.Fatal("no username pattern in the contract")
+	}
 	for _, name := range bad {
 		err := auth.ValidateUsername(name)
-		if !errors.Is(err, auth.ErrInvalidUsername) {
-			t.Errorf("ValidateUsername(%q) = %v, want ErrInvalidUsername", name, err)
+		if !errors.Is(err, auth.ErrInvalidUsername) || !strings.Contains(err.Error(), pattern) {
+			t.Errorf("ValidateUsername(%q) = %v, want ErrInvalidUsername naming %s", name, err, pattern)
 		}
 	}
 }
