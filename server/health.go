@@ -29,6 +29,7 @@ import (
 const (
 	readyTimeout  = 2 * time.Second
 	readyInterval = 5 * time.Second
+	readyCacheFor = time.Second
 )
 
 // healthServices are the names gRPC health answers for.
@@ -38,12 +39,38 @@ var healthServices = []string{"", chatv1.Chat_ServiceDesc.ServiceName, chatv1.Au
 // shutdown has begun.
 var errShuttingDown = status.Error(codes.Unavailable, "server shutting down; reconnect to another node or retry shortly")
 
-// Ready reports nil when this node should get traffic, else why not.
-// Safe for concurrent use.
+// Ready reports nil when this node should get traffic, else why not. A
+// result is reused for readyCacheFor and concurrent checks share one, so
+// a flood of /readyz on the public listener cannot become a flood of
+// database pings. Safe for concurrent use.
 func (s *Server) Ready(ctx context.Context) error {
 	if s.stopping.Load() {
 		return errors.New("shutting down")
 	}
+	s.readyMu.Lock()
+	at, err := s.readyAt, s.readyErr
+	s.readyMu.Unlock()
+	if !at.IsZero() && time.Since(at) < readyCacheFor {
+		return err
+	}
+	ch := s.readyFlight.DoChan("ready", func() (any, error) {
+		// Not the caller's context: the check is shared with others.
+		err := s.checkReady(context.WithoutCancel(ctx))
+		s.readyMu.Lock()
+		s.readyAt, s.readyErr = time.Now(), err
+		s.readyMu.Unlock()
+		return nil, err
+	})
+	select {
+	case r := <-ch:
+		return r.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// checkReady does the checks Ready reports.
+func (s *Server) checkReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {

@@ -137,17 +137,24 @@ func TestReadyzFailsWhenTheStoreIsUnreachable(t *testing.T) {
 	}
 
 	proxy.Close()
+	deadline := time.Now().Add(waitFor) // a result is reused for a second
 	for _, base := range []string{"http://" + srv.HTTPAddr(), "http://" + srv.MetricsAddr()} {
-		code, body := getStatus(t, base+"/readyz")
-		if code != http.StatusServiceUnavailable || !strings.Contains(body, "store unreachable") {
-			t.Errorf("%s/readyz with the store down = %d %q, want 503 naming the store", base, code, body)
+		for {
+			code, body := getStatus(t, base+"/readyz")
+			if code == http.StatusServiceUnavailable && strings.Contains(body, "store unreachable") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s/readyz with the store down = %d %q, want 503 naming the store", base, code, body)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 		if code, _ := getStatus(t, base+"/healthz"); code != http.StatusOK {
 			t.Errorf("%s/healthz with the store down = %d (the process is alive)", base, code)
 		}
 	}
 	// gRPC health notices on its next readiness check.
-	deadline := time.Now().Add(waitFor)
+	deadline = time.Now().Add(waitFor)
 	for _, svc := range healthServices {
 		for {
 			r, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})

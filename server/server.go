@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -82,6 +83,12 @@ type Server struct {
 	// readiness checks) stops instead of delaying the stop.
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
+
+	// The last readiness result (see Ready).
+	readyFlight singleflight.Group
+	readyMu     sync.Mutex
+	readyAt     time.Time
+	readyErr    error
 }
 
 // New opens storage and builds the node; Start binds its listeners.
