@@ -163,6 +163,8 @@ func decodeConversationToken(t string) (store.ConversationPos, bool) {
 
 // UploadFile stores a file sent as FileInfo then chunks. The content is
 // hashed while it streams to disk; nothing is kept if the upload fails.
+// Every upload is a file of its own (a new id, with this upload's name,
+// type and uploader); content that is already stored shares its blob.
 func (s *Service) UploadFile(stream grpc.ClientStreamingServer[chatv1.UploadFileRequest, chatv1.UploadFileResponse]) error {
 	ctx := stream.Context()
 	p, err := principal(ctx)
@@ -170,6 +172,9 @@ func (s *Service) UploadFile(stream grpc.ClientStreamingServer[chatv1.UploadFile
 		return err
 	}
 	first, err := stream.Recv()
+	if err == io.EOF {
+		return status.Error(codes.InvalidArgument, "the upload ended before its first message: send FileInfo, then the chunks")
+	}
 	if err != nil {
 		return err
 	}
@@ -229,8 +234,9 @@ func (s *Service) UploadFile(stream grpc.ClientStreamingServer[chatv1.UploadFile
 	}
 	// The row first, then the blob: the file garbage collector, which may
 	// be deleting this same content right now, puts a blob back when it
-	// finds a row, and Commit writes the blob again if it was taken.
-	f, err := s.cfg.Store.PutFile(ctx, store.File{ID: staged.ID(), Name: info.GetName(), Size: staged.Size(), ContentType: ctype, Uploader: p.Username})
+	// finds a row naming it, and Commit writes the blob again if it was
+	// taken.
+	f, err := s.cfg.Store.PutFile(ctx, store.File{BlobID: staged.ID(), Name: info.GetName(), Size: staged.Size(), ContentType: ctype, Uploader: p.Username})
 	if err != nil {
 		staged.Discard()
 		return toStatus(s.log, err)
@@ -262,9 +268,9 @@ func (s *Service) DownloadFile(req *chatv1.DownloadFileRequest, stream grpc.Serv
 	if !ok {
 		return status.Error(codes.PermissionDenied, "you may not read this file: it was not shared in a conversation you can read")
 	}
-	r, err := s.cfg.Blobs.Open(ctx, f.ID)
+	r, err := s.cfg.Blobs.Open(ctx, f.BlobID)
 	if err != nil {
-		return toStatus(s.log, fmt.Errorf("open blob %s: %w", f.ID, err))
+		return toStatus(s.log, fmt.Errorf("open blob %s of file %s: %w", f.BlobID, f.ID, err))
 	}
 	defer r.Close()
 	if err := stream.Send(&chatv1.DownloadFileResponse{Data: &chatv1.DownloadFileResponse_Info{Info: fileRef(f)}}); err != nil {
@@ -282,7 +288,7 @@ func (s *Service) DownloadFile(req *chatv1.DownloadFileRequest, stream grpc.Serv
 			return nil
 		}
 		if err != nil {
-			return toStatus(s.log, fmt.Errorf("read blob %s: %w", f.ID, err))
+			return toStatus(s.log, fmt.Errorf("read blob %s of file %s: %w", f.BlobID, f.ID, err))
 		}
 	}
 }

@@ -148,15 +148,31 @@ type ConversationsQuery struct {
 	Limit int
 }
 
-// File is the metadata of a stored file; ID is the hex SHA-256 of its
-// plaintext content.
+// File is one upload: its own metadata over shared content. Uploads of the
+// same content are separate Files (each with its name, type and uploader)
+// with the same BlobID, so one uploader's metadata never shows through
+// another's upload; only the blob underneath is shared.
 type File struct {
-	ID          string
+	// ID names the upload: 64 random lowercase hex digits (NewFileID), the
+	// same form as a content hash, so it fits the contract's file_id
+	// pattern. Files stored before uploads had their own ids have their
+	// content hash as ID.
+	ID string
+	// BlobID is the hex SHA-256 of the plaintext content: the blob's id in
+	// the blob store.
+	BlobID      string
 	Name        string
 	Size        int64
 	ContentType string
 	Uploader    string
 	CreatedAt   time.Time
+}
+
+// NewFileID returns a new random upload id (64 lowercase hex digits).
+func NewFileID() string {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (see crypto/rand.Read)
+	return hex.EncodeToString(b)
 }
 
 // RoomKey is the conversation key of a room.

@@ -800,7 +800,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	mustUser(t, s, "alice")
 	s.AddMembership(ctx, "alice", "general")
 	s.CreateRefreshToken(ctx, store.RefreshToken{Hash: "t1", Username: "alice", ExpiresAt: time.Now().Add(time.Hour)})
-	s.PutFile(ctx, store.File{ID: "f", Name: "n", Uploader: "alice"})
+	s.PutFile(ctx, store.File{ID: "f", BlobID: "f", Name: "n", Uploader: "alice"})
 	var want []store.Message
 	for i := range 10 {
 		want = append(want, mustAppend(t, s, store.Message{Conversation: store.RoomKey("general"), Sender: "alice", Text: fmt.Sprint(i)}))
@@ -1051,18 +1051,16 @@ func TestFiles(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t, Config{})
 	created := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
-	f := store.File{ID: strings.Repeat("ab", 32), Name: "cat.png", Size: 1234, ContentType: "image/png", Uploader: "alice", CreatedAt: created}
+	f := store.File{ID: strings.Repeat("ab", 32), BlobID: strings.Repeat("cd", 32), Name: "cat.png", Size: 1234, ContentType: "image/png", Uploader: "alice", CreatedAt: created}
 	got, err := s.PutFile(ctx, f)
 	if err != nil || got != f {
 		t.Fatalf("PutFile = %+v, %v", got, err)
 	}
-	// Same content uploaded again by someone else under another name.
-	again, err := s.PutFile(ctx, store.File{ID: f.ID, Name: "other.png", Size: 1234, ContentType: "image/png", Uploader: "bob"})
-	if err != nil || again != f {
-		t.Fatalf("second PutFile = %+v, %v; want the original metadata", again, err)
-	}
-	if _, err := s.PutFile(ctx, store.File{ID: f.ID, Uploader: "bob"}); err != nil {
-		t.Fatalf("repeat upload by the same user: %v", err)
+	// Same content uploaded again by someone else under another name: an
+	// upload of its own, over the same blob (storetest.Uploads has more).
+	again, err := s.PutFile(ctx, store.File{BlobID: f.BlobID, Name: "other.png", Size: 1234, ContentType: "image/webp", Uploader: "bob"})
+	if err != nil || again.ID == f.ID || again.Name != "other.png" || again.ContentType != "image/webp" || again.Uploader != "bob" {
+		t.Fatalf("second PutFile = %+v, %v; want a new upload with its own metadata", again, err)
 	}
 	if got, err := s.GetFile(ctx, f.ID); err != nil || got != f {
 		t.Fatalf("GetFile = %+v, %v", got, err)
@@ -1073,12 +1071,12 @@ func TestFiles(t *testing.T) {
 	for _, tt := range []struct {
 		user string
 		want bool
-	}{{"alice", true}, {"bob", true}, {"carol", false}} {
+	}{{"alice", true}, {"bob", false}, {"carol", false}} {
 		if ok, err := s.IsFileUploader(ctx, f.ID, tt.user); err != nil || ok != tt.want {
 			t.Errorf("IsFileUploader(%s) = %v, %v", tt.user, ok, err)
 		}
 	}
-	if _, err := s.PutFile(ctx, store.File{ID: "x"}); err == nil {
+	if _, err := s.PutFile(ctx, store.File{ID: "x", BlobID: "x"}); err == nil {
 		t.Fatal("PutFile without uploader succeeded")
 	}
 
@@ -1248,7 +1246,7 @@ func TestClosed(t *testing.T) {
 		"LastSeq":                    func() error { _, err := s.LastSeq(ctx, "r:x"); return err },
 		"DirectMessagesSince":        func() error { _, err := s.DirectMessagesSince(ctx, "a", time.Time{}, 0); return err },
 		"Memberships":                func() error { _, err := s.Memberships(ctx, "a"); return err },
-		"PutFile":                    func() error { _, err := s.PutFile(ctx, store.File{ID: "f", Uploader: "a"}); return err },
+		"PutFile":                    func() error { _, err := s.PutFile(ctx, store.File{ID: "f", BlobID: "f", Uploader: "a"}); return err },
 		"FileConversations":          func() error { _, err := s.FileConversations(ctx, "f"); return err },
 		"DeleteMessagesBefore": func() error {
 			_, err := s.DeleteMessagesBefore(ctx, time.Now())

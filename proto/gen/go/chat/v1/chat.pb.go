@@ -1906,11 +1906,16 @@ func (x *RecentMessages) GetMessages() []*Message {
 	return nil
 }
 
-// FileRef describes a stored file.
+// FileRef describes an uploaded file. A message's FileRef is the upload
+// its sender posted.
 type FileRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// id is the hex SHA-256 of the content.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// id names the upload: 64 lowercase hex digits, opaque. Two uploads of
+	// the same content have different ids (files uploaded before per-upload
+	// ids have the hex SHA-256 of their content).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// name is the uploader's file name reduced to a safe display name: no
+	// directory part, no control characters, at most 255 bytes.
 	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Size          int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
 	ContentType   string `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
