@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -68,8 +69,15 @@ type Server struct {
 	grpcLis, httpLis, metricsLis net.Listener
 	serveErr                     chan error
 	stopOnce                     sync.Once
-	bg                           sync.WaitGroup
-	bgStop                       chan struct{}
+	// stopping is set when Shutdown begins: from then on new calls and
+	// /ws attaches are refused and /readyz fails.
+	stopping atomic.Bool
+	bg       sync.WaitGroup
+	bgStop   chan struct{}
+	// bgCtx ends when Shutdown begins, so background work (the janitor,
+	// readiness checks) stops instead of delaying the stop.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 }
 
 // New opens storage and builds the node; Start binds its listeners.
@@ -78,7 +86,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, serveErr: make(chan error, 3), bgStop: make(chan struct{})}
+	// One slot per serving goroutine (gRPC, pipe, HTTP, metrics), so none
+	// blocks on its result when Shutdown is called without Run.
+	s := &Server{cfg: cfg, log: cfg.Logger, serveErr: make(chan error, 4), bgStop: make(chan struct{})}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -182,6 +193,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		opts = append(opts, grpc.Creds(creds))
 	}
+	// The shutdown gate runs first: a stopping node refuses before any
+	// token check or store lookup.
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.gateUnary), grpc.ChainStreamInterceptor(s.gateStream))
 	opts = append(opts, s.chain.ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
 
@@ -217,6 +231,8 @@ type Store interface {
 	filegc.Store
 	DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error)
 	DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error)
+	// Ping reports whether the database answers, for /readyz.
+	Ping(ctx context.Context) error
 	Close() error
 }
 
@@ -304,13 +320,14 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 			return fmt.Errorf("metrics listener: %w", err)
 		}
-		s.mhttp = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		s.mhttp = &http.Server{Handler: s.probes(s.metricsHandler()), ReadHeaderTimeout: 5 * time.Second}
 		go func() { s.serveErr <- ignoreClosed(s.mhttp.Serve(s.metricsLis)) }()
 	}
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	go func() { s.serveErr <- s.grpc.Serve(s.grpcLis) }()
-	s.bg.Add(1)
+	s.setHealth(healthpb.HealthCheckResponse_SERVING)
+	go func() { s.serveErr <- ignoreClosed(s.grpc.Serve(s.grpcLis)) }()
+	s.bg.Add(2)
 	go s.janitor()
+	go s.watchReadiness()
 	s.log.Info("parleyd started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "metrics", s.MetricsAddr(), "data", s.cfg.DataDir, "tls", s.cfg.TLSCertFile != "", "node", s.hub.NodeID(), "cluster", s.broker != nil)
 	return nil
 }
@@ -349,7 +366,7 @@ func (s *Server) startBridge() error {
 		return err
 	}
 	s.bridge = closer
-	s.http = newHTTPServer(h)
+	s.http = newHTTPServer(s.probes(h))
 	go func() {
 		var err error
 		if s.cfg.TLSCertFile != "" {
@@ -391,35 +408,76 @@ func (s *Server) Run(ctx context.Context) error {
 	return errors.Join(err, s.Shutdown(stopCtx))
 }
 
-// Shutdown tells every client to reconnect later, stops accepting, drains
-// the live streams, and closes storage cleanly. Safe to call more than once.
+// shutdownReserve is the part of the grace kept for the forced stop and
+// closing storage after the drain: the whole shutdown fits in the grace.
+func shutdownReserve(grace time.Duration) time.Duration { return min(grace/4, 2*time.Second) }
+
+// Shutdown stops the node in an order that lets no client in while it
+// drains: first it stops accepting (gRPC and HTTP listeners closed, health
+// NOT_SERVING for every service, /readyz failing, new calls on open
+// connections refused), then it tells every session to reconnect later and
+// waits for them to end, then it stops the servers and closes storage. If
+// sessions are still live when ctx is near its end, they are cut, so
+// Shutdown returns by ctx's deadline. Safe to call more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
+		// Stop accepting.
+		s.stopping.Store(true)
 		s.health.Shutdown()
+		s.bgCancel()
+		if s.grpcLis != nil {
+			s.grpcLis.Close() // grpc.Serve returns; GracefulStop below closes nothing twice that matters
+		}
+		if s.httpLis != nil {
+			s.httpLis.Close()
+		}
+		httpDone := make(chan struct{})
+		if s.http != nil {
+			// Closes idle keep-alive connections now and the others once
+			// their request is answered; hijacked WebSockets are the
+			// bridge's. Shutdown's own wait is bounded below.
+			go func() { _ = s.http.Shutdown(context.WithoutCancel(ctx)); close(httpDone) }()
+		} else {
+			close(httpDone)
+		}
+
+		// Drain: every session hears the notice and ends by itself.
+		drainCtx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok {
+			drainCtx, cancel = context.WithDeadline(ctx, dl.Add(-shutdownReserve(time.Until(dl))))
+		}
+		defer cancel()
 		n := s.hub.Shutdown(s.cfg.ReconnectAfter)
 		s.log.Info("shutting down", "sessions", n)
 		// Let the sessions end on their own, so each writes its final status:
 		// GracefulStop would close gRPC-Web (ServeHTTP) streams mid-flight.
-		if s.hub.WaitIdle(ctx) == nil {
+		if err := s.hub.WaitIdle(drainCtx); err == nil {
 			select { // a session detaches just before its status goes out
 			case <-time.After(100 * time.Millisecond):
-			case <-ctx.Done():
+			case <-drainCtx.Done():
 			}
+		} else {
+			s.log.Warn("sessions still live at the drain deadline; cutting them", "sessions", s.hub.Stats().Connections)
 		}
+
+		// Stop.
 		if s.bridge != nil {
 			s.bridge.Close()
 		}
 		if s.http != nil {
-			if e := s.http.Shutdown(ctx); e != nil {
+			select {
+			case <-httpDone:
+			case <-drainCtx.Done():
 				s.http.Close()
+				<-httpDone
 			}
 		}
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
 		select {
 		case <-done:
-		case <-ctx.Done():
+		case <-drainCtx.Done():
 			s.grpc.Stop()
 			<-done
 		}
@@ -454,8 +512,13 @@ type UserStore interface {
 	SetUserRole(ctx context.Context, username, role string) error
 }
 
-// EnsureUser makes sure username exists in st with role.
+// EnsureUser makes sure username exists in st with role. A username the
+// protocol forbids is refused (auth.ErrInvalidUsername), so no account is
+// made that the API could not name.
 func EnsureUser(ctx context.Context, st UserStore, username string, role auth.Role) error {
+	if err := auth.ValidateUsername(username); err != nil {
+		return err
+	}
 	u, err := st.GetUser(ctx, username)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

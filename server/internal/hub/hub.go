@@ -104,6 +104,7 @@ type Hub struct {
 	users    map[string]*user
 	rooms    map[string]*room
 	sessions int
+	closing  bool        // set by Shutdown: Attach refuses from then on
 	online   onlineIndex // users online on any node, sorted
 
 	typing typingTable
@@ -236,6 +237,12 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 
 	var joined []string
 	h.mu.Lock()
+	if h.closing {
+		// Shutdown has told every session to go: one attached now would
+		// never hear it and would hold the drain open.
+		h.mu.Unlock()
+		return nil, apierr.New(chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "server shutting down; reconnect shortly")
+	}
 	us := h.users[id.Username]
 	first := us == nil
 	if first {
@@ -909,14 +916,15 @@ func (h *Hub) Shutdown(reconnectAfter time.Duration) int {
 		Kind: chatv1.NoticeKind_NOTICE_KIND_SHUTDOWN, Message: "server shutting down; reconnect shortly",
 		ReconnectAfter: durationpb.New(reconnectAfter),
 	}}})
-	h.mu.RLock()
+	h.mu.Lock()
+	h.closing = true
 	var ss []*Session
 	for _, us := range h.users {
 		for s := range us.sessions {
 			ss = append(ss, s)
 		}
 	}
-	h.mu.RUnlock()
+	h.mu.Unlock()
 	for _, s := range ss {
 		s.Send(f)
 		s.Close(ReasonShutdown, true)

@@ -1,0 +1,163 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/parleychat/parley/server"
+	"github.com/parleychat/parley/server/servertest"
+)
+
+var healthServices = []string{"", "chat.v1.Chat", "chat.v1.Auth", "chat.v1.Admin"}
+
+// TestProbes: /healthz and /readyz answer on the HTTP listener (not the
+// web app's index.html) and on the metrics listener; gRPC health answers
+// for each service.
+func TestProbes(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.MetricsAddr = "127.0.0.1:0"
+		c.Static = fstest.MapFS{"index.html": {Data: []byte("<!doctype html><title>Parley</title>")}}
+	}})
+	for _, base := range []string{"http://" + srv.HTTPAddr(), "http://" + srv.MetricsAddr()} {
+		if code, body := getStatus(t, base+"/healthz"); code != http.StatusOK || body != "ok\n" {
+			t.Errorf("%s/healthz = %d %q, want 200 \"ok\"", base, code, body)
+		}
+		if code, body := getStatus(t, base+"/readyz"); code != http.StatusOK || body != "ready\n" {
+			t.Errorf("%s/readyz = %d %q, want 200 \"ready\"", base, code, body)
+		}
+	}
+	// The app still owns every other path.
+	if code, body := getStatus(t, "http://"+srv.HTTPAddr()+"/rooms/general"); code != http.StatusOK || !strings.Contains(body, "Parley") {
+		t.Errorf("app route = %d %q", code, body)
+	}
+	health := healthpb.NewHealthClient(srv.Dial(t))
+	for _, svc := range healthServices {
+		r, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health %q = %v, %v", svc, r, err)
+		}
+	}
+}
+
+// tcpProxy forwards connections to target until closed; closing it cuts
+// every forwarded connection, which to the server is the database gone.
+type tcpProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *tcpProxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		u, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			c.Close()
+			u.Close()
+			return
+		}
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go func() { defer p.wg.Done(); io.Copy(u, c); u.Close() }()
+		go func() { defer p.wg.Done(); io.Copy(c, u); c.Close() }()
+	}
+}
+
+func (p *tcpProxy) Close() {
+	p.mu.Lock()
+	p.closed = true
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	p.ln.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+	p.wg.Wait()
+}
+
+// TestReadyzFailsWhenTheStoreIsUnreachable puts a proxy of the test's own
+// between the server and PostgreSQL and closes it: /readyz turns 503 with
+// the reason, /healthz stays 200, and gRPC health follows readiness.
+func TestReadyzFailsWhenTheStoreIsUnreachable(t *testing.T) {
+	t.Parallel()
+	dbURL, err := url.Parse(postgresSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startProxy(t, dbURL.Host)
+	dbURL.Host = proxy.ln.Addr().String()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.MetricsAddr = "127.0.0.1:0"
+		c.DatabaseURL = dbURL.String()
+	}})
+	health := healthpb.NewHealthClient(srv.Dial(t))
+	for _, base := range []string{"http://" + srv.HTTPAddr(), "http://" + srv.MetricsAddr()} {
+		if code, body := getStatus(t, base+"/readyz"); code != http.StatusOK {
+			t.Fatalf("%s/readyz with the store up = %d %q", base, code, body)
+		}
+	}
+
+	proxy.Close()
+	for _, base := range []string{"http://" + srv.HTTPAddr(), "http://" + srv.MetricsAddr()} {
+		code, body := getStatus(t, base+"/readyz")
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "store unreachable") {
+			t.Errorf("%s/readyz with the store down = %d %q, want 503 naming the store", base, code, body)
+		}
+		if code, _ := getStatus(t, base+"/healthz"); code != http.StatusOK {
+			t.Errorf("%s/healthz with the store down = %d (the process is alive)", base, code)
+		}
+	}
+	// gRPC health notices on its next readiness check.
+	deadline := time.Now().Add(waitFor)
+	for _, svc := range healthServices {
+		for {
+			r, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+			if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("health %q with the store down = %v, %v", svc, r, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
