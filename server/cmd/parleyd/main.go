@@ -133,6 +133,7 @@ func serve(args []string) error {
 	natsSubject := fs.str("nats-subject", "parley.events", "the cluster's NATS subject")
 	rates := fs.str("rate-limits", "", "per-user limits kind=rate/s:burst,... kinds: message,typing,join,upload,connect,other")
 	logLevel := fs.str("log-level", "info", "debug, info, warn or error")
+	storeTimeout := fs.dur("store-timeout", server.DefaultStoreTimeout, "deadline of every store call: a database that hangs answers commands Unavailable (retry later) after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -150,6 +151,7 @@ func serve(args []string) error {
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, AllowedOrigins: list(*origins), PingInterval: *ping,
 		QueueSize: int(*queue), WriteCoalesce: *coalesce, OnlineSnapshotLimit: int(*snapshot), PresenceNamesLimit: int(*namesLimit), DisableRegistration: *noRegister, RateLimits: *rates, NATSURL: *natsURL, NATSSubject: *natsSubject, Logger: logger, Static: web.Dist,
 	}
+	cfg.StoreTimeout = *storeTimeout
 	if *secretFile != "" {
 		b, err := os.ReadFile(*secretFile)
 		if err != nil {
