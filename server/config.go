@@ -15,6 +15,11 @@ import (
 // browser's address; it is trusted only on the in-process connection.
 const ClientIPHeader = "x-parley-client-ip"
 
+// DefaultStoreTimeout is Config.StoreTimeout's default: far above a
+// healthy store's slowest call (a group commit's fsync), short enough that
+// a client waiting on a hung database hears Unavailable within seconds.
+const DefaultStoreTimeout = 5 * time.Second
+
 // Config configures a Server. Zero values mean the documented defaults.
 type Config struct {
 	// GRPCAddr is the native gRPC listen address; default ":50051".
@@ -107,6 +112,11 @@ type Config struct {
 	NATSSubject string
 	// DisableRegistration refuses Auth.Register.
 	DisableRegistration bool
+	// StoreTimeout bounds every store call (and each commit of the append
+	// writer): a database that hangs makes commands fail as Unavailable,
+	// with a retry hint, after this long instead of holding them. Default
+	// DefaultStoreTimeout.
+	StoreTimeout time.Duration
 	// ShutdownGrace bounds the graceful stop; default 10s.
 	ShutdownGrace time.Duration
 	// ReconnectAfter is the hint sent to clients on shutdown; default 2s.
@@ -135,6 +145,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = DefaultStoreTimeout
 	}
 	if c.ReconnectAfter <= 0 {
 		c.ReconnectAfter = 2 * time.Second

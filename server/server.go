@@ -105,10 +105,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encryption keys: %w", err)
 	}
-	st, err := OpenStore(ctx, cfg.DataDir, cfg.DatabaseURL, keys, cfg.Logger)
+	raw, err := openStore(ctx, cfg.DataDir, cfg.DatabaseURL, keys, cfg.Logger, cfg.StoreTimeout)
 	if err != nil {
 		return nil, err
 	}
+	st := guardStore(raw, cfg.StoreTimeout, cfg.Logger)
 	s.store = st
 	ok := false
 	defer func() {
@@ -239,8 +240,14 @@ type Store interface {
 // OpenStore opens PostgreSQL when databaseURL is set, else the SQLite
 // file in dataDir.
 func OpenStore(ctx context.Context, dataDir, databaseURL string, keys *sealer.Keyring, log *slog.Logger) (Store, error) {
+	return openStore(ctx, dataDir, databaseURL, keys, log, 0)
+}
+
+// openStore is OpenStore with a bound on each commit of the append writer
+// (zero: the back end's default).
+func openStore(ctx context.Context, dataDir, databaseURL string, keys *sealer.Keyring, log *slog.Logger, writeTimeout time.Duration) (Store, error) {
 	if databaseURL != "" {
-		st, err := postgres.Open(ctx, postgres.Config{URL: databaseURL, Sealer: keys, Logger: log})
+		st, err := postgres.Open(ctx, postgres.Config{URL: databaseURL, Sealer: keys, Logger: log, WriteTimeout: writeTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
 		}
@@ -249,7 +256,7 @@ func OpenStore(ctx context.Context, dataDir, databaseURL string, keys *sealer.Ke
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dataDir, "parley.db"), Sealer: keys, Logger: log})
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dataDir, "parley.db"), Sealer: keys, Logger: log, WriteTimeout: writeTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("open SQLite store: %w", err)
 	}

@@ -753,7 +753,9 @@ func (h *Hub) deliverTyping(key, username string, on bool) {
 func (h *Hub) ConversationKey(ctx context.Context, username string, conv *chatv1.Conversation) (string, error) {
 	switch k := conv.GetKind().(type) {
 	case *chatv1.Conversation_Room:
-		if !h.CanReadRoom(ctx, username, k.Room) {
+		if ok, err := h.CanReadRoom(ctx, username, k.Room); err != nil {
+			return "", err // the store failed: not a refusal
+		} else if !ok {
 			return "", apierr.PermissionDenied("not a member of room %q", k.Room)
 		}
 		return store.RoomKey(k.Room), nil
@@ -763,13 +765,18 @@ func (h *Hub) ConversationKey(ctx context.Context, username string, conv *chatv1
 	return "", apierr.InvalidArgument("conversation is required")
 }
 
-// CanReadRoom reports whether username is a member of room r, live or stored.
-func (h *Hub) CanReadRoom(ctx context.Context, username, r string) bool {
+// CanReadRoom reports whether username is a member of room r, live or
+// stored. A store failure is returned as such, never as "not a member":
+// the caller would otherwise refuse a member as PermissionDenied.
+func (h *Hub) CanReadRoom(ctx context.Context, username, r string) (bool, error) {
 	if h.IsMember(username, r) {
-		return true
+		return true, nil
 	}
 	rooms, err := h.store.Memberships(ctx, username)
-	return err == nil && slices.Contains(rooms, r)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(rooms, r), nil
 }
 
 // CanReadFile reports whether username uploaded the file or can read a
@@ -786,8 +793,10 @@ func (h *Hub) CanReadFile(ctx context.Context, username, fileID string) (bool, e
 		room, a, b, ok := store.ParseKey(c)
 		switch {
 		case !ok:
-		case room != "" && h.CanReadRoom(ctx, username, room):
-			return true, nil
+		case room != "":
+			if ok, err := h.CanReadRoom(ctx, username, room); err != nil || ok {
+				return ok, err
+			}
 		case room == "" && (a == username || b == username):
 			return true, nil
 		}

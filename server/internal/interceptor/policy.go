@@ -65,6 +65,9 @@ func (c *Chain) authenticate(ctx context.Context, method string) (context.Contex
 		}
 	}
 	if errors.Is(err, errLookup) {
+		if e, ok := apierr.AsUnavailable(err); ok { // logged, in aggregate, where the store is called
+			return nil, e.GRPCStatus().Err()
+		}
 		c.log.ErrorContext(ctx, "authentication unavailable", "grpc.method", method, "error", err)
 		return nil, status.Error(codes.Unavailable, "authentication unavailable")
 	}

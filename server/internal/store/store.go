@@ -27,6 +27,13 @@ var (
 	// both hold; the store cannot tell which of them is replaying, so both
 	// must log in again (OAuth 2.0 Security BCP, refresh token rotation).
 	ErrRefreshTokenReused = errors.New("store: refresh token reused")
+	// ErrUnavailable marks a failure of the storage itself rather than of
+	// the request: the database is unreachable, shutting down, out of
+	// disk, failing I/O, or did not answer within the call's deadline. The
+	// same request may succeed later, so callers answer it as Unavailable
+	// with a retry hint, never as a refusal. storefault.Classify wraps the
+	// back ends' errors with it.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // Roles as stored. They match the names of chat.v1.Role without the prefix,

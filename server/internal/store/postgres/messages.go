@@ -19,6 +19,7 @@ import (
 
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
+	"github.com/parleychat/parley/server/internal/store/storefault"
 )
 
 type appendReq struct {
@@ -35,10 +36,8 @@ type appendResult struct {
 
 // Limits on writing one batch.
 const (
-	// writeTimeout bounds one attempt at a batch transaction, so a server
-	// that stops answering fails the callers instead of holding them (and
-	// Close) forever.
-	writeTimeout = 30 * time.Second
+	// DefaultWriteTimeout is the default Config.WriteTimeout.
+	DefaultWriteTimeout = 30 * time.Second
 	// maxWriteAttempts bounds retries of a batch that lost a race with
 	// another process (see retryable).
 	maxWriteAttempts = 4
@@ -140,7 +139,9 @@ func (s *Store) commitBatch(batch []*appendReq) {
 		return
 	}
 	if err != nil {
-		s.log.Error("append batch failed", "messages", len(batch), "err", err)
+		if !storefault.Unavailable(err) { // the server's fault log counts those
+			s.log.Error("append batch failed", "messages", len(batch), "err", err)
+		}
 		err = s.mapErr(err)
 		results = make([]appendResult, len(batch))
 		for i := range results {
@@ -160,7 +161,7 @@ func (s *Store) commitBatch(batch []*appendReq) {
 // complete.
 func (s *Store) writeWithRetry(batch []*appendReq) ([]appendResult, error) {
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), s.writeTO)
 		results, err := s.writeBatch(ctx, batch)
 		cancel()
 		if err == nil || attempt == maxWriteAttempts || !retryable(err) {

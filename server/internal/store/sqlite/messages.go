@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
+	"github.com/parleychat/parley/server/internal/store/storefault"
 )
 
 type appendReq struct {
@@ -124,8 +125,10 @@ const (
 // alone; any other error fails the whole batch, since the transaction is
 // then rolled back.
 func (s *Store) commitBatch(batch []*appendReq) {
-	// Not any caller's context: a taken request must complete.
-	ctx := context.Background()
+	// Not any caller's context: a taken request must complete, within the
+	// write deadline (SQLite interrupts the statement when it passes).
+	ctx, cancel := context.WithTimeout(context.Background(), s.writeTO)
+	defer cancel()
 	results := make([]appendResult, len(batch))
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		// Bind the prepared statements to this transaction's connection
@@ -146,7 +149,9 @@ func (s *Store) commitBatch(batch []*appendReq) {
 		return nil
 	})
 	if err != nil {
-		s.log.Error("append batch failed", "messages", len(batch), "err", err)
+		if !storefault.Unavailable(err) { // the server's fault log counts those
+			s.log.Error("append batch failed", "messages", len(batch), "err", err)
+		}
 		for i := range results {
 			results[i] = appendResult{err: err}
 		}
