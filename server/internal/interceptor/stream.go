@@ -140,6 +140,9 @@ func (s *Events) refresh(token string) *apierr.Error {
 	if err == nil {
 		_, err = s.c.principal(s.ctx, claims)
 	}
+	if err != nil {
+		s.c.authFailed(err)
+	}
 	switch {
 	case errors.Is(err, errLookup):
 		s.c.log.ErrorContext(s.ctx, "token refresh unavailable", "user", s.p.Username, "error", err)

@@ -125,7 +125,7 @@ const (
 // then rolled back.
 func (s *Store) commitBatch(batch []*appendReq) {
 	// Not any caller's context: a taken request must complete.
-	ctx := context.Background()
+	ctx, commit := s.q.StartCommit(batch)
 	results := make([]appendResult, len(batch))
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		// Bind the prepared statements to this transaction's connection
@@ -145,6 +145,7 @@ func (s *Store) commitBatch(batch []*appendReq) {
 		}
 		return nil
 	})
+	commit.End(err)
 	if err != nil {
 		s.log.Error("append batch failed", "messages", len(batch), "err", err)
 		for i := range results {
