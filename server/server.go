@@ -39,32 +39,35 @@ import (
 	"github.com/parleychat/parley/server/internal/filegc"
 	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/interceptor"
+	"github.com/parleychat/parley/server/internal/metrics"
 	"github.com/parleychat/parley/server/internal/ratelimit"
 	"github.com/parleychat/parley/server/internal/sealer"
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/groupcommit"
 	"github.com/parleychat/parley/server/internal/store/postgres"
 	"github.com/parleychat/parley/server/internal/store/sqlite"
 )
 
 // Server is one Parley node.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	store  Store
-	hub    *hub.Hub
-	issuer *auth.Issuer
-	grpc   *grpc.Server
-	health *health.Server
-	limit  *ratelimit.Limiter
-	pipe   *pipeListener
-	inproc *grpc.ClientConn
-	http   *http.Server
-	bridge interface{ Close() error }
-	chain  *interceptor.Chain
-	broker *natsbroker.Broker
-	chat   *chatsvc.Service
-	mhttp  *http.Server
-	files  *filegc.Collector
+	cfg     Config
+	log     *slog.Logger
+	store   Store
+	hub     *hub.Hub
+	issuer  *auth.Issuer
+	grpc    *grpc.Server
+	health  *health.Server
+	limit   *ratelimit.Limiter
+	pipe    *pipeListener
+	inproc  *grpc.ClientConn
+	http    *http.Server
+	bridge  interface{ Close() error }
+	chain   *interceptor.Chain
+	broker  *natsbroker.Broker
+	chat    *chatsvc.Service
+	metrics *metrics.Metrics
+	mhttp   *http.Server
+	files   *filegc.Collector
 
 	grpcLis, httpLis, metricsLis net.Listener
 	serveErr                     chan error
@@ -117,6 +120,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			st.Close()
 		}
 	}()
+	if s.metrics, err = metrics.New(metrics.Config{Transport: transportOf}); err != nil {
+		return nil, err
+	}
+	if oc, ok := st.(interface{ ObserveCommits(groupcommit.Observer) }); ok {
+		oc.ObserveCommits(s.metrics)
+	}
+	st = countingStore{Store: st, m: s.metrics}
 	blobs, err := blob.New(blob.Config{Dir: filepath.Join(cfg.DataDir, "files"), Sealer: keys, MaxSize: cfg.MaxFileSize})
 	if err != nil {
 		return nil, err
@@ -161,6 +171,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.limit = ratelimit.New(rates)
 	s.chain, err = interceptor.New(interceptor.Config{
 		Verifier: verifier, Users: st, Limiter: s.limit, Logger: cfg.Logger, ClientIP: clientIP,
+		Unary: s.metrics.UnaryInterceptor(), Stream: s.metrics.StreamInterceptor(),
 	})
 	if err != nil {
 		return nil, err
@@ -197,10 +208,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// The shutdown gate runs first: a stopping node refuses before any
 	// token check or store lookup.
 	opts = append(opts, grpc.ChainUnaryInterceptor(s.gateUnary), grpc.ChainStreamInterceptor(s.gateStream))
+	opts = append(opts, grpc.StatsHandler(s.metrics.ConnStats()))
 	opts = append(opts, s.chain.ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
 
-	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize, Coalesce: cfg.WriteCoalesce})
+	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize, Coalesce: cfg.WriteCoalesce,
+		Observer: s.metrics, RunDirect: func(ctx context.Context, session func(context.Context) error) error {
+			return s.chain.RunStream(ctx, chatv1.Chat_Connect_FullMethodName, session)
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -218,6 +233,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	s.metrics.InitializeRPC(s.grpc)
+	s.metrics.Watch(metrics.Sources{Hub: s.hub, Limiter: s.limit, Chain: s.chain, Broker: s.broker})
 	ok = true
 	return s, nil
 }

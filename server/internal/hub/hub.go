@@ -116,6 +116,16 @@ type Hub struct {
 	members  gathered[memberKey, bool]
 
 	msgsIn, msgsOut atomic.Int64
+	dropped         atomic.Int64 // frames not queued: the session was closed or full
+	slowConsumers   atomic.Int64 // sessions closed because their queue was full
+}
+
+// count records a fan-out's n queued and d dropped frames.
+func (h *Hub) count(n, d int) {
+	h.msgsOut.Add(int64(n))
+	if d > 0 {
+		h.dropped.Add(int64(d))
+	}
 }
 
 type user struct {
@@ -223,6 +233,7 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 		return nil, err
 	}
 	s := newSession(randomID(8), id.Username, h.cfg.QueueSize)
+	s.slow = &h.slowConsumers
 	welcome := &chatv1.Welcome{
 		SessionId:  s.ID,
 		User:       &chatv1.User{Username: id.Username, Role: id.Role},
@@ -380,7 +391,7 @@ func (h *Hub) leaveLocked(us *user, r string) {
 
 // toAllLocked queues f to every session except those of user skip.
 func (h *Hub) toAllLocked(f *Frame, skip string) int {
-	n := 0
+	n, d := 0, 0
 	for name, us := range h.users {
 		if name == skip {
 			continue
@@ -388,10 +399,12 @@ func (h *Hub) toAllLocked(f *Frame, skip string) int {
 		for s := range us.sessions {
 			if s.Send(f) {
 				n++
+			} else {
+				d++
 			}
 		}
 	}
-	h.msgsOut.Add(int64(n))
+	h.count(n, d)
 	return n
 }
 
@@ -402,7 +415,7 @@ func (h *Hub) toRoomLocked(r string, f *Frame, skip string) int {
 	if rm == nil {
 		return 0
 	}
-	n := 0
+	n, d := 0, 0
 	for name, us := range rm.members {
 		if name == skip {
 			continue
@@ -410,16 +423,18 @@ func (h *Hub) toRoomLocked(r string, f *Frame, skip string) int {
 		for s := range us.sessions {
 			if s.Send(f) {
 				n++
+			} else {
+				d++
 			}
 		}
 	}
-	h.msgsOut.Add(int64(n))
+	h.count(n, d)
 	return n
 }
 
 // toUsersLocked queues f to every session of the named users.
 func (h *Hub) toUsersLocked(f *Frame, names ...string) int {
-	n := 0
+	n, d := 0, 0
 	for i, name := range names {
 		if slices.Contains(names[:i], name) {
 			continue
@@ -428,11 +443,13 @@ func (h *Hub) toUsersLocked(f *Frame, names ...string) int {
 			for s := range us.sessions {
 				if s.Send(f) {
 					n++
+				} else {
+					d++
 				}
 			}
 		}
 	}
-	h.msgsOut.Add(int64(n))
+	h.count(n, d)
 	return n
 }
 
@@ -971,6 +988,11 @@ type Stats struct {
 	Connections, OnlineUsers, Rooms int
 	MessagesIn, MessagesOut         int64
 	Uptime                          time.Duration
+	// Dropped counts frames fan-out could not queue (the session was
+	// closing, or its queue was full); SlowConsumers counts the sessions
+	// closed for a full queue. Neither goes to the other nodes.
+	Dropped       int64 `json:"-"`
+	SlowConsumers int64 `json:"-"`
 }
 
 // Stats returns this node's live counters.
@@ -982,6 +1004,7 @@ func (h *Hub) localStats() Stats {
 	return Stats{
 		Connections: h.sessions, OnlineUsers: len(h.users), Rooms: len(h.rooms),
 		MessagesIn: h.msgsIn.Load(), MessagesOut: h.msgsOut.Load(), Uptime: time.Since(h.started),
+		Dropped: h.dropped.Load(), SlowConsumers: h.slowConsumers.Load(),
 	}
 }
 
@@ -999,6 +1022,15 @@ func (h *Hub) Nodes() []NodeStats {
 		out = append(out, h.cluster.nodes()...)
 	}
 	return out
+}
+
+// Peers counts the other nodes this node has heard from lately (0 on a
+// single node).
+func (h *Hub) Peers() int {
+	if h.cluster == nil {
+		return 0
+	}
+	return h.cluster.peers()
 }
 
 // OnlineCount counts users online on any node.

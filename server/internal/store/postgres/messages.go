@@ -130,7 +130,9 @@ func (s *Store) writeLoop() {
 // refuses, the requests are written one by one so that only the culprit
 // fails; any other error fails the whole batch.
 func (s *Store) commitBatch(batch []*appendReq) {
+	_, commit := s.q.StartCommit(batch)
 	results, err := s.writeWithRetry(batch)
+	commit.End(err)
 	if err != nil && len(batch) > 1 && isolatable(err) {
 		s.log.Warn("append batch refused, writing its messages one by one", "messages", len(batch), "err", err)
 		for _, r := range batch {

@@ -127,7 +127,8 @@ const (
 func (s *Store) commitBatch(batch []*appendReq) {
 	// Not any caller's context: a taken request must complete, within the
 	// write deadline (SQLite interrupts the statement when it passes).
-	ctx, cancel := context.WithTimeout(context.Background(), s.writeTO)
+	ctx, commit := s.q.StartCommit(batch)
+	ctx, cancel := context.WithTimeout(ctx, s.writeTO)
 	defer cancel()
 	results := make([]appendResult, len(batch))
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
@@ -148,6 +149,7 @@ func (s *Store) commitBatch(batch []*appendReq) {
 		}
 		return nil
 	})
+	commit.End(err)
 	if err != nil {
 		if !storefault.Unavailable(err) { // the server's fault log counts those
 			s.log.Error("append batch failed", "messages", len(batch), "err", err)
