@@ -112,21 +112,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := guardStore(raw, cfg.StoreTimeout, cfg.Logger)
-	s.store = st
 	ok := false
 	defer func() {
 		if !ok {
-			st.Close()
+			raw.Close()
 		}
 	}()
 	if s.metrics, err = metrics.New(metrics.Config{Transport: transportOf}); err != nil {
 		return nil, err
 	}
-	if oc, ok := st.(interface{ ObserveCommits(groupcommit.Observer) }); ok {
+	if oc, ok := raw.(interface{ ObserveCommits(groupcommit.Observer) }); ok {
 		oc.ObserveCommits(s.metrics)
 	}
-	st = countingStore{Store: st, m: s.metrics}
+	// Outermost the counting, so a call the guard's deadline cut short is
+	// counted as the store error it is.
+	var st Store = countingStore{Store: guardStore(raw, cfg.StoreTimeout, cfg.Logger), m: s.metrics}
+	s.store = st
 	blobs, err := blob.New(blob.Config{Dir: filepath.Join(cfg.DataDir, "files"), Sealer: keys, MaxSize: cfg.MaxFileSize})
 	if err != nil {
 		return nil, err
