@@ -327,10 +327,43 @@ func (c *Client) OnlineUsers(ctx context.Context) ([]*chatv1.User, error) {
 	}
 }
 
-// Rooms lists the live rooms with their member counts.
+// Rooms lists every room, the user's and the others (all rooms are
+// public), sorted by name: MemberCount counts stored members, OnlineCount
+// those online, Joined marks the user's.
 func (c *Client) Rooms(ctx context.Context) ([]*chatv1.RoomInfo, error) {
 	resp, err := c.chat.ListRooms(ctx, &chatv1.ListRoomsRequest{})
 	return resp.GetRooms(), err
+}
+
+// ConversationsOptions ask for one page of the user's conversations. The
+// zero value asks for the first page of 50.
+type ConversationsOptions struct {
+	// PageSize is the page size; 0 means 50, at most 200.
+	PageSize int
+	// PageToken is a previous page's NextPageToken; empty for the first
+	// page. It is opaque.
+	PageToken string
+}
+
+// ConversationsPage is one page of the user's conversations.
+type ConversationsPage struct {
+	// Conversations are the most recently active first (then by name),
+	// those without a message last. A direct conversation names the peer.
+	Conversations []*chatv1.ConversationSummary
+	// NextPageToken is the PageToken of the next page; empty on the last.
+	NextPageToken string
+}
+
+// Conversations returns one page of the rooms and direct conversations
+// the user is in, each with its last message and last sequence: what a
+// conversation list shows, and where a [Session.Resume] cursor or a
+// [Client.History] page can start.
+func (c *Client) Conversations(ctx context.Context, opts ConversationsOptions) (ConversationsPage, error) {
+	resp, err := c.chat.ListConversations(ctx, &chatv1.ListConversationsRequest{PageSize: int32(opts.PageSize), PageToken: opts.PageToken})
+	if err != nil {
+		return ConversationsPage{}, err
+	}
+	return ConversationsPage{Conversations: resp.GetConversations(), NextPageToken: resp.GetNextPageToken()}, nil
 }
 
 // UploadFile stores size bytes read from r under name and returns the

@@ -32,6 +32,7 @@ type Store interface {
 	History(ctx context.Context, conversation string, q store.HistoryQuery) ([]store.Message, bool, error)
 	PutFile(ctx context.Context, f store.File) (store.File, error)
 	GetFile(ctx context.Context, id string) (store.File, error)
+	ListConversations(ctx context.Context, username, everyone string, q store.ConversationsQuery) ([]store.ConversationSummary, bool, error)
 }
 
 // Blobs stores file contents by SHA-256.
@@ -653,7 +654,11 @@ func (s *Service) dispatch(ctx context.Context, sess *hub.Session, ev *chatv1.Cl
 	case *chatv1.ClientEvent_Typing:
 		return nil, s.hub.Typing(sess, e.Typing.GetConversation(), e.Typing.GetTyping())
 	case *chatv1.ClientEvent_ListRooms:
-		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RoomsList{RoomsList: &chatv1.RoomsList{Rooms: s.hub.Rooms(sess.Username)}}}, nil
+		rooms, err := s.hub.ListRooms(ctx, sess.Username)
+		if err != nil {
+			return nil, err
+		}
+		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RoomsList{RoomsList: &chatv1.RoomsList{Rooms: rooms}}}, nil
 	case *chatv1.ClientEvent_Resume:
 		return nil, s.hub.Resume(ctx, sess, e.Resume.GetCursors())
 	case *chatv1.ClientEvent_Ping:

@@ -44,6 +44,7 @@ type Store interface {
 	LastSeq(ctx context.Context, conversation string) (int64, error)
 	History(ctx context.Context, conversation string, q store.HistoryQuery) ([]store.Message, bool, error)
 	Memberships(ctx context.Context, username string) ([]string, error)
+	RoomSummaries(ctx context.Context, username, everyone string) ([]store.RoomSummary, error)
 	AddMembership(ctx context.Context, username, room string) error
 	RemoveMembership(ctx context.Context, username, room string) error
 	DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, error)
@@ -517,7 +518,9 @@ func (h *Hub) Leave(ctx context.Context, s *Session, r string) error {
 	return nil
 }
 
-// Rooms lists live rooms with member counts, marking those user is in.
+// Rooms lists the live rooms (those with a member online) with their
+// online member counts, marking those user is in; ListRooms lists every
+// stored room.
 func (h *Hub) Rooms(username string) []*chatv1.RoomInfo {
 	h.mu.RLock()
 	names := map[string]bool{}
@@ -543,6 +546,39 @@ func (h *Hub) Rooms(username string) []*chatv1.RoomInfo {
 	h.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// ListRooms lists every room, stored members or not online, sorted by
+// name: member_count is the stored member count (general counts every
+// user), online_count the members online on any node, and joined marks
+// the rooms username is in. It costs one store query however many rooms
+// there are, and one pass over the live rooms under the read lock.
+func (h *Hub) ListRooms(ctx context.Context, username string) ([]*chatv1.RoomInfo, error) {
+	stored, err := h.store.RoomSummaries(ctx, username, GeneralRoom)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*chatv1.RoomInfo, len(stored))
+	h.mu.RLock()
+	var remote map[string]map[string]bool
+	if h.cluster != nil {
+		remote = h.cluster.remoteRoomMembers(h.users, "")
+	}
+	for i, r := range stored {
+		online, joined := len(remote[r.Name]), r.Joined || remote[r.Name][username]
+		if rm := h.rooms[r.Name]; rm != nil {
+			_, in := rm.members[username]
+			online, joined = online+len(rm.members), joined || in
+		}
+		if r.Name == GeneralRoom {
+			online = h.onlineCountLocked() // everyone online is in it
+		}
+		// A member who joined since the store was read is counted once.
+		members := max(r.Members, online)
+		out[i] = &chatv1.RoomInfo{Name: r.Name, MemberCount: int32(members), OnlineCount: int32(online), Joined: joined}
+	}
+	h.mu.RUnlock()
+	return out, nil
 }
 
 // Sent is the result of storing a message.

@@ -183,7 +183,9 @@ func (c *Chain) streamLimit(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 
 // chargeCall charges a call or stream open: Connect per client IP (it is
 // the expensive, long-lived one), uploads and everything else per user, or
-// per IP before login.
+// per IP before login. The unary reads (GetHistory, ListRooms,
+// ListConversations, ...) share the user's "other" bucket, as they share
+// the Chat/* RoleUser row of the role table.
 func (c *Chain) chargeCall(ctx context.Context, method string) error {
 	kind, key := ratelimit.KindOther, c.callerKey(ctx)
 	switch method {

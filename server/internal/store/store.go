@@ -94,6 +94,60 @@ type HistoryQuery struct {
 	Limit     int
 }
 
+// RoomSummary is one room as ListRooms shows it.
+type RoomSummary struct {
+	Name string
+	// Members counts the room's stored members (for the room every user is
+	// in, every user), online or not.
+	Members int
+	// Joined is true when the asking user is a stored member.
+	Joined bool
+}
+
+// ConversationSummary is one conversation a user is in, as
+// ListConversations shows it.
+type ConversationSummary struct {
+	Key string // a RoomKey or DirectKey
+	// Name is the room's name, or for a direct conversation the peer's
+	// username (the user who is not the one asking).
+	Name string
+	Room bool
+	// LastSeq is the conversation's newest sequence, 0 when nothing was
+	// ever posted; retention does not lower it.
+	LastSeq int64
+	// LastMessage is the newest stored message; nil when there is none.
+	LastMessage *Message
+}
+
+// ConversationPos is a place in a user's list of conversations, which is
+// sorted by last activity (the newest message's SentAt) newest first,
+// conversations without a message last, then by Name, then by Key. A page
+// starts just after it.
+type ConversationPos struct {
+	Active time.Time // SentAt of the newest message; zero when there is none
+	Name   string
+	Key    string
+}
+
+// Pos is where s stands in the list (the After of the page that follows
+// it).
+func (s ConversationSummary) Pos() ConversationPos {
+	p := ConversationPos{Name: s.Name, Key: s.Key}
+	if s.LastMessage != nil {
+		p.Active = s.LastMessage.SentAt
+	}
+	return p
+}
+
+// ConversationsQuery selects a page of a user's conversations.
+type ConversationsQuery struct {
+	// After, when set, starts the page just after that place; nil starts
+	// at the most recently active conversation.
+	After *ConversationPos
+	// Limit is the page size; 0 means 50, at most 200 (the stores clamp it).
+	Limit int
+}
+
 // File is the metadata of a stored file; ID is the hex SHA-256 of its
 // plaintext content.
 type File struct {
