@@ -326,23 +326,20 @@ func chatCommand(ctx context.Context, c *parley.Client, r *parley.ResilientSessi
 // keeps returning a page token cannot keep the client fetching.
 const maxConversationPages = 50
 
-// listConversations fetches every page of Chat.ListConversations. The SDK
-// has no call for it yet, so it goes through the client's connection, which
-// carries the SDK's credentials.
+// listConversations fetches every page of the caller's conversations.
 func listConversations(ctx context.Context, c *parley.Client) ([]*chatv1.ConversationSummary, error) {
-	chat := chatv1.NewChatClient(c.Conn())
 	var all []*chatv1.ConversationSummary
 	token := ""
 	for range maxConversationPages {
-		resp, err := chat.ListConversations(ctx, &chatv1.ListConversationsRequest{PageSize: 200, PageToken: token})
+		page, err := c.Conversations(ctx, parley.ConversationsOptions{PageSize: 200, PageToken: token})
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, resp.GetConversations()...)
-		if resp.GetNextPageToken() == "" || resp.GetNextPageToken() == token {
+		all = append(all, page.Conversations...)
+		if page.NextPageToken == "" || page.NextPageToken == token {
 			break
 		}
-		token = resp.GetNextPageToken()
+		token = page.NextPageToken
 	}
 	return all, nil
 }

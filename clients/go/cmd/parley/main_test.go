@@ -557,3 +557,52 @@ func TestChatTerminal(t *testing.T) {
 		t.Fatal("the terminal was not restored")
 	}
 }
+
+// TestConversationsAfterRestart: a new chat (a restart) lists the direct
+// conversations with people who are offline, /conversations shows each with
+// its last message, and /dm makes one current so typed lines go there.
+func TestConversationsAfterRestart(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	alice, carol := newUser(t, srv, "alice"), newUser(t, srv, "carol")
+	alice.ok("register", "--user", "alice")
+	carol.ok("register", "--user", "carol")
+	alice.ok("send", "--to", "carol", "hi carol")
+	mustContain(t, alice.ok("conversations"), "conversations:", "@carol", "<alice> hi carol", "#general", "(no messages)")
+
+	stdin, typed := io.Pipe()
+	defer typed.Close()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(t.Context(), []string{"chat"}, alice.env(stdin, &out, &errOut)) }()
+	waitOut := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(waitFor)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in chat output:\n%s%s", want, out.String(), errOut.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	say := func(line string) {
+		t.Helper()
+		if _, err := io.WriteString(typed, line+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitOut("* direct conversations: carol (/dm USER")
+	say("/conversations")
+	waitOut("  @carol")
+	waitOut("<alice> hi carol")
+	say("/dm carol")
+	waitOut("* talking with @carol")
+	waitOut("@carol <alice> hi carol") // its history, labelled as everywhere
+	say("are you there?")
+	waitOut("@carol <alice> are you there?") // the echo of the stored message
+	say("/quit")
+	if code := <-done; code != 0 {
+		t.Fatalf("chat exited %d: %s", code, errOut.String())
+	}
+	mustContain(t, carol.ok("history", "--user", "alice"), "@alice <alice> hi carol", "@alice <alice> are you there?")
+}
