@@ -792,19 +792,25 @@ export const RecentMessagesSchema: GenMessage<RecentMessages> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 20);
 
 /**
- * FileRef describes a stored file.
+ * FileRef describes an uploaded file. A message's FileRef is the upload
+ * its sender posted.
  *
  * @generated from message chat.v1.FileRef
  */
 export type FileRef = Message$1<"chat.v1.FileRef"> & {
   /**
-   * id is the hex SHA-256 of the content.
+   * id names the upload: 64 lowercase hex digits, opaque. Two uploads of
+   * the same content have different ids (files uploaded before per-upload
+   * ids have the hex SHA-256 of their content).
    *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * name is the uploader's file name reduced to a safe display name: no
+   * directory part, no control characters, at most 255 bytes.
+   *
    * @generated from field: string name = 2;
    */
   name: string;
@@ -1925,7 +1931,11 @@ export const Chat: GenService<{
   },
   /**
    * UploadFile takes FileInfo first, then the content in chunks of at most
-   * 64 KiB. The file id is the hex SHA-256 of the content.
+   * 64 KiB. Every upload is a new file with its own id and the name (made
+   * a safe display name: no path, no control characters) and content type
+   * of its FileInfo, even when the same content was uploaded before; only
+   * the stored content is shared. A stream that ends early or out of order
+   * is INVALID_ARGUMENT.
    *
    * @generated from rpc chat.v1.Chat.UploadFile
    */
