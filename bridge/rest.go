@@ -142,8 +142,15 @@ func (b *Bridge) getMessages(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "before_seq: "+err.Error())
 		return
 	}
+	// after_seq counts by presence: after_seq=0 reads from the start, no
+	// after_seq the latest page. An empty value is neither, so it is
+	// refused rather than read as one of them.
 	if q.Has("after_seq") {
-		after, err := queryInt(q.Get("after_seq"), 0, math.MaxInt64)
+		v := q.Get("after_seq")
+		after, err := queryInt(v, 0, math.MaxInt64)
+		if err == nil && v == "" {
+			err = errors.New("empty: give a sequence number (0 for the start), or leave after_seq out for the latest page")
+		}
 		if err != nil {
 			writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "after_seq: "+err.Error())
 			return

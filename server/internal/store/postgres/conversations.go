@@ -37,19 +37,22 @@ const nullMsgCols = `coalesce(m.id, ''), coalesce(m.conversation, ''), coalesce(
 // position ($4 active nanos, $5 name, $6 key), in the order activity
 // descending, name, key.
 const qConversations = `
-WITH mine(key, name, room) AS (
-	SELECT 'r:' || room, room, true FROM memberships WHERE username = $1
-	UNION SELECT 'r:' || $2::text COLLATE "C", $2::text COLLATE "C", true WHERE $2::text <> ''
-	UNION SELECT key, substr(key, length($1) + 4), false FROM conversations
+WITH rooms(key, name) AS (
+	SELECT 'r:' || room, room FROM memberships WHERE username = $1
+	UNION SELECT 'r:' || $2::text COLLATE "C", $2::text COLLATE "C" WHERE $2::text <> ''
+),
+mine(key, name, room, last_seq) AS (
+	SELECT key, name, true, coalesce((SELECT last_seq FROM conversations c WHERE c.key = rooms.key), 0) FROM rooms
+	UNION ALL SELECT key, substr(key, length($1) + 4), false, last_seq FROM conversations
 		WHERE key > 'd:' || $1 || ':' AND key < 'd:' || $1 || ';'
-	UNION SELECT key, substr(key, 3, length(key) - length($1) - 3), false FROM conversations
+	UNION ALL SELECT key, substr(key, 3, length(key) - length($1) - 3), false, last_seq FROM conversations
 		WHERE key > 'd:' AND key < 'd;' AND right(key, length($1) + 1) = ':' || $1
+		AND NOT (key > 'd:' || $1 || ':' AND key < 'd:' || $1 || ';')
 ),
 listed AS (
-	SELECT t.key, t.name, t.room, coalesce(c.last_seq, 0) AS last_seq, m.id IS NOT NULL AS has,
+	SELECT t.key, t.name, t.room, t.last_seq, m.id IS NOT NULL AS has,
 		coalesce(m.sent_at, 0) AS active, ` + nullMsgCols + `
 	FROM mine t
-	LEFT JOIN conversations c ON c.key = t.key
 	LEFT JOIN LATERAL (SELECT * FROM messages WHERE conversation = t.key ORDER BY seq DESC LIMIT 1) m ON true
 )
 SELECT * FROM listed

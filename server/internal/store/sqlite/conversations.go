@@ -37,18 +37,20 @@ const nullMsgCols = `coalesce(m.id, ''), coalesce(m.conversation, ''), coalesce(
 // position (?4 active nanos, ?5 name, ?6 key), in the order activity
 // descending, name, key.
 const qConversations = `
-WITH mine(key, name, room) AS (
-	SELECT 'r:' || room, room, 1 FROM memberships WHERE username = ?1
-	UNION SELECT 'r:' || ?2, ?2, 1 WHERE ?2 <> ''
-	UNION SELECT key, substr(key, length(?1) + 4), 0 FROM conversations
+WITH rooms(key, name) AS (
+	SELECT 'r:' || room, room FROM memberships WHERE username = ?1
+	UNION SELECT 'r:' || ?2, ?2 WHERE ?2 <> ''
+),
+mine(key, name, room, last_seq) AS (
+	SELECT key, name, 1, coalesce((SELECT last_seq FROM conversations c WHERE c.key = rooms.key), 0) FROM rooms
+	UNION ALL SELECT key, substr(key, length(?1) + 4), 0, last_seq FROM conversations
 		WHERE key > 'd:' || ?1 || ':' AND key < 'd:' || ?1 || ';'
-	UNION SELECT key, substr(key, 3, length(key) - length(?1) - 3), 0 FROM conversations
+	UNION ALL SELECT key, substr(key, 3, length(key) - length(?1) - 3), 0, last_seq FROM conversations
 		WHERE key > 'd:' AND key < 'd;' AND substr(key, length(key) - length(?1)) = ':' || ?1
+		AND NOT (key > 'd:' || ?1 || ':' AND key < 'd:' || ?1 || ';')
 ),
 tops AS (
-	SELECT mine.key, mine.name, mine.room, coalesce(c.last_seq, 0) AS last_seq,
-		(SELECT max(seq) FROM messages WHERE conversation = mine.key) AS top
-	FROM mine LEFT JOIN conversations c ON c.key = mine.key
+	SELECT mine.*, (SELECT max(seq) FROM messages WHERE conversation = mine.key) AS top FROM mine
 ),
 listed AS (
 	SELECT t.key, t.name, t.room, t.last_seq, m.id IS NOT NULL AS has, coalesce(m.sent_at, 0) AS active, ` + nullMsgCols + `

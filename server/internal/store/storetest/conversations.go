@@ -28,7 +28,7 @@ type Conversations interface {
 func conversationWorld(t *testing.T, s Conversations) {
 	t.Helper()
 	ctx := context.Background()
-	for _, u := range []string{"alice", "aaron", "bob", "carol", "malice", "alice2", "alice_z"} {
+	for _, u := range []string{"alice", "aaron", "bob", "carol", "malice", "alice2", "alice_z", "b_b", "b0b"} {
 		if err := s.CreateUser(ctx, store.User{Username: u, PasswordHash: "h", Active: true}); err != nil {
 			t.Fatal(err)
 		}
@@ -62,6 +62,9 @@ func conversationWorld(t *testing.T, s Conversations) {
 	post(store.DirectKey("bob", "malice"), "bob", "malice", "ends like alice", at(7))
 	post(store.DirectKey("alice2", "bob"), "bob", "alice2", "starts like alice", at(8))
 	post(store.DirectKey("alice_z", "bob"), "bob", "alice_z", "starts like alice", at(9))
+	// d:b0b:b_b: b_b sorts second, and "b_b" read as a LIKE pattern would
+	// match b0b too.
+	post(store.DirectKey("b0b", "b_b"), "b0b", "b_b", "underscore", at(10))
 	if _, err := s.DeleteMessagesBefore(ctx, base); err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +161,11 @@ func ListConversations(t *testing.T, s Conversations) {
 		t.Fatalf("carol's conversations:\n got %+v\nwant %+v", got, wantCarol)
 	}
 
+	bb, _, err := s.ListConversations(ctx, "b_b", "", store.ConversationsQuery{})
+	if got, want := briefs(bb), []brief{{Key: "d:b0b:b_b", Name: "b0b", LastSeq: 1, LastText: "underscore", LastFrom: "b0b"}}; !reflect.DeepEqual(got, want) || err != nil {
+		t.Fatalf("b_b's conversations:\n got %+v, %v\nwant %+v", got, err, want)
+	}
+
 	// A user with nothing stored is in the room for everyone only.
 	none, more, err := s.ListConversations(ctx, "nobody", "general", store.ConversationsQuery{})
 	if err != nil || more || len(none) != 1 || none[0].Key != "r:general" {
@@ -178,7 +186,7 @@ func RoomSummaries(t *testing.T, s Conversations) {
 	want := []store.RoomSummary{
 		{Name: "bob", Members: 1, Joined: true},
 		{Name: "design", Members: 2, Joined: true},
-		{Name: "general", Members: 7, Joined: true},
+		{Name: "general", Members: 9, Joined: true},
 		{Name: "other", Members: 1},
 		{Name: "zeta", Members: 1, Joined: true},
 	}
