@@ -78,6 +78,10 @@ type Config struct {
 	RateLimits string
 	// QueueSize bounds each session's outbound queue; default 256.
 	QueueSize int
+	// ReplayCap bounds the messages one Resume, or the direct messages one
+	// connect, replays; StateRestored says complete=false when it cut the
+	// replay short. Default 1000.
+	ReplayCap int
 	// WriteCoalesce is the least time between two writes to one busy
 	// connection (/ws, gRPC-Web or native gRPC): what queues meanwhile goes
 	// out in one write. A quiet connection is written at once. Default
@@ -157,6 +161,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention < 0 || c.FileGrace < 0 {
 		return fmt.Errorf("retention (%v) and file grace (%v) must not be negative", c.Retention, c.FileGrace)
+	}
+	if c.ReplayCap < 0 {
+		return fmt.Errorf("the replay cap must be positive (0 for the default 1000), not %d", c.ReplayCap)
 	}
 	if c.OnlineSnapshotLimit < 0 || c.OnlineSnapshotLimit > 1000 {
 		return fmt.Errorf("the online snapshot limit must be between 1 and 1000 (0 for the default 100), not %d", c.OnlineSnapshotLimit)

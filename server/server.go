@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	hcfg := hub.Config{Store: st, Logger: cfg.Logger, QueueSize: cfg.QueueSize, TypingTimeout: cfg.TypingTimeout, PresenceWindow: cfg.PresenceWindow,
-		OnlineSnapshotLimit: cfg.OnlineSnapshotLimit, PresenceNamesLimit: cfg.PresenceNamesLimit}
+		OnlineSnapshotLimit: cfg.OnlineSnapshotLimit, PresenceNamesLimit: cfg.PresenceNamesLimit, ReplayCap: cfg.ReplayCap}
 	if cfg.NATSURL != "" {
 		b, err := natsbroker.New(natsbroker.Config{URL: cfg.NATSURL, Subject: cfg.NATSSubject, Name: "parleyd", Logger: cfg.Logger})
 		if err != nil {

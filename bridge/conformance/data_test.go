@@ -117,3 +117,28 @@ func TestRESTDataEndpointsOnParleyd(t *testing.T) {
 	}
 
 }
+
+// TestRESTHistoryFromStartOnParleyd: GET /api/messages with after_seq=0
+// reads from the first message; without after_seq, the latest page.
+func TestRESTHistoryFromStartOnParleyd(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) { c.RateLimits = "message=unlimited" }})
+	base := "http://" + srv.HTTPAddr()
+	alice, _ := sdkSession(t, srv, "alice")
+	_, bobAuth := sdkSession(t, srv, "bob")
+	for i := 1; i <= 120; i++ {
+		if _, err := alice.Send(t.Context(), "general", "m"+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := call(t, "GET", base+"/api/messages?room=general&after_seq=0&limit=100", bobAuth, nil)
+	var hist chatv1.GetHistoryResponse
+	if r.status != 200 || protojson.Unmarshal(r.body, &hist) != nil || len(hist.GetMessages()) != 100 ||
+		hist.GetMessages()[0].GetSeq() != 1 || !hist.GetHasMore() {
+		t.Fatalf("history from the start: %d %.300s", r.status, r.body)
+	}
+	r = call(t, "GET", base+"/api/messages?room=general&limit=100", bobAuth, nil)
+	if r.status != 200 || protojson.Unmarshal(r.body, &hist) != nil || len(hist.GetMessages()) != 100 || hist.GetMessages()[0].GetSeq() != 21 {
+		t.Fatalf("latest history: %d %.300s", r.status, r.body)
+	}
+}

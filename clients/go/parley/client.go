@@ -255,11 +255,18 @@ func Direct(peer string) *chatv1.Conversation {
 
 // HistoryOptions page through a conversation. The zero value asks for the
 // latest page of 50.
+//
+// To read forwards, oldest first, set Forward: the page holds the messages
+// after AfterSeq, so HistoryOptions{Forward: true} reads from the start of
+// the conversation and HistoryOptions{Forward: true, AfterSeq: n} goes on
+// after seq n. An AfterSeq above 0 reads forwards by itself.
 type HistoryOptions struct {
 	// BeforeSeq pages backwards: messages with seq < BeforeSeq.
 	BeforeSeq int64
-	// AfterSeq pages forwards: messages with seq > AfterSeq. Set at most
-	// one of BeforeSeq and AfterSeq.
+	// Forward pages forwards from AfterSeq, 0 meaning from the start.
+	Forward bool
+	// AfterSeq is where a forward page starts: messages with seq >
+	// AfterSeq. Set BeforeSeq or read forwards, not both.
 	AfterSeq int64
 	// Limit is the page size; 0 means 50, at most 100.
 	Limit int
@@ -269,8 +276,9 @@ type HistoryOptions struct {
 // first, and whether there is more in the direction asked.
 func (c *Client) History(ctx context.Context, conv *chatv1.Conversation, opts HistoryOptions) (msgs []*chatv1.Message, more bool, err error) {
 	req := &chatv1.GetHistoryRequest{Conversation: conv, BeforeSeq: opts.BeforeSeq, Limit: int32(opts.Limit)}
-	if opts.AfterSeq > 0 {
-		req.AfterSeq = &opts.AfterSeq
+	if opts.Forward || opts.AfterSeq > 0 {
+		after := max(opts.AfterSeq, 0)
+		req.AfterSeq = &after
 	}
 	resp, err := c.chat.GetHistory(ctx, req)
 	if err != nil {

@@ -68,7 +68,7 @@ func TestAuth(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rooms: %v", err)
 	}
-	if len(rooms) != 0 {
+	if len(rooms) != 1 || rooms[0].GetName() != "general" || rooms[0].GetMemberCount() != 1 || rooms[0].GetOnlineCount() != 0 {
 		t.Fatalf("rooms with nobody online = %v", rooms)
 	}
 
@@ -103,6 +103,14 @@ func TestHistoryAndPresence(t *testing.T) {
 	msgs, more, err = bob.History(ctx, parley.Room("general"), parley.HistoryOptions{BeforeSeq: 3, Limit: 1})
 	if err != nil || !more || len(msgs) != 1 || msgs[0].GetText() != "two" {
 		t.Fatalf("page = %v, %v, %v", msgs, more, err)
+	}
+	msgs, more, err = bob.History(ctx, parley.Room("general"), parley.HistoryOptions{Forward: true, Limit: 2})
+	if err != nil || !more || len(msgs) != 2 || msgs[0].GetSeq() != 1 || msgs[1].GetSeq() != 2 {
+		t.Fatalf("first forward page = %v, %v, %v", msgs, more, err)
+	}
+	msgs, more, err = bob.History(ctx, parley.Room("general"), parley.HistoryOptions{Forward: true, AfterSeq: 2, Limit: 2})
+	if err != nil || more || len(msgs) != 1 || msgs[0].GetSeq() != 3 {
+		t.Fatalf("next forward page = %v, %v, %v", msgs, more, err)
 	}
 	msgs, _, err = bob.History(ctx, parley.Direct("alice"), parley.HistoryOptions{})
 	if err != nil || len(msgs) != 1 || msgs[0].GetText() != "psst" {

@@ -660,7 +660,7 @@ func (s *Service) dispatch(ctx context.Context, sess *hub.Session, ev *chatv1.Cl
 		}
 		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RoomsList{RoomsList: &chatv1.RoomsList{Rooms: rooms}}}, nil
 	case *chatv1.ClientEvent_Resume:
-		return nil, s.hub.Resume(ctx, sess, e.Resume.GetCursors())
+		return nil, s.hub.Resume(ctx, sess, ev.GetRequestId(), e.Resume.GetCursors())
 	case *chatv1.ClientEvent_Ping:
 		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_Pong{Pong: &chatv1.Pong{ServerTime: timestamppb.Now()}}}, nil
 	case *chatv1.ClientEvent_RefreshToken:

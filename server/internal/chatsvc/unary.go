@@ -23,20 +23,23 @@ import (
 // ChunkSize is the largest file chunk on the wire.
 const ChunkSize = 64 << 10
 
-// GetHistory pages through a conversation the caller may read.
+// GetHistory pages through a conversation the caller may read: the latest
+// page, backwards from before_seq, or forwards from after_seq when it is
+// set (0 included: from the start).
 func (s *Service) GetHistory(ctx context.Context, req *chatv1.GetHistoryRequest) (*chatv1.GetHistoryResponse, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if req.GetBeforeSeq() > 0 && req.GetAfterSeq() > 0 {
+	// after_seq counts by presence: set to 0 it reads from the start.
+	if req.GetBeforeSeq() > 0 && req.AfterSeq != nil {
 		return nil, status.Error(codes.InvalidArgument, "set before_seq or after_seq, not both")
 	}
 	key, err := s.hub.ConversationKey(ctx, p.Username, req.GetConversation())
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	msgs, more, err := s.cfg.Store.History(ctx, key, store.HistoryQuery{BeforeSeq: req.GetBeforeSeq(), AfterSeq: req.GetAfterSeq(), Limit: int(req.GetLimit())})
+	msgs, more, err := s.cfg.Store.History(ctx, key, store.HistoryQuery{BeforeSeq: req.GetBeforeSeq(), AfterSeq: req.AfterSeq, Limit: int(req.GetLimit())})
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}

@@ -15,6 +15,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -47,7 +48,7 @@ type Store interface {
 	RoomSummaries(ctx context.Context, username, everyone string) ([]store.RoomSummary, error)
 	AddMembership(ctx context.Context, username, room string) error
 	RemoveMembership(ctx context.Context, username, room string) error
-	DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, error)
+	DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, bool, error)
 	TouchLastSeen(ctx context.Context, username string, t time.Time) error
 	GetFile(ctx context.Context, id string) (store.File, error)
 	TouchFile(ctx context.Context, id string, t time.Time) (store.File, error)
@@ -65,7 +66,9 @@ type Config struct {
 	QueueSize int
 	// RecentLimit is how many general messages a new session gets; default 50.
 	RecentLimit int
-	// ReplayCap bounds the messages one restore or Resume replays; default 1000.
+	// ReplayCap bounds the messages one restore or Resume replays (a store
+	// may cap a restore lower: StateRestored then says complete=false all
+	// the same); default 1000.
 	ReplayCap int
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
@@ -280,19 +283,15 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	}
 	s.SendEvent(recentEvent(&chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: GeneralRoom}}, recent))
 
-	replayed, complete := 0, true
-	if !id.LastSeenAt.IsZero() {
-		dms, err := h.store.DirectMessagesSince(ctx, id.Username, id.LastSeenAt, h.cfg.ReplayCap+1)
-		if err != nil {
-			h.Detach(s)
-			return nil, err
-		}
-		if len(dms) > h.cfg.ReplayCap {
-			dms, complete = dms[:h.cfg.ReplayCap], false
-		}
-		replayed = len(dms)
-		h.sendGrouped(s, dms)
+	// A user who never had a session (LastSeenAt zero) has missed every
+	// direct message sent to it: zero reads from the start.
+	dms, more, err := h.store.DirectMessagesSince(ctx, id.Username, id.LastSeenAt, h.cfg.ReplayCap)
+	if err != nil {
+		h.Detach(s)
+		return nil, err
 	}
+	replayed, complete := len(dms), !more
+	h.sendGrouped(s, dms)
 	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
 		Rooms: rooms, MessagesReplayed: int32(replayed), Complete: complete,
 	}}})
@@ -788,31 +787,48 @@ func (h *Hub) CanReadFile(ctx context.Context, username, fileID string) (bool, e
 	return false, nil
 }
 
-// Resume replays, for each cursor, the messages after its sequence, up to
-// ReplayCap in all, then queues StateRestored.
-func (h *Hub) Resume(ctx context.Context, s *Session, cursors []*chatv1.ConversationCursor) error {
-	budget, replayed, complete := h.cfg.ReplayCap, 0, true
+// Resume replays, for each cursor in turn, the messages after its
+// last_seq, oldest first (from the first message for 0), up to ReplayCap
+// in all, then queues StateRestored: complete is false when the cap left
+// any message after a cursor unreplayed, so the client knows to go on from
+// the last sequence it got. Every event it queues carries requestID. A
+// cursor the user may not read refuses the whole Resume before anything is
+// replayed.
+func (h *Hub) Resume(ctx context.Context, s *Session, requestID string, cursors []*chatv1.ConversationCursor) error {
+	keys := make([]string, len(cursors))
 	var rooms []string
-	for _, c := range cursors {
+	for i, c := range cursors {
 		key, err := h.ConversationKey(ctx, s.Username, c.GetConversation())
 		if err != nil {
 			return err
 		}
+		keys[i] = key
 		if r := c.GetConversation().GetRoom(); r != "" {
 			rooms = append(rooms, r)
 		}
-		after := c.GetLastSeq()
+	}
+	budget, replayed, complete := h.cfg.ReplayCap, 0, true
+	for i, c := range cursors {
+		after := max(c.GetLastSeq(), 0)
 		for {
 			if budget == 0 {
-				complete = false
+				// The cap is spent: only say incomplete when something is
+				// left here.
+				rest, _, err := h.store.History(ctx, keys[i], store.HistoryQuery{AfterSeq: store.After(after), Limit: 1})
+				if err != nil {
+					return err
+				}
+				complete = complete && len(rest) == 0
 				break
 			}
-			msgs, more, err := h.store.History(ctx, key, store.HistoryQuery{AfterSeq: after, Limit: min(100, budget)})
+			msgs, more, err := h.store.History(ctx, keys[i], store.HistoryQuery{AfterSeq: store.After(after), Limit: min(replayPage, budget)})
 			if err != nil {
 				return err
 			}
 			if len(msgs) > 0 {
-				s.SendEvent(recentEvent(c.GetConversation(), msgs))
+				ev := recentEvent(c.GetConversation(), msgs)
+				ev.RequestId = requestID
+				s.SendEvent(ev)
 				after = msgs[len(msgs)-1].Seq
 				budget -= len(msgs)
 				replayed += len(msgs)
@@ -822,14 +838,20 @@ func (h *Hub) Resume(ctx context.Context, s *Session, cursors []*chatv1.Conversa
 			}
 		}
 	}
-	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
+	s.SendEvent(&chatv1.ServerEvent{RequestId: requestID, Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
 		Rooms: rooms, MessagesReplayed: int32(replayed), Complete: complete,
 	}}})
 	return nil
 }
 
+// replayPage is the most messages one RecentMessages event of a replay
+// carries, so that one replay cannot overflow a session's queue.
+const replayPage = 100
+
 // sendGrouped queues messages as RecentMessages, one event per conversation
-// and at most 100 messages per event so one restore cannot overflow a queue.
+// and at most replayPage messages per event, each conversation's in
+// sequence order (sent_at, which the query orders by, comes from the
+// clocks of several nodes in a cluster).
 func (h *Hub) sendGrouped(s *Session, msgs []store.Message) {
 	byConv := map[string][]store.Message{}
 	var order []string
@@ -841,12 +863,13 @@ func (h *Hub) sendGrouped(s *Session, msgs []store.Message) {
 	}
 	for _, key := range order {
 		ms := byConv[key]
+		slices.SortStableFunc(ms, func(a, b store.Message) int { return cmp.Compare(a.Seq, b.Seq) })
 		conv := conversationProto(ms[0])
 		if u := conv.GetUser(); u == s.Username {
 			conv = &chatv1.Conversation{Kind: &chatv1.Conversation_User{User: ms[0].Sender}}
 		}
 		for len(ms) > 0 {
-			n := min(100, len(ms))
+			n := min(replayPage, len(ms))
 			s.SendEvent(recentEvent(conv, ms[:n]))
 			ms = ms[n:]
 		}

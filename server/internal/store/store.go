@@ -90,9 +90,16 @@ type Message struct {
 // nor AfterSeq set it selects the latest Limit messages.
 type HistoryQuery struct {
 	BeforeSeq int64 // seq < BeforeSeq when > 0
-	AfterSeq  int64 // seq > AfterSeq when > 0
-	Limit     int
+	// AfterSeq, when not nil, reads forwards: seq > *AfterSeq, oldest
+	// first. Presence is what matters: After(0) reads from the start of
+	// the conversation, nil reads the latest page.
+	AfterSeq *int64
+	Limit    int
 }
+
+// After returns an AfterSeq that reads forwards from just after seq (from
+// the start for 0).
+func After(seq int64) *int64 { return &seq }
 
 // RoomSummary is one room as ListRooms shows it.
 type RoomSummary struct {
