@@ -349,6 +349,7 @@ describe("Parley mobile against a real parleyd", () => {
     // A fresh app holds nothing: what it shows comes from the server's
     // conversation list (bob is offline, so no live event names him).
     cleanup();
+    await new Promise((r) => setTimeout(r, 50)); // let the unmount finish before the next render
     render(
       <View testID="app-alice">
         <App fetchImpl={countingFetch} />

@@ -71,20 +71,23 @@ func (l *lineConsole) println(lines ...string) {
 
 func (l *lineConsole) setPrompt(string) {}
 
-// termConsole edits the line being typed with golang.org/x/term's Terminal:
-// an event printed while someone types clears the prompt and the partial
-// line, prints, and draws them again below, so incoming messages never
-// break into the input. x/term is the Go team's own package, already a
-// dependency here (for password prompts), and does what chat needs (line
-// editing, history, redraw on asynchronous output) without cgo or a
-// terminfo database; fuller libraries (chzyer/readline, peterh/liner) add
-// completion and key maps this client does not use.
+// termConsole edits the line being typed with golang.org/x/term's Terminal
+// (the package doc says why that one): an event printed while someone types
+// clears the prompt and the partial line, prints, and draws them again
+// below, so incoming messages never break into the input.
 type termConsole struct {
 	t *term.Terminal
 }
 
 func newTermConsole(rw io.ReadWriter) *termConsole {
-	return &termConsole{t: term.NewTerminal(rw, "> ")}
+	t := term.NewTerminal(rw, "> ")
+	if s, ok := rw.(interface{ size() (int, int, error) }); ok {
+		// A terminal that reports no size (some ptys) keeps the 80x24 default.
+		if w, h, err := s.size(); err == nil && w > 0 && h > 0 {
+			_ = t.SetSize(w, h)
+		}
+	}
+	return &termConsole{t: t}
 }
 
 func (c *termConsole) readLine() (string, error) { return c.t.ReadLine() }

@@ -20,9 +20,13 @@
 // commands dial a remembered server the same way without the flags;
 // commands keep the tokens fresh and store each refresh.
 //
-// chat on a terminal edits the typed line with golang.org/x/term (see
-// termConsole for why that package): messages arriving while you type print
-// above the prompt, which is drawn again with what you had typed. Only a
+// chat on a terminal edits the typed line with golang.org/x/term's
+// Terminal: messages arriving while you type print above the prompt, which
+// is drawn again with what you had typed. x/term is the Go team's package,
+// already a dependency here for password prompts; it gives line editing,
+// history and the redraw on asynchronous output without cgo or a terminfo
+// database. Fuller libraries (chzyer/readline, peterh/liner) add completion
+// and key maps this client does not need, and one more dependency. Only a
 // line starting with "/" is a command; "//" sends a leading slash.
 //
 // Concurrency: each command runs on the goroutine that calls run; chat adds
@@ -331,10 +335,19 @@ func rawTerminal() (io.ReadWriter, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return struct {
-		io.Reader
-		io.Writer
-	}{os.Stdin, os.Stdout}, func() { _ = term.Restore(in, old) }, nil
+	return tty{os.Stdin, os.Stdout}, func() { _ = term.Restore(in, old) }, nil
+}
+
+// tty is the terminal chat runs on; its size lets long lines wrap where the
+// terminal wraps them.
+type tty struct {
+	in, out *os.File
+}
+
+func (t tty) Read(p []byte) (int, error)  { return t.in.Read(p) }
+func (t tty) Write(p []byte) (int, error) { return t.out.Write(p) }
+func (t tty) size() (width, height int, err error) {
+	return term.GetSize(int(t.out.Fd()))
 }
 
 // password reads $PARLEY_PASSWORD, or prompts on a terminal, or reads one
