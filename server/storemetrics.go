@@ -52,10 +52,10 @@ func (s countingStore) TouchLastSeen(ctx context.Context, username string, t tim
 	return err
 }
 
-func (s countingStore) DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, error) {
-	msgs, err := s.Store.DirectMessagesSince(ctx, username, since, limit)
+func (s countingStore) DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, bool, error) {
+	msgs, more, err := s.Store.DirectMessagesSince(ctx, username, since, limit)
 	s.m.StoreError("direct_messages_since", err)
-	return msgs, err
+	return msgs, more, err
 }
 
 func (s countingStore) PutFile(ctx context.Context, f store.File) (store.File, error) {
