@@ -149,9 +149,16 @@ func (b *Bridge) sanitizeGRPCWeb(next http.Handler) http.Handler {
 			h.Set(b.cfg.ClientIPHeader, ip)
 		}
 		r.Header = h
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grpcWebKey{}, true)))
 	})
 }
+
+type grpcWebKey struct{}
+
+// IsGRPCWeb reports whether ctx is that of a call the bridge serves as
+// gRPC-Web: the in-process gRPC server's call contexts derive from the
+// HTTP request's, so its metrics can tell gRPC-Web from native gRPC.
+func IsGRPCWeb(ctx context.Context) bool { return ctx.Value(grpcWebKey{}) != nil }
 
 // remoteIP is the host part of r.RemoteAddr: the peer of the TCP
 // connection, never a forwarding header.

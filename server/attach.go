@@ -37,6 +37,7 @@ func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP stri
 	}
 	// The in-process peer is what makes clientIP trusted, as on the pipe.
 	ctx = peer.NewContext(metadata.NewIncomingContext(ctx, md), &peer.Peer{Addr: pipeAddr{}})
+	ctx = context.WithValue(ctx, directWSKey{}, true)
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {

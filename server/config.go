@@ -15,6 +15,11 @@ import (
 // browser's address; it is trusted only on the in-process connection.
 const ClientIPHeader = "x-parley-client-ip"
 
+// DefaultStoreTimeout is Config.StoreTimeout's default: far above a
+// healthy store's slowest call (a group commit's fsync), short enough that
+// a client waiting on a hung database hears Unavailable within seconds.
+const DefaultStoreTimeout = 5 * time.Second
+
 // Config configures a Server. Zero values mean the documented defaults.
 type Config struct {
 	// GRPCAddr is the native gRPC listen address; default ":50051".
@@ -80,6 +85,10 @@ type Config struct {
 	RateLimits string
 	// QueueSize bounds each session's outbound queue; default 256.
 	QueueSize int
+	// ReplayCap bounds the messages one Resume, or the direct messages one
+	// connect, replays; StateRestored says complete=false when it cut the
+	// replay short. Default 1000.
+	ReplayCap int
 	// WriteCoalesce is the least time between two writes to one busy
 	// connection (/ws, gRPC-Web or native gRPC): what queues meanwhile goes
 	// out in one write. A quiet connection is written at once. Default
@@ -109,6 +118,11 @@ type Config struct {
 	NATSSubject string
 	// DisableRegistration refuses Auth.Register.
 	DisableRegistration bool
+	// StoreTimeout bounds every store call (and each commit of the append
+	// writer): a database that hangs makes commands fail as Unavailable,
+	// with a retry hint, after this long instead of holding them. Default
+	// DefaultStoreTimeout.
+	StoreTimeout time.Duration
 	// ShutdownGrace bounds the whole graceful stop (Run's Shutdown): new
 	// clients are refused at once, sessions are told to reconnect and get
 	// all but a third of it (at most 3s) to end, and the rest stops the
@@ -141,6 +155,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = DefaultStoreTimeout
+	}
 	if c.ReconnectAfter <= 0 {
 		c.ReconnectAfter = 2 * time.Second
 	}
@@ -162,6 +179,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention < 0 || c.FileGrace < 0 {
 		return fmt.Errorf("retention (%v) and file grace (%v) must not be negative", c.Retention, c.FileGrace)
+	}
+	if c.ReplayCap < 0 {
+		return fmt.Errorf("the replay cap must be positive (0 for the default 1000), not %d", c.ReplayCap)
 	}
 	if c.OnlineSnapshotLimit < 0 || c.OnlineSnapshotLimit > 1000 {
 		return fmt.Errorf("the online snapshot limit must be between 1 and 1000 (0 for the default 100), not %d", c.OnlineSnapshotLimit)

@@ -2,12 +2,9 @@ package server_test
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -50,70 +47,6 @@ func TestProbes(t *testing.T) {
 	}
 }
 
-// tcpProxy forwards connections to target until closed; closing it cuts
-// every forwarded connection, which to the server is the database gone.
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	closed bool
-	wg     sync.WaitGroup
-}
-
-func startProxy(t *testing.T, target string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(p.Close)
-	return p
-}
-
-func (p *tcpProxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		u, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			c.Close()
-			u.Close()
-			return
-		}
-		p.conns = append(p.conns, c, u)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() { defer p.wg.Done(); io.Copy(u, c); u.Close() }()
-		go func() { defer p.wg.Done(); io.Copy(c, u); c.Close() }()
-	}
-}
-
-func (p *tcpProxy) Close() {
-	p.mu.Lock()
-	p.closed = true
-	conns := p.conns
-	p.conns = nil
-	p.mu.Unlock()
-	p.ln.Close()
-	for _, c := range conns {
-		c.Close()
-	}
-	p.wg.Wait()
-}
-
 // TestReadyzFailsWhenTheStoreIsUnreachable puts a proxy of the test's own
 // between the server and PostgreSQL and closes it: /readyz turns 503 with
 // the reason, /healthz stays 200, and gRPC health follows readiness.
@@ -123,8 +56,8 @@ func TestReadyzFailsWhenTheStoreIsUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startProxy(t, dbURL.Host)
-	dbURL.Host = proxy.ln.Addr().String()
+	proxy := newTCPProxy(t, dbURL.Host) // storefault_test.go
+	dbURL.Host = proxy.addr
 	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
 		c.MetricsAddr = "127.0.0.1:0"
 		c.DatabaseURL = dbURL.String()
@@ -136,7 +69,7 @@ func TestReadyzFailsWhenTheStoreIsUnreachable(t *testing.T) {
 		}
 	}
 
-	proxy.Close()
+	proxy.down()
 	deadline := time.Now().Add(waitFor) // a result is reused for a second
 	for _, base := range []string{"http://" + srv.HTTPAddr(), "http://" + srv.MetricsAddr()} {
 		for {
@@ -177,8 +110,8 @@ func TestReadyzFailsWhenNATSIsUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
+	proxy := newTCPProxy(t, u.Host) // storefault_test.go
+	u.Host = proxy.addr
 	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
 		c.MetricsAddr = "127.0.0.1:0"
 		c.NATSURL, c.NATSSubject = u.String(), "parley.test.readyz."+strings.ReplaceAll(t.Name(), "/", ".")
@@ -187,7 +120,7 @@ func TestReadyzFailsWhenNATSIsUnreachable(t *testing.T) {
 	if code, body := getStatus(t, metrics+"/readyz"); code != http.StatusOK {
 		t.Fatalf("/readyz with NATS up = %d %q", code, body)
 	}
-	proxy.Close()
+	proxy.down()
 	deadline := time.Now().Add(waitFor)
 	for {
 		code, body := getStatus(t, metrics+"/readyz")

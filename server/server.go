@@ -44,32 +44,35 @@ import (
 	"github.com/parleychat/parley/server/internal/filegc"
 	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/interceptor"
+	"github.com/parleychat/parley/server/internal/metrics"
 	"github.com/parleychat/parley/server/internal/ratelimit"
 	"github.com/parleychat/parley/server/internal/sealer"
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/groupcommit"
 	"github.com/parleychat/parley/server/internal/store/postgres"
 	"github.com/parleychat/parley/server/internal/store/sqlite"
 )
 
 // Server is one Parley node.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	store  Store
-	hub    *hub.Hub
-	issuer *auth.Issuer
-	grpc   *grpc.Server
-	health *health.Server
-	limit  *ratelimit.Limiter
-	pipe   *pipeListener
-	inproc *grpc.ClientConn
-	http   *http.Server
-	bridge interface{ Close() error }
-	chain  *interceptor.Chain
-	broker *natsbroker.Broker
-	chat   *chatsvc.Service
-	mhttp  *http.Server
-	files  *filegc.Collector
+	cfg     Config
+	log     *slog.Logger
+	store   Store
+	hub     *hub.Hub
+	issuer  *auth.Issuer
+	grpc    *grpc.Server
+	health  *health.Server
+	limit   *ratelimit.Limiter
+	pipe    *pipeListener
+	inproc  *grpc.ClientConn
+	http    *http.Server
+	bridge  interface{ Close() error }
+	chain   *interceptor.Chain
+	broker  *natsbroker.Broker
+	chat    *chatsvc.Service
+	metrics *metrics.Metrics
+	mhttp   *http.Server
+	files   *filegc.Collector
 
 	grpcLis, httpLis, metricsLis net.Listener
 	serveErr                     chan error
@@ -116,17 +119,26 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encryption keys: %w", err)
 	}
-	st, err := OpenStore(ctx, cfg.DataDir, cfg.DatabaseURL, keys, cfg.Logger)
+	raw, err := openStore(ctx, cfg.DataDir, cfg.DatabaseURL, keys, cfg.Logger, cfg.StoreTimeout)
 	if err != nil {
 		return nil, err
 	}
-	s.store = st
 	ok := false
 	defer func() {
 		if !ok {
-			st.Close()
+			raw.Close()
 		}
 	}()
+	if s.metrics, err = metrics.New(metrics.Config{Transport: transportOf}); err != nil {
+		return nil, err
+	}
+	if oc, ok := raw.(interface{ ObserveCommits(groupcommit.Observer) }); ok {
+		oc.ObserveCommits(s.metrics)
+	}
+	// Outermost the counting, so a call the guard's deadline cut short is
+	// counted as the store error it is.
+	var st Store = countingStore{Store: guardStore(raw, cfg.StoreTimeout, cfg.Logger), m: s.metrics}
+	s.store = st
 	blobs, err := blob.New(blob.Config{Dir: filepath.Join(cfg.DataDir, "files"), Sealer: keys, MaxSize: cfg.MaxFileSize})
 	if err != nil {
 		return nil, err
@@ -148,7 +160,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	hcfg := hub.Config{Store: st, Logger: cfg.Logger, QueueSize: cfg.QueueSize, TypingTimeout: cfg.TypingTimeout, PresenceWindow: cfg.PresenceWindow,
-		OnlineSnapshotLimit: cfg.OnlineSnapshotLimit, PresenceNamesLimit: cfg.PresenceNamesLimit}
+		OnlineSnapshotLimit: cfg.OnlineSnapshotLimit, PresenceNamesLimit: cfg.PresenceNamesLimit, ReplayCap: cfg.ReplayCap}
 	if cfg.NATSURL != "" {
 		b, err := natsbroker.New(natsbroker.Config{URL: cfg.NATSURL, Subject: cfg.NATSSubject, Name: "parleyd", Logger: cfg.Logger})
 		if err != nil {
@@ -171,6 +183,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.limit = ratelimit.New(rates)
 	s.chain, err = interceptor.New(interceptor.Config{
 		Verifier: verifier, Users: st, Limiter: s.limit, Logger: cfg.Logger, ClientIP: clientIP,
+		Unary: s.metrics.UnaryInterceptor(), Stream: s.metrics.StreamInterceptor(),
 	})
 	if err != nil {
 		return nil, err
@@ -207,10 +220,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// The shutdown gate runs first: a stopping node refuses before any
 	// token check or store lookup.
 	opts = append(opts, grpc.ChainUnaryInterceptor(s.gateUnary), grpc.ChainStreamInterceptor(s.gateStream))
+	opts = append(opts, grpc.StatsHandler(s.metrics.ConnStats()))
 	opts = append(opts, s.chain.ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
 
-	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize, Coalesce: cfg.WriteCoalesce})
+	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize, Coalesce: cfg.WriteCoalesce,
+		Observer: s.metrics, RunDirect: func(ctx context.Context, session func(context.Context) error) error {
+			return s.chain.RunStream(ctx, chatv1.Chat_Connect_FullMethodName, session)
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -228,6 +245,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	s.metrics.InitializeRPC(s.grpc)
+	s.metrics.Watch(metrics.Sources{Hub: s.hub, Limiter: s.limit, Chain: s.chain, Broker: s.broker})
 	ok = true
 	return s, nil
 }
@@ -250,8 +269,14 @@ type Store interface {
 // OpenStore opens PostgreSQL when databaseURL is set, else the SQLite
 // file in dataDir.
 func OpenStore(ctx context.Context, dataDir, databaseURL string, keys *sealer.Keyring, log *slog.Logger) (Store, error) {
+	return openStore(ctx, dataDir, databaseURL, keys, log, 0)
+}
+
+// openStore is OpenStore with a bound on each commit of the append writer
+// (zero: the back end's default).
+func openStore(ctx context.Context, dataDir, databaseURL string, keys *sealer.Keyring, log *slog.Logger, writeTimeout time.Duration) (Store, error) {
 	if databaseURL != "" {
-		st, err := postgres.Open(ctx, postgres.Config{URL: databaseURL, Sealer: keys, Logger: log})
+		st, err := postgres.Open(ctx, postgres.Config{URL: databaseURL, Sealer: keys, Logger: log, WriteTimeout: writeTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
 		}
@@ -260,7 +285,7 @@ func OpenStore(ctx context.Context, dataDir, databaseURL string, keys *sealer.Ke
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dataDir, "parley.db"), Sealer: keys, Logger: log})
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dataDir, "parley.db"), Sealer: keys, Logger: log, WriteTimeout: writeTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("open SQLite store: %w", err)
 	}

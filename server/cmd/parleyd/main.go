@@ -263,6 +263,7 @@ func (c cli) serve(args []string) error {
 	rates := fs.str("rate-limits", "", "per-user limits kind=rate/s:burst,... kinds: message,typing,join,upload,connect,other")
 	grace := fs.dur("shutdown-grace", 10*time.Second, "on SIGTERM: the whole graceful stop (refuse new clients, notify and drain sessions, close storage) ends within this")
 	logLevel := fs.str("log-level", "info", "debug, info, warn or error")
+	storeTimeout := fs.dur("store-timeout", server.DefaultStoreTimeout, "deadline of every store call: a database that hangs answers commands Unavailable (retry later) after this long")
 	if err := c.parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -281,6 +282,7 @@ func (c cli) serve(args []string) error {
 		QueueSize: int(*queue), WriteCoalesce: *coalesce, OnlineSnapshotLimit: int(*snapshot), PresenceNamesLimit: int(*namesLimit), DisableRegistration: *noRegister, RateLimits: *rates, NATSURL: *natsURL, NATSSubject: *natsSubject, Logger: logger, Static: web.Dist,
 		ShutdownGrace: *grace,
 	}
+	cfg.StoreTimeout = *storeTimeout
 	if *secretFile != "" {
 		b, err := os.ReadFile(*secretFile)
 		if err != nil {
