@@ -16,6 +16,10 @@
 // 0) and a readable line on stderr, and exits 1 when any is not 0 (2 when
 // the run itself failed). It connects only where --grpc-addr says (meant
 // for loopback) and ends by --deadline.
+//
+// `parley-check proxy --listen ADDR --target ADDR` is a TCP forwarder the
+// fault scripts put in front of PostgreSQL, to stall it (SIGSTOP the
+// proxy) or cut it off (kill the proxy) without touching the database.
 package main
 
 import (
@@ -33,6 +37,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "proxy" {
+		os.Exit(runProxy(os.Args[2:], os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
