@@ -5,7 +5,8 @@
 # starts (parley-check proxy). Under load the proxy is first stopped with
 # SIGSTOP for $HANG seconds (a database that hangs), then killed for
 # $OUTAGE seconds (gone: connections dropped, new ones refused), then
-# started again. Commands meanwhile are answered Unavailable and retried;
+# started again ($LEAD, $GAP: seconds of load before and between the two;
+# $DURATION: how long the checker publishes). Commands meanwhile are answered Unavailable and retried;
 # nothing acknowledged may be lost or stored twice. PostgreSQL itself is
 # never stopped or signalled.
 source "$(dirname "$0")/lib.sh"
@@ -24,20 +25,20 @@ start_proxy() {
   PROXY_PID=$!
   wait_port "$PROXY_PORT"
 }
-at_exit '[ -n "$PROXY_PID" ] && kill -CONT "$PROXY_PID" 2>/dev/null; [ -n "$PROXY_PID" ] && kill -KILL "$PROXY_PID" 2>/dev/null'
+at_exit 'if [ -n "$PROXY_PID" ]; then kill -CONT "$PROXY_PID"; kill -KILL "$PROXY_PID"; { wait "$PROXY_PID"; } 2>/dev/null; fi'
 start_proxy
 
 PGUSER_PART=$(python3 -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1]); print(p.netloc.rsplit("@", 1)[0] + "@" if "@" in p.netloc else "")' "$PGURL_BASE")
 PARLEYD_ARGS=(--database-url "postgres://${PGUSER_PART}127.0.0.1:$PROXY_PORT/$DB?sslmode=disable" --store-timeout "${STORE_TIMEOUT:-2s}")
 start_parleyd
 start_check --duration "${DURATION:-35s}" --send-timeout 60s
-sleep 3
+sleep "${LEAD:-3}"
 say "database hangs (proxy SIGSTOP) for ${HANG:-8}s"
 kill -STOP "$PROXY_PID"
 sleep "${HANG:-8}"
 kill -CONT "$PROXY_PID"
 say "database answers again"
-sleep 4
+sleep "${GAP:-4}"
 say "database gone (proxy killed) for ${OUTAGE:-8}s"
 kill -KILL "$PROXY_PID"
 wait "$PROXY_PID" 2>/dev/null || true
