@@ -41,9 +41,16 @@ at_exit() { CLEANUPS+=("$1"); }
 
 say() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
+# build: parleyd and parley-check from this tree; PARLEYD_BIN runs another
+# parleyd build instead (e.g. an older commit's, to compare).
 build() {
   mkdir -p "$BIN"
-  (cd "$ROOT" && go build -o "$BIN/parleyd" ./server/cmd/parleyd && go build -o "$BIN/parley-check" ./clients/go/cmd/parley-check)
+  (cd "$ROOT" && go build -o "$BIN/parley-check" ./clients/go/cmd/parley-check)
+  if [ -n "${PARLEYD_BIN:-}" ]; then
+    cp "$PARLEYD_BIN" "$BIN/parleyd"
+  else
+    (cd "$ROOT" && go build -o "$BIN/parleyd" ./server/cmd/parleyd)
+  fi
 }
 
 free_port() {
@@ -109,5 +116,14 @@ finish_check() {
   grep -v '^time=' "$WORK/check.err" >&2 || true
   echo "$1: $(cat "$WORK/check.json")"
   echo "$1: parleyd log: $(wc -l < "$LOG") lines, $(grep -c 'level=ERROR' "$LOG" || true) ERROR, $(grep -c 'store unavailable' "$LOG" || true) 'store unavailable'"
+  # A send refused for good (Internal, say) is not a loss, since it was
+  # never acknowledged, but under these faults every refusal should have
+  # been Unavailable, which clients retry.
+  local refused
+  refused=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("refused", 0))' "$WORK/check.json" 2>/dev/null || echo 0)
+  if [ "$refused" != 0 ]; then
+    echo "$1: FAIL: $refused sends refused for good instead of Unavailable" >&2
+    [ $rc -eq 0 ] && rc=1
+  fi
   return $rc
 }

@@ -29,7 +29,9 @@ at_exit 'if [ -n "$PROXY_PID" ]; then kill -CONT "$PROXY_PID"; kill -KILL "$PROX
 start_proxy
 
 PGUSER_PART=$(python3 -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1]); print(p.netloc.rsplit("@", 1)[0] + "@" if "@" in p.netloc else "")' "$PGURL_BASE")
-PARLEYD_ARGS=(--database-url "postgres://${PGUSER_PART}127.0.0.1:$PROXY_PORT/$DB?sslmode=disable" --store-timeout "${STORE_TIMEOUT:-2s}")
+PARLEYD_ARGS=(--database-url "postgres://${PGUSER_PART}127.0.0.1:$PROXY_PORT/$DB?sslmode=disable")
+# STORE_TIMEOUT=none leaves the flag out (for a build that predates it).
+[ "${STORE_TIMEOUT:-2s}" = none ] || PARLEYD_ARGS+=(--store-timeout "${STORE_TIMEOUT:-2s}")
 start_parleyd
 start_check --duration "${DURATION:-35s}" --send-timeout 60s
 sleep "${LEAD:-3}"
