@@ -43,7 +43,7 @@ say "database answers again"
 sleep "${GAP:-4}"
 say "database gone (proxy killed) for ${OUTAGE:-8}s"
 kill -KILL "$PROXY_PID"
-wait "$PROXY_PID" 2>/dev/null || true
+{ wait "$PROXY_PID"; } 2>/dev/null || true
 PROXY_PID=""
 sleep "${OUTAGE:-8}"
 start_proxy
