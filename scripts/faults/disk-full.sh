@@ -13,7 +13,7 @@ case "${FS:-tmpfs}" in
   tmpfs) mount -t tmpfs -o size="${SIZE:-48m}" tmpfs "$DISK" ;;
   ext4)
     truncate -s "${SIZE:-64m}" "$WORK/disk.img"
-    mkfs.ext4 -q -F "$WORK/disk.img"
+    mkfs.ext4 -q -F -m 0 "$WORK/disk.img" # no blocks reserved for root, which parleyd may run as
     mount -o loop "$WORK/disk.img" "$DISK" ;;
   *) echo "FS must be tmpfs or ext4" >&2; exit 2 ;;
 esac
@@ -25,8 +25,9 @@ start_parleyd
 start_check --duration "${DURATION:-25s}" --send-timeout 60s
 sleep 3
 dd if=/dev/zero of="$DISK/fill" bs=1M status=none 2>/dev/null || true
+dd if=/dev/zero of="$DISK/fill2" bs=4k status=none 2>/dev/null || true # the last blocks
 say "disk full ($(df -h --output=avail "$DISK" | tail -1 | tr -d ' ') left) for ${FULL:-8}s"
 sleep "${FULL:-8}"
-rm -f "$DISK/fill"
+rm -f "$DISK/fill" "$DISK/fill2"
 say "disk freed"
 finish_check disk-full
