@@ -25,9 +25,9 @@ type Config struct {
 	// GRPCAddr is the native gRPC listen address; default ":50051".
 	GRPCAddr string
 	// HTTPAddr is the bridge's listen address (gRPC-Web, /ws, REST, web
-	// app); default ":8080"; "off" disables it.
+	// app, /healthz, /readyz); default ":8080"; "off" disables it.
 	HTTPAddr string
-	// MetricsAddr serves /metrics and /debug/pprof; default
+	// MetricsAddr serves /metrics, /debug/pprof, /healthz and /readyz; default
 	// "127.0.0.1:9090"; "off" disables it.
 	MetricsAddr string
 	// DataDir holds the database, files and generated secret; default "./data".
@@ -68,6 +68,8 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// AllowedOrigins are the browser origins the bridge accepts; default the
 	// HTTP listener's own http://localhost:PORT and http://127.0.0.1:PORT.
+	// Any other origin is refused with a message naming it and the
+	// --allowed-origins entry that admits it (and a warning in the log).
 	AllowedOrigins []string
 	// PingInterval is how often the bridge pings its WebSockets (/ws and
 	// gRPC-Web); one unanswered by the next ends the connection. Default
@@ -83,6 +85,10 @@ type Config struct {
 	RateLimits string
 	// QueueSize bounds each session's outbound queue; default 256.
 	QueueSize int
+	// ReplayCap bounds the messages one Resume, or the direct messages one
+	// connect, replays; StateRestored says complete=false when it cut the
+	// replay short. Default 1000.
+	ReplayCap int
 	// WriteCoalesce is the least time between two writes to one busy
 	// connection (/ws, gRPC-Web or native gRPC): what queues meanwhile goes
 	// out in one write. A quiet connection is written at once. Default
@@ -117,7 +123,10 @@ type Config struct {
 	// with a retry hint, after this long instead of holding them. Default
 	// DefaultStoreTimeout.
 	StoreTimeout time.Duration
-	// ShutdownGrace bounds the graceful stop; default 10s.
+	// ShutdownGrace bounds the whole graceful stop (Run's Shutdown): new
+	// clients are refused at once, sessions are told to reconnect and get
+	// all but a third of it (at most 3s) to end, and the rest stops the
+	// servers and closes storage. Default 10s.
 	ShutdownGrace time.Duration
 	// ReconnectAfter is the hint sent to clients on shutdown; default 2s.
 	ReconnectAfter time.Duration
@@ -170,6 +179,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention < 0 || c.FileGrace < 0 {
 		return fmt.Errorf("retention (%v) and file grace (%v) must not be negative", c.Retention, c.FileGrace)
+	}
+	if c.ReplayCap < 0 {
+		return fmt.Errorf("the replay cap must be positive (0 for the default 1000), not %d", c.ReplayCap)
 	}
 	if c.OnlineSnapshotLimit < 0 || c.OnlineSnapshotLimit > 1000 {
 		return fmt.Errorf("the online snapshot limit must be between 1 and 1000 (0 for the default 100), not %d", c.OnlineSnapshotLimit)

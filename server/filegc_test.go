@@ -3,6 +3,8 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"testing"
@@ -49,9 +51,16 @@ func testRetentionDeletesFiles(t *testing.T, srv *servertest.Server) {
 	conn := srv.Dial(t)
 	aliceTok, bobTok := srv.Token(t, "alice", auth.RoleUser), srv.Token(t, "bob", auth.RoleUser)
 	alice := connect(t, conn, "alice", aliceTok)
+	blobs := map[string]string{} // upload id → blob id (the content's SHA-256)
 	onDisk := func(id string) bool {
-		_, err := os.Stat(filepath.Join(srv.DataDir, "files", id[:2], id))
+		_, err := os.Stat(filepath.Join(srv.DataDir, "files", blobs[id][:2], blobs[id]))
 		return err == nil
+	}
+	upload := func(name string, content []byte) string {
+		id := upload(t, conn, aliceTok, name, "text/plain", content).GetId()
+		sum := sha256.Sum256(content)
+		blobs[id] = hex.EncodeToString(sum[:])
+		return id
 	}
 	postFile := func(id string) *chatv1.ServerEvent {
 		return alice.next(replyTo(alice.send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_SendFile{SendFile: &chatv1.SendFile{Conversation: roomConv("general"), FileId: id}}})))
@@ -59,8 +68,8 @@ func testRetentionDeletesFiles(t *testing.T, srv *servertest.Server) {
 
 	posted := []byte("posted in general")
 	unposted := []byte("uploaded, never posted")
-	postedID := upload(t, conn, aliceTok, "posted.txt", "text/plain", posted).GetId()
-	unpostedID := upload(t, conn, aliceTok, "unposted.txt", "text/plain", unposted).GetId()
+	postedID := upload("posted.txt", posted)
+	unpostedID := upload("unposted.txt", unposted)
 	if postFile(postedID).GetAck() == nil {
 		t.Fatal("file message not acked")
 	}
@@ -95,11 +104,12 @@ func testRetentionDeletesFiles(t *testing.T, srv *servertest.Server) {
 		t.Fatal("the blob of a file no message references is still on disk")
 	}
 
-	// The same content uploaded again is stored afresh.
-	if id := upload(t, conn, aliceTok, "again.txt", "text/plain", posted).GetId(); id != postedID {
-		t.Fatalf("re-upload id %s, want %s", id, postedID)
+	// The same content uploaded again is stored afresh, as a new file.
+	againID := upload("again.txt", posted)
+	if againID == postedID || !onDisk(againID) {
+		t.Fatalf("re-upload id %s (the deleted one was %s), on disk %v", againID, postedID, onDisk(againID))
 	}
-	if got, err := download(conn, aliceTok, postedID); err != nil || !bytes.Equal(got, posted) {
+	if got, err := download(conn, aliceTok, againID); err != nil || !bytes.Equal(got, posted) {
 		t.Fatalf("download of the re-upload: %q, %v", got, err)
 	}
 }

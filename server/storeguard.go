@@ -135,10 +135,16 @@ func (g *guardedStore) RemoveMembership(ctx context.Context, username, room stri
 	return call0(g, ctx, "RemoveMembership", func(ctx context.Context) error { return g.Store.RemoveMembership(ctx, username, room) })
 }
 
-func (g *guardedStore) DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, error) {
-	return call(g, ctx, "DirectMessagesSince", func(ctx context.Context) ([]store.Message, error) {
-		return g.Store.DirectMessagesSince(ctx, username, since, limit)
+func (g *guardedStore) DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, bool, error) {
+	type page struct {
+		msgs []store.Message
+		more bool
+	}
+	p, err := call(g, ctx, "DirectMessagesSince", func(ctx context.Context) (page, error) {
+		msgs, more, err := g.Store.DirectMessagesSince(ctx, username, since, limit)
+		return page{msgs, more}, err
 	})
+	return p.msgs, p.more, err
 }
 
 func (g *guardedStore) PutFile(ctx context.Context, f store.File) (store.File, error) {

@@ -251,7 +251,10 @@ func (r *ResilientSession) delay(n int) time.Duration {
 // general, missed direct messages) ending in StateRestored. When this
 // ResilientSession already tracks conversations, their part of that
 // restore is dropped and, after it, one Resume asks for exactly what was
-// missed since the last delivered sequence.
+// missed since the last delivered sequence. A restore or Resume the
+// server's cap cut short (complete=false) is followed by another Resume
+// from the new cursors; the server replays each conversation from the
+// oldest missed message, so every such round makes progress.
 func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
 	me := s.Welcome().GetUser().GetUsername()
 	r.mu.Lock()
@@ -311,6 +314,12 @@ func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
 				}
 				if len(tracked) > 0 {
 					r.resume(s, true, e.StateRestored.GetRooms())
+				} else if !e.StateRestored.GetComplete() {
+					// The server cut the missed direct messages short:
+					// resume the conversations they came from, from the
+					// last one delivered.
+					resumes++
+					r.resume(s, false, nil)
 				}
 			} else if !e.StateRestored.GetComplete() && resumes < 100 {
 				resumes++

@@ -445,7 +445,7 @@ func (s *Session) Typing(ctx context.Context, conv *chatv1.Conversation, typing 
 	return s.notify(ctx, &chatv1.ClientEvent{Event: &chatv1.ClientEvent_Typing{Typing: &chatv1.Typing{Conversation: conv, Typing: typing}}})
 }
 
-// ListRooms lists the live rooms, marking those the user is in.
+// ListRooms lists every room as [Client.Rooms] does, over the stream.
 func (s *Session) ListRooms(ctx context.Context) ([]*chatv1.RoomInfo, error) {
 	r, err := s.request(ctx, &chatv1.ClientEvent{Event: &chatv1.ClientEvent_ListRooms{ListRooms: &chatv1.ListRoomsCommand{}}})
 	if err != nil {

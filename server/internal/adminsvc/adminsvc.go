@@ -1,5 +1,7 @@
 // Package adminsvc implements chat.v1.Admin for moderators and admins. The
-// role checks are the interceptors'; this package only acts. Safe for
+// interceptors check that the caller's role reaches the method; this
+// package checks who may act on whom (the actor/target table in
+// proto/chat/v1/admin.proto, see mayAct) and then acts. Safe for
 // concurrent use.
 package adminsvc
 
@@ -23,6 +25,7 @@ import (
 
 // Store is what the service needs from storage.
 type Store interface {
+	GetUser(ctx context.Context, username string) (store.User, error)
 	SetUserActive(ctx context.Context, username string, active bool) error
 	SetUserRole(ctx context.Context, username, role string) error
 }
@@ -131,8 +134,79 @@ func (s *Service) Broadcast(ctx context.Context, req *chatv1.BroadcastRequest) (
 	return &chatv1.BroadcastResponse{Sessions: int64(n)}, nil
 }
 
+// action is what an actor does to a target user, for mayAct.
+type action int
+
+const (
+	actDisconnect action = iota
+	actDeactivate
+	actActivate
+	actSetRole
+)
+
+func (a action) String() string {
+	switch a {
+	case actDisconnect:
+		return "disconnect"
+	case actDeactivate:
+		return "deactivate"
+	case actActivate:
+		return "activate"
+	}
+	return "change the role of"
+}
+
+// mayAct applies the actor/target table of admin.proto: an action on a
+// user needs a role above that user's, except that admins act on other
+// admins (there is no role above admin, and any admin must be able to
+// recover a server) and that nobody deactivates or demotes itself (so a
+// server is not left without an admin by accident). newRole is the role
+// SetUserRole would give. It returns nil or a PermissionDenied status.
+func mayAct(actor *auth.Principal, target store.User, targetRole auth.Role, act action, newRole auth.Role) error {
+	if actor.Username == target.Username {
+		switch {
+		case !actor.Role.AtLeast(auth.RoleAdmin):
+			return status.Errorf(codes.PermissionDenied, "a %s cannot %s itself", actor.Role, act)
+		case act == actDeactivate:
+			return status.Error(codes.PermissionDenied, "you cannot deactivate yourself")
+		case act == actSetRole && newRole < actor.Role:
+			return status.Error(codes.PermissionDenied, "you cannot demote yourself")
+		}
+		return nil
+	}
+	if actor.Role.AtLeast(auth.RoleAdmin) || (actor.Role > targetRole && actor.Role.AtLeast(auth.RoleModerator)) {
+		return nil
+	}
+	return status.Errorf(codes.PermissionDenied, "a %s cannot %s %s, who is a %s: that needs a role above theirs",
+		actor.Role, act, target.Username, targetRole)
+}
+
+// authorize looks the target up and applies mayAct. The target's role is
+// read here rather than under the write, so a promotion that commits in
+// between is not seen; the window is one round trip and only matters to a
+// moderator racing an admin.
+func (s *Service) authorize(ctx context.Context, username string, act action, newRole auth.Role) error {
+	actor, ok := auth.FromContext(ctx)
+	if !ok {
+		return status.Error(codes.Unauthenticated, "no principal")
+	}
+	target, err := s.cfg.Store.GetUser(ctx, username)
+	if err != nil {
+		return s.storeErr(err)
+	}
+	role, err := auth.ParseRole(target.Role)
+	if err != nil {
+		s.cfg.Logger.Error("admin: stored role", "user", username, "err", err)
+		return status.Error(codes.Internal, "internal error")
+	}
+	return mayAct(actor, target, role, act, newRole)
+}
+
 // DisconnectUser closes a user's sessions.
 func (s *Service) DisconnectUser(ctx context.Context, req *chatv1.DisconnectUserRequest) (*chatv1.DisconnectUserResponse, error) {
+	if err := s.authorize(ctx, req.GetUsername(), actDisconnect, 0); err != nil {
+		return nil, err
+	}
 	n := s.cfg.Hub.DisconnectUser(req.GetUsername(), req.GetReason())
 	s.logAction(ctx, "disconnect user", req.GetUsername())
 	return &chatv1.DisconnectUserResponse{Sessions: int32(n)}, nil
@@ -141,8 +215,12 @@ func (s *Service) DisconnectUser(ctx context.Context, req *chatv1.DisconnectUser
 // SetUserActive (de)activates a user; deactivation also ends its sessions,
 // and the auth interceptor refuses its tokens from then on.
 func (s *Service) SetUserActive(ctx context.Context, req *chatv1.SetUserActiveRequest) (*chatv1.SetUserActiveResponse, error) {
-	if p, ok := auth.FromContext(ctx); ok && p.Username == req.GetUsername() && !req.GetActive() {
-		return nil, status.Error(codes.FailedPrecondition, "you cannot deactivate yourself")
+	act := actActivate
+	if !req.GetActive() {
+		act = actDeactivate
+	}
+	if err := s.authorize(ctx, req.GetUsername(), act, 0); err != nil {
+		return nil, err
 	}
 	if err := s.cfg.Store.SetUserActive(ctx, req.GetUsername(), req.GetActive()); err != nil {
 		return nil, s.storeErr(err)
@@ -157,6 +235,9 @@ func (s *Service) SetUserActive(ctx context.Context, req *chatv1.SetUserActiveRe
 // SetUserRole changes a role; it applies to the user's next call.
 func (s *Service) SetUserRole(ctx context.Context, req *chatv1.SetUserRoleRequest) (*chatv1.SetUserRoleResponse, error) {
 	role := auth.RoleFromProto(req.GetRole())
+	if err := s.authorize(ctx, req.GetUsername(), actSetRole, role); err != nil {
+		return nil, err
+	}
 	if err := s.cfg.Store.SetUserRole(ctx, req.GetUsername(), role.String()); err != nil {
 		return nil, s.storeErr(err)
 	}

@@ -3,11 +3,12 @@
 // blob store. Retention deletes messages; without this, the files they
 // carried would stay forever.
 //
-// A file is garbage when no message references it and it was last
-// uploaded or posted (the store's touched_at) more than Config.Grace ago:
-// an upload must survive until its uploader posts it. Its content is one
-// blob, named by its SHA-256, and one row (uploads of the same content
-// share the row), so the blob goes when the row does.
+// A file (one upload: a row of its own) is garbage when no message
+// references it and it was last uploaded or posted (the store's
+// touched_at) more than Config.Grace ago: an upload must survive until its
+// uploader posts it. Its content is a blob, named by its SHA-256, that
+// other uploads of the same content share, so the blob goes only when no
+// row names it any more.
 //
 // Order, for crash safety: rows are deleted first, in a transaction per
 // chunk, and the blobs after. A crash in between leaves orphan blobs (on
@@ -15,10 +16,10 @@
 // are older than the grace period.
 //
 // Races, for correctness:
-//   - An upload of the same content: the upload records the row before it
+//   - An upload of the same content: the upload records its row before it
 //     commits the blob (blob.Staged), and the blob store puts back a blob
-//     whose row it finds after taking it away (blob.Store.Remove), so the
-//     upload keeps its blob.
+//     that a row names when it looks after taking it away
+//     (blob.Store.Remove), so the upload keeps its blob.
 //   - A post of an old file: posting touches the file first
 //     (TouchFile), which either makes it young, so this sweep keeps it, or
 //     finds it deleted, so the post fails with not found; a message never
@@ -48,6 +49,9 @@ const (
 )
 
 // Store is what the collector needs from the message store.
+// DeleteUnusedFiles deletes up to limit garbage rows and returns the blob
+// id of each; ExistingFiles returns those of the blob ids some row still
+// names.
 type Store interface {
 	DeleteUnusedFiles(ctx context.Context, before time.Time, limit int) ([]string, error)
 	ExistingFiles(ctx context.Context, ids []string) ([]string, error)

@@ -102,38 +102,41 @@ func forEachStore(t *testing.T, test func(t *testing.T, st messageStore, blobs *
 }
 
 // upload stores content as chatsvc does: stage, record the row, commit.
-func upload(t testing.TB, st messageStore, blobs *blob.Store, content, uploader string, at time.Time) string {
+func upload(t testing.TB, st messageStore, blobs *blob.Store, content, uploader string, at time.Time) store.File {
 	t.Helper()
 	ctx := context.Background()
 	staged, err := blobs.Stage(ctx, bytes.NewReader([]byte(content)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.PutFile(ctx, store.File{ID: staged.ID(), Name: content, Size: staged.Size(), ContentType: "text/plain", Uploader: uploader, CreatedAt: at}); err != nil {
+	f, err := st.PutFile(ctx, store.File{BlobID: staged.ID(), Name: content, Size: staged.Size(), ContentType: "text/plain", Uploader: uploader, CreatedAt: at})
+	if err != nil {
 		staged.Discard()
 		t.Fatal(err)
 	}
 	if err := staged.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	return staged.ID()
+	return f
 }
 
-func post(t testing.TB, st messageStore, fileID string, at time.Time) {
+func post(t testing.TB, st messageStore, f store.File, at time.Time) {
 	t.Helper()
-	if _, _, err := st.AppendMessage(context.Background(), store.Message{Conversation: store.RoomKey("general"), Sender: "alice", FileID: fileID, SentAt: at}); err != nil {
+	if _, _, err := st.AppendMessage(context.Background(), store.Message{Conversation: store.RoomKey("general"), Sender: "alice", FileID: f.ID, SentAt: at}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// checkKept fails unless file id has its row and its blob, which reads
-// back as content (a download).
-func checkKept(t testing.TB, st messageStore, blobs *blob.Store, id, content string) {
+// checkKept fails unless upload f has its row (when f.ID is set) and its
+// blob, which reads back as content (a download).
+func checkKept(t testing.TB, st messageStore, blobs *blob.Store, f store.File, content string) {
 	t.Helper()
-	if _, err := st.GetFile(context.Background(), id); err != nil {
-		t.Fatalf("file %q: %v", content, err)
+	if f.ID != "" {
+		if _, err := st.GetFile(context.Background(), f.ID); err != nil {
+			t.Fatalf("file %q: %v", content, err)
+		}
 	}
-	r, err := blobs.Open(context.Background(), id)
+	r, err := blobs.Open(context.Background(), f.BlobID)
 	if err != nil {
 		t.Fatalf("blob of %q: %v", content, err)
 	}
@@ -144,12 +147,14 @@ func checkKept(t testing.TB, st messageStore, blobs *blob.Store, id, content str
 	}
 }
 
-func checkGone(t testing.TB, st messageStore, blobs *blob.Store, id, content string) {
+// checkGone fails unless upload f has lost its row and (when f.BlobID is
+// set) its blob.
+func checkGone(t testing.TB, st messageStore, blobs *blob.Store, f store.File, content string) {
 	t.Helper()
-	if _, err := st.GetFile(context.Background(), id); !errors.Is(err, store.ErrNotFound) {
+	if _, err := st.GetFile(context.Background(), f.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("file %q: %v, want ErrNotFound", content, err)
 	}
-	if blobs.Has(id) {
+	if blobs.Has(f.BlobID) {
 		t.Fatalf("blob of %q is still stored", content)
 	}
 }
@@ -181,13 +186,13 @@ func TestSweep(t *testing.T) {
 		expired := upload(t, st, blobs, "posted, message expired", "alice", old)
 		post(t, st, expired, older)
 		shared := upload(t, st, blobs, "shared", "alice", old)
-		upload(t, st, blobs, "shared", "bob", now) // the same content, uploaded again
+		sharedAgain := upload(t, st, blobs, "shared", "bob", now) // the same content, uploaded again
 		young := upload(t, st, blobs, "young upload", "alice", now)
 		twice := upload(t, st, blobs, "posted twice", "alice", old)
 		post(t, st, twice, older)
 		post(t, st, twice, now)
 		posting := upload(t, st, blobs, "being posted", "alice", old)
-		if _, err := st.TouchFile(ctx, posting, now); err != nil { // SendFile, before its append
+		if _, err := st.TouchFile(ctx, posting.ID, now); err != nil { // SendFile, before its append
 			t.Fatal(err)
 		}
 		orphanOld, _, err := blobs.Put(ctx, bytes.NewReader([]byte("orphan, old")))
@@ -204,13 +209,18 @@ func TestSweep(t *testing.T) {
 			t.Fatalf("retention deleted %d messages, %v; want 2", n, err)
 		}
 		res, err := c.Sweep(ctx, now)
-		if err != nil || res != (filegc.Result{Files: 2, Blobs: 2, Orphans: 1}) {
-			t.Fatalf("Sweep = %+v, %v; want 2 files, 2 blobs, 1 orphan", res, err)
+		if err != nil || res != (filegc.Result{Files: 3, Blobs: 2, Orphans: 1}) {
+			t.Fatalf("Sweep = %+v, %v; want 3 files, 2 blobs, 1 orphan", res, err)
 		}
 		checkGone(t, st, blobs, unposted, "never posted")
 		checkGone(t, st, blobs, expired, "posted, message expired")
 		checkKept(t, st, blobs, posted, "posted, message kept")
-		checkKept(t, st, blobs, shared, "shared")
+		// Alice's old upload of shared content goes like any unposted
+		// upload; bob's young one keeps the blob they share.
+		if _, err := st.GetFile(ctx, shared.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("alice's old upload of shared content: %v, want ErrNotFound", err)
+		}
+		checkKept(t, st, blobs, sharedAgain, "shared")
 		checkKept(t, st, blobs, young, "young upload")
 		checkKept(t, st, blobs, twice, "posted twice")
 		checkKept(t, st, blobs, posting, "being posted")
@@ -228,10 +238,10 @@ func TestSweep(t *testing.T) {
 		}
 		checkKept(t, st, blobs, posted, "posted, message kept")
 		checkKept(t, st, blobs, twice, "posted twice")
-		checkGone(t, st, blobs, shared, "shared")
+		checkGone(t, st, blobs, sharedAgain, "shared")
 		// A post of a file the collector deleted fails instead of
 		// referencing it.
-		if _, err := st.TouchFile(ctx, young, now); !errors.Is(err, store.ErrNotFound) {
+		if _, err := st.TouchFile(ctx, young.ID, now); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("touching a deleted file: %v, want ErrNotFound", err)
 		}
 	})
@@ -274,9 +284,10 @@ func TestSweepRacesUpload(t *testing.T) {
 			forEachStore(t, func(t *testing.T, st messageStore, blobs *blob.Store, _ string) {
 				now := time.Now()
 				const content = "uploaded again"
-				id := upload(t, st, blobs, content, "alice", now.Add(-48*time.Hour))
+				first := upload(t, st, blobs, content, "alice", now.Add(-48*time.Hour))
 				h := &hooked{Store: st}
-				again := func() { upload(t, st, blobs, content, "bob", now) }
+				var second store.File
+				again := func() { second = upload(t, st, blobs, content, "bob", now) }
 				switch point {
 				case "after the rows are deleted":
 					h.afterDelete = again // its Commit finds the blob
@@ -290,7 +301,8 @@ func TestSweepRacesUpload(t *testing.T) {
 				if err != nil || res.Files != 1 {
 					t.Fatalf("Sweep = %+v, %v; want the old row deleted", res, err)
 				}
-				checkKept(t, st, blobs, id, content)
+				checkGone(t, st, blobs, store.File{ID: first.ID}, content) // its row; the blob is second's
+				checkKept(t, st, blobs, second, content)
 			})
 		})
 	}
@@ -319,7 +331,7 @@ func TestSweepUploadStress(t *testing.T) {
 				for range 3 {
 					staged, err := blobs.Stage(ctx, bytes.NewReader([]byte(content)))
 					if err == nil {
-						_, err = st.PutFile(ctx, store.File{ID: staged.ID(), Name: "c", Uploader: "alice"})
+						_, err = st.PutFile(ctx, store.File{BlobID: staged.ID(), Name: "c", Uploader: "alice"})
 						if err == nil {
 							err = staged.Commit()
 						} else {
@@ -341,8 +353,10 @@ func TestSweepUploadStress(t *testing.T) {
 				t.Fatal(err)
 			}
 			staged.Discard()
-			if _, err := st.GetFile(ctx, staged.ID()); err == nil {
-				checkKept(t, st, blobs, staged.ID(), content)
+			if used, err := st.ExistingFiles(ctx, []string{staged.ID()}); err != nil {
+				t.Fatal(err)
+			} else if len(used) > 0 {
+				checkKept(t, st, blobs, store.File{BlobID: staged.ID()}, content)
 			}
 		}
 	})

@@ -140,6 +140,9 @@ func (s *Events) refresh(token string) *apierr.Error {
 	if err == nil {
 		_, err = s.c.principal(s.ctx, claims)
 	}
+	if err != nil {
+		s.c.authFailed(err)
+	}
 	switch {
 	case errors.Is(err, errLookup):
 		if e, ok := apierr.AsUnavailable(err); ok { // logged, in aggregate, where the store is called

@@ -10,10 +10,15 @@ import (
 	"github.com/parleychat/parley/server/internal/store"
 )
 
+// Files. A row is one upload (store.File): its own id, name, type and
+// uploader over a blob (blob_id, the content hash) that uploads of the same
+// content share.
+//
 // File garbage collection. A file row is garbage once no message
 // references it and it was last uploaded or posted (touched_at) before the
-// grace period. The protocol that keeps uploads and posts racing the
-// collector safe is in the filegc package; these are its queries.
+// grace period; a blob is garbage once no row names it. The protocol that
+// keeps uploads and posts racing the collector safe is in the filegc
+// package; these are its queries.
 
 // TouchFile marks file id as used at t (it keeps the later of t and the
 // last use) and returns its metadata; store.ErrNotFound if there is no
@@ -49,12 +54,15 @@ const qDeleteUnusedFiles = `DELETE FROM files WHERE id = ANY (ARRAY (
 	ORDER BY f.touched_at LIMIT $2))
 	AND touched_at < $1
 	AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.file_id = files.id)
-	RETURNING id`
+	RETURNING blob_id`
 
 // DeleteUnusedFiles deletes, in one transaction, up to limit files (with
 // their uploaders) that no message references and that were last uploaded
-// or posted before before, oldest first, and returns their ids. A caller
-// deletes the blobs after it and calls again while it gets limit ids back.
+// or posted before before, oldest first, and returns the blob id of each
+// (one per row, so an id repeats when two deleted uploads shared content).
+// Other uploads may still name those blobs: the caller removes a blob only
+// if ExistingFiles does not report it (blob.Store.Remove asks), and calls
+// again while it gets limit ids back.
 func (s *Store) DeleteUnusedFiles(ctx context.Context, before time.Time, limit int) ([]string, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -73,13 +81,14 @@ func (s *Store) DeleteUnusedFiles(ctx context.Context, before time.Time, limit i
 	return ids, nil
 }
 
-const qExistingFiles = `SELECT id FROM files WHERE id = ANY ($1)`
+const qExistingFiles = `SELECT DISTINCT blob_id FROM files WHERE blob_id = ANY ($1)`
 
 // maxExistingFiles bounds the ids ExistingFiles puts in one query.
 const maxExistingFiles = 500
 
-// ExistingFiles returns those of ids that are stored files, in no
-// particular order. It reads the latest committed state.
+// ExistingFiles returns those of the blob ids ids that some upload still
+// names (the blobs in use), in no particular order. It reads the latest
+// committed state.
 func (s *Store) ExistingFiles(ctx context.Context, ids []string) ([]string, error) {
 	var out []string
 	for len(ids) > 0 {
@@ -95,4 +104,93 @@ func (s *Store) ExistingFiles(ctx context.Context, ids []string) ([]string, erro
 		out = append(out, found...)
 	}
 	return out, nil
+}
+
+const (
+	fileCols = `id, blob_id, name, size, content_type, uploader, created_at`
+
+	qGetFile           = `SELECT ` + fileCols + ` FROM files WHERE id = $1`
+	qIsFileUploader    = `SELECT EXISTS (SELECT 1 FROM file_uploaders WHERE file_id = $1 AND username = $2)`
+	qFileConversations = `SELECT DISTINCT conversation FROM messages WHERE file_id = $1 ORDER BY conversation`
+)
+
+// PutFile records a new upload and returns it as stored. Its ID is
+// assigned (NewFileID) when empty; an ID that is taken gives
+// store.ErrExists. BlobID and Uploader are required. The uploader is
+// recorded in file_uploaders too, which is what IsFileUploader reads (rows
+// from before 0004 have several). A zero CreatedAt means now; the upload
+// counts as used then (see DeleteUnusedFiles).
+//
+// Call it before making the content durable in the blob store (see
+// blob.Staged): once this row is committed the file garbage collector,
+// which checks for a row naming the blob after taking it away, puts the
+// blob back.
+func (s *Store) PutFile(ctx context.Context, f store.File) (store.File, error) {
+	if err := s.check(ctx); err != nil {
+		return store.File{}, err
+	}
+	if f.BlobID == "" || f.Uploader == "" {
+		return store.File{}, fmt.Errorf("postgres: file needs BlobID and Uploader")
+	}
+	if f.ID == "" {
+		f.ID = store.NewFileID()
+	}
+	if f.CreatedAt.IsZero() {
+		f.CreatedAt = time.Now()
+	}
+	f.CreatedAt = fromNanos(nanos(f.CreatedAt))
+	err := s.withTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO files (`+fileCols+`, touched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`,
+			f.ID, f.BlobID, f.Name, f.Size, f.ContentType, f.Uploader, nanos(f.CreatedAt)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO file_uploaders (file_id, username, created_at) VALUES ($1, $2, $3)`,
+			f.ID, f.Uploader, nanos(f.CreatedAt))
+		return err
+	})
+	if err != nil {
+		return store.File{}, s.mapErr(err)
+	}
+	return f, nil
+}
+
+func scanFile(row pgx.Row) (store.File, error) {
+	var f store.File
+	var created int64
+	err := row.Scan(&f.ID, &f.BlobID, &f.Name, &f.Size, &f.ContentType, &f.Uploader, &created)
+	f.CreatedAt = fromNanos(created)
+	return f, err
+}
+
+// GetFile returns an upload; store.ErrNotFound if none.
+func (s *Store) GetFile(ctx context.Context, id string) (store.File, error) {
+	if err := s.check(ctx); err != nil {
+		return store.File{}, err
+	}
+	f, err := scanFile(s.db.QueryRow(ctx, qGetFile, id))
+	if err != nil {
+		return store.File{}, s.mapErr(err)
+	}
+	return f, nil
+}
+
+// IsFileUploader reports whether username uploaded file id (for a file
+// from before 0004, whether it was one of those who uploaded its content).
+func (s *Store) IsFileUploader(ctx context.Context, id, username string) (bool, error) {
+	if err := s.check(ctx); err != nil {
+		return false, err
+	}
+	var ok bool
+	err := s.db.QueryRow(ctx, qIsFileUploader, id, username).Scan(&ok)
+	return ok, s.mapErr(err)
+}
+
+// FileConversations returns the distinct conversations holding a message
+// that references the file, sorted (byte order). Messages removed by
+// retention no longer count.
+func (s *Store) FileConversations(ctx context.Context, fileID string) ([]string, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	return s.strings(ctx, qFileConversations, fileID)
 }

@@ -16,6 +16,12 @@ func TestDeleteUnusedFiles(t *testing.T) {
 	storetest.UnusedFiles(t, s)
 }
 
+func TestUploads(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, Config{})
+	storetest.Uploads(t, s)
+}
+
 func TestExistingFilesChunks(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t, Config{})
@@ -23,7 +29,8 @@ func TestExistingFilesChunks(t *testing.T) {
 }
 
 // TestUpgradeFiles opens a database written before file garbage
-// collection: a file counts as used at its last upload.
+// collection and per-upload files: a file counts as used at its last
+// upload, and its id names its blob.
 func TestUpgradeFiles(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -46,7 +53,7 @@ func TestUpgradeFiles(t *testing.T) {
 	if got, err := s.DeleteUnusedFiles(ctx, cutoff, 10); err != nil || !slices.Equal(got, []string{"old"}) {
 		t.Fatalf("DeleteUnusedFiles after the upgrade = %v, %v; want [old]", got, err)
 	}
-	if f, err := s.GetFile(ctx, "shared"); err != nil || f.Uploader != "alice" || !f.CreatedAt.Equal(old.UTC().Truncate(0)) {
+	if f, err := s.GetFile(ctx, "shared"); err != nil || f.Uploader != "alice" || f.BlobID != "shared" || !f.CreatedAt.Equal(old.UTC().Truncate(0)) {
 		t.Fatalf("shared after the upgrade = %+v, %v", f, err)
 	}
 }

@@ -230,6 +230,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // has been committed and answered, then closes the connections, waiting
 // for calls still using them. It is safe to call more than once and always
 // returns nil.
+// ObserveCommits makes o see every group commit (batch size, duration,
+// error), for the metrics; nil stops it. Safe for concurrent use.
+func (s *Store) ObserveCommits(o groupcommit.Observer) { s.q.SetObserver(o) }
+
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)

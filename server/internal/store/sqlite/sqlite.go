@@ -272,6 +272,10 @@ func dsn(path string, q url.Values) string {
 // Close stops accepting appends, waits until every append already queued
 // has been committed and answered, then closes the database. It is safe to
 // call more than once; later calls return the first result.
+// ObserveCommits makes o see every group commit (batch size, duration,
+// error), for the metrics; nil stops it. Safe for concurrent use.
+func (s *Store) ObserveCommits(o groupcommit.Observer) { s.q.SetObserver(o) }
+
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)

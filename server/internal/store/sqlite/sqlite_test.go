@@ -225,7 +225,7 @@ func TestAppendAssigns(t *testing.T) {
 			t.Errorf("AppendMessage(%+v) succeeded", bad)
 		}
 	}
-	msgs, _, err := s.History(ctx, room, store.HistoryQuery{AfterSeq: 5, BeforeSeq: 7})
+	msgs, _, err := s.History(ctx, room, store.HistoryQuery{AfterSeq: store.After(5), BeforeSeq: 7})
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("History = %v, %v", msgs, err)
 	}
@@ -275,11 +275,11 @@ func TestHistory(t *testing.T) {
 		{"before", room, store.HistoryQuery{BeforeSeq: 8, Limit: 3}, seqRange(5, 7), true},
 		{"before reaching start", room, store.HistoryQuery{BeforeSeq: 3, Limit: 3}, seqRange(1, 2), false},
 		{"before exactly to start", room, store.HistoryQuery{BeforeSeq: 4, Limit: 3}, seqRange(1, 3), false},
-		{"after", room, store.HistoryQuery{AfterSeq: 2, Limit: 3}, seqRange(3, 5), true},
-		{"after reaching end", room, store.HistoryQuery{AfterSeq: 157, Limit: 10}, seqRange(158, 160), false},
-		{"after the end", room, store.HistoryQuery{AfterSeq: 160}, nil, false},
-		{"between", room, store.HistoryQuery{AfterSeq: 10, BeforeSeq: 20, Limit: 5}, seqRange(11, 15), true},
-		{"between all", room, store.HistoryQuery{AfterSeq: 10, BeforeSeq: 20, Limit: 50}, seqRange(11, 19), false},
+		{"after", room, store.HistoryQuery{AfterSeq: store.After(2), Limit: 3}, seqRange(3, 5), true},
+		{"after reaching end", room, store.HistoryQuery{AfterSeq: store.After(157), Limit: 10}, seqRange(158, 160), false},
+		{"after the end", room, store.HistoryQuery{AfterSeq: store.After(160)}, nil, false},
+		{"between", room, store.HistoryQuery{AfterSeq: store.After(10), BeforeSeq: 20, Limit: 5}, seqRange(11, 15), true},
+		{"between all", room, store.HistoryQuery{AfterSeq: store.After(10), BeforeSeq: 20, Limit: 50}, seqRange(11, 19), false},
 		{"all fit", room, store.HistoryQuery{BeforeSeq: 51, Limit: 100}, seqRange(1, 50), false},
 		{"unknown conversation", store.RoomKey("none"), store.HistoryQuery{}, nil, false},
 	}
@@ -479,7 +479,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	mustUser(t, s, "alice")
 	s.AddMembership(ctx, "alice", "general")
 	s.CreateRefreshToken(ctx, store.RefreshToken{Hash: "t1", Username: "alice", ExpiresAt: time.Now().Add(time.Hour)})
-	s.PutFile(ctx, store.File{ID: "f", Name: "n", Uploader: "alice"})
+	s.PutFile(ctx, store.File{ID: "f", BlobID: "f", Name: "n", Uploader: "alice"})
 	var want []store.Message
 	for i := range 10 {
 		want = append(want, mustAppend(t, s, store.Message{Conversation: store.RoomKey("general"), Sender: "alice", Text: fmt.Sprint(i)}))
@@ -633,20 +633,23 @@ func TestDirectMessagesSince(t *testing.T) {
 		since time.Time
 		limit int
 		want  []store.Message
+		more  bool
 	}{
-		{"all", "alice", time.Time{}, 0, []store.Message{m1, m2, m4}},
-		{"since is exclusive", "alice", m1.SentAt, 10, []store.Message{m2, m4}},
-		{"limit keeps the oldest", "alice", time.Time{}, 2, []store.Message{m1, m2}},
-		{"nothing new", "alice", m4.SentAt, 10, nil},
-		{"no messages", "dave", time.Time{}, 10, nil},
-		{"room messages are not direct", "", time.Time{}, 10, nil},
+		{"all", "alice", time.Time{}, 0, []store.Message{m1, m2, m4}, false},
+		{"since is exclusive", "alice", m1.SentAt, 10, []store.Message{m2, m4}, false},
+		{"limit keeps the oldest", "alice", time.Time{}, 2, []store.Message{m1, m2}, true},
+		{"limit exactly", "alice", time.Time{}, 3, []store.Message{m1, m2, m4}, false},
+		{"limit above the cap is the cap", "alice", time.Time{}, MaxDirectLimit + 1, []store.Message{m1, m2, m4}, false},
+		{"nothing new", "alice", m4.SentAt, 10, nil, false},
+		{"no messages", "dave", time.Time{}, 10, nil, false},
+		{"room messages are not direct", "", time.Time{}, 10, nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := s.DirectMessagesSince(ctx, tt.user, tt.since, tt.limit)
-			if err != nil || !slices.Equal(got, tt.want) {
-				t.Fatalf("got %v, %v\nwant %v", got, err, tt.want)
+			got, more, err := s.DirectMessagesSince(ctx, tt.user, tt.since, tt.limit)
+			if err != nil || !slices.Equal(got, tt.want) || more != tt.more {
+				t.Fatalf("got %v, more %v, %v\nwant %v, more %v", got, more, err, tt.want, tt.more)
 			}
 		})
 	}
@@ -687,18 +690,16 @@ func TestFiles(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t, Config{})
 	created := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
-	f := store.File{ID: strings.Repeat("ab", 32), Name: "cat.png", Size: 1234, ContentType: "image/png", Uploader: "alice", CreatedAt: created}
+	f := store.File{ID: strings.Repeat("ab", 32), BlobID: strings.Repeat("cd", 32), Name: "cat.png", Size: 1234, ContentType: "image/png", Uploader: "alice", CreatedAt: created}
 	got, err := s.PutFile(ctx, f)
 	if err != nil || got != f {
 		t.Fatalf("PutFile = %+v, %v", got, err)
 	}
-	// Same content uploaded again by someone else under another name.
-	again, err := s.PutFile(ctx, store.File{ID: f.ID, Name: "other.png", Size: 1234, ContentType: "image/png", Uploader: "bob"})
-	if err != nil || again != f {
-		t.Fatalf("second PutFile = %+v, %v; want the original metadata", again, err)
-	}
-	if _, err := s.PutFile(ctx, store.File{ID: f.ID, Uploader: "bob"}); err != nil {
-		t.Fatalf("repeat upload by the same user: %v", err)
+	// Same content uploaded again by someone else under another name: an
+	// upload of its own, over the same blob (storetest.Uploads has more).
+	again, err := s.PutFile(ctx, store.File{BlobID: f.BlobID, Name: "other.png", Size: 1234, ContentType: "image/webp", Uploader: "bob"})
+	if err != nil || again.ID == f.ID || again.Name != "other.png" || again.ContentType != "image/webp" || again.Uploader != "bob" {
+		t.Fatalf("second PutFile = %+v, %v; want a new upload with its own metadata", again, err)
 	}
 	if got, err := s.GetFile(ctx, f.ID); err != nil || got != f {
 		t.Fatalf("GetFile = %+v, %v", got, err)
@@ -709,12 +710,12 @@ func TestFiles(t *testing.T) {
 	for _, tt := range []struct {
 		user string
 		want bool
-	}{{"alice", true}, {"bob", true}, {"carol", false}} {
+	}{{"alice", true}, {"bob", false}, {"carol", false}} {
 		if ok, err := s.IsFileUploader(ctx, f.ID, tt.user); err != nil || ok != tt.want {
 			t.Errorf("IsFileUploader(%s) = %v, %v", tt.user, ok, err)
 		}
 	}
-	if _, err := s.PutFile(ctx, store.File{ID: "x"}); err == nil {
+	if _, err := s.PutFile(ctx, store.File{ID: "x", BlobID: "x"}); err == nil {
 		t.Fatal("PutFile without uploader succeeded")
 	}
 
@@ -866,7 +867,7 @@ func TestClosed(t *testing.T) {
 		"History":     func() error { _, _, err := s.History(ctx, "r:x", store.HistoryQuery{}); return err },
 		"LastSeq":     func() error { _, err := s.LastSeq(ctx, "r:x"); return err },
 		"Memberships": func() error { _, err := s.Memberships(ctx, "a"); return err },
-		"PutFile":     func() error { _, err := s.PutFile(ctx, store.File{ID: "f", Uploader: "a"}); return err },
+		"PutFile":     func() error { _, err := s.PutFile(ctx, store.File{ID: "f", BlobID: "f", Uploader: "a"}); return err },
 		"DeleteMessagesBefore": func() error {
 			_, err := s.DeleteMessagesBefore(ctx, time.Now())
 			return err

@@ -51,7 +51,11 @@ type ChatClient interface {
 	// is in, with its last message and last sequence, most recent first.
 	ListConversations(ctx context.Context, in *ListConversationsRequest, opts ...grpc.CallOption) (*ListConversationsResponse, error)
 	// UploadFile takes FileInfo first, then the content in chunks of at most
-	// 64 KiB. The file id is the hex SHA-256 of the content.
+	// 64 KiB. Every upload is a new file with its own id and the name (made
+	// a safe display name: no path, no control characters) and content type
+	// of its FileInfo, even when the same content was uploaded before; only
+	// the stored content is shared. A stream that ends early or out of order
+	// is INVALID_ARGUMENT.
 	UploadFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadFileRequest, UploadFileResponse], error)
 	// DownloadFile sends FileRef first, then the content in chunks. Only the
 	// uploader and readers of a conversation the file was posted in may read it.
@@ -174,7 +178,11 @@ type ChatServer interface {
 	// is in, with its last message and last sequence, most recent first.
 	ListConversations(context.Context, *ListConversationsRequest) (*ListConversationsResponse, error)
 	// UploadFile takes FileInfo first, then the content in chunks of at most
-	// 64 KiB. The file id is the hex SHA-256 of the content.
+	// 64 KiB. Every upload is a new file with its own id and the name (made
+	// a safe display name: no path, no control characters) and content type
+	// of its FileInfo, even when the same content was uploaded before; only
+	// the stored content is shared. A stream that ends early or out of order
+	// is INVALID_ARGUMENT.
 	UploadFile(grpc.ClientStreamingServer[UploadFileRequest, UploadFileResponse]) error
 	// DownloadFile sends FileRef first, then the content in chunks. Only the
 	// uploader and readers of a conversation the file was posted in may read it.
