@@ -147,6 +147,24 @@ func (g *guardedStore) DirectMessagesSince(ctx context.Context, username string,
 	return p.msgs, p.more, err
 }
 
+func (g *guardedStore) RoomSummaries(ctx context.Context, username, everyone string) ([]store.RoomSummary, error) {
+	return call(g, ctx, "RoomSummaries", func(ctx context.Context) ([]store.RoomSummary, error) {
+		return g.Store.RoomSummaries(ctx, username, everyone)
+	})
+}
+
+func (g *guardedStore) ListConversations(ctx context.Context, username, everyone string, q store.ConversationsQuery) ([]store.ConversationSummary, bool, error) {
+	type page struct {
+		convs []store.ConversationSummary
+		more  bool
+	}
+	p, err := call(g, ctx, "ListConversations", func(ctx context.Context) (page, error) {
+		convs, more, err := g.Store.ListConversations(ctx, username, everyone, q)
+		return page{convs, more}, err
+	})
+	return p.convs, p.more, err
+}
+
 func (g *guardedStore) PutFile(ctx context.Context, f store.File) (store.File, error) {
 	return call(g, ctx, "PutFile", func(ctx context.Context) (store.File, error) { return g.Store.PutFile(ctx, f) })
 }

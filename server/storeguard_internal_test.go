@@ -3,7 +3,11 @@ package server
 import (
 	"bytes"
 	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -41,5 +45,33 @@ func TestFaultLogAggregates(t *testing.T) {
 	l.ok()
 	if !strings.Contains(buf.String(), "failed.disk_full=1") {
 		t.Fatalf("the recovery line does not count the failures since the last one:\n%s", buf.String())
+	}
+}
+
+// TestEveryStoreMethodGuarded: a Store method that guardedStore does not
+// override passes through with no deadline and no fault mapping, so a
+// method added to the interface must get its wrapper here too.
+func TestEveryStoreMethodGuarded(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "storeguard.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guarded := map[string]bool{}
+	for _, d := range f.Decls {
+		if fd, ok := d.(*ast.FuncDecl); ok && fd.Recv != nil {
+			if star, ok := fd.Recv.List[0].Type.(*ast.StarExpr); ok {
+				if id, ok := star.X.(*ast.Ident); ok && id.Name == "guardedStore" {
+					guarded[fd.Name.Name] = true
+				}
+			}
+		}
+	}
+	// Close ends the store; Ping is readiness, which must see the raw error.
+	passThrough := map[string]bool{"Close": true, "Ping": true}
+	st := reflect.TypeFor[Store]()
+	for i := range st.NumMethod() {
+		if name := st.Method(i).Name; !guarded[name] && !passThrough[name] {
+			t.Errorf("Store.%s has no guardedStore wrapper: it runs without the store deadline", name)
+		}
 	}
 }
