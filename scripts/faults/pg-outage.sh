@@ -42,8 +42,7 @@ kill -CONT "$PROXY_PID"
 say "database answers again"
 sleep "${GAP:-4}"
 say "database gone (proxy killed) for ${OUTAGE:-8}s"
-kill -KILL "$PROXY_PID"
-{ wait "$PROXY_PID"; } 2>/dev/null || true
+{ kill -KILL "$PROXY_PID"; wait "$PROXY_PID"; } 2>/dev/null || true
 PROXY_PID=""
 sleep "${OUTAGE:-8}"
 start_proxy
