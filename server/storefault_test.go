@@ -292,6 +292,8 @@ func TestPostgresOutage(t *testing.T) {
 	chat := chatv1.NewChatClient(srv.Dial(t))
 	_, err := chat.GetHistory(servertest.WithToken(context.Background(), bobTok), &chatv1.GetHistoryRequest{Conversation: roomConv("lobby")})
 	unaryUnavailable(t, "GetHistory during outage", err)
+	_, err = chatv1.NewAuthClient(srv.Dial(t)).Login(context.Background(), &chatv1.LoginRequest{Username: "carol", Password: "a password long enough"})
+	unaryUnavailable(t, "Login during outage", err)
 	if lines := logs.errorLines(); len(lines) == 0 || len(lines) > 4 {
 		t.Fatalf("%d ERROR lines for %d refused commands, want 1 to 4 (one per kind per period):\n%s", len(lines), refused, strings.Join(lines, "\n"))
 	}

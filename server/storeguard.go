@@ -147,6 +147,24 @@ func (g *guardedStore) DirectMessagesSince(ctx context.Context, username string,
 	return p.msgs, p.more, err
 }
 
+func (g *guardedStore) RoomSummaries(ctx context.Context, username, everyone string) ([]store.RoomSummary, error) {
+	return call(g, ctx, "RoomSummaries", func(ctx context.Context) ([]store.RoomSummary, error) {
+		return g.Store.RoomSummaries(ctx, username, everyone)
+	})
+}
+
+func (g *guardedStore) ListConversations(ctx context.Context, username, everyone string, q store.ConversationsQuery) ([]store.ConversationSummary, bool, error) {
+	type page struct {
+		convs []store.ConversationSummary
+		more  bool
+	}
+	p, err := call(g, ctx, "ListConversations", func(ctx context.Context) (page, error) {
+		convs, more, err := g.Store.ListConversations(ctx, username, everyone, q)
+		return page{convs, more}, err
+	})
+	return p.convs, p.more, err
+}
+
 func (g *guardedStore) PutFile(ctx context.Context, f store.File) (store.File, error) {
 	return call(g, ctx, "PutFile", func(ctx context.Context) (store.File, error) { return g.Store.PutFile(ctx, f) })
 }
@@ -205,24 +223,27 @@ func (g *guardedStore) DeleteExpiredRefreshTokens(ctx context.Context, now time.
 	return n, g.check(ctx, "DeleteExpiredRefreshTokens", err)
 }
 
-// faultLog writes one line per kind of storage failure per period, with
-// how many were not written since, and one line when the store answers
-// again. Safe for concurrent use; it writes outside its lock.
+// faultLog writes at most one line per kind of storage failure per
+// period, with how many were not written since, and at most one line per
+// period when the store answers again (a full disk still serves reads, so
+// successes and failures interleave). Safe for concurrent use; it writes
+// outside its lock.
 type faultLog struct {
 	log   *slog.Logger
 	every time.Duration
 	now   func() time.Time
 
-	down atomic.Bool // a failure was seen since the last success: ok's fast path
+	down atomic.Bool // a failure was seen since "available again": ok's fast path
 
 	mu    sync.Mutex
 	kinds map[storefault.Kind]*faultCount
+	okAt  time.Time // when "available again" was last written
 }
 
 type faultCount struct {
 	last       time.Time // when a line was last written
 	suppressed int       // failures since then, not written
-	total      int       // failures this outage
+	total      int       // failures since "available again"
 }
 
 func newFaultLog(log *slog.Logger, every time.Duration) *faultLog {
@@ -255,20 +276,24 @@ func (l *faultLog) ok() {
 	if !l.down.Load() {
 		return
 	}
+	now := l.now()
 	l.mu.Lock()
+	if !l.okAt.IsZero() && now.Sub(l.okAt) < l.every {
+		l.mu.Unlock() // still down as far as the log knows: a later success says it
+		return
+	}
 	if !l.down.Swap(false) {
 		l.mu.Unlock()
 		return
 	}
-	failed := make(map[string]int, len(l.kinds))
+	l.okAt = now
+	args := make([]any, 0, len(l.kinds))
 	for k, c := range l.kinds {
-		failed[string(k)] = c.total
+		if c.total > 0 {
+			args = append(args, slog.Int(string(k), c.total))
+			c.total = 0
+		}
 	}
-	clear(l.kinds)
 	l.mu.Unlock()
-	args := make([]any, 0, 2*len(failed))
-	for k, n := range failed {
-		args = append(args, slog.Int(k, n))
-	}
 	l.log.Warn("store available again", slog.Group("failed", args...))
 }

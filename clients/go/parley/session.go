@@ -393,6 +393,12 @@ func (s *Session) SendPrivate(ctx context.Context, to, text string) (*chatv1.Ack
 	return s.sendPrivate(ctx, to, text, NewClientMsgID())
 }
 
+// SendPrivateWithID is SendPrivate with the caller's client_msg_id, so a
+// send can be retried (on this or a later session) without posting twice.
+func (s *Session) SendPrivateWithID(ctx context.Context, to, text, clientMsgID string) (*chatv1.Ack, error) {
+	return s.sendPrivate(ctx, to, text, clientMsgID)
+}
+
 func (s *Session) sendPrivate(ctx context.Context, to, text, clientMsgID string) (*chatv1.Ack, error) {
 	return ackOf(s.request(ctx, &chatv1.ClientEvent{Event: &chatv1.ClientEvent_SendPrivateMessage{SendPrivateMessage: &chatv1.SendPrivateMessage{
 		To: to, Text: text, ClientMsgId: clientMsgID,
