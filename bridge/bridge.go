@@ -65,7 +65,10 @@ type Config struct {
 	// AllowedOrigins lists the exact browser origins ("scheme://host[:port]",
 	// e.g. "http://localhost:8080") allowed to call gRPC-Web, /ws and /api.
 	// Requests without an Origin header (non-browser clients) are allowed;
-	// a browser request whose Origin is not listed is refused with 403.
+	// a browser request whose Origin is not listed is refused with 403 and
+	// a message naming the origin and the --allowed-origins entry that
+	// admits it (JSON on /api and /ws, grpc-status 7 and grpc-message on
+	// gRPC-Web), and logged as a warning at most once per origin a minute.
 	// There is no same-host default: the origin the web app is served from
 	// must be listed too. "*" is refused by New.
 	AllowedOrigins []string
@@ -158,10 +161,12 @@ type Bridge struct {
 	cfg     Config
 	log     *slog.Logger
 	origins originList
-	grpcWeb *grpcweb.WrappedGrpcServer
-	proxy   *grpc.Server // non-nil in standalone mode
-	handler http.Handler
-	static  *staticHandler
+	// refusals logs refused origins, a line per origin per minute.
+	refusals *refusalLog
+	grpcWeb  *grpcweb.WrappedGrpcServer
+	proxy    *grpc.Server // non-nil in standalone mode
+	handler  http.Handler
+	static   *staticHandler
 
 	// Transport timeouts; fields so that tests can shorten them.
 	firstFrameTimeout  time.Duration
@@ -184,6 +189,7 @@ func New(cfg Config) (*Bridge, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		origins:  origins,
+		refusals: newRefusalLog(cfg.Logger),
 		sessions: make(map[*wsSession]struct{}),
 
 		firstFrameTimeout:  firstFrameTimeout,

@@ -87,7 +87,8 @@
 //
 //	GET  /api/messages?room=NAME|user=PEER[&before_seq=N][&after_seq=N][&limit=N]  Chat.GetHistory (limit 100 by default)
 //	GET  /api/users/online[?page_size=N][&page_token=T]  Chat.ListOnlineUsers (100 by default, at most 1000; T is the last answer's nextPageToken)
-//	GET  /api/rooms                              Chat.ListRooms
+//	GET  /api/rooms                              Chat.ListRooms (every room: memberCount stored, onlineCount online)
+//	GET  /api/conversations[?page_size=N][&page_token=T]  Chat.ListConversations (50 by default, at most 200; T is the last answer's nextPageToken)
 //	GET  /api/files/{id}                         Chat.DownloadFile, streamed as an attachment
 //	POST /api/files                              Chat.UploadFile in 64 KiB chunks (see postFile)
 //	POST /api/auth/{register,login,refresh,logout}  chat.v1.Auth, protojson bodies

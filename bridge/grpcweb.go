@@ -101,13 +101,19 @@ func (b *Bridge) serveGRPCWeb(w http.ResponseWriter, r *http.Request) {
 	if refuseTokenInURL(w, r) {
 		return
 	}
-	if !b.grpcWeb.IsGrpcWebSocketRequest(r) {
-		// improbable only withholds CORS headers from a foreign origin;
-		// refuse it outright.
-		if !b.origins.allowsRequest(r) {
-			http.Error(w, "origin not allowed", http.StatusForbidden)
-			return
+	if !b.origins.allowsRequest(r) {
+		// improbable only withholds CORS headers from a foreign origin on
+		// the HTTP transport, and answers a bare 403 on the WebSocket one;
+		// refuse it here, saying why.
+		transport := "grpc-web"
+		if b.grpcWeb.IsGrpcWebSocketRequest(r) {
+			transport = "grpc-web-ws"
 		}
+		b.refusals.refused(r, transport, originOf(r))
+		grpcWebRefusal(w, originRefusal(originOf(r)))
+		return
+	}
+	if !b.grpcWeb.IsGrpcWebSocketRequest(r) {
 		// One message per request on this transport (client streaming
 		// needs the WebSocket one); twice the frame limit leaves room for
 		// the base64 of application/grpc-web-text.
@@ -143,9 +149,16 @@ func (b *Bridge) sanitizeGRPCWeb(next http.Handler) http.Handler {
 			h.Set(b.cfg.ClientIPHeader, ip)
 		}
 		r.Header = h
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grpcWebKey{}, true)))
 	})
 }
+
+type grpcWebKey struct{}
+
+// IsGRPCWeb reports whether ctx is that of a call the bridge serves as
+// gRPC-Web: the in-process gRPC server's call contexts derive from the
+// HTTP request's, so its metrics can tell gRPC-Web from native gRPC.
+func IsGRPCWeb(ctx context.Context) bool { return ctx.Value(grpcWebKey{}) != nil }
 
 // remoteIP is the host part of r.RemoteAddr: the peer of the TCP
 // connection, never a forwarding header.

@@ -35,6 +35,11 @@ const (
 	// page_size and page_token, as chat.v1.ListOnlineUsersRequest does.
 	onlineMaxPageSize  = 1000
 	onlineMaxPageToken = 128
+	// conversationsMaxPageSize and conversationsMaxPageToken bound GET
+	// /api/conversations' page_size and page_token, as
+	// chat.v1.ListConversationsRequest does.
+	conversationsMaxPageSize  = 200
+	conversationsMaxPageToken = 256
 )
 
 // urlTokenParams are query parameters that would put a credential in a URL
@@ -61,6 +66,7 @@ func (b *Bridge) apiRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /api/messages", b.api(maxEmptyBody, b.getMessages))
 	mux.Handle("GET /api/users/online", b.api(maxEmptyBody, b.getOnlineUsers))
 	mux.Handle("GET /api/rooms", b.api(maxEmptyBody, b.getRooms))
+	mux.Handle("GET /api/conversations", b.api(maxEmptyBody, b.getConversations))
 	mux.Handle("GET /api/files/{id}", b.api(maxEmptyBody, b.getFile))
 	mux.Handle("POST /api/files", b.api(b.cfg.MaxUploadBytes+multipartSlack, b.postFile))
 	mux.Handle("POST /api/auth/{op}", b.api(maxJSONBody, b.postAuth))
@@ -85,7 +91,9 @@ func (b *Bridge) api(maxBody int64, h http.HandlerFunc) http.Handler {
 		}
 		if origin := r.Header.Get("Origin"); origin != "" || len(r.Header.Values("Origin")) > 0 {
 			if !b.origins.allows(origin) {
-				writeJSONError(w, http.StatusForbidden, "PERMISSION_DENIED", "origin not allowed")
+				origin = originOf(r)
+				b.refusals.refused(r, "rest", origin)
+				writeJSONError(w, http.StatusForbidden, "PERMISSION_DENIED", originRefusal(origin))
 				return
 			}
 			hdr.Set("Access-Control-Allow-Origin", origin)
@@ -136,8 +144,15 @@ func (b *Bridge) getMessages(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "before_seq: "+err.Error())
 		return
 	}
+	// after_seq counts by presence: after_seq=0 reads from the start, no
+	// after_seq the latest page. An empty value is neither, so it is
+	// refused rather than read as one of them.
 	if q.Has("after_seq") {
-		after, err := queryInt(q.Get("after_seq"), 0, math.MaxInt64)
+		v := q.Get("after_seq")
+		after, err := queryInt(v, 0, math.MaxInt64)
+		if err == nil && v == "" {
+			err = errors.New("empty: give a sequence number (0 for the start), or leave after_seq out for the latest page")
+		}
 		if err != nil {
 			writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "after_seq: "+err.Error())
 			return
@@ -187,6 +202,29 @@ func (b *Bridge) getRooms(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	var trailer metadata.MD
 	resp, err := b.chat().ListRooms(ctx, &chatv1.ListRoomsRequest{}, grpc.Trailer(&trailer))
+	b.writeResult(w, resp, err, trailer)
+}
+
+// getConversations pages Chat.ListConversations: page_size (default 50, at
+// most 200) and page_token (a previous answer's nextPageToken).
+func (b *Bridge) getConversations(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	req := &chatv1.ListConversationsRequest{PageToken: q.Get("page_token")}
+	size, err := queryInt(q.Get("page_size"), 0, conversationsMaxPageSize)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT",
+			"page_size: "+err.Error()+": give an integer from 1 to "+strconv.Itoa(conversationsMaxPageSize)+" (default 50)")
+		return
+	}
+	req.PageSize = int32(size)
+	if len(req.PageToken) > conversationsMaxPageToken {
+		writeJSONError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "page_token: too long: pass back a nextPageToken unchanged")
+		return
+	}
+	ctx, cancel := b.callContext(r, restTimeout)
+	defer cancel()
+	var trailer metadata.MD
+	resp, err := b.chat().ListConversations(ctx, req, grpc.Trailer(&trailer))
 	b.writeResult(w, resp, err, trailer)
 }
 

@@ -72,8 +72,22 @@ func TestRESTHistory(t *testing.T) {
 	e.chat.mu.Lock()
 	got := e.chat.hist["hist1"]
 	e.chat.mu.Unlock()
-	if got.GetConversation().GetRoom() != "general" || got.GetLimit() != 100 || got.GetBeforeSeq() != 0 {
-		t.Fatalf("request %v, want room general, limit 100 by default", got)
+	if got.GetConversation().GetRoom() != "general" || got.GetLimit() != 100 || got.GetBeforeSeq() != 0 || got.AfterSeq != nil {
+		t.Fatalf("request %v, want room general, limit 100 by default, no after_seq", got)
+	}
+
+	// after_seq=0 is sent as present: from the start.
+	if r := e.do(t, "GET", "/api/messages?room=general&after_seq=0", bearer("hist3"), nil); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	e.chat.mu.Lock()
+	got = e.chat.hist["hist3"]
+	e.chat.mu.Unlock()
+	if got.AfterSeq == nil || *got.AfterSeq != 0 {
+		t.Fatalf("after_seq=0 sent as %v", got)
+	}
+	if r := e.do(t, "GET", "/api/messages?room=general&after_seq=", bearer("hist4"), nil); r.status != 400 || !bytes.Contains(r.body, []byte("after_seq: empty")) {
+		t.Fatalf("empty after_seq: %d %s", r.status, r.body)
 	}
 
 	r = e.do(t, "GET", "/api/messages?user=bob&before_seq=42&limit=5", bearer("hist2"), nil)

@@ -46,7 +46,8 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !b.origins.allowsRequest(r) {
-		writeJSONError(w, http.StatusForbidden, "PERMISSION_DENIED", "origin not allowed")
+		b.refusals.refused(r, "ws", originOf(r))
+		writeJSONError(w, http.StatusForbidden, "PERMISSION_DENIED", originRefusal(originOf(r)))
 		return
 	}
 	subToken, v1, err := subprotocols(r)

@@ -25,6 +25,9 @@ import (
 // connect limit exactly as for a gRPC stream, and every command passes
 // the same per-message checks before the session sees it.
 func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP string, t bridge.SessionTransport) (err error) {
+	if s.stopping.Load() {
+		return errShuttingDown // as the gate answers a gRPC Connect
+	}
 	md := metadata.MD{}
 	if authorization != "" {
 		md.Set("authorization", authorization)
@@ -34,6 +37,7 @@ func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP stri
 	}
 	// The in-process peer is what makes clientIP trusted, as on the pipe.
 	ctx = peer.NewContext(metadata.NewIncomingContext(ctx, md), &peer.Peer{Addr: pipeAddr{}})
+	ctx = context.WithValue(ctx, directWSKey{}, true)
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {

@@ -249,7 +249,8 @@ func TestRooms(t *testing.T) {
 
 	id = carol.send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_ListRooms{ListRooms: &chatv1.ListRoomsCommand{}}})
 	rooms := carol.next(replyTo(id)).GetRoomsList().GetRooms()
-	if len(rooms) != 2 || rooms[0].GetName() != "general" || rooms[0].GetMemberCount() != 3 || rooms[1].GetName() != "lobby" || rooms[1].GetMemberCount() != 2 || rooms[1].GetJoined() {
+	if len(rooms) != 2 || rooms[0].GetName() != "general" || rooms[0].GetMemberCount() != 3 || rooms[0].GetOnlineCount() != 3 ||
+		rooms[1].GetName() != "lobby" || rooms[1].GetMemberCount() != 2 || rooms[1].GetOnlineCount() != 2 || rooms[1].GetJoined() {
 		t.Fatalf("rooms = %v", rooms)
 	}
 
@@ -266,7 +267,7 @@ func TestRooms(t *testing.T) {
 		t.Fatalf("leaving general: %v", ev)
 	}
 
-	// The last member leaving removes the room from memory.
+	// The last member leaving removes the room: it has no stored member.
 	id = alice.send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_LeaveRoom{LeaveRoom: &chatv1.LeaveRoom{Room: "lobby"}}})
 	alice.next(replyTo(id))
 	list, err := chatv1.NewChatClient(conn).ListRooms(servertest.WithToken(context.Background(), srv.Token(t, "carol", auth.RoleUser)), &chatv1.ListRoomsRequest{})

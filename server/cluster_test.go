@@ -139,7 +139,7 @@ func testCluster(t *testing.T, dirA, dirB, databaseURL string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(rooms.GetRooms()) == 2 && rooms.GetRooms()[1].GetName() == "ops" && rooms.GetRooms()[1].GetMemberCount() == 1 {
+		if len(rooms.GetRooms()) == 2 && rooms.GetRooms()[1].GetName() == "ops" && rooms.GetRooms()[1].GetOnlineCount() == 1 {
 			break
 		}
 		if i == 200 {

@@ -15,14 +15,19 @@ import (
 // browser's address; it is trusted only on the in-process connection.
 const ClientIPHeader = "x-parley-client-ip"
 
+// DefaultStoreTimeout is Config.StoreTimeout's default: far above a
+// healthy store's slowest call (a group commit's fsync), short enough that
+// a client waiting on a hung database hears Unavailable within seconds.
+const DefaultStoreTimeout = 5 * time.Second
+
 // Config configures a Server. Zero values mean the documented defaults.
 type Config struct {
 	// GRPCAddr is the native gRPC listen address; default ":50051".
 	GRPCAddr string
 	// HTTPAddr is the bridge's listen address (gRPC-Web, /ws, REST, web
-	// app); default ":8080"; "off" disables it.
+	// app, /healthz, /readyz); default ":8080"; "off" disables it.
 	HTTPAddr string
-	// MetricsAddr serves /metrics and /debug/pprof; default
+	// MetricsAddr serves /metrics, /debug/pprof, /healthz and /readyz; default
 	// "127.0.0.1:9090"; "off" disables it.
 	MetricsAddr string
 	// DataDir holds the database, files and generated secret; default "./data".
@@ -63,6 +68,8 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// AllowedOrigins are the browser origins the bridge accepts; default the
 	// HTTP listener's own http://localhost:PORT and http://127.0.0.1:PORT.
+	// Any other origin is refused with a message naming it and the
+	// --allowed-origins entry that admits it (and a warning in the log).
 	AllowedOrigins []string
 	// PingInterval is how often the bridge pings its WebSockets (/ws and
 	// gRPC-Web); one unanswered by the next ends the connection. Default
@@ -78,6 +85,10 @@ type Config struct {
 	RateLimits string
 	// QueueSize bounds each session's outbound queue; default 256.
 	QueueSize int
+	// ReplayCap bounds the messages one Resume, or the direct messages one
+	// connect, replays; StateRestored says complete=false when it cut the
+	// replay short. Default 1000.
+	ReplayCap int
 	// WriteCoalesce is the least time between two writes to one busy
 	// connection (/ws, gRPC-Web or native gRPC): what queues meanwhile goes
 	// out in one write. A quiet connection is written at once. Default
@@ -113,7 +124,15 @@ type Config struct {
 	// number is also capped at half the cores. Default an eighth of the
 	// memory the process may use (authsvc.HashMemoryBudget), at most 1 GiB.
 	PasswordHashMemory int64
-	// ShutdownGrace bounds the graceful stop; default 10s.
+	// StoreTimeout bounds every store call (and each commit of the append
+	// writer): a database that hangs makes commands fail as Unavailable,
+	// with a retry hint, after this long instead of holding them. Default
+	// DefaultStoreTimeout.
+	StoreTimeout time.Duration
+	// ShutdownGrace bounds the whole graceful stop (Run's Shutdown): new
+	// clients are refused at once, sessions are told to reconnect and get
+	// all but a third of it (at most 3s) to end, and the rest stops the
+	// servers and closes storage. Default 10s.
 	ShutdownGrace time.Duration
 	// ReconnectAfter is the hint sent to clients on shutdown; default 2s.
 	ReconnectAfter time.Duration
@@ -142,6 +161,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = DefaultStoreTimeout
+	}
 	if c.ReconnectAfter <= 0 {
 		c.ReconnectAfter = 2 * time.Second
 	}
@@ -166,6 +188,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PasswordHashMemory < 0 {
 		return fmt.Errorf("the password hash memory must not be negative, not %d", c.PasswordHashMemory)
+	}
+	if c.ReplayCap < 0 {
+		return fmt.Errorf("the replay cap must be positive (0 for the default 1000), not %d", c.ReplayCap)
 	}
 	if c.OnlineSnapshotLimit < 0 || c.OnlineSnapshotLimit > 1000 {
 		return fmt.Errorf("the online snapshot limit must be between 1 and 1000 (0 for the default 100), not %d", c.OnlineSnapshotLimit)

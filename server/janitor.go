@@ -13,7 +13,7 @@ func (s *Server) janitor() {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		s.RunJanitor(context.Background(), time.Now())
+		s.RunJanitor(s.bgCtx, time.Now())
 		select {
 		case <-t.C:
 		case <-s.bgStop:

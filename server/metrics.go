@@ -1,32 +1,20 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"net/http/pprof"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/peer"
 
-	"github.com/parleychat/parley/server/internal/hub"
+	"github.com/parleychat/parley/bridge"
+	"github.com/parleychat/parley/server/internal/metrics"
 )
 
 func (s *Server) metricsHandler() http.Handler {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gauge := func(name, help string, f func(hub.Stats) float64) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(s.hub.Stats()) }))
-	}
-	counter := func(name, help string, f func(hub.Stats) float64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(s.hub.Stats()) }))
-	}
-	gauge("parley_connections", "Live Connect streams.", func(st hub.Stats) float64 { return float64(st.Connections) })
-	gauge("parley_online_users", "Users with at least one live stream.", func(st hub.Stats) float64 { return float64(st.OnlineUsers) })
-	gauge("parley_rooms", "Rooms with live members.", func(st hub.Stats) float64 { return float64(st.Rooms) })
-	counter("parley_messages_in_total", "Messages stored.", func(st hub.Stats) float64 { return float64(st.MessagesIn) })
-	counter("parley_messages_out_total", "Events queued to sessions by fan-out.", func(st hub.Stats) float64 { return float64(st.MessagesOut) })
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -35,4 +23,22 @@ func (s *Server) metricsHandler() http.Handler {
 	return mux
 }
 
-// janitor runs RunJanitor at start and then hourly.
+// directWSKey marks the context of a session AttachConnect started.
+type directWSKey struct{}
+
+// transportOf names the transport a call or session came on, for the
+// metrics' transport label.
+func transportOf(ctx context.Context) string {
+	switch {
+	case ctx.Value(directWSKey{}) != nil:
+		return metrics.TransportWS
+	case bridge.IsGRPCWeb(ctx):
+		return metrics.TransportGRPCWeb
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		if _, inproc := p.Addr.(pipeAddr); inproc {
+			return metrics.TransportInProc
+		}
+	}
+	return metrics.TransportGRPC
+}

@@ -1,7 +1,11 @@
 // Package server wires Parley together: storage, hub, services, the one
 // interceptor chain, the gRPC listener, the HTTP bridge and the metrics
-// listener, and their graceful stop. cmd/parleyd fills its Config from
-// flags and the environment.
+// listener, the health probes (see health.go), and their graceful stop.
+// cmd/parleyd fills its Config from flags and the environment.
+//
+// Concurrency: a *Server is safe for concurrent use; Start is called once,
+// Shutdown any number of times (the first does the work, the others wait
+// for it).
 package server
 
 import (
@@ -15,8 +19,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -38,38 +44,54 @@ import (
 	"github.com/parleychat/parley/server/internal/filegc"
 	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/interceptor"
+	"github.com/parleychat/parley/server/internal/metrics"
 	"github.com/parleychat/parley/server/internal/ratelimit"
 	"github.com/parleychat/parley/server/internal/sealer"
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/groupcommit"
 	"github.com/parleychat/parley/server/internal/store/postgres"
 	"github.com/parleychat/parley/server/internal/store/sqlite"
 )
 
 // Server is one Parley node.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	store  Store
-	hub    *hub.Hub
-	issuer *auth.Issuer
-	grpc   *grpc.Server
-	health *health.Server
-	limit  *ratelimit.Limiter
-	pipe   *pipeListener
-	inproc *grpc.ClientConn
-	http   *http.Server
-	bridge interface{ Close() error }
-	chain  *interceptor.Chain
-	broker *natsbroker.Broker
-	chat   *chatsvc.Service
-	mhttp  *http.Server
-	files  *filegc.Collector
+	cfg     Config
+	log     *slog.Logger
+	store   Store
+	hub     *hub.Hub
+	issuer  *auth.Issuer
+	grpc    *grpc.Server
+	health  *health.Server
+	limit   *ratelimit.Limiter
+	pipe    *pipeListener
+	inproc  *grpc.ClientConn
+	http    *http.Server
+	bridge  interface{ Close() error }
+	chain   *interceptor.Chain
+	broker  *natsbroker.Broker
+	chat    *chatsvc.Service
+	metrics *metrics.Metrics
+	mhttp   *http.Server
+	files   *filegc.Collector
 
 	grpcLis, httpLis, metricsLis net.Listener
 	serveErr                     chan error
 	stopOnce                     sync.Once
-	bg                           sync.WaitGroup
-	bgStop                       chan struct{}
+	// stopping is set when Shutdown begins: from then on new calls and
+	// /ws attaches are refused and /readyz fails.
+	stopping atomic.Bool
+	bg       sync.WaitGroup
+	bgStop   chan struct{}
+	// bgCtx ends when Shutdown begins, so background work (the janitor,
+	// readiness checks) stops instead of delaying the stop.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+
+	// The last readiness result (see Ready).
+	readyFlight singleflight.Group
+	readyMu     sync.Mutex
+	readyAt     time.Time
+	readyErr    error
 }
 
 // New opens storage and builds the node; Start binds its listeners.
@@ -78,7 +100,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, serveErr: make(chan error, 3), bgStop: make(chan struct{})}
+	// One slot per serving goroutine (gRPC, pipe, HTTP, metrics), so none
+	// blocks on its result when Shutdown is called without Run.
+	s := &Server{cfg: cfg, log: cfg.Logger, serveErr: make(chan error, 4), bgStop: make(chan struct{})}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -94,17 +119,26 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encryption keys: %w", err)
 	}
-	st, err := OpenStore(ctx, cfg.DataDir, cfg.DatabaseURL, keys, cfg.Logger)
+	raw, err := openStore(ctx, cfg.DataDir, cfg.DatabaseURL, keys, cfg.Logger, cfg.StoreTimeout)
 	if err != nil {
 		return nil, err
 	}
-	s.store = st
 	ok := false
 	defer func() {
 		if !ok {
-			st.Close()
+			raw.Close()
 		}
 	}()
+	if s.metrics, err = metrics.New(metrics.Config{Transport: transportOf}); err != nil {
+		return nil, err
+	}
+	if oc, ok := raw.(interface{ ObserveCommits(groupcommit.Observer) }); ok {
+		oc.ObserveCommits(s.metrics)
+	}
+	// Outermost the counting, so a call the guard's deadline cut short is
+	// counted as the store error it is.
+	var st Store = countingStore{Store: guardStore(raw, cfg.StoreTimeout, cfg.Logger), m: s.metrics}
+	s.store = st
 	blobs, err := blob.New(blob.Config{Dir: filepath.Join(cfg.DataDir, "files"), Sealer: keys, MaxSize: cfg.MaxFileSize})
 	if err != nil {
 		return nil, err
@@ -126,7 +160,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	hcfg := hub.Config{Store: st, Logger: cfg.Logger, QueueSize: cfg.QueueSize, TypingTimeout: cfg.TypingTimeout, PresenceWindow: cfg.PresenceWindow,
-		OnlineSnapshotLimit: cfg.OnlineSnapshotLimit, PresenceNamesLimit: cfg.PresenceNamesLimit}
+		OnlineSnapshotLimit: cfg.OnlineSnapshotLimit, PresenceNamesLimit: cfg.PresenceNamesLimit, ReplayCap: cfg.ReplayCap}
 	if cfg.NATSURL != "" {
 		b, err := natsbroker.New(natsbroker.Config{URL: cfg.NATSURL, Subject: cfg.NATSSubject, Name: "parleyd", Logger: cfg.Logger})
 		if err != nil {
@@ -149,6 +183,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.limit = ratelimit.New(rates)
 	s.chain, err = interceptor.New(interceptor.Config{
 		Verifier: verifier, Users: st, Limiter: s.limit, Logger: cfg.Logger, ClientIP: clientIP,
+		Unary: s.metrics.UnaryInterceptor(), Stream: s.metrics.StreamInterceptor(),
 	})
 	if err != nil {
 		return nil, err
@@ -182,10 +217,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		opts = append(opts, grpc.Creds(creds))
 	}
+	// The shutdown gate runs first: a stopping node refuses before any
+	// token check or store lookup.
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.gateUnary), grpc.ChainStreamInterceptor(s.gateStream))
+	opts = append(opts, grpc.StatsHandler(s.metrics.ConnStats()))
 	opts = append(opts, s.chain.ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
 
-	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize, Coalesce: cfg.WriteCoalesce})
+	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize, Coalesce: cfg.WriteCoalesce,
+		Observer: s.metrics, RunDirect: func(ctx context.Context, session func(context.Context) error) error {
+			return s.chain.RunStream(ctx, chatv1.Chat_Connect_FullMethodName, session)
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -208,6 +250,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	s.metrics.InitializeRPC(s.grpc)
+	s.metrics.Watch(metrics.Sources{Hub: s.hub, Limiter: s.limit, Chain: s.chain, Broker: s.broker})
 	ok = true
 	return s, nil
 }
@@ -222,14 +266,22 @@ type Store interface {
 	filegc.Store
 	DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error)
 	DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error)
+	// Ping reports whether the database answers, for /readyz.
+	Ping(ctx context.Context) error
 	Close() error
 }
 
 // OpenStore opens PostgreSQL when databaseURL is set, else the SQLite
 // file in dataDir.
 func OpenStore(ctx context.Context, dataDir, databaseURL string, keys *sealer.Keyring, log *slog.Logger) (Store, error) {
+	return openStore(ctx, dataDir, databaseURL, keys, log, 0)
+}
+
+// openStore is OpenStore with a bound on each commit of the append writer
+// (zero: the back end's default).
+func openStore(ctx context.Context, dataDir, databaseURL string, keys *sealer.Keyring, log *slog.Logger, writeTimeout time.Duration) (Store, error) {
 	if databaseURL != "" {
-		st, err := postgres.Open(ctx, postgres.Config{URL: databaseURL, Sealer: keys, Logger: log})
+		st, err := postgres.Open(ctx, postgres.Config{URL: databaseURL, Sealer: keys, Logger: log, WriteTimeout: writeTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
 		}
@@ -238,7 +290,7 @@ func OpenStore(ctx context.Context, dataDir, databaseURL string, keys *sealer.Ke
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dataDir, "parley.db"), Sealer: keys, Logger: log})
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dataDir, "parley.db"), Sealer: keys, Logger: log, WriteTimeout: writeTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("open SQLite store: %w", err)
 	}
@@ -309,13 +361,14 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 			return fmt.Errorf("metrics listener: %w", err)
 		}
-		s.mhttp = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		s.mhttp = &http.Server{Handler: s.probes(s.metricsHandler()), ReadHeaderTimeout: 5 * time.Second}
 		go func() { s.serveErr <- ignoreClosed(s.mhttp.Serve(s.metricsLis)) }()
 	}
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	go func() { s.serveErr <- s.grpc.Serve(s.grpcLis) }()
-	s.bg.Add(1)
+	s.setHealth(healthpb.HealthCheckResponse_SERVING)
+	go func() { s.serveErr <- ignoreClosed(s.grpc.Serve(s.grpcLis)) }()
+	s.bg.Add(2)
 	go s.janitor()
+	go s.watchReadiness()
 	s.log.Info("parleyd started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "metrics", s.MetricsAddr(), "data", s.cfg.DataDir, "tls", s.cfg.TLSCertFile != "", "node", s.hub.NodeID(), "cluster", s.broker != nil)
 	return nil
 }
@@ -354,7 +407,7 @@ func (s *Server) startBridge() error {
 		return err
 	}
 	s.bridge = closer
-	s.http = newHTTPServer(h)
+	s.http = newHTTPServer(s.probes(h))
 	go func() {
 		var err error
 		if s.cfg.TLSCertFile != "" {
@@ -396,37 +449,87 @@ func (s *Server) Run(ctx context.Context) error {
 	return errors.Join(err, s.Shutdown(stopCtx))
 }
 
-// Shutdown tells every client to reconnect later, stops accepting, drains
-// the live streams, and closes storage cleanly. Safe to call more than once.
+// shutdownReserve is the part of the grace kept for the forced stop and
+// closing storage after the drain: the whole shutdown fits in the grace.
+func shutdownReserve(grace time.Duration) time.Duration { return min(grace/3, 3*time.Second) }
+
+// Shutdown stops the node in an order that lets no client in while it
+// drains: first it stops accepting (gRPC and HTTP listeners closed, health
+// NOT_SERVING for every service, /readyz failing, new calls on open
+// connections refused), then it tells every session to reconnect later and
+// waits for them to end, then it stops the servers and closes storage. If
+// sessions are still live when ctx is near its end, they are cut, so
+// Shutdown returns by ctx's deadline. Safe to call more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
+		// Stop accepting.
+		start := time.Now()
+		s.stopping.Store(true)
 		s.health.Shutdown()
+		s.bgCancel()
+		if s.grpcLis != nil {
+			s.grpcLis.Close() // grpc.Serve returns; GracefulStop below closes nothing twice that matters
+		}
+		if s.httpLis != nil {
+			s.httpLis.Close()
+		}
+		httpDone := make(chan struct{})
+		if s.http != nil {
+			// Closes idle keep-alive connections now and the others once
+			// their request is answered; hijacked WebSockets are the
+			// bridge's. Shutdown's own wait is bounded below.
+			go func() { _ = s.http.Shutdown(context.WithoutCancel(ctx)); close(httpDone) }()
+		} else {
+			close(httpDone)
+		}
+
+		// Drain: every session hears the notice and ends by itself.
+		drainCtx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok {
+			drainCtx, cancel = context.WithDeadline(ctx, dl.Add(-shutdownReserve(time.Until(dl))))
+		}
+		defer cancel()
 		n := s.hub.Shutdown(s.cfg.ReconnectAfter)
 		s.log.Info("shutting down", "sessions", n)
 		// Let the sessions end on their own, so each writes its final status:
 		// GracefulStop would close gRPC-Web (ServeHTTP) streams mid-flight.
-		if s.hub.WaitIdle(ctx) == nil {
+		if err := s.hub.WaitIdle(drainCtx); err == nil {
 			select { // a session detaches just before its status goes out
 			case <-time.After(100 * time.Millisecond):
-			case <-ctx.Done():
+			case <-drainCtx.Done():
 			}
+		} else {
+			s.log.Warn("sessions still live at the drain deadline; cutting them", "sessions", s.hub.Stats().Connections)
 		}
+
+		// Stop. From here every wait is bounded by ctx: a handler still
+		// finishing a store write, or a store still committing, must not
+		// hold the process past its grace (a supervisor would kill it
+		// there anyway, less cleanly).
+		drained := time.Since(start)
 		if s.bridge != nil {
-			s.bridge.Close()
+			waitUntil(ctx, func() { s.bridge.Close() })
 		}
 		if s.http != nil {
-			if e := s.http.Shutdown(ctx); e != nil {
+			select {
+			case <-httpDone:
+			case <-drainCtx.Done():
 				s.http.Close()
+				<-httpDone
 			}
 		}
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
 		select {
 		case <-done:
-		case <-ctx.Done():
-			s.grpc.Stop()
-			<-done
+		case <-drainCtx.Done():
+			s.grpc.Stop() // ends every stream; GracefulStop still waits for their handlers
+			select {
+			case <-done:
+			case <-ctx.Done():
+				s.log.Warn("handlers still running at the shutdown deadline")
+			}
 		}
 		if s.inproc != nil {
 			s.inproc.Close()
@@ -437,13 +540,35 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.broker != nil {
 			s.broker.Close()
 		}
+		serversStopped := time.Since(start)
 		close(s.bgStop)
 		s.bg.Wait()
 		s.limit.Close()
-		err = s.store.Close()
-		s.log.Info("stopped")
+		closed := make(chan error, 1)
+		go func() { closed <- s.store.Close() }()
+		select {
+		case err = <-closed:
+		case <-ctx.Done():
+			err = errors.New("storage was still closing at the shutdown deadline")
+		}
+		s.log.Info("stopped", "drain", drained.Round(time.Millisecond), "servers", serversStopped.Round(time.Millisecond),
+			"total", time.Since(start).Round(time.Millisecond))
 	})
 	return err
+}
+
+// waitUntil runs f and waits for it to return or ctx to end, reporting
+// whether f returned (f keeps running otherwise, and must not touch what
+// the caller uses after).
+func waitUntil(ctx context.Context, f func()) bool {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // EnsureUser makes sure username exists with role, creating it with an
@@ -459,8 +584,13 @@ type UserStore interface {
 	SetUserRole(ctx context.Context, username, role string) error
 }
 
-// EnsureUser makes sure username exists in st with role.
+// EnsureUser makes sure username exists in st with role. A username the
+// protocol forbids is refused (auth.ErrInvalidUsername), so no account is
+// made that the API could not name.
 func EnsureUser(ctx context.Context, st UserStore, username string, role auth.Role) error {
+	if err := auth.ValidateUsername(username); err != nil {
+		return err
+	}
 	u, err := st.GetUser(ctx, username)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

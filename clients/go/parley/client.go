@@ -255,11 +255,18 @@ func Direct(peer string) *chatv1.Conversation {
 
 // HistoryOptions page through a conversation. The zero value asks for the
 // latest page of 50.
+//
+// To read forwards, oldest first, set Forward: the page holds the messages
+// after AfterSeq, so HistoryOptions{Forward: true} reads from the start of
+// the conversation and HistoryOptions{Forward: true, AfterSeq: n} goes on
+// after seq n. An AfterSeq above 0 reads forwards by itself.
 type HistoryOptions struct {
 	// BeforeSeq pages backwards: messages with seq < BeforeSeq.
 	BeforeSeq int64
-	// AfterSeq pages forwards: messages with seq > AfterSeq. Set at most
-	// one of BeforeSeq and AfterSeq.
+	// Forward pages forwards from AfterSeq, 0 meaning from the start.
+	Forward bool
+	// AfterSeq is where a forward page starts: messages with seq >
+	// AfterSeq. Set BeforeSeq or read forwards, not both.
 	AfterSeq int64
 	// Limit is the page size; 0 means 50, at most 100.
 	Limit int
@@ -269,8 +276,9 @@ type HistoryOptions struct {
 // first, and whether there is more in the direction asked.
 func (c *Client) History(ctx context.Context, conv *chatv1.Conversation, opts HistoryOptions) (msgs []*chatv1.Message, more bool, err error) {
 	req := &chatv1.GetHistoryRequest{Conversation: conv, BeforeSeq: opts.BeforeSeq, Limit: int32(opts.Limit)}
-	if opts.AfterSeq > 0 {
-		req.AfterSeq = &opts.AfterSeq
+	if opts.Forward || opts.AfterSeq > 0 {
+		after := max(opts.AfterSeq, 0)
+		req.AfterSeq = &after
 	}
 	resp, err := c.chat.GetHistory(ctx, req)
 	if err != nil {
@@ -327,10 +335,43 @@ func (c *Client) OnlineUsers(ctx context.Context) ([]*chatv1.User, error) {
 	}
 }
 
-// Rooms lists the live rooms with their member counts.
+// Rooms lists every room, the user's and the others (all rooms are
+// public), sorted by name: MemberCount counts stored members, OnlineCount
+// those online, Joined marks the user's.
 func (c *Client) Rooms(ctx context.Context) ([]*chatv1.RoomInfo, error) {
 	resp, err := c.chat.ListRooms(ctx, &chatv1.ListRoomsRequest{})
 	return resp.GetRooms(), err
+}
+
+// ConversationsOptions ask for one page of the user's conversations. The
+// zero value asks for the first page of 50.
+type ConversationsOptions struct {
+	// PageSize is the page size; 0 means 50, at most 200.
+	PageSize int
+	// PageToken is a previous page's NextPageToken; empty for the first
+	// page. It is opaque.
+	PageToken string
+}
+
+// ConversationsPage is one page of the user's conversations.
+type ConversationsPage struct {
+	// Conversations are the most recently active first (then by name),
+	// those without a message last. A direct conversation names the peer.
+	Conversations []*chatv1.ConversationSummary
+	// NextPageToken is the PageToken of the next page; empty on the last.
+	NextPageToken string
+}
+
+// Conversations returns one page of the rooms and direct conversations
+// the user is in, each with its last message and last sequence: what a
+// conversation list shows, and where a [Session.Resume] cursor or a
+// [Client.History] page can start.
+func (c *Client) Conversations(ctx context.Context, opts ConversationsOptions) (ConversationsPage, error) {
+	resp, err := c.chat.ListConversations(ctx, &chatv1.ListConversationsRequest{PageSize: int32(opts.PageSize), PageToken: opts.PageToken})
+	if err != nil {
+		return ConversationsPage{}, err
+	}
+	return ConversationsPage{Conversations: resp.GetConversations(), NextPageToken: resp.GetNextPageToken()}, nil
 }
 
 // UploadFile stores size bytes read from r under name and returns the

@@ -66,7 +66,7 @@ func TestAuth(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rooms: %v", err)
 	}
-	if len(rooms) != 0 {
+	if len(rooms) != 1 || rooms[0].GetName() != "general" || rooms[0].GetMemberCount() != 1 || rooms[0].GetOnlineCount() != 0 {
 		t.Fatalf("rooms with nobody online = %v", rooms)
 	}
 
@@ -102,6 +102,14 @@ func TestHistoryAndPresence(t *testing.T) {
 	if err != nil || !more || len(msgs) != 1 || msgs[0].GetText() != "two" {
 		t.Fatalf("page = %v, %v, %v", msgs, more, err)
 	}
+	msgs, more, err = bob.History(ctx, parley.Room("general"), parley.HistoryOptions{Forward: true, Limit: 2})
+	if err != nil || !more || len(msgs) != 2 || msgs[0].GetSeq() != 1 || msgs[1].GetSeq() != 2 {
+		t.Fatalf("first forward page = %v, %v, %v", msgs, more, err)
+	}
+	msgs, more, err = bob.History(ctx, parley.Room("general"), parley.HistoryOptions{Forward: true, AfterSeq: 2, Limit: 2})
+	if err != nil || more || len(msgs) != 1 || msgs[0].GetSeq() != 3 {
+		t.Fatalf("next forward page = %v, %v, %v", msgs, more, err)
+	}
 	msgs, _, err = bob.History(ctx, parley.Direct("alice"), parley.HistoryOptions{})
 	if err != nil || len(msgs) != 1 || msgs[0].GetText() != "psst" {
 		t.Fatalf("direct history = %v, %v", msgs, err)
@@ -123,8 +131,42 @@ func TestHistoryAndPresence(t *testing.T) {
 		t.Fatalf("last page = %+v, %v", page, err)
 	}
 	rooms, err := bob.Rooms(ctx)
-	if err != nil || len(rooms) != 1 || rooms[0].GetName() != "general" || rooms[0].GetMemberCount() != 2 || !rooms[0].GetJoined() {
+	if err != nil || len(rooms) != 1 || rooms[0].GetName() != "general" || rooms[0].GetMemberCount() != 2 || rooms[0].GetOnlineCount() != 2 || !rooms[0].GetJoined() {
 		t.Fatalf("rooms = %v, %v", rooms, err)
+	}
+}
+
+// TestConversations pages through the user's conversations with
+// Client.Conversations.
+func TestConversations(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	alice, bob := register(t, srv, "alice"), register(t, srv, "bob")
+	ctx := t.Context()
+	as := connect(t, alice)
+	if _, err := as.Join(ctx, "quiet"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.Send(ctx, "general", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.SendPrivate(ctx, "bob", "psst"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := bob.Conversations(ctx, parley.ConversationsOptions{PageSize: 1})
+	if err != nil || len(first.Conversations) != 1 || first.NextPageToken == "" {
+		t.Fatalf("first page = %+v, %v", first, err)
+	}
+	if c := first.Conversations[0]; c.GetConversation().GetUser() != "alice" || c.GetLastSeq() != 1 || c.GetLastMessage().GetText() != "psst" {
+		t.Fatalf("bob's latest conversation = %v", c)
+	}
+	rest, err := bob.Conversations(ctx, parley.ConversationsOptions{PageToken: first.NextPageToken})
+	if err != nil || len(rest.Conversations) != 1 || rest.NextPageToken != "" || rest.Conversations[0].GetConversation().GetRoom() != "general" {
+		t.Fatalf("second page = %+v, %v", rest, err)
+	}
+	mine, err := alice.Conversations(ctx, parley.ConversationsOptions{})
+	if err != nil || len(mine.Conversations) != 3 || mine.Conversations[2].GetConversation().GetRoom() != "quiet" || mine.Conversations[2].GetLastMessage() != nil {
+		t.Fatalf("alice's conversations = %+v, %v", mine, err)
 	}
 }
 

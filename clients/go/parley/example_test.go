@@ -134,3 +134,54 @@ func ExampleCodeOf() {
 	fmt.Println(parley.CodeOf(fmt.Errorf("send: %w", err)))
 	// Output: ERROR_CODE_NOT_FOUND
 }
+
+func ExampleClient_Conversations() {
+	ctx := context.Background()
+	c, err := parley.Dial(ctx, "localhost:50051", parley.WithToken(os.Getenv("PARLEY_TOKEN")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	opts := parley.ConversationsOptions{PageSize: 100}
+	for {
+		page, err := c.Conversations(ctx, opts)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, cs := range page.Conversations {
+			name := "#" + cs.GetConversation().GetRoom()
+			if u := cs.GetConversation().GetUser(); u != "" {
+				name = "@" + u
+			}
+			fmt.Println(name, cs.GetLastSeq(), cs.GetLastMessage().GetText())
+		}
+		if page.NextPageToken == "" {
+			return
+		}
+		opts.PageToken = page.NextPageToken
+	}
+}
+
+func ExampleClient_History_forward() {
+	ctx := context.Background()
+	c, err := parley.Dial(ctx, "localhost:50051", parley.WithToken(os.Getenv("PARLEY_TOKEN")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	// Read a room from its first message, oldest first, 100 at a time.
+	opts := parley.HistoryOptions{Forward: true, Limit: 100}
+	for {
+		msgs, more, err := c.History(ctx, parley.Room("general"), opts)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, m := range msgs {
+			fmt.Println(m.GetSeq(), m.GetText())
+		}
+		if !more || len(msgs) == 0 {
+			return
+		}
+		opts.AfterSeq = msgs[len(msgs)-1].GetSeq()
+	}
+}

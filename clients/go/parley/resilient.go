@@ -251,7 +251,10 @@ func (r *ResilientSession) delay(n int) time.Duration {
 // general, missed direct messages) ending in StateRestored. When this
 // ResilientSession already tracks conversations, their part of that
 // restore is dropped and, after it, one Resume asks for exactly what was
-// missed since the last delivered sequence.
+// missed since the last delivered sequence. A restore or Resume the
+// server's cap cut short (complete=false) is followed by another Resume
+// from the new cursors; the server replays each conversation from the
+// oldest missed message, so every such round makes progress.
 func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
 	me := s.Welcome().GetUser().GetUsername()
 	r.mu.Lock()
@@ -259,7 +262,29 @@ func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
 	r.mu.Unlock()
 	restoring := true // until the connect-time StateRestored
 	resumes := 0
-	for ev := range s.Events() {
+	tick := time.NewTicker(gapCheckEvery)
+	defer tick.Stop()
+	gaps := map[string]*gapState{}
+	events := s.Events()
+	for {
+		var ev *chatv1.ServerEvent
+		select {
+		case e, ok := <-events:
+			if !ok {
+				return hint, final
+			}
+			ev = e
+		case now := <-tick.C:
+			r.mu.Lock()
+			cursors := r.track.gapCursors(gaps, now)
+			r.mu.Unlock()
+			if len(cursors) > 0 {
+				if err := s.Resume(r.ctx, cursors); err != nil {
+					r.log.Debug("parley: gap resume not sent", "err", err)
+				}
+			}
+			continue
+		}
 		switch e := ev.GetEvent().(type) {
 		case *chatv1.ServerEvent_ServerNotice:
 			switch e.ServerNotice.GetKind() {
@@ -289,6 +314,12 @@ func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
 				}
 				if len(tracked) > 0 {
 					r.resume(s, true, e.StateRestored.GetRooms())
+				} else if !e.StateRestored.GetComplete() {
+					// The server cut the missed direct messages short:
+					// resume the conversations they came from, from the
+					// last one delivered.
+					resumes++
+					r.resume(s, false, nil)
 				}
 			} else if !e.StateRestored.GetComplete() && resumes < 100 {
 				resumes++
@@ -301,7 +332,56 @@ func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
 			return 0, false
 		}
 	}
-	return hint, final
+}
+
+// A live stream can skip a message: one whose commit the server could not
+// confirm (its database connection failed mid-commit) is answered with an
+// error and not delivered, yet it may be stored, and the sender's retry is
+// then acknowledged as a duplicate. A gap in a conversation's sequence that
+// outlasts gapRepairAfter is asked for with a Resume from the last
+// sequence before it, up to gapRepairTries times per gap.
+const (
+	gapCheckEvery  = time.Second
+	gapRepairAfter = 2 * time.Second // the server holds out-of-order deliveries for 1s
+	gapRepairTries = 3
+)
+
+type gapState struct {
+	last  int64 // the cursor when the gap was seen
+	since time.Time
+	tries int
+}
+
+// gapCursors returns cursors for the conversations whose gap has lasted
+// gapRepairAfter since it was seen (or last asked for); gaps is the
+// caller's record, updated here.
+func (t *tracker) gapCursors(gaps map[string]*gapState, now time.Time) []*chatv1.ConversationCursor {
+	var out []*chatv1.ConversationCursor
+	for key, g := range gaps {
+		if c := t.convs[key]; c == nil || len(c.ahead) == 0 || c.last != g.last {
+			delete(gaps, key) // filled, or moved on to another gap
+		}
+	}
+	keys := make([]string, 0, len(t.convs))
+	for key, c := range t.convs {
+		if len(c.ahead) > 0 {
+			keys = append(keys, key)
+		}
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		c := t.convs[key]
+		g := gaps[key]
+		switch {
+		case g == nil:
+			gaps[key] = &gapState{last: c.last, since: now}
+		case g.tries < gapRepairTries && now.Sub(g.since) >= gapRepairAfter:
+			g.tries++
+			g.since = now
+			out = append(out, &chatv1.ConversationCursor{Conversation: c.conv, LastSeq: c.last})
+		}
+	}
+	return out
 }
 
 // filterRecent drops messages already delivered and, during the

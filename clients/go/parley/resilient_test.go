@@ -360,3 +360,61 @@ func TestResumeFrom(t *testing.T) {
 		t.Fatalf("delivered %v", rec.texts)
 	}
 }
+
+// TestResilientPagesPastTheReplayCap: more missed than the server's
+// replay cap comes in full, each message once: a first connect's direct
+// messages, and a Resume from seq 0 (cursors saved before anything was
+// seen), both cut at the cap and continued.
+func TestResilientPagesPastTheReplayCap(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.ReplayCap = 100
+		c.RateLimits = "message=unlimited"
+	}})
+	alice, carol, dave := register(t, srv, "alice"), register(t, srv, "carol"), register(t, srv, "dave")
+	ctx := t.Context()
+	as := connect(t, alice)
+	go func() {
+		for range as.Events() {
+		}
+	}()
+	for i := 1; i <= 250; i++ {
+		if _, err := as.Send(ctx, "general", fmt.Sprint("general ", i)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := as.SendPrivate(ctx, "carol", fmt.Sprint("dm ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for _, c := range []struct {
+		name   string
+		client *parley.Client
+		opts   []parley.ReconnectOption
+		prefix string
+	}{
+		// carol has never connected: her first connect restores 100
+		// direct messages, and the session asks for the rest.
+		{"carol", carol, nil, "dm "},
+		// dave saved a cursor before he saw anything in general.
+		{"dave", dave, []parley.ReconnectOption{parley.WithResumeFrom([]*chatv1.ConversationCursor{{Conversation: parley.Room("general")}})}, "general "},
+	} {
+		r, err := c.client.ConnectResilient(ctx, c.opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := record(r.Events())
+		rec.waitTexts(t, c.prefix+"1", c.prefix+"250")
+		if _, err := r.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		<-rec.done
+		rec.checkOnce(t)
+		for i := 1; i <= 250; i++ {
+			if n := rec.texts[fmt.Sprint(c.prefix, i)]; n != 1 {
+				t.Fatalf("%s: %q delivered %d times", c.name, fmt.Sprint(c.prefix, i), n)
+			}
+		}
+	}
+}

@@ -393,6 +393,12 @@ func (s *Session) SendPrivate(ctx context.Context, to, text string) (*chatv1.Ack
 	return s.sendPrivate(ctx, to, text, NewClientMsgID())
 }
 
+// SendPrivateWithID is SendPrivate with the caller's client_msg_id, so a
+// send can be retried (on this or a later session) without posting twice.
+func (s *Session) SendPrivateWithID(ctx context.Context, to, text, clientMsgID string) (*chatv1.Ack, error) {
+	return s.sendPrivate(ctx, to, text, clientMsgID)
+}
+
 func (s *Session) sendPrivate(ctx context.Context, to, text, clientMsgID string) (*chatv1.Ack, error) {
 	return ackOf(s.request(ctx, &chatv1.ClientEvent{Event: &chatv1.ClientEvent_SendPrivateMessage{SendPrivateMessage: &chatv1.SendPrivateMessage{
 		To: to, Text: text, ClientMsgId: clientMsgID,
@@ -439,7 +445,7 @@ func (s *Session) Typing(ctx context.Context, conv *chatv1.Conversation, typing 
 	return s.notify(ctx, &chatv1.ClientEvent{Event: &chatv1.ClientEvent_Typing{Typing: &chatv1.Typing{Conversation: conv, Typing: typing}}})
 }
 
-// ListRooms lists the live rooms, marking those the user is in.
+// ListRooms lists every room as [Client.Rooms] does, over the stream.
 func (s *Session) ListRooms(ctx context.Context) ([]*chatv1.RoomInfo, error) {
 	r, err := s.request(ctx, &chatv1.ClientEvent{Event: &chatv1.ClientEvent_ListRooms{ListRooms: &chatv1.ListRoomsCommand{}}})
 	if err != nil {

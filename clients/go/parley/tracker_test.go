@@ -3,6 +3,7 @@ package parley
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 )
@@ -68,5 +69,43 @@ func TestTracker(t *testing.T) {
 	}
 	if len(tr.seen) != dedupeWindow {
 		t.Fatalf("%d ids remembered, want %d", len(tr.seen), dedupeWindow)
+	}
+}
+
+// TestGapCursors: a gap in a conversation is asked for again once it has
+// lasted gapRepairAfter, at most gapRepairTries times, and forgotten once
+// filled.
+func TestGapCursors(t *testing.T) {
+	t.Parallel()
+	room := func(seq int64) *chatv1.Message {
+		return &chatv1.Message{Id: fmt.Sprint("r", seq), Seq: seq, Sender: "bob", Conversation: Room("club")}
+	}
+	tr := newTracker(nil)
+	gaps := map[string]*gapState{}
+	t0 := time.Unix(1000, 0)
+	for _, seq := range []int64{5, 7} {
+		tr.see("alice", room(seq))
+	}
+	if c := tr.gapCursors(gaps, t0); len(c) != 0 {
+		t.Fatalf("asked at once: %v", c)
+	}
+	if c := tr.gapCursors(gaps, t0.Add(gapRepairAfter/2)); len(c) != 0 {
+		t.Fatalf("asked before gapRepairAfter: %v", c)
+	}
+	var asked int
+	for i := 1; i <= gapRepairTries+2; i++ {
+		c := tr.gapCursors(gaps, t0.Add(time.Duration(i)*gapRepairAfter))
+		if len(c) == 1 && c[0].GetLastSeq() == 5 && c[0].GetConversation().GetRoom() == "club" {
+			asked++
+		} else if len(c) != 0 {
+			t.Fatalf("cursors %v", c)
+		}
+	}
+	if asked != gapRepairTries {
+		t.Fatalf("asked %d times, want %d", asked, gapRepairTries)
+	}
+	tr.see("alice", room(6)) // the replay fills the gap
+	if c := tr.gapCursors(gaps, t0.Add(time.Hour)); len(c) != 0 || len(gaps) != 0 {
+		t.Fatalf("after the fill: cursors %v, gaps %v", c, gaps)
 	}
 }

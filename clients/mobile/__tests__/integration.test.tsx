@@ -217,12 +217,12 @@ describe("Parley mobile against a real parleyd", () => {
     expect(title("alice")).toBe("# lounge");
     // The server confirmed her join (RoomJoined) before bob lists the rooms.
     tab("alice", "Rooms");
-    await waitFor(() => expect(pane("alice").getByText("# lounge · 1 member")).toBeTruthy(), { timeout: T });
+    await waitFor(() => expect(pane("alice").getByText(/^# lounge · 1 member( · \d+ online)?$/)).toBeTruthy(), { timeout: T });
     fireEvent.press(pane("alice").getByLabelText("Open room lounge"));
     expect(title("alice")).toBe("# lounge");
 
     tab("bob", "Rooms");
-    await waitFor(() => expect(pane("bob").getByText("# lounge · 1 member")).toBeTruthy(), { timeout: T });
+    await waitFor(() => expect(pane("bob").getByText(/^# lounge · 1 member( · \d+ online)?$/)).toBeTruthy(), { timeout: T });
     fireEvent.press(pane("bob").getByLabelText("Join room lounge"));
     expect(title("bob")).toBe("# lounge");
     await send("bob", "hello lounge");
@@ -231,11 +231,11 @@ describe("Parley mobile against a real parleyd", () => {
     await seeMessage("bob", "welcome bob");
 
     tab("alice", "Rooms");
-    await waitFor(() => expect(pane("alice").getByText("# lounge · 2 members")).toBeTruthy(), { timeout: T });
+    await waitFor(() => expect(pane("alice").getByText(/^# lounge · 2 members( · \d+ online)?$/)).toBeTruthy(), { timeout: T });
     tab("bob", "Rooms");
     fireEvent.press(pane("bob").getByLabelText("Leave room lounge"));
     await waitFor(() => expect(pane("bob").getByLabelText("Join lounge")).toBeTruthy(), { timeout: T });
-    await waitFor(() => expect(pane("alice").getByText("# lounge · 1 member")).toBeTruthy(), { timeout: T });
+    await waitFor(() => expect(pane("alice").getByText(/^# lounge · 1 member( · \d+ online)?$/)).toBeTruthy(), { timeout: T });
     // Back to general for both.
     tab("alice", "Conversations");
     fireEvent.press(pane("alice").getByLabelText(/^Open # general/));
@@ -343,5 +343,45 @@ describe("Parley mobile against a real parleyd", () => {
     const s = await rest.login("bob", PW);
     await rest.logout(s.tokens!.refreshToken);
     await expect(rest.refresh(s.tokens!.refreshToken)).rejects.toBeInstanceOf(ApiError);
+  });
+
+  it("after an app restart lists every past conversation, and writes to an offline peer", async () => {
+    // A fresh app holds nothing: what it shows comes from the server's
+    // conversation list (bob is offline, so no live event names him).
+    cleanup();
+    await new Promise((r) => setTimeout(r, 50)); // let the unmount finish before the next render
+    render(
+      <View testID="app-alice">
+        <App fetchImpl={countingFetch} />
+      </View>,
+    );
+    await logIn("alice", "alice", PW);
+    await waitStatus("alice", /^Connected · 1 online$/);
+    tab("alice", "Conversations");
+    await waitFor(() => expect(pane("alice").getByLabelText(/^Open @ bob/)).toBeTruthy(), { timeout: T });
+    expect(String(pane("alice").getByTestId("preview-dm:bob").props.children)).toBe("bob: missed direct");
+    expect(pane("alice").getByLabelText(/^Open # lounge/)).toBeTruthy(); // bob left it; alice is still in
+    // Rooms: stored members and who of them is online.
+    tab("alice", "Rooms");
+    await waitFor(() => expect(String(pane("alice").getByTestId("room-counts-lounge").props.children.join(""))).toBe("# lounge · 1 member · 1 online"), { timeout: T });
+    await waitFor(() => expect(String(pane("alice").getByTestId("room-counts-general").props.children.join(""))).toMatch(/^# general · \d+ members · 1 online$/), { timeout: T });
+
+    tab("alice", "Conversations");
+    fireEvent.press(pane("alice").getByLabelText(/^Open @ bob/));
+    expect(title("alice")).toBe("@ bob");
+    await seeMessage("alice", "psst, alice"); // the history, not only the last message
+    await send("alice", "for when you are back");
+    await waitFor(() => expect(pane("alice").queryAllByText(/sending…/)).toHaveLength(0), { timeout: T });
+    // Stored for bob.
+    const rest = new RestClient(server.baseURL);
+    const session = new SessionManager(rest);
+    await session.login("bob", PW);
+    try {
+      const api = new Api(rest, (force) => session.accessToken(force));
+      const res = await api.history("dm:alice");
+      expect(res.messages.map((m) => (m.body.case === "text" ? m.body.value : ""))).toContain("for when you are back");
+    } finally {
+      session.dispose();
+    }
   });
 });

@@ -274,8 +274,9 @@ describe("parley web app against a real parleyd", { timeout: 240_000 }, () => {
     await bob.page.getByTestId("admin-denied").waitFor({ timeout: T });
     assert.equal(await bob.page.getByTestId("admin-denied").textContent(), "Not authorized");
     await waitFor(
-      async () => (await bob.page.getByTestId("admin-server-answer").textContent()) === "Server: PermissionDenied",
-      "the server's PermissionDenied",
+      // The server's words, then the code.
+      async () => /^Server: \S.* \(PermissionDenied\)$/.test((await bob.page.getByTestId("admin-server-answer").textContent()) ?? ""),
+      "the server's PermissionDenied with its message",
     );
     await screenshot(bob.page, "admin-denied");
     await bob.page.getByRole("link", { name: "Back to chat" }).click();

@@ -1,11 +1,11 @@
 // Command parleyd is the Parley chat server: native gRPC, the HTTP bridge
-// (gRPC-Web, WebSocket, REST, the web app) and metrics in one binary.
+// (gRPC-Web, WebSocket, REST, the web app) and metrics in one binary, and
+// the commands that manage its accounts offline (see usage below, or run
+// `parleyd help`).
 //
-//	parleyd [flags]                      run the server (embedded SQLite in ./data)
-//	parleyd token --user NAME --role R   mint an access token for testing
-//	parleyd user add --username NAME --password PW [--role R]
-//
-// Every flag has a PARLEY_* environment fallback (shown in -help).
+// The server's flags and the storage flags of every command have a
+// PARLEY_* environment fallback (shown in each command's help), so the
+// account commands act on the database the server uses.
 package main
 
 import (
@@ -13,104 +13,233 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/parleychat/parley/clients/web"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/internal/auth"
-	"github.com/parleychat/parley/server/internal/store"
 )
 
+// usage is the top-level help; %s is the username pattern.
+const usageFormat = `parleyd is the Parley chat server.
+
+Usage:
+  parleyd [serve] [flags]           run the server (the default command)
+  parleyd help [command]            show help for a command
+  parleyd version                   print the version and build
+  parleyd token --user NAME [--role ROLE] [--ttl D]
+                                    print an access token (the account is made if missing)
+  parleyd user add --username NAME --password PW [--role ROLE]
+  parleyd user list
+  parleyd user set-role --username NAME --role ROLE
+  parleyd user set-password --username NAME --password PW
+  parleyd user deactivate --username NAME
+  parleyd user activate --username NAME
+
+ROLE is user, moderator or admin; a username matches %s.
+
+Every command reads the server's storage flags (--data-dir,
+--database-url), and those and every server flag fall back to
+PARLEY_<FLAG> (e.g. PARLEY_DATABASE_URL), so the commands act on the
+database the server uses. The user commands change the database
+directly: a running server applies a deactivation or a role change to
+the user's next call or connect, while live streams go on (the Admin API
+also ends those).
+
+Run "parleyd help COMMAND" (or "parleyd COMMAND --help") for its flags.
+`
+
+// usage is the top-level help, with the contract's username rule.
+var usage = fmt.Sprintf(usageFormat, auth.UsernamePattern())
+
+// commands are the known commands, in the order usage errors list them.
+var commands = []string{"serve", "help", "version", "token", "user"}
+
+// version is set with -ldflags "-X main.version=v1.2.3"; otherwise it
+// comes from the module's build information.
+var version = ""
+
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "parleyd:", err)
-		}
-		os.Exit(1)
+	os.Exit(cli{stdout: os.Stdout, stderr: os.Stderr, env: envOS}.run(os.Args[1:]))
+}
+
+// cli runs one command line; tests give it buffers and an environment.
+type cli struct {
+	stdout, stderr io.Writer
+	env            lookupEnv
+}
+
+// run runs args and returns the exit status: 0, 1 for a failure, 2 for a
+// usage mistake.
+func (c cli) run(args []string) int {
+	err := c.dispatch(args)
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintln(c.stderr, "parleyd:", err)
+		return 2
+	case errors.Is(err, errFlagParse):
+		return 2 // flag has printed the mistake and the usage
+	default:
+		fmt.Fprintln(c.stderr, "parleyd:", err)
+		return 1
 	}
 }
 
-func run(args []string) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "token":
-			return tokenCmd(args[1:])
-		case "user":
-			if len(args) > 1 && args[1] == "add" {
-				return userAddCmd(args[2:])
+// errFlagParse marks an error the flag package has already reported.
+var errFlagParse = errors.New("flag parse error")
+
+func (c cli) dispatch(args []string) error {
+	if len(args) == 0 || len(args[0]) > 0 && args[0][0] == '-' {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			fmt.Fprint(c.stdout, usage)
+			return nil
+		}
+		return c.serve(args)
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return c.serve(rest)
+	case "help":
+		return c.help(rest)
+	case "version":
+		if len(rest) > 0 {
+			if rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help" {
+				fmt.Fprintln(c.stdout, "Usage: parleyd version\n\nPrints the version, the VCS revision and the Go version of this build.")
+				return nil
 			}
-			return errors.New("usage: parleyd user add --username NAME --password PW [--role user|moderator|admin]")
+			return usageErrorf("version takes no arguments")
+		}
+		fmt.Fprintln(c.stdout, versionString())
+		return nil
+	case "token":
+		return c.token(rest)
+	case "user":
+		return c.user(rest)
+	}
+	return usageErrorf("unknown command %q; commands: %v (see parleyd help)", cmd, commandList())
+}
+
+func commandList() string {
+	s := ""
+	for i, c := range commands {
+		if i > 0 {
+			s += ", "
+		}
+		s += c
+	}
+	return s
+}
+
+// help prints usage: the top-level one, or a command's with its flags.
+func (c cli) help(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(c.stdout, usage)
+		return nil
+	}
+	switch args[0] {
+	case "help":
+		fmt.Fprint(c.stdout, usage)
+		return nil
+	case "version":
+		return c.dispatch([]string{"version", "--help"})
+	case "serve", "token", "user":
+		h := append(append([]string{}, args...), "--help")
+		if args[0] == "serve" {
+			h = []string{"serve", "--help"}
+		}
+		return c.dispatch(h)
+	}
+	return usageErrorf("no help for %q; commands: %s", args[0], commandList())
+}
+
+// parseFlags parses, printing help to stdout for --help and mistakes to
+// stderr.
+func (c cli) parseFlags(f *flags, args []string) error {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			f.SetOutput(c.stdout)
+			f.Usage()
+			return flag.ErrHelp
 		}
 	}
-	return serve(args)
-}
-
-// env returns the PARLEY_ variable for a flag, or def.
-func env(name, def string) string {
-	if v, ok := os.LookupEnv("PARLEY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))); ok {
-		return v
+	err := f.parse(args)
+	var ue *usageError
+	switch {
+	case err == nil, errors.As(err, &ue):
+		return err
+	default:
+		return fmt.Errorf("%w: %v", errFlagParse, err)
 	}
-	return def
 }
 
-type flags struct {
-	*flag.FlagSet
-}
-
-func newFlags(name string) flags { return flags{flag.NewFlagSet(name, flag.ContinueOnError)} }
-
-func (f flags) str(name, def, usage string) *string {
-	return f.String(name, env(name, def), usage+" (env PARLEY_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
-}
-
-func (f flags) dur(name string, def time.Duration, usage string) *time.Duration {
-	d := def
-	if v := env(name, ""); v != "" {
-		if p, err := time.ParseDuration(v); err == nil {
-			d = p
+// versionString is "parleyd VERSION (REVISION[, modified], TIME) GO OS/ARCH".
+func versionString() string {
+	v, rev, when, dirty := version, "", "", false
+	goVersion := runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" && bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		goVersion = bi.GoVersion
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				when = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
 		}
 	}
-	return f.Duration(name, d, usage+" (env PARLEY_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
-}
-
-func (f flags) num(name string, def int64, usage string) *int64 {
-	n := def
-	if v := env(name, ""); v != "" {
-		if p, err := strconv.ParseInt(v, 10, 64); err == nil {
-			n = p
-		}
+	if v == "" {
+		v = "(devel)"
 	}
-	return f.Int64(name, n, usage+" (env PARLEY_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
-}
-
-func (f flags) boolean(name string, usage string) *bool {
-	b, _ := strconv.ParseBool(env(name, "false"))
-	return f.Bool(name, b, usage+" (env PARLEY_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+")")
-}
-
-func list(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
+	out := "parleyd " + v
+	if rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
 		}
+		out += " (" + rev
+		if dirty {
+			out += ", modified"
+		}
+		if when != "" {
+			out += ", " + when
+		}
+		out += ")"
 	}
-	return out
+	return out + " " + goVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
 }
 
-func serve(args []string) error {
-	fs := newFlags("parleyd")
+const serveUsage = `Usage: parleyd [serve] [flags]
+
+Runs the server: native gRPC, the HTTP bridge (gRPC-Web, /ws, REST, the
+web app, /healthz, /readyz) and the metrics listener (/metrics, /healthz,
+/readyz, pprof). SIGINT or SIGTERM stops it gracefully within
+--shutdown-grace.
+`
+
+func (c cli) serve(args []string) error {
+	fs := newFlags("parleyd serve", c.env, c.stderr, serveUsage)
 	grpcAddr := fs.str("grpc-addr", ":50051", "native gRPC listen address")
 	httpAddr := fs.str("http-addr", ":8080", `HTTP bridge and web app listen address, or "off"`)
 	metricsAddr := fs.str("metrics-addr", "127.0.0.1:9090", `Prometheus /metrics and pprof listen address, or "off"`)
-	dataDir := fs.str("data-dir", "data", "directory for the database, files and generated secret")
-	dbURL := fs.str("database-url", "", "PostgreSQL URL (postgres://user@host/db): keep messages and users there instead of SQLite in the data dir")
+	sf := fs.storeFlags()
 	secretFile := fs.str("jwt-secret-file", "", "file holding the HS256 secret (hex); default a random secret kept in the data dir")
 	issuer := fs.str("jwt-issuer", "parley", "required token issuer")
 	audience := fs.str("jwt-audience", "parley", "required token audience")
@@ -132,24 +261,28 @@ func serve(args []string) error {
 	natsURL := fs.str("nats-url", "", "NATS server URL: join the nodes that share it (and the database) into one cluster")
 	natsSubject := fs.str("nats-subject", "parley.events", "the cluster's NATS subject")
 	rates := fs.str("rate-limits", "", "per-user limits kind=rate/s:burst,... kinds: message,typing,join,upload,connect,other")
+	grace := fs.dur("shutdown-grace", 10*time.Second, "on SIGTERM: the whole graceful stop (refuse new clients, notify and drain sessions, close storage) ends within this")
 	logLevel := fs.str("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	storeTimeout := fs.dur("store-timeout", server.DefaultStoreTimeout, "deadline of every store call: a database that hangs answers commands Unavailable (retry later) after this long")
+	if err := c.parseFlags(fs, args); err != nil {
 		return err
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("log level: %w", err)
+		return usageErrorf("--log-level: %v", err)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	logger := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: lvl}))
 	slog.SetDefault(logger)
 
 	cfg := server.Config{
-		GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, MetricsAddr: *metricsAddr, DataDir: *dataDir, DatabaseURL: *dbURL,
+		GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, MetricsAddr: *metricsAddr, DataDir: *sf.dataDir, DatabaseURL: *sf.databaseURL,
 		JWTIssuer: *issuer, JWTAudience: *audience, PublicKeyFiles: list(*pubKeys), AccessTTL: *accessTTL,
 		EncryptionKeys: *encKeys, MaxFileSize: *maxFile, Retention: *retention, FileGrace: *fileGrace,
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, AllowedOrigins: list(*origins), PingInterval: *ping,
 		QueueSize: int(*queue), WriteCoalesce: *coalesce, OnlineSnapshotLimit: int(*snapshot), PresenceNamesLimit: int(*namesLimit), DisableRegistration: *noRegister, RateLimits: *rates, NATSURL: *natsURL, NATSSubject: *natsSubject, Logger: logger, Static: web.Dist,
+		ShutdownGrace: *grace,
 	}
+	cfg.StoreTimeout = *storeTimeout
 	if *secretFile != "" {
 		b, err := os.ReadFile(*secretFile)
 		if err != nil {
@@ -166,94 +299,4 @@ func serve(args []string) error {
 		return err
 	}
 	return srv.Run(ctx)
-}
-
-// adminStore is what the token and user subcommands need.
-type adminStore interface {
-	server.UserStore
-	Close() error
-}
-
-func openStore(ctx context.Context, dataDir, databaseURL string) (adminStore, error) {
-	return server.OpenStore(ctx, dataDir, databaseURL, nil, slog.New(slog.DiscardHandler))
-}
-
-// tokenCmd mints an access token for testers, creating the user (with an
-// unusable password) or updating its role so the token's user exists.
-func tokenCmd(args []string) error {
-	fs := newFlags("parleyd token")
-	user := fs.String("user", "", "username")
-	role := fs.String("role", "user", "user, moderator or admin")
-	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
-	dataDir := fs.str("data-dir", "data", "the server's data directory")
-	dbURL := fs.str("database-url", "", "the server's PostgreSQL URL, if it uses one")
-	issuer := fs.str("jwt-issuer", "parley", "token issuer")
-	audience := fs.str("jwt-audience", "parley", "token audience")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	r, err := auth.ParseRole(*role)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	st, err := openStore(ctx, *dataDir, *dbURL)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if err := server.EnsureUser(ctx, st, *user, r); err != nil {
-		return err
-	}
-	secret, err := server.LoadOrCreateSecret(*dataDir)
-	if err != nil {
-		return err
-	}
-	iss, err := auth.NewIssuer(auth.IssuerConfig{Secret: secret, Issuer: *issuer, Audience: *audience, TTL: *ttl})
-	if err != nil {
-		return err
-	}
-	tok, _, err := iss.Issue(*user, r)
-	if err != nil {
-		return err
-	}
-	fmt.Println(tok)
-	return nil
-}
-
-func userAddCmd(args []string) error {
-	fs := newFlags("parleyd user add")
-	user := fs.String("username", "", "username")
-	pw := fs.String("password", "", "password (at least 8 characters)")
-	role := fs.String("role", "user", "user, moderator or admin")
-	dataDir := fs.str("data-dir", "data", "the server's data directory")
-	dbURL := fs.str("database-url", "", "the server's PostgreSQL URL, if it uses one")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	r, err := auth.ParseRole(*role)
-	if err != nil {
-		return err
-	}
-	if len(*pw) < 8 {
-		return errors.New("the password must have at least 8 characters")
-	}
-	hash, err := auth.HashPassword(*pw)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	st, err := openStore(ctx, *dataDir, *dbURL)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if err := st.CreateUser(ctx, store.User{Username: *user, PasswordHash: hash, Role: r.String(), Active: true, CreatedAt: time.Now().UTC()}); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return fmt.Errorf("user %q already exists", *user)
-		}
-		return err
-	}
-	fmt.Printf("created %s (%s)\n", *user, r)
-	return nil
 }

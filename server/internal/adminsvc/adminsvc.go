@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/apierr"
 	"github.com/parleychat/parley/server/internal/auth"
 	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/store"
@@ -247,6 +248,9 @@ func (s *Service) SetUserRole(ctx context.Context, req *chatv1.SetUserRoleReques
 func (s *Service) storeErr(err error) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return status.Error(codes.NotFound, "user not found")
+	}
+	if e, ok := apierr.AsUnavailable(err); ok { // logged, in aggregate, where the store is called
+		return e.GRPCStatus().Err()
 	}
 	s.cfg.Logger.Error("admin store call", "err", err)
 	return status.Error(codes.Internal, "internal error")

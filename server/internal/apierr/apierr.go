@@ -1,6 +1,10 @@
 // Package apierr is the one place where Parley's failures are mapped to
 // codes: to a gRPC status at a call or stream boundary, and to an in-band
-// chat.v1.Error event for a failed command inside a live stream.
+// chat.v1.Error event for a failed command inside a live stream. A storage
+// failure (store.ErrUnavailable) maps to Unavailable with a retry hint, so
+// clients retry instead of giving up.
+//
+// Errors are immutable values: safe for concurrent use.
 package apierr
 
 import (
@@ -8,11 +12,13 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/store"
 )
 
 // Error is a failure with a chat.v1 error code and a message safe to show
@@ -20,7 +26,10 @@ import (
 type Error struct {
 	Code       chatv1.ErrorCode
 	Msg        string
-	RetryAfter time.Duration // set with ERROR_CODE_RATE_LIMITED
+	RetryAfter time.Duration // set with ERROR_CODE_RATE_LIMITED and ERROR_CODE_UNAVAILABLE
+	// cause is what failed, for errors.Is/As and the server's log; it is
+	// never sent.
+	cause error
 }
 
 // New returns an *Error with a formatted message.
@@ -66,7 +75,25 @@ func RateLimited(what string, retryAfter time.Duration) *Error {
 	return e
 }
 
+// StoreRetryAfter is the retry hint sent with a storage failure: long
+// enough that clients retrying together do not hammer a store that is
+// coming back, short enough that a blip costs them little.
+const StoreRetryAfter = time.Second
+
+// Unavailable is ERROR_CODE_UNAVAILABLE for a storage failure (cause is
+// kept for errors.Is and the log, never sent): the request may be retried
+// after retryAfter.
+func Unavailable(cause error, retryAfter time.Duration) *Error {
+	e := New(chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "storage unavailable; retry after %s", retryAfter.Round(time.Millisecond))
+	e.RetryAfter = retryAfter
+	e.cause = cause
+	return e
+}
+
 func (e *Error) Error() string { return e.Code.String() + ": " + e.Msg }
+
+// Unwrap exposes the cause, if any.
+func (e *Error) Unwrap() error { return e.cause }
 
 // GRPCCode maps the error code to a gRPC code.
 func (e *Error) GRPCCode() codes.Code {
@@ -90,7 +117,16 @@ func (e *Error) GRPCCode() codes.Code {
 }
 
 // GRPCStatus lets status.FromError and grpc-go turn an *Error into a status.
-func (e *Error) GRPCStatus() *status.Status { return status.New(e.GRPCCode(), e.Msg) }
+// A retry hint travels as a google.rpc.RetryInfo detail.
+func (e *Error) GRPCStatus() *status.Status {
+	st := status.New(e.GRPCCode(), e.Msg)
+	if e.RetryAfter > 0 {
+		if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)}); err == nil {
+			st = d
+		}
+	}
+	return st
+}
 
 // Event renders the error as the in-band event answering requestID.
 func (e *Error) Event(requestID string) *chatv1.ServerEvent {
@@ -121,11 +157,29 @@ func AsInBand(err error) (*InBand, bool) {
 	return ib, ok
 }
 
-// From returns err as an *Error, mapping unknown errors to Internal.
+// From returns err as an *Error: a storage failure as Unavailable, other
+// unknown errors as Internal.
 func From(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
 	}
+	if errors.Is(err, store.ErrUnavailable) {
+		return Unavailable(err, StoreRetryAfter)
+	}
 	return Internal()
+}
+
+// AsUnavailable returns err as an *Error when it is a storage failure
+// (store.ErrUnavailable in its chain), for callers that map the rest of
+// their errors themselves.
+func AsUnavailable(err error) (*Error, bool) {
+	if !errors.Is(err, store.ErrUnavailable) {
+		return nil, false
+	}
+	var e *Error
+	if errors.As(err, &e) && e.Code == chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE {
+		return e, true
+	}
+	return Unavailable(err, StoreRetryAfter), true
 }

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/apierr"
 	"github.com/parleychat/parley/server/internal/auth"
 	"github.com/parleychat/parley/server/internal/store"
 )
@@ -242,6 +243,9 @@ func (s *Service) hashErr(what string, err error) error {
 }
 
 func (s *Service) internal(what string, err error) error {
+	if e, ok := apierr.AsUnavailable(err); ok { // logged, in aggregate, where the store is called
+		return e.GRPCStatus().Err()
+	}
 	s.cfg.Logger.Error("auth: "+what, "err", err)
 	return status.Error(codes.Internal, "internal error")
 }

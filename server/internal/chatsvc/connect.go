@@ -32,6 +32,7 @@ type Store interface {
 	History(ctx context.Context, conversation string, q store.HistoryQuery) ([]store.Message, bool, error)
 	PutFile(ctx context.Context, f store.File) (store.File, error)
 	GetFile(ctx context.Context, id string) (store.File, error)
+	ListConversations(ctx context.Context, username, everyone string, q store.ConversationsQuery) ([]store.ConversationSummary, bool, error)
 }
 
 // Blobs stores file contents by SHA-256, shared by uploads of the same
@@ -57,6 +58,65 @@ type Config struct {
 	// gRPC stream or bridged (see writer.linger); default 20ms, negative
 	// for none.
 	Coalesce time.Duration
+	// Observer is told of each session's start and end and of each burst
+	// its writer drains (package metrics counts them); nil means none.
+	Observer Observer
+	// RunDirect, when set, runs the reader of a session started by Start
+	// (the bridged WebSocket) on the session's own goroutine, so that the
+	// stream interceptors that observe calls see it as they see a gRPC
+	// stream (interceptor.Chain.RunStream). Nil runs the reader as is.
+	RunDirect func(ctx context.Context, session func(ctx context.Context) error) error
+}
+
+// Observer watches sessions for the metrics. Its methods must be cheap
+// and safe for concurrent use: QueueDrained runs on every write burst.
+type Observer interface {
+	// SessionStarted: a session opened; ctx is its call's context.
+	SessionStarted(ctx context.Context)
+	// SessionEnded: the session opened with ctx ended, for reason (one of
+	// the EndReason values).
+	SessionEnded(ctx context.Context, reason string)
+	// QueueDrained: the writer took frames from the session's queue at
+	// once (the queue's depth when the writer got to it).
+	QueueDrained(frames int)
+}
+
+// nopObserver is the Observer when Config.Observer is nil.
+type nopObserver struct{}
+
+func (nopObserver) SessionStarted(context.Context)       {}
+func (nopObserver) SessionEnded(context.Context, string) {}
+func (nopObserver) QueueDrained(int)                     {}
+
+// EndReasons lists the reasons SessionEnded reports, for the metrics to
+// make their series up front.
+func EndReasons() []string {
+	return []string{"client_closed", "cancelled", "slow_consumer", "admin", "shutdown", "token_expired", "rate_limited", "bad_request", "error"}
+}
+
+// endReason names why sess ended with status final.
+func endReason(sess *hub.Session, final error) string {
+	switch sess.Reason() {
+	case hub.ReasonSlowConsumer:
+		return "slow_consumer"
+	case hub.ReasonDisconnectedByAdmin:
+		return "admin"
+	case hub.ReasonShutdown:
+		return "shutdown"
+	}
+	switch status.Code(final) {
+	case codes.OK:
+		return "client_closed"
+	case codes.Canceled, codes.DeadlineExceeded:
+		return "cancelled"
+	case codes.Unauthenticated:
+		return "token_expired"
+	case codes.ResourceExhausted:
+		return "rate_limited"
+	case codes.InvalidArgument:
+		return "bad_request"
+	}
+	return "error"
 }
 
 // Service implements chatv1.ChatServer.
@@ -83,6 +143,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Coalesce == 0 {
 		cfg.Coalesce = 20 * time.Millisecond
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return &Service{cfg: cfg, hub: cfg.Hub, log: cfg.Logger}, nil
 }
@@ -152,6 +215,7 @@ func (s *Service) Open(ctx context.Context, p *auth.Principal) (*hub.Session, er
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
+	s.cfg.Observer.SessionStarted(ctx)
 	return sess, nil
 }
 
@@ -163,13 +227,21 @@ func (s *Service) Run(ctx context.Context, p *auth.Principal, sess *hub.Session,
 		return <-final
 	}
 	defer s.hub.Detach(sess)
+	err := s.run(ctx, p, sess, t)
+	s.cfg.Observer.SessionEnded(ctx, endReason(sess, err))
+	return err
+}
+
+func (s *Service) run(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport) error {
 
 	var ended atomic.Pointer[error]
 	defer s.watch(ctx, p, sess, &ended)()
 	readDone := make(chan error, 1)
 	writeDone := make(chan error, 1)
 	go func() { readDone <- s.safeReadLoop(ctx, t, sess) }()
-	go func() { writeDone <- newWriter(t, sess, s.cfg.Coalesce).run() }()
+	w := newWriter(t, sess, s.cfg.Coalesce)
+	w.obs = s.cfg.Observer
+	go func() { writeDone <- w.run() }()
 	select {
 	case <-sess.Done():
 		if sess.DrainOnClose() {
@@ -221,12 +293,17 @@ func (s *Service) Start(ctx context.Context, p *auth.Principal, sess *hub.Sessio
 	// closure and a heap cell per variable: an idle connection keeps it.
 	r := &started{s: s, sess: sess, t: t, a: a, done: done, exited: make(chan struct{})}
 	r.d.w = newWriter(t, sess, s.cfg.Coalesce)
+	r.d.w.obs = s.cfg.Observer
 	r.d.finish = r.writerEnded
 	r.stopWatch = s.watch(ctx, p, sess, &r.ended)
 	sess.OnReady(r.d.kick)
 	r.d.kick() // Open queued the welcome and the snapshot
 	sess.OnClose(r.closed)
-	go r.read(ctx)
+	if s.cfg.RunDirect == nil {
+		go r.read(ctx)
+		return
+	}
+	go s.cfg.RunDirect(ctx, func(ctx context.Context) error { r.read(ctx); return r.final }) //nolint:errcheck // done has the status
 }
 
 // started is a session started by Start.
@@ -263,6 +340,7 @@ func (r *started) read(ctx context.Context) {
 	<-r.exited
 	r.stopWatch()
 	r.s.hub.Detach(r.sess)
+	r.s.cfg.Observer.SessionEnded(ctx, endReason(r.sess, r.final))
 	r.done(r.final)
 }
 
@@ -451,14 +529,15 @@ type writer struct {
 	timer    *time.Timer // linger's, made on first use
 	window   time.Time   // start of the window counting events (inWindow)
 	inWindow int
-	busy     bool // the last window counted more than busyFrames
+	busy     bool     // the last window counted more than busyFrames
+	obs      Observer // never nil once the writer runs
 }
 
 // newWriter returns t's writer. A gRPC stream lingers too: grpc's own
 // writer gathers only the frames handed to it while it writes, so
 // without it a busy stream costs a flush and two wakes per event.
 func newWriter(t Transport, sess *hub.Session, coalesce time.Duration) *writer {
-	w := &writer{t: t, sess: sess, coalesce: coalesce}
+	w := &writer{t: t, sess: sess, coalesce: coalesce, obs: nopObserver{}}
 	w.fl, _ = t.(Flusher)
 	return w
 }
@@ -549,6 +628,9 @@ const (
 func (w *writer) burst() error {
 	w.batch = w.sess.Take(w.batch)
 	w.inWindow += len(w.batch)
+	if len(w.batch) > 0 {
+		w.obs.QueueDrained(len(w.batch))
+	}
 	for _, f := range w.batch {
 		if err := w.t.Send(f); err != nil {
 			return err
@@ -654,9 +736,13 @@ func (s *Service) dispatch(ctx context.Context, sess *hub.Session, ev *chatv1.Cl
 	case *chatv1.ClientEvent_Typing:
 		return nil, s.hub.Typing(sess, e.Typing.GetConversation(), e.Typing.GetTyping())
 	case *chatv1.ClientEvent_ListRooms:
-		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RoomsList{RoomsList: &chatv1.RoomsList{Rooms: s.hub.Rooms(sess.Username)}}}, nil
+		rooms, err := s.hub.ListRooms(ctx, sess.Username)
+		if err != nil {
+			return nil, err
+		}
+		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RoomsList{RoomsList: &chatv1.RoomsList{Rooms: rooms}}}, nil
 	case *chatv1.ClientEvent_Resume:
-		return nil, s.hub.Resume(ctx, sess, e.Resume.GetCursors())
+		return nil, s.hub.Resume(ctx, sess, ev.GetRequestId(), e.Resume.GetCursors())
 	case *chatv1.ClientEvent_Ping:
 		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_Pong{Pong: &chatv1.Pong{ServerTime: timestamppb.Now()}}}, nil
 	case *chatv1.ClientEvent_RefreshToken:

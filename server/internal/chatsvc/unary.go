@@ -2,9 +2,13 @@ package chatsvc
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -20,20 +24,23 @@ import (
 // ChunkSize is the largest file chunk on the wire.
 const ChunkSize = 64 << 10
 
-// GetHistory pages through a conversation the caller may read.
+// GetHistory pages through a conversation the caller may read: the latest
+// page, backwards from before_seq, or forwards from after_seq when it is
+// set (0 included: from the start).
 func (s *Service) GetHistory(ctx context.Context, req *chatv1.GetHistoryRequest) (*chatv1.GetHistoryResponse, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if req.GetBeforeSeq() > 0 && req.GetAfterSeq() > 0 {
+	// after_seq counts by presence: set to 0 it reads from the start.
+	if req.GetBeforeSeq() > 0 && req.AfterSeq != nil {
 		return nil, status.Error(codes.InvalidArgument, "set before_seq or after_seq, not both")
 	}
 	key, err := s.hub.ConversationKey(ctx, p.Username, req.GetConversation())
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	msgs, more, err := s.cfg.Store.History(ctx, key, store.HistoryQuery{BeforeSeq: req.GetBeforeSeq(), AfterSeq: req.GetAfterSeq(), Limit: int(req.GetLimit())})
+	msgs, more, err := s.cfg.Store.History(ctx, key, store.HistoryQuery{BeforeSeq: req.GetBeforeSeq(), AfterSeq: req.AfterSeq, Limit: int(req.GetLimit())})
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
@@ -60,13 +67,102 @@ func (s *Service) ListOnlineUsers(ctx context.Context, req *chatv1.ListOnlineUse
 	return &chatv1.ListOnlineUsersResponse{Users: users, NextPageToken: next, OnlineCount: int32(count)}, nil
 }
 
-// ListRooms lists live rooms.
+// ListRooms lists every room, the caller's and the others (all rooms are
+// public), with stored and online member counts, sorted by name.
 func (s *Service) ListRooms(ctx context.Context, _ *chatv1.ListRoomsRequest) (*chatv1.ListRoomsResponse, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &chatv1.ListRoomsResponse{Rooms: s.hub.Rooms(p.Username)}, nil
+	rooms, err := s.hub.ListRooms(ctx, p.Username)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &chatv1.ListRoomsResponse{Rooms: rooms}, nil
+}
+
+// ListConversations lists one page of the rooms and direct conversations
+// the caller is in, most recently active first. The validation
+// interceptor has bounded page_size (0 means the store's default, 50) and
+// page_token.
+func (s *Service) ListConversations(ctx context.Context, req *chatv1.ListConversationsRequest) (*chatv1.ListConversationsResponse, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := store.ConversationsQuery{Limit: int(req.GetPageSize())}
+	if t := req.GetPageToken(); t != "" {
+		pos, ok := decodeConversationToken(t)
+		if !ok {
+			return nil, status.Error(codes.InvalidArgument, "page_token: not a token this server issued; pass back a next_page_token unchanged")
+		}
+		q.After = &pos
+	}
+	page, more, err := s.cfg.Store.ListConversations(ctx, p.Username, hub.GeneralRoom, q)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	out := &chatv1.ListConversationsResponse{Conversations: make([]*chatv1.ConversationSummary, len(page))}
+	for i, c := range page {
+		cs := &chatv1.ConversationSummary{LastSeq: c.LastSeq}
+		if c.Room {
+			cs.Conversation = &chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: c.Name}}
+		} else {
+			cs.Conversation = &chatv1.Conversation{Kind: &chatv1.Conversation_User{User: c.Name}}
+		}
+		if c.LastMessage != nil {
+			cs.LastMessage = hub.MessageProto(*c.LastMessage)
+		}
+		out.Conversations[i] = cs
+	}
+	if more && len(page) > 0 {
+		out.NextPageToken = encodeConversationToken(page[len(page)-1].Pos())
+	}
+	return out, nil
+}
+
+// conversationTokenPrefix versions the page token, so a later encoding can
+// tell an old token from its own.
+const conversationTokenPrefix = "c1."
+
+// encodeConversationToken makes the opaque page token of a position: the
+// last activity in Unix nanoseconds, the name and the key, NUL separated
+// (neither names nor keys hold a NUL), base64url. Clients must not read
+// it; it names nothing the caller could not list anyway.
+func encodeConversationToken(p store.ConversationPos) string {
+	var active int64
+	if !p.Active.IsZero() {
+		active = p.Active.UnixNano()
+	}
+	raw := strconv.FormatInt(active, 10) + "\x00" + p.Name + "\x00" + p.Key
+	return conversationTokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(raw))
+}
+
+func decodeConversationToken(t string) (store.ConversationPos, bool) {
+	b64, ok := strings.CutPrefix(t, conversationTokenPrefix)
+	if !ok {
+		return store.ConversationPos{}, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(b64)
+	if err != nil {
+		return store.ConversationPos{}, false
+	}
+	parts := strings.Split(string(raw), "\x00")
+	if len(parts) != 3 {
+		return store.ConversationPos{}, false
+	}
+	active, err := strconv.ParseInt(parts[0], 10, 64)
+	if err != nil || active < 0 {
+		return store.ConversationPos{}, false
+	}
+	if _, _, _, ok := store.ParseKey(parts[2]); !ok {
+		return store.ConversationPos{}, false
+	}
+	p := store.ConversationPos{Name: parts[1], Key: parts[2]}
+	if active != 0 {
+		p.Active = time.Unix(0, active).UTC()
+	}
+	return p, true
 }
 
 // UploadFile stores a file sent as FileInfo then chunks. The content is

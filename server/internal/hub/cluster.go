@@ -345,3 +345,10 @@ func (c *cluster) nodes() []NodeStats {
 	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
 	return out
 }
+
+// peers counts the nodes heard from within presenceTTL.
+func (c *cluster) peers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.remote)
+}

@@ -15,6 +15,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -44,9 +45,10 @@ type Store interface {
 	LastSeq(ctx context.Context, conversation string) (int64, error)
 	History(ctx context.Context, conversation string, q store.HistoryQuery) ([]store.Message, bool, error)
 	Memberships(ctx context.Context, username string) ([]string, error)
+	RoomSummaries(ctx context.Context, username, everyone string) ([]store.RoomSummary, error)
 	AddMembership(ctx context.Context, username, room string) error
 	RemoveMembership(ctx context.Context, username, room string) error
-	DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, error)
+	DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, bool, error)
 	TouchLastSeen(ctx context.Context, username string, t time.Time) error
 	GetFile(ctx context.Context, id string) (store.File, error)
 	TouchFile(ctx context.Context, id string, t time.Time) (store.File, error)
@@ -64,7 +66,9 @@ type Config struct {
 	QueueSize int
 	// RecentLimit is how many general messages a new session gets; default 50.
 	RecentLimit int
-	// ReplayCap bounds the messages one restore or Resume replays; default 1000.
+	// ReplayCap bounds the messages one restore or Resume replays (a store
+	// may cap a restore lower: StateRestored then says complete=false all
+	// the same); default 1000.
 	ReplayCap int
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
@@ -103,6 +107,7 @@ type Hub struct {
 	users    map[string]*user
 	rooms    map[string]*room
 	sessions int
+	closing  bool        // set by Shutdown: Attach refuses from then on
 	online   onlineIndex // users online on any node, sorted
 
 	typing typingTable
@@ -114,6 +119,16 @@ type Hub struct {
 	members  gathered[memberKey, bool]
 
 	msgsIn, msgsOut atomic.Int64
+	dropped         atomic.Int64 // frames not queued: the session was closed or full
+	slowConsumers   atomic.Int64 // sessions closed because their queue was full
+}
+
+// count records a fan-out's n queued and d dropped frames.
+func (h *Hub) count(n, d int) {
+	h.msgsOut.Add(int64(n))
+	if d > 0 {
+		h.dropped.Add(int64(d))
+	}
 }
 
 type user struct {
@@ -221,6 +236,7 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 		return nil, err
 	}
 	s := newSession(randomID(8), id.Username, h.cfg.QueueSize)
+	s.slow = &h.slowConsumers
 	welcome := &chatv1.Welcome{
 		SessionId:  s.ID,
 		User:       &chatv1.User{Username: id.Username, Role: id.Role},
@@ -235,6 +251,12 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 
 	var joined []string
 	h.mu.Lock()
+	if h.closing {
+		// Shutdown has told every session to go: one attached now would
+		// never hear it and would hold the drain open.
+		h.mu.Unlock()
+		return nil, apierr.New(chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "server shutting down; reconnect shortly")
+	}
 	us := h.users[id.Username]
 	first := us == nil
 	if first {
@@ -279,19 +301,15 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	}
 	s.SendEvent(recentEvent(&chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: GeneralRoom}}, recent))
 
-	replayed, complete := 0, true
-	if !id.LastSeenAt.IsZero() {
-		dms, err := h.store.DirectMessagesSince(ctx, id.Username, id.LastSeenAt, h.cfg.ReplayCap+1)
-		if err != nil {
-			h.Detach(s)
-			return nil, err
-		}
-		if len(dms) > h.cfg.ReplayCap {
-			dms, complete = dms[:h.cfg.ReplayCap], false
-		}
-		replayed = len(dms)
-		h.sendGrouped(s, dms)
+	// A user who never had a session (LastSeenAt zero) has missed every
+	// direct message sent to it: zero reads from the start.
+	dms, more, err := h.store.DirectMessagesSince(ctx, id.Username, id.LastSeenAt, h.cfg.ReplayCap)
+	if err != nil {
+		h.Detach(s)
+		return nil, err
 	}
+	replayed, complete := len(dms), !more
+	h.sendGrouped(s, dms)
 	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
 		Rooms: rooms, MessagesReplayed: int32(replayed), Complete: complete,
 	}}})
@@ -372,7 +390,7 @@ func (h *Hub) leaveLocked(us *user, r string) {
 
 // toAllLocked queues f to every session except those of user skip.
 func (h *Hub) toAllLocked(f *Frame, skip string) int {
-	n := 0
+	n, d := 0, 0
 	for name, us := range h.users {
 		if name == skip {
 			continue
@@ -380,10 +398,12 @@ func (h *Hub) toAllLocked(f *Frame, skip string) int {
 		for s := range us.sessions {
 			if s.Send(f) {
 				n++
+			} else {
+				d++
 			}
 		}
 	}
-	h.msgsOut.Add(int64(n))
+	h.count(n, d)
 	return n
 }
 
@@ -394,7 +414,7 @@ func (h *Hub) toRoomLocked(r string, f *Frame, skip string) int {
 	if rm == nil {
 		return 0
 	}
-	n := 0
+	n, d := 0, 0
 	for name, us := range rm.members {
 		if name == skip {
 			continue
@@ -402,16 +422,18 @@ func (h *Hub) toRoomLocked(r string, f *Frame, skip string) int {
 		for s := range us.sessions {
 			if s.Send(f) {
 				n++
+			} else {
+				d++
 			}
 		}
 	}
-	h.msgsOut.Add(int64(n))
+	h.count(n, d)
 	return n
 }
 
 // toUsersLocked queues f to every session of the named users.
 func (h *Hub) toUsersLocked(f *Frame, names ...string) int {
-	n := 0
+	n, d := 0, 0
 	for i, name := range names {
 		if slices.Contains(names[:i], name) {
 			continue
@@ -420,11 +442,13 @@ func (h *Hub) toUsersLocked(f *Frame, names ...string) int {
 			for s := range us.sessions {
 				if s.Send(f) {
 					n++
+				} else {
+					d++
 				}
 			}
 		}
 	}
-	h.msgsOut.Add(int64(n))
+	h.count(n, d)
 	return n
 }
 
@@ -517,7 +541,9 @@ func (h *Hub) Leave(ctx context.Context, s *Session, r string) error {
 	return nil
 }
 
-// Rooms lists live rooms with member counts, marking those user is in.
+// Rooms lists the live rooms (those with a member online) with their
+// online member counts, marking those user is in; ListRooms lists every
+// stored room.
 func (h *Hub) Rooms(username string) []*chatv1.RoomInfo {
 	h.mu.RLock()
 	names := map[string]bool{}
@@ -543,6 +569,39 @@ func (h *Hub) Rooms(username string) []*chatv1.RoomInfo {
 	h.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// ListRooms lists every room, stored members or not online, sorted by
+// name: member_count is the stored member count (general counts every
+// user), online_count the members online on any node, and joined marks
+// the rooms username is in. It costs one store query however many rooms
+// there are, and one pass over the live rooms under the read lock.
+func (h *Hub) ListRooms(ctx context.Context, username string) ([]*chatv1.RoomInfo, error) {
+	stored, err := h.store.RoomSummaries(ctx, username, GeneralRoom)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*chatv1.RoomInfo, len(stored))
+	h.mu.RLock()
+	var remote map[string]map[string]bool
+	if h.cluster != nil {
+		remote = h.cluster.remoteRoomMembers(h.users, "")
+	}
+	for i, r := range stored {
+		online, joined := len(remote[r.Name]), r.Joined || remote[r.Name][username]
+		if rm := h.rooms[r.Name]; rm != nil {
+			_, in := rm.members[username]
+			online, joined = online+len(rm.members), joined || in
+		}
+		if r.Name == GeneralRoom {
+			online = h.onlineCountLocked() // everyone online is in it
+		}
+		// A member who joined since the store was read is counted once.
+		members := max(r.Members, online)
+		out[i] = &chatv1.RoomInfo{Name: r.Name, MemberCount: int32(members), OnlineCount: int32(online), Joined: joined}
+	}
+	h.mu.RUnlock()
+	return out, nil
 }
 
 // Sent is the result of storing a message.
@@ -710,7 +769,9 @@ func (h *Hub) deliverTyping(key, username string, on bool) {
 func (h *Hub) ConversationKey(ctx context.Context, username string, conv *chatv1.Conversation) (string, error) {
 	switch k := conv.GetKind().(type) {
 	case *chatv1.Conversation_Room:
-		if !h.CanReadRoom(ctx, username, k.Room) {
+		if ok, err := h.CanReadRoom(ctx, username, k.Room); err != nil {
+			return "", err // the store failed: not a refusal
+		} else if !ok {
 			return "", apierr.PermissionDenied("not a member of room %q", k.Room)
 		}
 		return store.RoomKey(k.Room), nil
@@ -720,13 +781,18 @@ func (h *Hub) ConversationKey(ctx context.Context, username string, conv *chatv1
 	return "", apierr.InvalidArgument("conversation is required")
 }
 
-// CanReadRoom reports whether username is a member of room r, live or stored.
-func (h *Hub) CanReadRoom(ctx context.Context, username, r string) bool {
+// CanReadRoom reports whether username is a member of room r, live or
+// stored. A store failure is returned as such, never as "not a member":
+// the caller would otherwise refuse a member as PermissionDenied.
+func (h *Hub) CanReadRoom(ctx context.Context, username, r string) (bool, error) {
 	if h.IsMember(username, r) {
-		return true
+		return true, nil
 	}
 	rooms, err := h.store.Memberships(ctx, username)
-	return err == nil && slices.Contains(rooms, r)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(rooms, r), nil
 }
 
 // CanReadFile reports whether username uploaded the file or can read a
@@ -743,8 +809,10 @@ func (h *Hub) CanReadFile(ctx context.Context, username, fileID string) (bool, e
 		room, a, b, ok := store.ParseKey(c)
 		switch {
 		case !ok:
-		case room != "" && h.CanReadRoom(ctx, username, room):
-			return true, nil
+		case room != "":
+			if ok, err := h.CanReadRoom(ctx, username, room); err != nil || ok {
+				return ok, err
+			}
 		case room == "" && (a == username || b == username):
 			return true, nil
 		}
@@ -752,31 +820,48 @@ func (h *Hub) CanReadFile(ctx context.Context, username, fileID string) (bool, e
 	return false, nil
 }
 
-// Resume replays, for each cursor, the messages after its sequence, up to
-// ReplayCap in all, then queues StateRestored.
-func (h *Hub) Resume(ctx context.Context, s *Session, cursors []*chatv1.ConversationCursor) error {
-	budget, replayed, complete := h.cfg.ReplayCap, 0, true
+// Resume replays, for each cursor in turn, the messages after its
+// last_seq, oldest first (from the first message for 0), up to ReplayCap
+// in all, then queues StateRestored: complete is false when the cap left
+// any message after a cursor unreplayed, so the client knows to go on from
+// the last sequence it got. Every event it queues carries requestID. A
+// cursor the user may not read refuses the whole Resume before anything is
+// replayed.
+func (h *Hub) Resume(ctx context.Context, s *Session, requestID string, cursors []*chatv1.ConversationCursor) error {
+	keys := make([]string, len(cursors))
 	var rooms []string
-	for _, c := range cursors {
+	for i, c := range cursors {
 		key, err := h.ConversationKey(ctx, s.Username, c.GetConversation())
 		if err != nil {
 			return err
 		}
+		keys[i] = key
 		if r := c.GetConversation().GetRoom(); r != "" {
 			rooms = append(rooms, r)
 		}
-		after := c.GetLastSeq()
+	}
+	budget, replayed, complete := h.cfg.ReplayCap, 0, true
+	for i, c := range cursors {
+		after := max(c.GetLastSeq(), 0)
 		for {
 			if budget == 0 {
-				complete = false
+				// The cap is spent: only say incomplete when something is
+				// left here.
+				rest, _, err := h.store.History(ctx, keys[i], store.HistoryQuery{AfterSeq: store.After(after), Limit: 1})
+				if err != nil {
+					return err
+				}
+				complete = complete && len(rest) == 0
 				break
 			}
-			msgs, more, err := h.store.History(ctx, key, store.HistoryQuery{AfterSeq: after, Limit: min(100, budget)})
+			msgs, more, err := h.store.History(ctx, keys[i], store.HistoryQuery{AfterSeq: store.After(after), Limit: min(replayPage, budget)})
 			if err != nil {
 				return err
 			}
 			if len(msgs) > 0 {
-				s.SendEvent(recentEvent(c.GetConversation(), msgs))
+				ev := recentEvent(c.GetConversation(), msgs)
+				ev.RequestId = requestID
+				s.SendEvent(ev)
 				after = msgs[len(msgs)-1].Seq
 				budget -= len(msgs)
 				replayed += len(msgs)
@@ -786,14 +871,20 @@ func (h *Hub) Resume(ctx context.Context, s *Session, cursors []*chatv1.Conversa
 			}
 		}
 	}
-	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
+	s.SendEvent(&chatv1.ServerEvent{RequestId: requestID, Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
 		Rooms: rooms, MessagesReplayed: int32(replayed), Complete: complete,
 	}}})
 	return nil
 }
 
+// replayPage is the most messages one RecentMessages event of a replay
+// carries, so that one replay cannot overflow a session's queue.
+const replayPage = 100
+
 // sendGrouped queues messages as RecentMessages, one event per conversation
-// and at most 100 messages per event so one restore cannot overflow a queue.
+// and at most replayPage messages per event, each conversation's in
+// sequence order (sent_at, which the query orders by, comes from the
+// clocks of several nodes in a cluster).
 func (h *Hub) sendGrouped(s *Session, msgs []store.Message) {
 	byConv := map[string][]store.Message{}
 	var order []string
@@ -805,12 +896,13 @@ func (h *Hub) sendGrouped(s *Session, msgs []store.Message) {
 	}
 	for _, key := range order {
 		ms := byConv[key]
+		slices.SortStableFunc(ms, func(a, b store.Message) int { return cmp.Compare(a.Seq, b.Seq) })
 		conv := conversationProto(ms[0])
 		if u := conv.GetUser(); u == s.Username {
 			conv = &chatv1.Conversation{Kind: &chatv1.Conversation_User{User: ms[0].Sender}}
 		}
 		for len(ms) > 0 {
-			n := min(100, len(ms))
+			n := min(replayPage, len(ms))
 			s.SendEvent(recentEvent(conv, ms[:n]))
 			ms = ms[n:]
 		}
@@ -873,14 +965,15 @@ func (h *Hub) Shutdown(reconnectAfter time.Duration) int {
 		Kind: chatv1.NoticeKind_NOTICE_KIND_SHUTDOWN, Message: "server shutting down; reconnect shortly",
 		ReconnectAfter: durationpb.New(reconnectAfter),
 	}}})
-	h.mu.RLock()
+	h.mu.Lock()
+	h.closing = true
 	var ss []*Session
 	for _, us := range h.users {
 		for s := range us.sessions {
 			ss = append(ss, s)
 		}
 	}
-	h.mu.RUnlock()
+	h.mu.Unlock()
 	for _, s := range ss {
 		s.Send(f)
 		s.Close(ReasonShutdown, true)
@@ -918,6 +1011,11 @@ type Stats struct {
 	Connections, OnlineUsers, Rooms int
 	MessagesIn, MessagesOut         int64
 	Uptime                          time.Duration
+	// Dropped counts frames fan-out could not queue (the session was
+	// closing, or its queue was full); SlowConsumers counts the sessions
+	// closed for a full queue. Neither goes to the other nodes.
+	Dropped       int64 `json:"-"`
+	SlowConsumers int64 `json:"-"`
 }
 
 // Stats returns this node's live counters.
@@ -929,6 +1027,7 @@ func (h *Hub) localStats() Stats {
 	return Stats{
 		Connections: h.sessions, OnlineUsers: len(h.users), Rooms: len(h.rooms),
 		MessagesIn: h.msgsIn.Load(), MessagesOut: h.msgsOut.Load(), Uptime: time.Since(h.started),
+		Dropped: h.dropped.Load(), SlowConsumers: h.slowConsumers.Load(),
 	}
 }
 
@@ -946,6 +1045,15 @@ func (h *Hub) Nodes() []NodeStats {
 		out = append(out, h.cluster.nodes()...)
 	}
 	return out
+}
+
+// Peers counts the other nodes this node has heard from lately (0 on a
+// single node).
+func (h *Hub) Peers() int {
+	if h.cluster == nil {
+		return 0
+	}
+	return h.cluster.peers()
 }
 
 // OnlineCount counts users online on any node.

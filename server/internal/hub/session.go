@@ -76,6 +76,7 @@ type Session struct {
 	drain     atomic.Bool
 	onClose   atomic.Pointer[func()]
 	onReady   atomic.Pointer[func()]
+	slow      *atomic.Int64 // the hub's slow-consumer count; nil in tests
 }
 
 func newSession(id, username string, queue int) *Session {
@@ -204,6 +205,9 @@ func (s *Session) SendEvent(ev *chatv1.ServerEvent) bool { return s.Send(Encode(
 // (such as a final notice) before it stops.
 func (s *Session) Close(reason CloseReason, drain bool) {
 	s.closeOnce.Do(func() {
+		if reason == ReasonSlowConsumer && s.slow != nil {
+			s.slow.Add(1)
+		}
 		s.reason.Store(int32(reason))
 		s.drain.Store(drain)
 		s.mu.Lock()

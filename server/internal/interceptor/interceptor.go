@@ -32,6 +32,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -86,6 +87,11 @@ type Config struct {
 	// AbuseThreshold is how many consecutive rate-limited commands end a
 	// Connect stream with ResourceExhausted; default DefaultAbuseThreshold.
 	AbuseThreshold int
+	// Unary and Stream, when set, run right after recovery, before
+	// logging, so they see every call, refused ones included: the RPC
+	// metrics (package metrics) go here. Nil means none.
+	Unary  grpc.UnaryServerInterceptor
+	Stream grpc.StreamServerInterceptor
 }
 
 // DefaultPublicMethods returns the methods that need no token: the Auth
@@ -124,6 +130,9 @@ type Chain struct {
 	clientIP  func(context.Context) string
 	abuse     int
 	validator protovalidate.Validator
+	unary     grpc.UnaryServerInterceptor
+	stream    grpc.StreamServerInterceptor
+	authFails [numAuthFailures]atomic.Int64 // see AuthFailed
 }
 
 // New checks cfg and builds the chain.
@@ -138,6 +147,8 @@ func New(cfg Config) (*Chain, error) {
 		log:      cfg.Logger,
 		clientIP: cfg.ClientIP,
 		abuse:    cfg.AbuseThreshold,
+		unary:    cfg.Unary,
+		stream:   cfg.Stream,
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -190,25 +201,40 @@ func (c *Chain) ServerOptions() []grpc.ServerOption {
 	// flag between SendMsg and RecvMsg, which races when a stream's reader
 	// and writer are separate goroutines, as ours are. Auth logs the start.
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(
-			recovery.UnaryServerInterceptor(rec),
-			logging.UnaryServerInterceptor(logger, logOpts...),
-			c.unaryAuth,
-			c.unaryRoles,
-			c.unaryLimit,
-			c.unaryValidate,
-		),
-		grpc.ChainStreamInterceptor(
-			recovery.StreamServerInterceptor(rec),
-			logging.StreamServerInterceptor(logger, logOpts...),
-			c.streamAuth,
-			c.streamRoles,
-			c.streamLimit,
-			c.streamMessages,
-		),
+	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(rec)}
+	if c.unary != nil {
+		unary = append(unary, c.unary)
 	}
+	unary = append(unary, logging.UnaryServerInterceptor(logger, logOpts...), c.unaryAuth, c.unaryRoles, c.unaryLimit, c.unaryValidate)
+	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(rec)}
+	if c.stream != nil {
+		stream = append(stream, c.stream)
+	}
+	stream = append(stream, logging.StreamServerInterceptor(logger, logOpts...), c.streamAuth, c.streamRoles, c.streamLimit, c.streamMessages)
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}
 }
+
+// RunStream runs fn as method's handler inside the Stream interceptor
+// (when set), for a session that reaches the services without the gRPC
+// server, such as the bridge's direct WebSocket attach: the RPC metrics
+// then count it like any Connect stream. It runs on the caller's goroutine
+// and returns fn's status; ctx is the one OpenStream returned.
+func (c *Chain) RunStream(ctx context.Context, method string, fn func(ctx context.Context) error) error {
+	if c.stream == nil {
+		return fn(ctx)
+	}
+	info := &grpc.StreamServerInfo{FullMethod: method, IsClientStream: true, IsServerStream: true}
+	return c.stream(nil, ctxStream{ctx: ctx}, info, func(_ any, ss grpc.ServerStream) error { return fn(ss.Context()) })
+}
+
+// ctxStream is the ServerStream RunStream hands the interceptor: only its
+// context is real; the session sends and receives on its own transport.
+type ctxStream struct {
+	grpc.ServerStream // nil: calling any other method is a bug
+	ctx               context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }
 
 // recovered logs a panic with its stack and hides it from the client.
 func (c *Chain) recovered(ctx context.Context, p any) error {

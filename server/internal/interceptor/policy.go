@@ -64,7 +64,11 @@ func (c *Chain) authenticate(ctx context.Context, method string) (context.Contex
 			}
 		}
 	}
+	c.authFailed(err)
 	if errors.Is(err, errLookup) {
+		if e, ok := apierr.AsUnavailable(err); ok { // logged, in aggregate, where the store is called
+			return nil, e.GRPCStatus().Err()
+		}
 		c.log.ErrorContext(ctx, "authentication unavailable", "grpc.method", method, "error", err)
 		return nil, status.Error(codes.Unavailable, "authentication unavailable")
 	}
@@ -115,6 +119,62 @@ func (c *Chain) principal(ctx context.Context, claims auth.Claims) (*auth.Princi
 	p := &auth.Principal{Username: u.Username, Role: role, LastSeenAt: u.LastSeenAt}
 	p.SetExpiresAt(claims.ExpiresAt)
 	return p, nil
+}
+
+// AuthFailure is why a token was refused, as the metrics count it.
+type AuthFailure int
+
+// Auth failure reasons; String gives the metric label.
+const (
+	AuthTokenRequired AuthFailure = iota
+	AuthTokenInvalid
+	AuthTokenExpired
+	AuthAccountDeactivated
+	AuthUnavailable // the user store could not be reached
+	numAuthFailures
+)
+
+var authFailureNames = [numAuthFailures]string{"token_required", "token_invalid", "token_expired", "account_deactivated", "unavailable"}
+
+func (f AuthFailure) String() string {
+	if f >= 0 && f < numAuthFailures {
+		return authFailureNames[f]
+	}
+	return "unknown"
+}
+
+// AuthFailures lists every AuthFailure, in order.
+func AuthFailures() []AuthFailure {
+	out := make([]AuthFailure, numAuthFailures)
+	for i := range out {
+		out[i] = AuthFailure(i)
+	}
+	return out
+}
+
+// AuthFailed counts the refusals for reason f, at stream or call open and
+// at in-band refresh, ever: a plain counter the metrics collector reads.
+func (c *Chain) AuthFailed(f AuthFailure) int64 {
+	if f < 0 || f >= numAuthFailures {
+		return 0
+	}
+	return c.authFails[f].Load()
+}
+
+// authFailed counts a refusal by its cause.
+func (c *Chain) authFailed(err error) {
+	f := AuthTokenInvalid
+	switch {
+	case errors.Is(err, errLookup):
+		f = AuthUnavailable
+	case errors.Is(err, auth.ErrTokenRequired):
+		f = AuthTokenRequired
+	case errors.Is(err, auth.ErrTokenExpired):
+		f = AuthTokenExpired
+	case errors.Is(err, auth.ErrAccountDeactivated):
+		f = AuthAccountDeactivated
+	}
+	c.authFails[f].Add(1)
 }
 
 // authMessage is the client-facing text for an authentication failure.
@@ -183,7 +243,9 @@ func (c *Chain) streamLimit(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 
 // chargeCall charges a call or stream open: Connect per client IP (it is
 // the expensive, long-lived one), uploads and everything else per user, or
-// per IP before login.
+// per IP before login. The unary reads (GetHistory, ListRooms,
+// ListConversations, ...) share the user's "other" bucket, as they share
+// the Chat/* RoleUser row of the role table.
 func (c *Chain) chargeCall(ctx context.Context, method string) error {
 	kind, key := ratelimit.KindOther, c.callerKey(ctx)
 	switch method {

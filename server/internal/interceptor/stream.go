@@ -140,8 +140,14 @@ func (s *Events) refresh(token string) *apierr.Error {
 	if err == nil {
 		_, err = s.c.principal(s.ctx, claims)
 	}
+	if err != nil {
+		s.c.authFailed(err)
+	}
 	switch {
 	case errors.Is(err, errLookup):
+		if e, ok := apierr.AsUnavailable(err); ok { // logged, in aggregate, where the store is called
+			return e
+		}
 		s.c.log.ErrorContext(s.ctx, "token refresh unavailable", "user", s.p.Username, "error", err)
 		return apierr.New(chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "authentication unavailable")
 	case err != nil:

@@ -166,6 +166,8 @@ type Limiter struct {
 	seed   maphash.Seed
 	shards [numShards]shard
 
+	refused [numKinds]atomic.Int64 // by kind; see Refused
+
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -238,7 +240,30 @@ func (l *Limiter) janitor() {
 // returns false and how long until a token is available; the refused
 // action costs nothing, so a client that waits retryAfter gets through.
 func (l *Limiter) Allow(key string, kind Kind) (ok bool, retryAfter time.Duration) {
-	return l.allowAt(key, kind, time.Now())
+	ok, retryAfter = l.allowAt(key, kind, time.Now())
+	if !ok && kind < numKinds {
+		l.refused[kind].Add(1)
+	}
+	return ok, retryAfter
+}
+
+// Refused counts the calls of kind that Allow has refused, ever: a plain
+// counter that the metrics collector reads, so that Allow stays free of
+// any metrics library.
+func (l *Limiter) Refused(kind Kind) int64 {
+	if kind >= numKinds {
+		return 0
+	}
+	return l.refused[kind].Load()
+}
+
+// Kinds lists every Kind, in order.
+func Kinds() []Kind {
+	out := make([]Kind, numKinds)
+	for k := range numKinds {
+		out[k] = k
+	}
+	return out
 }
 
 func (l *Limiter) allowAt(key string, kind Kind, now time.Time) (bool, time.Duration) {

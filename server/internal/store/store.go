@@ -27,6 +27,13 @@ var (
 	// both hold; the store cannot tell which of them is replaying, so both
 	// must log in again (OAuth 2.0 Security BCP, refresh token rotation).
 	ErrRefreshTokenReused = errors.New("store: refresh token reused")
+	// ErrUnavailable marks a failure of the storage itself rather than of
+	// the request: the database is unreachable, shutting down, out of
+	// disk, failing I/O, or did not answer within the call's deadline. The
+	// same request may succeed later, so callers answer it as Unavailable
+	// with a retry hint, never as a refusal. storefault.Classify wraps the
+	// back ends' errors with it.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // Roles as stored. They match the names of chat.v1.Role without the prefix,
@@ -90,8 +97,69 @@ type Message struct {
 // nor AfterSeq set it selects the latest Limit messages.
 type HistoryQuery struct {
 	BeforeSeq int64 // seq < BeforeSeq when > 0
-	AfterSeq  int64 // seq > AfterSeq when > 0
-	Limit     int
+	// AfterSeq, when not nil, reads forwards: seq > *AfterSeq, oldest
+	// first. Presence is what matters: After(0) reads from the start of
+	// the conversation, nil reads the latest page.
+	AfterSeq *int64
+	Limit    int
+}
+
+// After returns an AfterSeq that reads forwards from just after seq (from
+// the start for 0).
+func After(seq int64) *int64 { return &seq }
+
+// RoomSummary is one room as ListRooms shows it.
+type RoomSummary struct {
+	Name string
+	// Members counts the room's stored members (for the room every user is
+	// in, every user), online or not.
+	Members int
+	// Joined is true when the asking user is a stored member.
+	Joined bool
+}
+
+// ConversationSummary is one conversation a user is in, as
+// ListConversations shows it.
+type ConversationSummary struct {
+	Key string // a RoomKey or DirectKey
+	// Name is the room's name, or for a direct conversation the peer's
+	// username (the user who is not the one asking).
+	Name string
+	Room bool
+	// LastSeq is the conversation's newest sequence, 0 when nothing was
+	// ever posted; retention does not lower it.
+	LastSeq int64
+	// LastMessage is the newest stored message; nil when there is none.
+	LastMessage *Message
+}
+
+// ConversationPos is a place in a user's list of conversations, which is
+// sorted by last activity (the newest message's SentAt) newest first,
+// conversations without a message last, then by Name, then by Key. A page
+// starts just after it.
+type ConversationPos struct {
+	Active time.Time // SentAt of the newest message; zero when there is none
+	Name   string
+	Key    string
+}
+
+// Pos is where s stands in the list (the After of the page that follows
+// it).
+func (s ConversationSummary) Pos() ConversationPos {
+	p := ConversationPos{Name: s.Name, Key: s.Key}
+	if s.LastMessage != nil {
+		p.Active = s.LastMessage.SentAt
+	}
+	return p
+}
+
+// ConversationsQuery selects a page of a user's conversations.
+type ConversationsQuery struct {
+	// After, when set, starts the page just after that place; nil starts
+	// at the most recently active conversation.
+	After *ConversationPos
+	// Limit is the page size; 0 means 50, at most 200 (the stores clamp it).
+	Limit int
 }
 
 // File is one upload: its own metadata over shared content. Uploads of the

@@ -42,7 +42,11 @@ func cmdAuth(ctx context.Context, e *env, args []string, register bool) error {
 		return err
 	}
 	target := cf.target()
-	if err := cf.store().put(target, t, true); err != nil {
+	tr, err := cf.transport()
+	if err != nil {
+		return err
+	}
+	if err := cf.store().login(target, t, tr); err != nil {
 		return fmt.Errorf("storing tokens: %w", err)
 	}
 	fmt.Fprintf(e.stdout, "logged in as %s (%s) on %s\n", t.Username, roleName(t.Role), target)
@@ -98,6 +102,26 @@ func conversationFlags(fs interface {
 		}
 		return nil, nil
 	}
+}
+
+func cmdConversations(ctx context.Context, e *env, args []string) error {
+	fs, cf := newFlags(e, "conversations")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := cf.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	convs, err := listConversations(ctx, c)
+	if err != nil {
+		return err
+	}
+	for _, line := range formatConversations(convs) {
+		fmt.Fprintln(e.stdout, line)
+	}
+	return nil
 }
 
 func cmdSend(ctx context.Context, e *env, args []string) error {
@@ -174,8 +198,11 @@ func cmdHistory(ctx context.Context, e *env, args []string) error {
 	if more && len(msgs) > 0 {
 		fmt.Fprintf(e.stdout, "(older messages: --before %d)\n", msgs[0].GetSeq())
 	}
+	// Named from the reader's side, as in chat: for --user X that is @X,
+	// whoever sent each message.
+	label := convName(which)
 	for _, m := range msgs {
-		fmt.Fprintln(e.stdout, formatMessage("", m))
+		fmt.Fprintln(e.stdout, formatMessageIn(label, m))
 	}
 	return nil
 }

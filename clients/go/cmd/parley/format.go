@@ -20,9 +20,9 @@ func convName(c *chatv1.Conversation) string {
 	return "@" + c.GetUser()
 }
 
-// peerName names m's conversation as me sees it: "#room", or "@peer" for a
-// direct message (whose conversation names the recipient). me == "" shows
-// the recipient.
+// peerName names m's conversation from me's side: "#room", or "@peer" for
+// a direct message. A message's direct conversation names its recipient, so
+// the peer is the sender unless me sent it. me == "" shows the recipient.
 func peerName(me string, m *chatv1.Message) string {
 	c := m.GetConversation()
 	if c.GetRoom() == "" && c.GetUser() == me && me != "" {
@@ -31,12 +31,62 @@ func peerName(me string, m *chatv1.Message) string {
 	return convName(c)
 }
 
+// formatMessage is one message line, its conversation named from me's side.
 func formatMessage(me string, m *chatv1.Message) string {
-	body := m.GetText()
+	return formatMessageIn(peerName(me, m), m)
+}
+
+// formatMessageIn is one message line in the conversation called label.
+func formatMessageIn(label string, m *chatv1.Message) string {
+	return fmt.Sprintf("%s %s <%s> %s", stamp(m.GetSentAt().AsTime()), label, m.GetSender(), messageBody(m))
+}
+
+func messageBody(m *chatv1.Message) string {
 	if f := m.GetFile(); f != nil {
-		body = fmt.Sprintf("[file %s, %s, id %s]", f.GetName(), humanSize(f.GetSize()), f.GetId())
+		return fmt.Sprintf("[file %s, %s, id %s]", f.GetName(), humanSize(f.GetSize()), f.GetId())
 	}
-	return fmt.Sprintf("%s %s <%s> %s", stamp(m.GetSentAt().AsTime()), peerName(me, m), m.GetSender(), body)
+	return m.GetText()
+}
+
+// formatConversations lists conversations as ListConversations orders them
+// (most recent first), each with its last message.
+func formatConversations(convs []*chatv1.ConversationSummary) []string {
+	if len(convs) == 0 {
+		return []string{"no conversations"}
+	}
+	lines := []string{"conversations:"}
+	for _, s := range convs {
+		name := convName(s.GetConversation())
+		last := "(no messages)"
+		if m := s.GetLastMessage(); m != nil {
+			last = fmt.Sprintf("%s <%s> %s", stamp(m.GetSentAt().AsTime()), m.GetSender(), messageBody(m))
+		}
+		lines = append(lines, fmt.Sprintf("  %-24s %s", name, last))
+	}
+	return lines
+}
+
+// formatRooms lists rooms with their member and online counts; "*" marks
+// the caller's.
+func formatRooms(rooms []*chatv1.RoomInfo) []string {
+	lines := []string{"rooms:"}
+	for _, room := range rooms {
+		mark := " "
+		if room.GetJoined() {
+			mark = "*"
+		}
+		lines = append(lines, fmt.Sprintf("  %s #%s (%s)", mark, room.GetName(), roomCounts(room)))
+	}
+	return lines
+}
+
+// roomCounts is "3 members · 1 online".
+func roomCounts(r *chatv1.RoomInfo) string {
+	noun := "members"
+	if r.GetMemberCount() == 1 {
+		noun = "member"
+	}
+	return fmt.Sprintf("%d %s · %d online", r.GetMemberCount(), noun, r.GetOnlineCount())
 }
 
 func humanSize(n int64) string {

@@ -2,7 +2,8 @@
 // Go SDK (clients/go/parley).
 //
 //	parley register --server host:50051 --user alice   # or login
-//	parley chat [--room general]
+//	parley chat [--room general | --to USER]
+//	parley conversations
 //	parley send --room general hello there
 //	parley history --room general
 //	parley upload plan.pdf --room team
@@ -15,7 +16,21 @@
 // raw access token, used instead of the stored login), --tls and --ca.
 // register and login read the password from $PARLEY_PASSWORD or prompt for
 // it, and store the tokens in os.UserConfigDir()/parley/credentials.json
-// (mode 0600); commands keep them fresh and store each refresh.
+// (mode 0600) with how the server was reached (--tls, --ca), so later
+// commands dial a remembered server the same way without the flags;
+// commands keep the tokens fresh and store each refresh.
+//
+// chat on a terminal edits the typed line with golang.org/x/term's
+// Terminal: messages arriving while you type print above the prompt, which
+// is drawn again with what you had typed. x/term is the Go team's package,
+// already a dependency here for password prompts; it gives line editing,
+// history and the redraw on asynchronous output without cgo or a terminfo
+// database. Fuller libraries (chzyer/readline, peterh/liner) add completion
+// and key maps this client does not need, and one more dependency. Only a
+// line starting with "/" is a command; "//" sends a leading slash.
+//
+// Concurrency: each command runs on the goroutine that calls run; chat adds
+// one goroutine that prints events and one that reads lines.
 package main
 
 import (
@@ -44,7 +59,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, readPassword: terminalPassword}
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, readPassword: terminalPassword, openTerminal: rawTerminal}
 	os.Exit(run(ctx, os.Args[1:], e))
 }
 
@@ -58,6 +73,9 @@ type env struct {
 	configDir string
 	// readPassword prompts for a password; nil reads a line from stdin.
 	readPassword func(prompt string) (string, error)
+	// openTerminal gives the terminal chat edits lines on, and a function
+	// that restores it; nil, or an error, means plain lines on stdin.
+	openTerminal func() (io.ReadWriter, func(), error)
 }
 
 // errUsage marks an error the usage text explains.
@@ -69,7 +87,8 @@ commands:
   register --user NAME           create an account and log in
   login --user NAME              log in and store the tokens
   logout                         revoke the stored refresh token and forget it
-  chat [--room ROOM]             interactive chat (type /help)
+  chat [--room ROOM | --to USER] interactive chat (type /help)
+  conversations                  your rooms and direct conversations, last message first
   send (--room ROOM | --to USER) TEXT...
   history (--room ROOM | --user USER) [--limit N] [--before SEQ]
   upload FILE [--room ROOM | --to USER] [--type CONTENT-TYPE]
@@ -84,6 +103,7 @@ common flags:
   --server HOST:PORT   default $PARLEY_SERVER, the last login's server, localhost:50051
   --token TOKEN        access token to use instead of the stored login (default $PARLEY_TOKEN)
   --tls                use TLS (system roots); --ca FILE adds a CA certificate
+                       (login and register remember both for the server)
 `
 
 func run(ctx context.Context, args []string, e *env) int {
@@ -100,15 +120,16 @@ func run(ctx context.Context, args []string, e *env) int {
 		return 0
 	}
 	cmds := map[string]func(context.Context, *env, []string) error{
-		"register": func(ctx context.Context, e *env, a []string) error { return cmdAuth(ctx, e, a, true) },
-		"login":    func(ctx context.Context, e *env, a []string) error { return cmdAuth(ctx, e, a, false) },
-		"logout":   cmdLogout,
-		"chat":     cmdChat,
-		"send":     cmdSend,
-		"history":  cmdHistory,
-		"upload":   cmdUpload,
-		"download": cmdDownload,
-		"admin":    cmdAdmin,
+		"register":      func(ctx context.Context, e *env, a []string) error { return cmdAuth(ctx, e, a, true) },
+		"login":         func(ctx context.Context, e *env, a []string) error { return cmdAuth(ctx, e, a, false) },
+		"logout":        cmdLogout,
+		"chat":          cmdChat,
+		"conversations": cmdConversations,
+		"send":          cmdSend,
+		"history":       cmdHistory,
+		"upload":        cmdUpload,
+		"download":      cmdDownload,
+		"admin":         cmdAdmin,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -148,6 +169,7 @@ func errText(err error) string {
 // common are the flags every command takes.
 type common struct {
 	e      *env
+	fs     *flag.FlagSet
 	server string
 	token  string
 	tls    bool
@@ -157,7 +179,7 @@ type common struct {
 func newFlags(e *env, name string) (*flag.FlagSet, *common) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	c := &common{e: e}
+	c := &common{e: e, fs: fs}
 	fs.StringVar(&c.server, "server", e.getenv("PARLEY_SERVER"), "server `host:port`")
 	fs.StringVar(&c.token, "token", e.getenv("PARLEY_TOKEN"), "access `token` (instead of the stored login)")
 	fs.BoolVar(&c.tls, "tls", false, "use TLS")
@@ -201,13 +223,43 @@ func (c *common) target() string {
 	return "localhost:50051"
 }
 
+// transport is how to reach the target: --tls and --ca when either was
+// given, else what login stored for that server.
+func (c *common) transport() (transport, error) {
+	explicit := false
+	c.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "tls" || f.Name == "ca" })
+	if explicit {
+		return c.flagTransport()
+	}
+	t, _, err := c.store().transport(c.target())
+	return t, err
+}
+
+// flagTransport is --tls and --ca, the CA as an absolute path so it still
+// names the file when stored and used from another directory.
+func (c *common) flagTransport() (transport, error) {
+	t := transport{TLS: c.tls || c.ca != ""}
+	if c.ca != "" {
+		abs, err := filepath.Abs(c.ca)
+		if err != nil {
+			return transport{}, err
+		}
+		t.CA = abs
+	}
+	return t, nil
+}
+
 func (c *common) dialOptions() ([]parley.Option, error) {
-	if !c.tls && c.ca == "" {
+	tr, err := c.transport()
+	if err != nil {
+		return nil, err
+	}
+	if !tr.TLS {
 		return nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.ca != "" {
-		pem, err := os.ReadFile(c.ca)
+	if tr.CA != "" {
+		pem, err := os.ReadFile(tr.CA)
 		if err != nil {
 			return nil, err
 		}
@@ -216,7 +268,7 @@ func (c *common) dialOptions() ([]parley.Option, error) {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: no PEM certificate", c.ca)
+			return nil, fmt.Errorf("%s: no PEM certificate", tr.CA)
 		}
 		cfg.RootCAs = pool
 	}
@@ -271,6 +323,32 @@ func terminalPassword(prompt string) (string, error) {
 }
 
 var errNoTerminal = errors.New("not a terminal")
+
+// rawTerminal puts the terminal in raw mode for line editing when both
+// stdin and stdout are one.
+func rawTerminal() (io.ReadWriter, func(), error) {
+	in, out := int(os.Stdin.Fd()), int(os.Stdout.Fd())
+	if !term.IsTerminal(in) || !term.IsTerminal(out) {
+		return nil, nil, errNoTerminal
+	}
+	old, err := term.MakeRaw(in)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tty{os.Stdin, os.Stdout}, func() { _ = term.Restore(in, old) }, nil
+}
+
+// tty is the terminal chat runs on; its size lets long lines wrap where the
+// terminal wraps them.
+type tty struct {
+	in, out *os.File
+}
+
+func (t tty) Read(p []byte) (int, error)  { return t.in.Read(p) }
+func (t tty) Write(p []byte) (int, error) { return t.out.Write(p) }
+func (t tty) size() (width, height int, err error) {
+	return term.GetSize(int(t.out.Fd()))
+}
 
 // password reads $PARLEY_PASSWORD, or prompts on a terminal, or reads one
 // line from stdin.

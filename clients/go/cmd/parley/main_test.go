@@ -3,8 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +25,7 @@ import (
 
 	"github.com/parleychat/parley/clients/go/parley"
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/servertest"
 )
 
@@ -334,8 +343,23 @@ func TestChat(t *testing.T) {
 	say("/msg bob psst")
 	bobSees(func(ev *chatv1.ServerEvent) bool { return ev.GetMessage().GetText() == "psst" })
 	waitOut("@bob <alice> psst")
+	// History names a direct conversation as chat does: the peer, from
+	// the reader's side, whoever sent each message.
+	mustContain(t, alice.ok("history", "--user", "bob"), "@bob <bob> a secret", "@bob <alice> psst")
+
+	// Only a line starting with / is a command: a plain word is a message,
+	// a mistyped command an error listing the commands, // a literal slash.
+	say("clear")
+	bobSees(func(ev *chatv1.ServerEvent) bool { return ev.GetMessage().GetText() == "clear" })
+	say("/clear")
+	waitOut("unknown command /clear; commands: /join /leave /dm /msg /conversations /rooms /who /help /quit")
+	say("//join is how you join")
+	bobSees(func(ev *chatv1.ServerEvent) bool {
+		return ev.GetMessage().GetText() == "/join is how you join" && ev.GetMessage().GetConversation().GetRoom() == "lobby"
+	})
+
 	say("/rooms")
-	waitOut("* #lobby (2)")
+	waitOut("* #lobby (2 members · 2 online)")
 	say("/who")
 	waitOut("online: alice, bob")
 	say("/join other")
@@ -346,8 +370,6 @@ func TestChat(t *testing.T) {
 	waitOut("left #other; talking in #general")
 	say("/leave general")
 	waitOut("! the general room cannot be left")
-	say("/bogus")
-	waitOut("unknown command /bogus")
 
 	// Presence.
 	bob2, err := parley.Dial(t.Context(), srv.GRPCAddr(), parley.WithToken(srv.TokenAs(t, "carol", chatv1.Role_ROLE_USER)))
@@ -383,4 +405,204 @@ func TestParse(t *testing.T) {
 	if err != nil || *room != "r" || strings.Join(pos, " ") != "a b --c -d" {
 		t.Fatalf("parse = %q, room %q, %v", pos, *room, err)
 	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 (its own CA) and its key.
+func selfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "parley test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestTLSRemembered: --tls and --ca given at login are stored with the
+// server, so later commands (and a later login) reach it without them,
+// from another working directory too; --tls=false still overrides.
+func TestTLSRemembered(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile := selfSigned(t)
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
+	}})
+	alice := newUser(t, srv, "alice")
+	delete(alice.vars, "PARLEY_SERVER")
+
+	// Without TLS the server cannot be reached at all.
+	alice.fails(1, "", "register", "--server", srv.GRPCAddr(), "--user", "alice")
+	mustContain(t, alice.ok("register", "--server", srv.GRPCAddr(), "--user", "alice", "--tls", "--ca", certFile), "logged in as alice")
+
+	// The remembered server, reached as at login.
+	mustContain(t, alice.ok("send", "--room", "general", "over", "tls"), "sent to #general")
+	mustContain(t, alice.ok("history", "--server", srv.GRPCAddr(), "--room", "general"), "<alice> over tls")
+	alice.ok("login", "--user", "alice")
+	var creds credentials
+	b, _ := os.ReadFile(filepath.Join(alice.dir, "credentials.json"))
+	if err := json.Unmarshal(b, &creds); err != nil || !creds.Transports[srv.GRPCAddr()].TLS || !filepath.IsAbs(creds.Transports[srv.GRPCAddr()].CA) {
+		t.Fatalf("credentials = %s, %v", b, err)
+	}
+	// An explicit flag wins over what is stored.
+	alice.fails(1, "", "history", "--room", "general", "--tls=false")
+	// Logout forgets how to reach it along with the tokens.
+	alice.ok("logout")
+	b, _ = os.ReadFile(filepath.Join(alice.dir, "credentials.json"))
+	if strings.Contains(string(b), certFile) {
+		t.Fatalf("transport kept after logout: %s", b)
+	}
+}
+
+// TestChatTerminal: on a terminal, a message that arrives while a line is
+// being typed prints above the prompt, and the prompt and the partial line
+// are drawn again, so typing carries on where it was.
+func TestChatTerminal(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	alice := newUser(t, srv, "alice")
+	alice.ok("register", "--user", "alice")
+	c, err := parley.Dial(t.Context(), srv.GRPCAddr(), parley.WithToken(srv.TokenAs(t, "bob", chatv1.Role_ROLE_USER)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	bob, err := c.Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+
+	keys, typed := io.Pipe()
+	defer typed.Close()
+	var screen syncBuffer
+	e := alice.env(strings.NewReader(""), io.Discard, io.Discard)
+	restored := make(chan struct{})
+	e.openTerminal = func() (io.ReadWriter, func(), error) {
+		return struct {
+			io.Reader
+			io.Writer
+		}{keys, &screen}, func() { close(restored) }, nil
+	}
+	done := make(chan int, 1)
+	go func() { done <- run(t.Context(), []string{"chat"}, e) }()
+	waitScreen := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(waitFor)
+		for !strings.Contains(screen.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q on the screen:\n%q", want, screen.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	press := func(s string) {
+		t.Helper()
+		if _, err := io.WriteString(typed, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	waitScreen("talking in #general; /help for commands\r\n")
+	press("hel")
+	waitScreen("#general> hel")
+	if _, err := bob.Send(t.Context(), "general", "interrupting"); err != nil {
+		t.Fatal(err)
+	}
+	// The message on its own line, then the prompt with "hel" again.
+	waitScreen("#general <bob> interrupting\r\n#general> hel")
+	press("lo\r")
+	for ev := range bob.Events() {
+		if ev.GetMessage().GetText() == "hello" {
+			break
+		}
+	}
+	press("\x04") // Ctrl-D on an empty line ends the chat
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("chat exited %d", code)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("chat did not end on Ctrl-D")
+	}
+	select {
+	case <-restored:
+	default:
+		t.Fatal("the terminal was not restored")
+	}
+}
+
+// TestConversationsAfterRestart: a new chat (a restart) lists the direct
+// conversations with people who are offline, /conversations shows each with
+// its last message, and /dm makes one current so typed lines go there.
+func TestConversationsAfterRestart(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{})
+	alice, carol := newUser(t, srv, "alice"), newUser(t, srv, "carol")
+	alice.ok("register", "--user", "alice")
+	carol.ok("register", "--user", "carol")
+	alice.ok("send", "--to", "carol", "hi carol")
+	mustContain(t, alice.ok("conversations"), "conversations:", "@carol", "<alice> hi carol", "#general", "(no messages)")
+
+	stdin, typed := io.Pipe()
+	defer typed.Close()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(t.Context(), []string{"chat"}, alice.env(stdin, &out, &errOut)) }()
+	waitOut := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(waitFor)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in chat output:\n%s%s", want, out.String(), errOut.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	say := func(line string) {
+		t.Helper()
+		if _, err := io.WriteString(typed, line+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitOut("* direct conversations: carol (/dm USER")
+	say("/conversations")
+	waitOut("  @carol")
+	waitOut("<alice> hi carol")
+	say("/dm carol")
+	waitOut("* talking with @carol")
+	waitOut("@carol <alice> hi carol") // its history, labelled as everywhere
+	say("are you there?")
+	waitOut("@carol <alice> are you there?") // the echo of the stored message
+	say("/quit")
+	if code := <-done; code != 0 {
+		t.Fatalf("chat exited %d: %s", code, errOut.String())
+	}
+	mustContain(t, carol.ok("history", "--user", "alice"), "@alice <alice> hi carol", "@alice <alice> are you there?")
 }

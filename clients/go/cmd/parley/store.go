@@ -11,11 +11,20 @@ import (
 	"github.com/parleychat/parley/clients/go/parley"
 )
 
-// credentials is the stored file: tokens per server, and the server of the
-// last login.
+// credentials is the stored file: tokens per server, how each server is
+// reached, and the server of the last login.
 type credentials struct {
 	Default string                   `json:"default,omitempty"`
 	Servers map[string]parley.Tokens `json:"servers"`
+	// Transports holds the --tls and --ca each server was logged in with.
+	Transports map[string]transport `json:"transports,omitempty"`
+}
+
+// transport is how to dial a server: TLS, and a CA file (absolute path) to
+// trust besides the system roots.
+type transport struct {
+	TLS bool   `json:"tls,omitempty"`
+	CA  string `json:"ca,omitempty"`
 }
 
 // store reads and writes credentials.json. The file is 0600 in a 0700
@@ -28,7 +37,7 @@ type store struct {
 var storeMu sync.Mutex
 
 func (s *store) load() (credentials, error) {
-	c := credentials{Servers: map[string]parley.Tokens{}}
+	c := credentials{Servers: map[string]parley.Tokens{}, Transports: map[string]transport{}}
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return c, nil
@@ -41,6 +50,9 @@ func (s *store) load() (credentials, error) {
 	}
 	if c.Servers == nil {
 		c.Servers = map[string]parley.Tokens{}
+	}
+	if c.Transports == nil {
+		c.Transports = map[string]transport{}
 	}
 	return c, nil
 }
@@ -83,6 +95,38 @@ func (s *store) get(server string) (parley.Tokens, bool, error) {
 	return t, ok, nil
 }
 
+// transport is how server was reached at login; ok is false for a server
+// never logged in to.
+func (s *store) transport(server string) (transport, bool, error) {
+	storeMu.Lock()
+	defer storeMu.Unlock()
+	c, err := s.load()
+	if err != nil {
+		return transport{}, false, err
+	}
+	t, ok := c.Transports[server]
+	return t, ok, nil
+}
+
+// login stores t for server with how it was reached, and makes server the
+// default.
+func (s *store) login(server string, t parley.Tokens, tr transport) error {
+	storeMu.Lock()
+	defer storeMu.Unlock()
+	c, err := s.load()
+	if err != nil {
+		return err
+	}
+	c.Servers[server] = t
+	if tr == (transport{}) {
+		delete(c.Transports, server)
+	} else {
+		c.Transports[server] = tr
+	}
+	c.Default = server
+	return s.save(c)
+}
+
 // put stores t for server; makeDefault also makes server the default.
 func (s *store) put(server string, t parley.Tokens, makeDefault bool) error {
 	storeMu.Lock()
@@ -106,6 +150,7 @@ func (s *store) remove(server string) error {
 		return err
 	}
 	delete(c.Servers, server)
+	delete(c.Transports, server)
 	if c.Default == server {
 		c.Default = ""
 	}

@@ -18,6 +18,7 @@ import {
 } from "../../../shared/src/gen/chat/v1/auth_pb";
 import {
   GetHistoryResponseSchema,
+  ListConversationsResponseSchema,
   ListOnlineUsersResponseSchema,
   ListRoomsResponseSchema,
   UploadFileResponseSchema,
@@ -64,15 +65,27 @@ export function wsUrl(base: string): string {
 const networkError = (err: unknown) =>
   new ApiError(0, "UNAVAILABLE", `cannot reach the server: ${(err as Error)?.message ?? String(err)}`);
 
-async function errorOf(res: Response): Promise<ApiError> {
+/**
+ * errorOf reads the server's explanation: the REST API's JSON
+ * {"code","message"}, or a plain-text body (a refusal made before the API,
+ * such as a foreign origin), so the person sees the server's words.
+ */
+export async function errorOf(res: Response): Promise<ApiError> {
   let code = "";
   let message = "";
+  let text = "";
   try {
-    const body = (await res.json()) as { code?: string; message?: string };
+    text = (await res.text()).trim();
+  } catch {
+    // No body: the status says enough.
+  }
+  try {
+    const body = JSON.parse(text) as { code?: string; message?: string };
     code = body.code ?? "";
     message = body.message ?? "";
   } catch {
-    // Not JSON: the status says enough.
+    const html = /^</.test(text) || /html/i.test(res.headers?.get?.("Content-Type") ?? "");
+    if (!html) message = text.replace(/\s+/g, " ").slice(0, 300);
   }
   return new ApiError(res.status, code, message || `HTTP ${res.status}`);
 }
@@ -198,6 +211,12 @@ export class Api {
   onlineUsers(pageSize = 100, pageToken = "") {
     const q = `page_size=${pageSize}${pageToken ? `&page_token=${encodeURIComponent(pageToken)}` : ""}`;
     return this.withToken((t) => this.rest.get(`/api/users/online?${q}`, t, ListOnlineUsersResponseSchema));
+  }
+
+  /** conversations fetches one page of the caller's conversations (GET /api/conversations). */
+  conversations(pageSize: number, pageToken = "") {
+    const q = `page_size=${pageSize}${pageToken ? `&page_token=${encodeURIComponent(pageToken)}` : ""}`;
+    return this.withToken((t) => this.rest.get(`/api/conversations?${q}`, t, ListConversationsResponseSchema));
   }
 
   rooms() {

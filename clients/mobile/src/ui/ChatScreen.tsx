@@ -10,10 +10,11 @@ import type { WebSocketFactory } from "../live/connection";
 import type { BackoffOptions } from "../../../shared/src/live/backoff";
 import { GENERAL, dmKey, formatBytes, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../../../shared/src/chat/model";
 import type { ChatState, ConvState } from "../../../shared/src/chat/store";
-import { typingNames } from "../../../shared/src/chat/store";
+import { lastMessage, typingNames } from "../../../shared/src/chat/store";
+import { preview } from "../../../shared/src/chat/conversations";
 import { TypingThrottle, typingText } from "../../../shared/src/chat/typing";
 import { useChat, type ChatCommands } from "./useChat";
-import { clockTime, conversationList, convTitle, restoredText, statusText, totalUnread } from "./format";
+import { clockTime, conversationList, convTitle, restoredText, roomCounts, statusText, totalUnread } from "./format";
 import { colors } from "./theme";
 
 type Tab = "chat" | "conversations" | "online" | "rooms";
@@ -224,7 +225,14 @@ function ConversationList({ state, open }: { state: ChatState; open: (k: ConvKey
           accessibilityRole="button"
           accessibilityLabel={`Open ${convTitle(c.key)}${c.unread ? `, ${c.unread} unread` : ""}`}
         >
-          <Text style={styles.rowText}>{convTitle(c.key)}</Text>
+          <View style={styles.grow}>
+            <Text style={styles.rowText}>{convTitle(c.key)}</Text>
+            {c.messages.length > 0 ? (
+              <Text style={styles.muted} numberOfLines={1} testID={`preview-${c.key}`}>
+                {preview(lastMessage(c), state.me)}
+              </Text>
+            ) : null}
+          </View>
           {c.unread > 0 ? (
             <Text style={styles.badge} testID={`unread-${c.key}`}>
               {c.unread}
@@ -313,8 +321,8 @@ function RoomsView({ state, cmd, open }: { state: ChatState; cmd: ChatCommands; 
             accessibilityRole="button"
             accessibilityLabel={r.joined ? `Open room ${r.name}` : `Join room ${r.name}`}
           >
-            <Text style={styles.rowText}>
-              # {r.name} · {r.memberCount} member{r.memberCount === 1 ? "" : "s"}
+            <Text style={styles.rowText} testID={`room-counts-${r.name}`}>
+              # {r.name} · {roomCounts(r)}
             </Text>
           </Pressable>
           {r.joined && r.name !== GENERAL ? (

@@ -1,6 +1,6 @@
 // Pure helpers that turn state into the words the screens show.
 
-import type { ChatState, ConvState } from "../../../shared/src/chat/store";
+import type { ChatState, ConvState, RoomState } from "../../../shared/src/chat/store";
 import type { ConvKey } from "../../../shared/src/chat/model";
 import { parseKey } from "../../../shared/src/chat/model";
 
@@ -54,4 +54,10 @@ export function conversationList(s: ChatState): ConvState[] {
 /** totalUnread counts unread messages in every conversation. */
 export function totalUnread(s: ChatState): number {
   return Object.values(s.convs).reduce((n, c) => n + c.unread, 0);
+}
+
+/** roomCounts is "3 members · 1 online" (the online part once a room list told it). */
+export function roomCounts(r: RoomState): string {
+  const members = `${r.memberCount} member${r.memberCount === 1 ? "" : "s"}`;
+  return r.onlineCount === undefined ? members : `${members} · ${r.onlineCount} online`;
 }

@@ -14,6 +14,7 @@ import { LiveConnection, newRequestId, type WebSocketFactory } from "../live/con
 import { conversationInit, fromWire, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../../../shared/src/chat/model";
 import { QUIET_PREFIX, cursorsOf, initialState, reduce, type ChatState } from "../../../shared/src/chat/store";
 import { TokenBucket } from "../../../shared/src/chat/typing";
+import { loadConversations } from "../../../shared/src/chat/conversations";
 
 /** newClientMsgId returns a random id for retry-safe sends. */
 export function newClientMsgId(): string {
@@ -83,6 +84,21 @@ export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveCon
       )
       .catch((err: Error) => dispatch({ type: "toast", text: `Online users: ${err.message}`, now: Date.now() }));
   }, [api]);
+  // Every stored conversation, so a direct one with someone offline is
+  // listed after a restart (the stream only brings what moves).
+  const convsBusy = useRef(false);
+  const fetchConversations = useCallback(() => {
+    if (convsBusy.current) return;
+    convsBusy.current = true;
+    loadConversations((pageSize, pageToken) => api.conversations(pageSize, pageToken))
+      .then((summaries) => dispatch({ type: "conversations", summaries }))
+      .catch((err: Error) => dispatch({ type: "toast", text: `Conversations: ${err.message}`, now: Date.now() }))
+      .finally(() => {
+        convsBusy.current = false;
+      });
+  }, [api]);
+  const fetchConversationsRef = useRef(fetchConversations);
+  fetchConversationsRef.current = fetchConversations;
   const fetchOnlineRef = useRef(fetchOnline);
   fetchOnlineRef.current = fetchOnline;
 
@@ -95,7 +111,10 @@ export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveCon
       onEvent: (ev) => {
         dispatch({ type: "server", ev, now: Date.now() });
         const e = ev.event;
-        if (e.case === "welcome") conn.send({ event: { case: "listRooms", value: {} } });
+        if (e.case === "welcome") {
+          conn.send({ event: { case: "listRooms", value: {} } });
+          fetchConversationsRef.current();
+        }
         if (e.case === "serverNotice" && e.value.kind === NoticeKind.TOKEN_EXPIRING) {
           const d = session.current;
           if (d && d.accessExpiresAt - Date.now() < 60_000) session.refresh().catch(() => {});

@@ -160,7 +160,7 @@ describe("reduce", () => {
     expect(s.onlineCount).toBe(2);
     s = reduce(s, ev({ event: { case: "onlineUsers", value: { users: [{ username: "ann", role: Role.USER }] } } }));
     s = reduce(s, ev({ event: { case: "roomsList", value: { rooms: [{ name: "general", memberCount: 2, joined: true }, { name: "go", memberCount: 1 }] } } }));
-    expect(s.rooms.go).toEqual({ name: "go", memberCount: 1, joined: false });
+    expect(s.rooms.go).toEqual({ name: "go", memberCount: 1, onlineCount: 0, joined: false });
     s = reduce(s, ev({ event: { case: "roomJoined", value: { room: "go", members: ["bob", "ann"], memberCount: 2 } } }));
     expect(s.rooms.go.joined).toBe(true);
     s = reduce(s, { type: "open", key: roomKey("go") });
@@ -169,7 +169,7 @@ describe("reduce", () => {
     s = reduce(s, ev({ event: { case: "roomMembersChanged", value: { room: "go", joined: ["dee", "eve"], left: ["cid"], memberCount: 4 } } }));
     expect(s.rooms.go.memberCount).toBe(4);
     s = reduce(s, ev({ event: { case: "roomMembersChanged", value: { room: "go", memberCount: 1500, namesOmitted: true } } }));
-    expect(s.rooms.go).toEqual({ name: "go", memberCount: 1500, joined: true });
+    expect(s.rooms.go).toEqual({ name: "go", memberCount: 1500, onlineCount: 0, joined: true });
     s = reduce(s, ev({ event: { case: "roomLeft", value: { room: "go" } } }));
     expect(s.rooms.go.joined).toBe(false);
     expect(s.active).toBe(roomKey("general"));

@@ -10,7 +10,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Role, ServerEventSchema } from "../gen/chat/v1/chat_pb";
-import type { ServerEvent } from "../gen/chat/v1/chat_pb";
+import type { ConversationSummary, ServerEvent } from "../gen/chat/v1/chat_pb";
+import { summaryKey } from "./conversations";
 import { GENERAL, dmKey, fromWire, keyOf, parseKey, roomKey } from "./model";
 import type { ChatMessage, ConvKey } from "./model";
 
@@ -41,7 +42,13 @@ export interface ConvState {
 
 export interface RoomState {
   name: string;
+  /** memberCount counts the room's stored members, online or not. */
   memberCount: number;
+  /**
+   * onlineCount counts members with a live session, as of the last room
+   * list; undefined until one arrived (live events carry no online count).
+   */
+  onlineCount?: number;
   joined: boolean;
 }
 
@@ -111,6 +118,11 @@ export type Action =
   | { type: "open"; key: ConvKey }
   | { type: "pending"; key: ConvKey; msg: ChatMessage }
   | { type: "history"; key: ConvKey; messages: ChatMessage[] }
+  /**
+   * conversations adds the stored conversation list (ListConversations):
+   * each one appears with its last message, and its rooms count as joined.
+   */
+  | { type: "conversations"; summaries: ConversationSummary[] }
   /** onlinePage adds a ListOnlineUsers page; reset replaces the list (a refresh from the first page). */
   | { type: "onlinePage"; users: { username: string; role: Role }[]; next: string; count: number; reset: boolean }
   | { type: "tick"; now: number }
@@ -237,6 +249,19 @@ export function reduce(state: ChatState, action: Action): ChatState {
       return withConv(state, action.key, (c) => ({ ...c, messages: [...c.messages, action.msg] }));
     case "history":
       return addMessages(state, action.key, action.messages, false, true);
+    case "conversations": {
+      let s = state;
+      for (const sum of action.summaries) {
+        const key = summaryKey(sum);
+        if (!key) continue;
+        // Only the last message: historyLoaded stays false, so opening the
+        // conversation still loads its history (merging dedupes this one).
+        s = addMessages(s, key, sum.lastMessage ? [fromWire(sum.lastMessage)] : [], false, false);
+        const { kind, name } = parseKey(key);
+        if (kind === "room" && !s.rooms[name]?.joined) s = updateRoom(s, name, { joined: true });
+      }
+      return s;
+    }
     case "tick": {
       let changed = false;
       const convs: Record<ConvKey, ConvState> = {};
@@ -426,7 +451,9 @@ function serverEvent(state: ChatState, ev: ServerEvent, now: number): ChatState 
       return updateRoom(state, e.value.room, { memberCount: e.value.memberCount });
     case "roomsList": {
       const rooms: Record<string, RoomState> = {};
-      for (const r of e.value.rooms) rooms[r.name] = { name: r.name, memberCount: r.memberCount, joined: r.joined };
+      for (const r of e.value.rooms) {
+        rooms[r.name] = { name: r.name, memberCount: r.memberCount, onlineCount: r.onlineCount, joined: r.joined };
+      }
       if (!rooms[GENERAL]) rooms[GENERAL] = { ...(state.rooms[GENERAL] ?? { name: GENERAL, memberCount: 0 }), joined: true };
       return { ...state, rooms };
     }
@@ -498,11 +525,20 @@ export function typingNames(c: ConvState | undefined, now: number): string[] {
     .map(([name]) => name);
 }
 
-/** dmPeers lists direct conversations, for the sidebar. */
+/** lastMessage is a conversation's newest message, pending ones included. */
+export function lastMessage(c: ConvState | undefined): ChatMessage | undefined {
+  return c?.messages[c.messages.length - 1];
+}
+
+/**
+ * dmKeys lists direct conversations for the sidebar: the most recently
+ * active first, then by name (those without messages last).
+ */
 export function dmKeys(state: ChatState): ConvKey[] {
+  const at = (k: ConvKey) => lastMessage(state.convs[k])?.sentAt ?? 0;
   return Object.keys(state.convs)
     .filter((k) => k.startsWith("dm:"))
-    .sort();
+    .sort((a, b) => at(b) - at(a) || a.localeCompare(b));
 }
 
 export { dmKey, roomKey };

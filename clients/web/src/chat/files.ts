@@ -4,6 +4,7 @@
 // hand the browser an object URL. A token never appears in a URL.
 
 import type { FileInfo } from "../../../shared/src/chat/model";
+import { bodyMessage } from "../rpc/errors";
 
 /** UploadHandle lets the caller cancel an upload in flight. */
 export interface UploadHandle {
@@ -50,7 +51,7 @@ export function uploadFile(file: File, token: string, onProgress: (fraction: num
           reject(err);
         }
       } else {
-        reject(new Error(errorText(xhr.status, xhr.responseText)));
+        reject(new Error(errorText(xhr.status, xhr.responseText, xhr.getResponseHeader("Content-Type") ?? "")));
       }
     };
     xhr.onerror = () => reject(new Error("upload failed: network error"));
@@ -65,7 +66,7 @@ export async function downloadFile(file: FileInfo, token: string): Promise<void>
   const res = await fetch(`/api/files/${encodeURIComponent(file.id)}`, {
     headers: { Authorization: `Bearer ${token}` },
   });
-  if (!res.ok) throw new Error(errorText(res.status, await res.text()));
+  if (!res.ok) throw new Error(errorText(res.status, await res.text(), res.headers.get("Content-Type") ?? ""));
   const blob = await res.blob();
   const url = URL.createObjectURL(blob);
   try {
@@ -82,13 +83,7 @@ export async function downloadFile(file: FileInfo, token: string): Promise<void>
   }
 }
 
-function errorText(status: number, body: string): string {
-  let msg = body.trim();
-  try {
-    const j = JSON.parse(body) as { message?: string; error?: string };
-    msg = j.message ?? j.error ?? msg;
-  } catch {
-    // Not JSON.
-  }
-  return `HTTP ${status}${msg ? `: ${msg.slice(0, 200)}` : ""}`;
+function errorText(status: number, body: string, contentType = ""): string {
+  const msg = bodyMessage(contentType, body);
+  return `HTTP ${status}${msg ? `: ${msg}` : ""}`;
 }

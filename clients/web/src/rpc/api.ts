@@ -14,6 +14,7 @@ export const defs = {
   getHistory: unaryDefinition(Chat.method.getHistory),
   listOnlineUsers: unaryDefinition(Chat.method.listOnlineUsers),
   listRooms: unaryDefinition(Chat.method.listRooms),
+  listConversations: unaryDefinition(Chat.method.listConversations),
   getStats: unaryDefinition(Admin.method.getStats),
   broadcast: unaryDefinition(Admin.method.broadcast),
   disconnectUser: unaryDefinition(Admin.method.disconnectUser),

@@ -4,6 +4,10 @@
 import { grpc } from "@improbable-eng/grpc-web";
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { wire, type UnaryMethod, type Wire } from "./adapter";
+import { explainRefusals } from "./errors";
+
+// Every unary call reads the body of a refusal made outside gRPC.
+const transport = explainRefusals();
 
 /** RpcError is a failed call: the gRPC status code and message. */
 export class RpcError extends Error {
@@ -49,6 +53,7 @@ export function unary<I extends DescMessage, O extends DescMessage>(
     if (opts.token) metadata.set("authorization", `Bearer ${opts.token}`);
     const req = grpc.unary<Wire<I>, Wire<O>, UnaryMethod<I, O>>(method, {
       host: apiHost(),
+      transport,
       request: wire(schema.schema, input),
       metadata,
       onEnd: (out) => {

@@ -3,7 +3,7 @@ import { durationMs } from "@bufbuild/protobuf/wkt";
 import { Role } from "../../../shared/src/gen/chat/v1/chat_pb";
 import { isStaff } from "../auth/session";
 import { defs, type Api } from "../rpc/api";
-import { RpcError } from "../rpc/client";
+import { errorText } from "../rpc/errors";
 import { StatsChart, type Sample } from "./StatsChart";
 
 const POLL_MS = 2_000;
@@ -35,7 +35,7 @@ function NotAuthorized({ api }: { api: Api }) {
     api
       .call(defs.getStats, {})
       .then(() => live && setServer("The server answered; reload to see your new role."))
-      .catch((err) => live && setServer(err instanceof RpcError ? `Server: ${err.codeName}` : `Server: ${(err as Error).message}`));
+      .catch((err) => live && setServer(`Server: ${errorText(err)}`));
     return () => {
       live = false;
     };
@@ -91,7 +91,7 @@ function Stats({ api }: { api: Api }) {
           res.nodes.map((n) => ({ id: n.nodeId, connections: Number(n.connections), uptime: n.uptime ? durationMs(n.uptime) : 0 })),
         );
       } catch (err) {
-        if (live) setError(err instanceof RpcError ? `${err.codeName}: ${err.message}` : String(err));
+        if (live) setError(errorText(err));
       } finally {
         if (live) timer = setTimeout(poll, POLL_MS);
       }
@@ -175,7 +175,7 @@ function useResult(testId: string) {
     try {
       setResult({ ok: true, text: await fn() });
     } catch (err) {
-      setResult({ ok: false, text: err instanceof RpcError ? `${err.codeName}: ${err.message}` : String((err as Error).message ?? err) });
+      setResult({ ok: false, text: errorText(err) });
     }
   };
   const view = result && (

@@ -30,8 +30,11 @@ export function ConversationView({ state, cmd, session }: { state: ChatState; cm
       <header className="conv-header">
         <h1 id="conv-title">{title}</h1>
         {room && (
-          <span className="muted" data-testid="member-count">
-            {room.memberCount} member{room.memberCount === 1 ? "" : "s"}
+          <span className="muted">
+            <span data-testid="member-count">
+              {room.memberCount} member{room.memberCount === 1 ? "" : "s"}
+            </span>
+            {room.onlineCount !== undefined && <span data-testid="room-online"> · {room.onlineCount} online</span>}
           </span>
         )}
         {kind === "dm" && (

@@ -1,6 +1,6 @@
 import { useId, useState, type FormEvent } from "react";
 import type { SessionManager } from "../auth/session";
-import { RpcError } from "../rpc/client";
+import { errorText } from "../rpc/errors";
 
 /** LoginView registers or logs in; the server validates both forms. */
 export function LoginView({ session, notice }: { session: SessionManager; notice: string | null }) {
@@ -19,7 +19,7 @@ export function LoginView({ session, notice }: { session: SessionManager; notice
       if (mode === "register") await session.register(username.trim(), password);
       else await session.login(username.trim(), password);
     } catch (err) {
-      setError(err instanceof RpcError ? `${err.message} (${err.codeName})` : String((err as Error).message ?? err));
+      setError(errorText(err));
     } finally {
       setBusy(false);
     }

@@ -1,6 +1,7 @@
 import { useId, useState, type FormEvent, type ReactNode } from "react";
 import { GENERAL, dmKey, parseKey, roomKey, type ConvKey } from "../../../shared/src/chat/model";
-import { dmKeys, type ChatState } from "../../../shared/src/chat/store";
+import { dmKeys, lastMessage, type ChatState, type RoomState } from "../../../shared/src/chat/store";
+import { preview } from "../../../shared/src/chat/conversations";
 import type { ChatCommands } from "./useChat";
 import { roleName } from "./format";
 
@@ -13,6 +14,12 @@ function Unread({ n }: { n: number }) {
       {n > 99 ? "99+" : n}
     </span>
   );
+}
+
+/** roomCounts is "3 members · 1 online" (the online part once a room list told it). */
+export function roomCounts(r: RoomState): string {
+  const members = `${r.memberCount} member${r.memberCount === 1 ? "" : "s"}`;
+  return r.onlineCount === undefined ? members : `${members} · ${r.onlineCount} online`;
 }
 
 /** Sidebar lists rooms, direct conversations and who is online. */
@@ -39,7 +46,7 @@ export function Sidebar({ state, cmd }: { state: ChatState; cmd: ChatCommands })
   const dms = dmKeys(state);
   const online = Object.keys(state.online).sort((a, b) => (a === state.me ? -1 : b === state.me ? 1 : a.localeCompare(b)));
 
-  const convButton = (key: ConvKey, label: ReactNode, extra?: string) => {
+  const convButton = (key: ConvKey, label: ReactNode, sub?: string) => {
     const c = state.convs[key];
     return (
       <button
@@ -48,9 +55,16 @@ export function Sidebar({ state, cmd }: { state: ChatState; cmd: ChatCommands })
         aria-current={state.active === key ? "true" : undefined}
         onClick={() => cmd.open(key)}
         data-conv={key}
-        title={extra}
+        title={sub}
       >
-        <span className="conv-label">{label}</span>
+        <span className="conv-text">
+          <span className="conv-label">{label}</span>
+          {sub && (
+            <span className="conv-sub" data-testid="conv-sub">
+              {sub}
+            </span>
+          )}
+        </span>
         <Unread n={c?.unread ?? 0} />
       </button>
     );
@@ -69,16 +83,14 @@ export function Sidebar({ state, cmd }: { state: ChatState; cmd: ChatCommands })
           {rooms.map((r) => (
             <li key={r.name} data-room={r.name}>
               {r.joined ? (
-                convButton(
-                  roomKey(r.name),
-                  <>
-                    # {r.name} <span className="count" aria-label={`${r.memberCount} members`}>{r.memberCount}</span>
-                  </>,
-                )
+                convButton(roomKey(r.name), <># {r.name}</>, roomCounts(r))
               ) : (
                 <div className="conv unjoined">
-                  <span className="conv-label">
-                    # {r.name} <span className="count" aria-label={`${r.memberCount} members`}>{r.memberCount}</span>
+                  <span className="conv-text">
+                    <span className="conv-label"># {r.name}</span>
+                    <span className="conv-sub" data-testid="conv-sub">
+                      {roomCounts(r)}
+                    </span>
                   </span>
                   <button type="button" className="small" onClick={() => cmd.joinRoom(r.name)} aria-label={`Join ${r.name}`}>
                     Join
@@ -108,9 +120,20 @@ export function Sidebar({ state, cmd }: { state: ChatState; cmd: ChatCommands })
         <section aria-labelledby={`${uid}-dms`}>
           <h2 id={`${uid}-dms`}>Direct messages</h2>
           <ul className="list" data-testid="dms">
-            {dms.map((k) => (
-              <li key={k}>{convButton(k, <>@ {parseKey(k).name}</>)}</li>
-            ))}
+            {dms.map((k) => {
+              const peer = parseKey(k).name;
+              return (
+                <li key={k} data-dm={peer}>
+                  {convButton(
+                    k,
+                    <>
+                      <span className={`presence ${peer in state.online ? "" : "off"}`} role="img" aria-label={peer in state.online ? "online" : "offline"} /> @ {peer}
+                    </>,
+                    preview(lastMessage(state.convs[k]), state.me) || undefined,
+                  )}
+                </li>
+              );
+            })}
           </ul>
         </section>
       )}

@@ -11,6 +11,8 @@ import { conversationInit, parseKey, roomKey, type ChatMessage, type ConvKey, ty
 import { fromWire } from "../../../shared/src/chat/model";
 import { QUIET_PREFIX, cursorsOf, initialState, reduce, type ChatState } from "../../../shared/src/chat/store";
 import { TokenBucket } from "../../../shared/src/chat/typing";
+import { loadConversations } from "../../../shared/src/chat/conversations";
+import { errorText } from "../rpc/errors";
 
 /** newClientMsgId returns a random id (works outside secure contexts too). */
 export function newClientMsgId(): string {
@@ -64,6 +66,9 @@ export function useChat(opts: {
           if (ev.event.case === "welcome") {
             // Rooms with counts; the stream answers with RoomsList.
             live.send({ event: { case: "listRooms", value: {} } });
+            // Every stored conversation, so a DM with someone offline is
+            // there after a reload (the stream only brings what moves).
+            loadConversationsRef.current();
           }
           if (ev.event.case === "serverNotice" && ev.event.value.kind === NoticeKind.TOKEN_EXPIRING) {
             // The server is about to end the stream: refresh now unless a
@@ -127,10 +132,24 @@ export function useChat(opts: {
       api
         .call(defs.getHistory, { conversation: conversationInit(key), limit: 100 })
         .then((res) => dispatch({ type: "history", key, messages: res.messages.map(fromWire) }))
-        .catch((err: Error) => dispatch({ type: "toast", text: `History of ${parseKey(key).name}: ${err.message}`, now: Date.now() }));
+        .catch((err: unknown) => dispatch({ type: "toast", text: `History of ${parseKey(key).name}: ${errorText(err)}`, now: Date.now() }));
     },
     [api],
   );
+
+  const loadingConvs = useRef(false);
+  const loadConvs = useCallback(() => {
+    if (loadingConvs.current) return;
+    loadingConvs.current = true;
+    loadConversations((pageSize, pageToken) => api.call(defs.listConversations, { pageSize, pageToken }))
+      .then((summaries) => dispatch({ type: "conversations", summaries }))
+      .catch((err: unknown) => dispatch({ type: "toast", text: `Conversations: ${errorText(err)}`, now: Date.now() }))
+      .finally(() => {
+        loadingConvs.current = false;
+      });
+  }, [api]);
+  const loadConversationsRef = useRef(loadConvs);
+  loadConversationsRef.current = loadConvs;
 
   // Online users are paged: "show more" fetches the page after the last one
   // loaded; a count-only presence event (names_omitted) refetches the first
@@ -152,7 +171,7 @@ export function useChat(opts: {
             reset,
           }),
         )
-        .catch((err: Error) => dispatch({ type: "toast", text: `Online users: ${err.message}`, now: Date.now() }))
+        .catch((err: unknown) => dispatch({ type: "toast", text: `Online users: ${errorText(err)}`, now: Date.now() }))
         .finally(() => {
           onlineBusy.current = false;
         });

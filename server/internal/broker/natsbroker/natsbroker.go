@@ -92,3 +92,23 @@ func (b *Broker) Close() error {
 	b.nc.Close()
 	return err
 }
+
+// Connected reports whether the NATS connection is up now (false while it
+// reconnects).
+func (b *Broker) Connected() bool { return b.nc.IsConnected() }
+
+// Reconnects counts the times the connection was re-established.
+func (b *Broker) Reconnects() uint64 { return b.nc.Stats().Reconnects }
+
+// Dropped counts the events NATS dropped because this node's subscription
+// fell behind (its pending limits were reached).
+func (b *Broker) Dropped() int64 {
+	if b.sub == nil {
+		return 0
+	}
+	n, err := b.sub.Dropped()
+	if err != nil {
+		return 0
+	}
+	return int64(n)
+}

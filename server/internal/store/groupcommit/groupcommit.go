@@ -4,12 +4,23 @@
 // every request. A caller whose context ends while its request is still
 // queued abandons it (it is never written); a taken request is always
 // answered.
+//
+// Each batch's commit is timed for the metrics (SetObserver) and traced:
+// StartCommit opens one span per batch, linked to the span of every
+// request in it, so that a message's trace leads to the commit that
+// stored it and the commit to every message it carried.
 package groupcommit
 
 import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleychat/parley/server/internal/store"
 )
@@ -25,7 +36,8 @@ const (
 // embeds it.
 type Slot[R any] struct {
 	state int
-	done  chan R // buffered: the writer never blocks on it
+	done  chan R            // buffered: the writer never blocks on it
+	span  trace.SpanContext // the caller's, for the commit span's link
 }
 
 func (s *Slot[R]) slot() *Slot[R] { return s }
@@ -44,6 +56,64 @@ type Queue[P Request[R], R any] struct {
 	closed   bool
 	maxBatch int
 	taken    atomic.Int64
+	obs      atomic.Pointer[Observer]
+}
+
+// Observer is told of every batch commit: its size, how long it took and
+// its error (nil when committed). It runs on the writer between the
+// commit and the answers, so it must be quick.
+type Observer interface {
+	BatchCommitted(size int, took time.Duration, err error)
+}
+
+// SetObserver makes o the queue's Observer (nil for none); safe to call
+// while the writer runs.
+func (q *Queue[P, R]) SetObserver(o Observer) {
+	if o == nil {
+		q.obs.Store(nil)
+		return
+	}
+	q.obs.Store(&o)
+}
+
+// Commit times and traces one batch's commit; End it once the batch
+// is written.
+type Commit struct {
+	start time.Time
+	size  int
+	span  trace.Span
+	obs   Observer
+}
+
+// StartCommit starts the commit of batch: the returned context carries
+// its span ("store.commit"), linked to each request's span.
+func (q *Queue[P, R]) StartCommit(batch []P) (context.Context, Commit) {
+	ctx, span := otel.Tracer("github.com/parleychat/parley/server/internal/store").Start(context.Background(), "store.commit",
+		trace.WithSpanKind(trace.SpanKindInternal))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("parley.batch_size", len(batch)))
+		for _, p := range batch {
+			if sc := p.slot().span; sc.IsValid() {
+				span.AddLink(trace.Link{SpanContext: sc})
+			}
+		}
+	}
+	c := Commit{start: time.Now(), size: len(batch), span: span}
+	if o := q.obs.Load(); o != nil {
+		c.obs = *o
+	}
+	return ctx, c
+}
+
+// End records the commit's outcome (err nil when it committed).
+func (c Commit) End(err error) {
+	if c.obs != nil {
+		c.obs.BatchCommitted(c.size, time.Since(c.start), err)
+	}
+	if err != nil {
+		c.span.SetStatus(codes.Error, err.Error())
+	}
+	c.span.End()
 }
 
 // New returns a queue whose batches hold at most maxBatch requests.
@@ -59,6 +129,7 @@ func New[P Request[R], R any](maxBatch int) *Queue[P, R] {
 func (q *Queue[P, R]) Do(ctx context.Context, p P) (R, error) {
 	s := p.slot()
 	s.done = make(chan R, 1)
+	s.span = trace.SpanContextFromContext(ctx)
 	var zero R
 	q.mu.Lock()
 	if q.closed {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
+	"github.com/parleychat/parley/server/internal/store/storefault"
 )
 
 type appendReq struct {
@@ -35,10 +36,8 @@ type appendResult struct {
 
 // Limits on writing one batch.
 const (
-	// writeTimeout bounds one attempt at a batch transaction, so a server
-	// that stops answering fails the callers instead of holding them (and
-	// Close) forever.
-	writeTimeout = 30 * time.Second
+	// DefaultWriteTimeout is the default Config.WriteTimeout.
+	DefaultWriteTimeout = 30 * time.Second
 	// maxWriteAttempts bounds retries of a batch that lost a race with
 	// another process (see retryable).
 	maxWriteAttempts = 4
@@ -131,7 +130,9 @@ func (s *Store) writeLoop() {
 // refuses, the requests are written one by one so that only the culprit
 // fails; any other error fails the whole batch.
 func (s *Store) commitBatch(batch []*appendReq) {
+	_, commit := s.q.StartCommit(batch)
 	results, err := s.writeWithRetry(batch)
+	commit.End(err)
 	if err != nil && len(batch) > 1 && isolatable(err) {
 		s.log.Warn("append batch refused, writing its messages one by one", "messages", len(batch), "err", err)
 		for _, r := range batch {
@@ -140,7 +141,9 @@ func (s *Store) commitBatch(batch []*appendReq) {
 		return
 	}
 	if err != nil {
-		s.log.Error("append batch failed", "messages", len(batch), "err", err)
+		if !storefault.Unavailable(err) { // the server's fault log counts those
+			s.log.Error("append batch failed", "messages", len(batch), "err", err)
+		}
 		err = s.mapErr(err)
 		results = make([]appendResult, len(batch))
 		for i := range results {
@@ -160,7 +163,7 @@ func (s *Store) commitBatch(batch []*appendReq) {
 // complete.
 func (s *Store) writeWithRetry(batch []*appendReq) ([]appendResult, error) {
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), s.writeTO)
 		results, err := s.writeBatch(ctx, batch)
 		cancel()
 		if err == nil || attempt == maxWriteAttempts || !retryable(err) {
@@ -542,7 +545,8 @@ const (
 // messages lie beyond the page in the direction of travel:
 //   - neither bound: the latest Limit messages; hasMore means older exist.
 //   - BeforeSeq: the Limit messages just before it; hasMore means older exist.
-//   - AfterSeq: the Limit messages just after it; hasMore means newer exist.
+//   - AfterSeq (set, 0 included): the Limit messages just after it, so
+//     from the start for 0; hasMore means newer exist.
 //   - both: the first Limit messages strictly between them; hasMore means
 //     more lie in that window.
 //
@@ -568,8 +572,8 @@ func (s *Store) History(ctx context.Context, conversation string, q store.Histor
 	// Fetch one extra row to learn whether there is more.
 	var msgs []store.Message
 	var err error
-	if q.AfterSeq > 0 {
-		msgs, err = s.queryMessages(ctx, qHistoryForward, conversation, q.AfterSeq, before, limit+1)
+	if q.AfterSeq != nil {
+		msgs, err = s.queryMessages(ctx, qHistoryForward, conversation, max(*q.AfterSeq, 0), before, limit+1)
 	} else {
 		msgs, err = s.queryMessages(ctx, qHistoryBackward, conversation, before, limit+1)
 	}
@@ -580,7 +584,7 @@ func (s *Store) History(ctx context.Context, conversation string, q store.Histor
 	if hasMore {
 		msgs = msgs[:limit]
 	}
-	if q.AfterSeq <= 0 {
+	if q.AfterSeq == nil {
 		slices.Reverse(msgs)
 	}
 	return msgs, hasMore, nil
@@ -614,18 +618,27 @@ const qDirectSince = `SELECT ` + msgCols + ` FROM messages
 
 // DirectMessagesSince returns direct messages to username sent strictly
 // after since, oldest first, at most limit of them (limit <= 0 or above
-// MaxDirectLimit means MaxDirectLimit). A zero since means from the start.
-func (s *Store) DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, error) {
+// MaxDirectLimit means MaxDirectLimit), and whether more follow. A zero
+// since means from the start.
+func (s *Store) DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, bool, error) {
 	if err := s.check(ctx); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if username == "" {
-		return nil, nil
+		return nil, false, nil
 	}
 	if limit <= 0 || limit > MaxDirectLimit {
 		limit = MaxDirectLimit
 	}
-	return s.queryMessages(ctx, qDirectSince, username, nanos(since), limit)
+	// One extra row tells whether there is more.
+	msgs, err := s.queryMessages(ctx, qDirectSince, username, nanos(since), limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(msgs) > limit {
+		return msgs[:limit], true, nil
+	}
+	return msgs, false, nil
 }
 
 // defaultDeleteChunk bounds how many rows one retention statement deletes,

@@ -94,6 +94,10 @@ type Config struct {
 	// MaxConns caps the connections the Store opens, counting the append
 	// writer's own; at least 2. Zero means DefaultMaxConns.
 	MaxConns int
+	// WriteTimeout bounds one attempt at an append batch's transaction, so
+	// a server that stops answering fails the callers instead of holding
+	// them (and Close) forever. Zero means DefaultWriteTimeout.
+	WriteTimeout time.Duration
 
 	// synchronousCommit overrides the server's synchronous_commit; only the
 	// benchmarks set it, to measure "off" against the "on" the store is
@@ -132,7 +136,8 @@ type Store struct {
 
 	q        *groupcommit.Queue[*appendReq, appendResult] // drained by writeLoop
 	maxBatch int
-	ids      idGen // only writeLoop touches it
+	writeTO  time.Duration // Config.WriteTimeout
+	ids      idGen         // only writeLoop touches it
 	done     chan struct{}
 
 	deleteChunk int // rows per retention statement; tests lower it
@@ -151,6 +156,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = DefaultMaxConns
@@ -206,6 +214,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		log:      log.With("schema", mig.schema),
 		q:        groupcommit.New[*appendReq, appendResult](cfg.MaxBatch),
 		maxBatch: cfg.MaxBatch,
+		writeTO:  cfg.WriteTimeout,
 		done:     make(chan struct{}),
 
 		deleteChunk: defaultDeleteChunk,
@@ -221,6 +230,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // has been committed and answered, then closes the connections, waiting
 // for calls still using them. It is safe to call more than once and always
 // returns nil.
+// ObserveCommits makes o see every group commit (batch size, duration,
+// error), for the metrics; nil stops it. Safe for concurrent use.
+func (s *Store) ObserveCommits(o groupcommit.Observer) { s.q.SetObserver(o) }
+
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/parleychat/parley/server/internal/store"
 )
 
 // AddMembership makes username a member of room. It is idempotent;
@@ -46,5 +47,34 @@ func (s *Store) strings(ctx context.Context, q string, args ...any) ([]string, e
 		return nil, s.mapErr(err)
 	}
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return out, s.mapErr(err)
+}
+
+// qRoomSummaries counts every room's stored members and marks those of $1,
+// in one pass over memberships, and adds the room $2 every user is in with
+// the number of users.
+const qRoomSummaries = `
+SELECT room, count(*)::int, bool_or(username = $1) FROM memberships WHERE room <> $2::text GROUP BY room
+UNION ALL SELECT $2::text COLLATE "C", (SELECT count(*)::int FROM users), true WHERE $2::text <> ''
+ORDER BY 1`
+
+// RoomSummaries lists every room, sorted by name (byte order), with its
+// stored member count, marking those username is a member of. A room
+// exists while it has a stored member. everyone names the room every user
+// is in without a stored membership (e.g. "general"; empty for none): it is
+// always listed, counting every user, joined.
+func (s *Store) RoomSummaries(ctx context.Context, username, everyone string) ([]store.RoomSummary, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.Query(ctx, qRoomSummaries, username, everyone)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.RoomSummary, error) {
+		var r store.RoomSummary
+		err := row.Scan(&r.Name, &r.Members, &r.Joined)
+		return r, err
+	})
 	return out, s.mapErr(err)
 }

@@ -130,3 +130,64 @@ func BenchmarkHistory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkListConversations lists the first page of one user's
+// conversations (20 rooms, 50 direct conversations, the general room)
+// among 2,000 direct conversations of others, with more and more messages
+// in the store: the cost should follow the user's conversations, not the
+// messages. The rows are written with SQL, not AppendMessage, so the
+// setup is quick.
+func BenchmarkListConversations(b *testing.B) {
+	for _, perConv := range []int{10, 100} {
+		b.Run(fmt.Sprintf("messages_per_conversation=%d", perConv), func(b *testing.B) {
+			s := newStore(b, Config{synchronous: "NORMAL"})
+			ctx := context.Background()
+			var convs []string
+			if _, err := s.w.ExecContext(ctx, `INSERT INTO users (username, password_hash, role, active, created_at)
+				VALUES ('mmm', 'h', 'user', 1, 1)`); err != nil {
+				b.Fatal(err)
+			}
+			for i := range 20 {
+				room := fmt.Sprintf("room%02d", i)
+				if err := s.AddMembership(ctx, "mmm", room); err != nil {
+					b.Fatal(err)
+				}
+				convs = append(convs, store.RoomKey(room))
+			}
+			for i := range 50 { // peers on both sides of "mmm"
+				peer := fmt.Sprintf("a%03d", i)
+				if i%2 == 1 {
+					peer = fmt.Sprintf("z%03d", i)
+				}
+				convs = append(convs, store.DirectKey("mmm", peer))
+			}
+			for i := range 2000 {
+				convs = append(convs, store.DirectKey(fmt.Sprintf("u%04d", i), fmt.Sprintf("v%04d", i)))
+			}
+			tx, err := s.w.BeginTx(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for ci, c := range convs {
+				if _, err := tx.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2)
+					INSERT INTO messages (id, conversation, seq, sender, text, sent_at)
+					SELECT printf('%s-%d', ?1, i), ?1, i, 'mmm', 'text', ?3 * 1000000 + i FROM n`, c, perConv, ci); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := tx.ExecContext(ctx, `INSERT INTO conversations (key, last_seq) VALUES (?, ?)`, c, perConv); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := tx.Commit(); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				page, _, err := s.ListConversations(ctx, "mmm", "general", store.ConversationsQuery{})
+				if err != nil || len(page) != 50 {
+					b.Fatalf("%d, %v", len(page), err)
+				}
+			}
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
+	"github.com/parleychat/parley/server/internal/store/storefault"
 )
 
 type appendReq struct {
@@ -124,8 +125,11 @@ const (
 // alone; any other error fails the whole batch, since the transaction is
 // then rolled back.
 func (s *Store) commitBatch(batch []*appendReq) {
-	// Not any caller's context: a taken request must complete.
-	ctx := context.Background()
+	// Not any caller's context: a taken request must complete, within the
+	// write deadline (SQLite interrupts the statement when it passes).
+	ctx, commit := s.q.StartCommit(batch)
+	ctx, cancel := context.WithTimeout(ctx, s.writeTO)
+	defer cancel()
 	results := make([]appendResult, len(batch))
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		// Bind the prepared statements to this transaction's connection
@@ -145,8 +149,11 @@ func (s *Store) commitBatch(batch []*appendReq) {
 		}
 		return nil
 	})
+	commit.End(err)
 	if err != nil {
-		s.log.Error("append batch failed", "messages", len(batch), "err", err)
+		if !storefault.Unavailable(err) { // the server's fault log counts those
+			s.log.Error("append batch failed", "messages", len(batch), "err", err)
+		}
 		for i := range results {
 			results[i] = appendResult{err: err}
 		}
@@ -295,7 +302,8 @@ const (
 // messages lie beyond the page in the direction of travel:
 //   - neither bound: the latest Limit messages; hasMore means older exist.
 //   - BeforeSeq: the Limit messages just before it; hasMore means older exist.
-//   - AfterSeq: the Limit messages just after it; hasMore means newer exist.
+//   - AfterSeq (set, 0 included): the Limit messages just after it, so
+//     from the start for 0; hasMore means newer exist.
 //   - both: the first Limit messages strictly between them; hasMore means
 //     more lie in that window.
 //
@@ -321,8 +329,8 @@ func (s *Store) History(ctx context.Context, conversation string, q store.Histor
 	// Fetch one extra row to learn whether there is more.
 	var msgs []store.Message
 	var err error
-	if q.AfterSeq > 0 {
-		msgs, err = s.queryMessages(ctx, s.rst.histFwd, conversation, q.AfterSeq, before, limit+1)
+	if q.AfterSeq != nil {
+		msgs, err = s.queryMessages(ctx, s.rst.histFwd, conversation, max(*q.AfterSeq, 0), before, limit+1)
 	} else {
 		msgs, err = s.queryMessages(ctx, s.rst.histBack, conversation, before, limit+1)
 	}
@@ -333,7 +341,7 @@ func (s *Store) History(ctx context.Context, conversation string, q store.Histor
 	if hasMore {
 		msgs = msgs[:limit]
 	}
-	if q.AfterSeq <= 0 {
+	if q.AfterSeq == nil {
 		for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
 			msgs[i], msgs[j] = msgs[j], msgs[i]
 		}
@@ -367,18 +375,27 @@ const qDirectSince = `SELECT ` + msgCols + ` FROM messages
 
 // DirectMessagesSince returns direct messages to username sent strictly
 // after since, oldest first, at most limit of them (limit <= 0 or above
-// MaxDirectLimit means MaxDirectLimit). A zero since means from the start.
-func (s *Store) DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, error) {
+// MaxDirectLimit means MaxDirectLimit), and whether more follow. A zero
+// since means from the start.
+func (s *Store) DirectMessagesSince(ctx context.Context, username string, since time.Time, limit int) ([]store.Message, bool, error) {
 	if err := s.check(ctx); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if username == "" {
-		return nil, nil
+		return nil, false, nil
 	}
 	if limit <= 0 || limit > MaxDirectLimit {
 		limit = MaxDirectLimit
 	}
-	return s.queryMessages(ctx, s.rst.direct, username, nanos(since), limit)
+	// One extra row tells whether there is more.
+	msgs, err := s.queryMessages(ctx, s.rst.direct, username, nanos(since), limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(msgs) > limit {
+		return msgs[:limit], true, nil
+	}
+	return msgs, false, nil
 }
 
 // defaultDeleteChunk bounds how many rows one retention transaction

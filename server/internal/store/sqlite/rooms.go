@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/parleychat/parley/server/internal/store"
 )
 
 // AddMembership makes username a member of room. It is idempotent;
@@ -53,6 +55,39 @@ func (s *Store) strings(rows *sql.Rows, err error) ([]string, error) {
 			return nil, s.mapErr(err)
 		}
 		out = append(out, v)
+	}
+	return out, s.mapErr(rows.Err())
+}
+
+// qRoomSummaries counts every room's stored members and marks those of ?1,
+// in one pass over memberships, and adds the room ?2 every user is in with
+// the number of users.
+const qRoomSummaries = `
+SELECT room, count(*), max(username = ?1) FROM memberships WHERE room <> ?2 GROUP BY room
+UNION ALL SELECT ?2, (SELECT count(*) FROM users), 1 WHERE ?2 <> ''
+ORDER BY 1`
+
+// RoomSummaries lists every room, sorted by name (byte order), with its
+// stored member count, marking those username is a member of. A room
+// exists while it has a stored member. everyone names the room every user
+// is in without a stored membership (e.g. "general"; empty for none): it is
+// always listed, counting every user, joined.
+func (s *Store) RoomSummaries(ctx context.Context, username, everyone string) ([]store.RoomSummary, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, qRoomSummaries, username, everyone)
+	if err != nil {
+		return nil, s.mapErr(err)
+	}
+	defer rows.Close()
+	var out []store.RoomSummary
+	for rows.Next() {
+		var r store.RoomSummary
+		if err := rows.Scan(&r.Name, &r.Members, &r.Joined); err != nil {
+			return nil, s.mapErr(err)
+		}
+		out = append(out, r)
 	}
 	return out, s.mapErr(rows.Err())
 }

@@ -59,6 +59,9 @@ const DefaultMaxBatch = 256
 // delivery instead of 34, for about 2 ms more median latency.
 const DefaultCommitDelay = 5 * time.Millisecond
 
+// DefaultWriteTimeout is the default Config.WriteTimeout.
+const DefaultWriteTimeout = 30 * time.Second
+
 // busyTimeout bounds how long a statement waits for a lock held by another
 // process on the same file before failing with SQLITE_BUSY. In-process
 // writes never contend: there is one writer connection.
@@ -86,6 +89,10 @@ type Config struct {
 	// for each append, is never held. Zero means DefaultCommitDelay;
 	// negative disables it.
 	CommitDelay time.Duration
+	// WriteTimeout bounds each commit of the append writer, so a database
+	// that stops answering fails the appends taken instead of holding
+	// them (and Close) forever. Zero means DefaultWriteTimeout.
+	WriteTimeout time.Duration
 
 	// synchronous overrides PRAGMA synchronous; only the benchmarks set it,
 	// to measure NORMAL against the FULL the store runs with.
@@ -125,6 +132,7 @@ type Store struct {
 	q        *groupcommit.Queue[*appendReq, appendResult] // drained by writeLoop
 	maxBatch int
 	delay    time.Duration // Config.CommitDelay; 0 when disabled
+	writeTO  time.Duration // Config.WriteTimeout
 	inCommit atomic.Bool   // writeLoop is committing (see appendReq.overlapped)
 	ids      idGen         // only writeLoop touches it
 	done     chan struct{}
@@ -150,6 +158,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.CommitDelay = DefaultCommitDelay
 	case cfg.CommitDelay < 0:
 		cfg.CommitDelay = 0
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -222,6 +233,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		q:        groupcommit.New[*appendReq, appendResult](cfg.MaxBatch),
 		maxBatch: cfg.MaxBatch,
 		delay:    cfg.CommitDelay,
+		writeTO:  cfg.WriteTimeout,
 		done:     make(chan struct{}),
 
 		deleteChunk: defaultDeleteChunk,
@@ -260,6 +272,10 @@ func dsn(path string, q url.Values) string {
 // Close stops accepting appends, waits until every append already queued
 // has been committed and answered, then closes the database. It is safe to
 // call more than once; later calls return the first result.
+// ObserveCommits makes o see every group commit (batch size, duration,
+// error), for the metrics; nil stops it. Safe for concurrent use.
+func (s *Store) ObserveCommits(o groupcommit.Observer) { s.q.SetObserver(o) }
+
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)

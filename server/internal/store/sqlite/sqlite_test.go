@@ -225,7 +225,7 @@ func TestAppendAssigns(t *testing.T) {
 			t.Errorf("AppendMessage(%+v) succeeded", bad)
 		}
 	}
-	msgs, _, err := s.History(ctx, room, store.HistoryQuery{AfterSeq: 5, BeforeSeq: 7})
+	msgs, _, err := s.History(ctx, room, store.HistoryQuery{AfterSeq: store.After(5), BeforeSeq: 7})
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("History = %v, %v", msgs, err)
 	}
@@ -275,11 +275,11 @@ func TestHistory(t *testing.T) {
 		{"before", room, store.HistoryQuery{BeforeSeq: 8, Limit: 3}, seqRange(5, 7), true},
 		{"before reaching start", room, store.HistoryQuery{BeforeSeq: 3, Limit: 3}, seqRange(1, 2), false},
 		{"before exactly to start", room, store.HistoryQuery{BeforeSeq: 4, Limit: 3}, seqRange(1, 3), false},
-		{"after", room, store.HistoryQuery{AfterSeq: 2, Limit: 3}, seqRange(3, 5), true},
-		{"after reaching end", room, store.HistoryQuery{AfterSeq: 157, Limit: 10}, seqRange(158, 160), false},
-		{"after the end", room, store.HistoryQuery{AfterSeq: 160}, nil, false},
-		{"between", room, store.HistoryQuery{AfterSeq: 10, BeforeSeq: 20, Limit: 5}, seqRange(11, 15), true},
-		{"between all", room, store.HistoryQuery{AfterSeq: 10, BeforeSeq: 20, Limit: 50}, seqRange(11, 19), false},
+		{"after", room, store.HistoryQuery{AfterSeq: store.After(2), Limit: 3}, seqRange(3, 5), true},
+		{"after reaching end", room, store.HistoryQuery{AfterSeq: store.After(157), Limit: 10}, seqRange(158, 160), false},
+		{"after the end", room, store.HistoryQuery{AfterSeq: store.After(160)}, nil, false},
+		{"between", room, store.HistoryQuery{AfterSeq: store.After(10), BeforeSeq: 20, Limit: 5}, seqRange(11, 15), true},
+		{"between all", room, store.HistoryQuery{AfterSeq: store.After(10), BeforeSeq: 20, Limit: 50}, seqRange(11, 19), false},
 		{"all fit", room, store.HistoryQuery{BeforeSeq: 51, Limit: 100}, seqRange(1, 50), false},
 		{"unknown conversation", store.RoomKey("none"), store.HistoryQuery{}, nil, false},
 	}
@@ -633,20 +633,23 @@ func TestDirectMessagesSince(t *testing.T) {
 		since time.Time
 		limit int
 		want  []store.Message
+		more  bool
 	}{
-		{"all", "alice", time.Time{}, 0, []store.Message{m1, m2, m4}},
-		{"since is exclusive", "alice", m1.SentAt, 10, []store.Message{m2, m4}},
-		{"limit keeps the oldest", "alice", time.Time{}, 2, []store.Message{m1, m2}},
-		{"nothing new", "alice", m4.SentAt, 10, nil},
-		{"no messages", "dave", time.Time{}, 10, nil},
-		{"room messages are not direct", "", time.Time{}, 10, nil},
+		{"all", "alice", time.Time{}, 0, []store.Message{m1, m2, m4}, false},
+		{"since is exclusive", "alice", m1.SentAt, 10, []store.Message{m2, m4}, false},
+		{"limit keeps the oldest", "alice", time.Time{}, 2, []store.Message{m1, m2}, true},
+		{"limit exactly", "alice", time.Time{}, 3, []store.Message{m1, m2, m4}, false},
+		{"limit above the cap is the cap", "alice", time.Time{}, MaxDirectLimit + 1, []store.Message{m1, m2, m4}, false},
+		{"nothing new", "alice", m4.SentAt, 10, nil, false},
+		{"no messages", "dave", time.Time{}, 10, nil, false},
+		{"room messages are not direct", "", time.Time{}, 10, nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := s.DirectMessagesSince(ctx, tt.user, tt.since, tt.limit)
-			if err != nil || !slices.Equal(got, tt.want) {
-				t.Fatalf("got %v, %v\nwant %v", got, err, tt.want)
+			got, more, err := s.DirectMessagesSince(ctx, tt.user, tt.since, tt.limit)
+			if err != nil || !slices.Equal(got, tt.want) || more != tt.more {
+				t.Fatalf("got %v, more %v, %v\nwant %v, more %v", got, more, err, tt.want, tt.more)
 			}
 		})
 	}

@@ -356,7 +356,14 @@ type ClientEvent struct {
 	//	*ClientEvent_Resume
 	//	*ClientEvent_Ping
 	//	*ClientEvent_RefreshToken
-	Event         isClientEvent_Event `protobuf_oneof:"event"`
+	Event isClientEvent_Event `protobuf_oneof:"event"`
+	// trace_parent and trace_state carry this command's W3C trace context
+	// (the traceparent and tracestate header values), so that one message
+	// can be followed from the client's send through the server's commit and
+	// fan-out, although one Connect stream carries many commands. Optional;
+	// the server ignores a value it cannot parse.
+	TraceParent   string `protobuf:"bytes,12,opt,name=trace_parent,json=traceParent,proto3" json:"trace_parent,omitempty"`
+	TraceState    string `protobuf:"bytes,13,opt,name=trace_state,json=traceState,proto3" json:"trace_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -493,6 +500,20 @@ func (x *ClientEvent) GetRefreshToken() *RefreshToken {
 		}
 	}
 	return nil
+}
+
+func (x *ClientEvent) GetTraceParent() string {
+	if x != nil {
+		return x.TraceParent
+	}
+	return ""
+}
+
+func (x *ClientEvent) GetTraceState() string {
+	if x != nil {
+		return x.TraceState
+	}
+	return ""
 }
 
 type isClientEvent_Event interface {
@@ -3867,7 +3888,7 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\fConversation\x122\n" +
 	"\x04room\x18\x01 \x01(\tB\x1c\xbaH\x19r\x172\x15^[A-Za-z0-9_-]{1,64}$H\x00R\x04room\x123\n" +
 	"\x04user\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[A-Za-z0-9_.-]{3,32}$H\x00R\x04userB\r\n" +
-	"\x04kind\x12\x05\xbaH\x02\b\x01\"\xdf\x04\n" +
+	"\x04kind\x12\x05\xbaH\x02\b\x01\"\xb7\x05\n" +
 	"\vClientEvent\x12&\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\trequestId\x120\n" +
@@ -3883,7 +3904,10 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x06resume\x18\t \x01(\v2\x0f.chat.v1.ResumeH\x00R\x06resume\x12#\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\r.chat.v1.PingH\x00R\x04ping\x12<\n" +
-	"\rrefresh_token\x18\v \x01(\v2\x15.chat.v1.RefreshTokenH\x00R\frefreshTokenB\x0e\n" +
+	"\rrefresh_token\x18\v \x01(\v2\x15.chat.v1.RefreshTokenH\x00R\frefreshToken\x12+\n" +
+	"\ftrace_parent\x18\f \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\vtraceParent\x12)\n" +
+	"\vtrace_state\x18\r \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\n" +
+	"traceStateB\x0e\n" +
 	"\x05event\x12\x05\xbaH\x02\b\x01\"<\n" +
 	"\bJoinRoom\x120\n" +
 	"\x04room\x18\x01 \x01(\tB\x1c\xbaH\x19r\x172\x15^[A-Za-z0-9_-]{1,64}$R\x04room\"=\n" +
