@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/adminsvc"
@@ -45,6 +47,7 @@ import (
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
 	"github.com/parleychat/parley/server/internal/store/postgres"
 	"github.com/parleychat/parley/server/internal/store/sqlite"
+	"github.com/parleychat/parley/server/internal/tracing"
 )
 
 // Server is one Parley node.
@@ -65,6 +68,7 @@ type Server struct {
 	broker  *natsbroker.Broker
 	chat    *chatsvc.Service
 	metrics *metrics.Metrics
+	traces  func(context.Context) error // flushes and stops the trace exporter
 	mhttp   *http.Server
 	files   *filegc.Collector
 
@@ -152,6 +156,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		return nil, err
 	}
+	if s.traces, err = tracing.Setup(ctx, tracing.Config{Endpoint: cfg.OTLPEndpoint, NodeID: s.hub.NodeID()}); err != nil {
+		return nil, err
+	}
 	rates, err := ratelimit.ParseConfig(cfg.RateLimits)
 	if err != nil {
 		return nil, fmt.Errorf("rate limits: %w", err)
@@ -193,7 +200,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		opts = append(opts, grpc.Creds(creds))
 	}
-	opts = append(opts, grpc.StatsHandler(s.metrics.ConnStats()))
+	opts = append(opts, grpc.StatsHandler(s.metrics.ConnStats()),
+		// Spans for calls; Chat.Connect's commands carry their own trace
+		// context (chatsvc), and a span the length of a stream helps no one.
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
+			return info.FullMethodName != chatv1.Chat_Connect_FullMethodName
+		}))))
 	opts = append(opts, s.chain.ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
 
@@ -452,7 +464,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		close(s.bgStop)
 		s.bg.Wait()
 		s.limit.Close()
-		err = s.store.Close()
+		err = errors.Join(s.store.Close(), s.traces(ctx))
 		s.log.Info("stopped")
 	})
 	return err

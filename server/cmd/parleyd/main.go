@@ -109,6 +109,7 @@ func serve(args []string) error {
 	grpcAddr := fs.str("grpc-addr", ":50051", "native gRPC listen address")
 	httpAddr := fs.str("http-addr", ":8080", `HTTP bridge and web app listen address, or "off"`)
 	metricsAddr := fs.str("metrics-addr", "127.0.0.1:9090", `Prometheus /metrics and pprof listen address, or "off"`)
+	otlpEndpoint := fs.str("otlp-endpoint", "", "OTLP/gRPC collector for traces (http://host:4317, https://host:4317 or host:port); default $OTEL_EXPORTER_OTLP_ENDPOINT, and no tracing when unset")
 	dataDir := fs.str("data-dir", "data", "directory for the database, files and generated secret")
 	dbURL := fs.str("database-url", "", "PostgreSQL URL (postgres://user@host/db): keep messages and users there instead of SQLite in the data dir")
 	secretFile := fs.str("jwt-secret-file", "", "file holding the HS256 secret (hex); default a random secret kept in the data dir")
@@ -150,6 +151,7 @@ func serve(args []string) error {
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, AllowedOrigins: list(*origins), PingInterval: *ping,
 		QueueSize: int(*queue), WriteCoalesce: *coalesce, OnlineSnapshotLimit: int(*snapshot), PresenceNamesLimit: int(*namesLimit), DisableRegistration: *noRegister, RateLimits: *rates, NATSURL: *natsURL, NATSSubject: *natsSubject, Logger: logger, Static: web.Dist,
 	}
+	cfg.OTLPEndpoint = *otlpEndpoint
 	if *secretFile != "" {
 		b, err := os.ReadFile(*secretFile)
 		if err != nil {
