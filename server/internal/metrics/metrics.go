@@ -123,7 +123,7 @@ func New(cfg Config) (*Metrics, error) {
 		Help: "Storage operations that failed (not found, already exists and cancelled calls are not failures), by operation.",
 	}, []string{"op"})
 	m.commitErrors = m.storeErrors.WithLabelValues("commit")
-	m.grpcConns = prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_grpc_connections", Help: "Open HTTP/2 connections on the gRPC listener (the bridge's in-process one excluded)."})
+	m.grpcConns = prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_grpc_connections", Help: "Open HTTP/2 connections on the native gRPC listener (not the bridge's in-process one, nor gRPC-Web)."})
 	m.reg.MustRegister(sessions, started, m.endedVec, m.queueDrained, m.commitSeconds, m.commitSize, m.storeErrors, m.grpcConns)
 
 	m.rpc = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
@@ -260,8 +260,12 @@ type inProcKey struct{}
 
 func (connStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
 func (connStats) HandleRPC(context.Context, stats.RPCStats)                       {}
-func (connStats) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
-	if info.RemoteAddr != nil && info.RemoteAddr.Network() == "pipe" {
+
+// TagConn marks what is not a native gRPC connection: the bridge's
+// in-process pipe, and gRPC-Web requests (grpc-go reports each as a
+// connection of its own).
+func (c connStats) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
+	if (info.RemoteAddr != nil && info.RemoteAddr.Network() == "pipe") || c.m.transport(ctx) != TransportGRPC {
 		return context.WithValue(ctx, inProcKey{}, true)
 	}
 	return ctx
