@@ -200,12 +200,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		opts = append(opts, grpc.Creds(creds))
 	}
-	opts = append(opts, grpc.StatsHandler(s.metrics.ConnStats()),
+	if tracing.Enabled() {
 		// Spans for calls; Chat.Connect's commands carry their own trace
-		// context (chatsvc), and a span the length of a stream helps no one.
-		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
+		// context (chatsvc), and a span the length of a stream helps no
+		// one. Only with tracing on: with any stats handler grpc-go
+		// allocates an event per message sent.
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
 			return info.FullMethodName != chatv1.Chat_Connect_FullMethodName
 		}))))
+	}
 	opts = append(opts, s.chain.ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
 
@@ -337,7 +340,7 @@ func (s *Server) Start(ctx context.Context) error {
 		go func() { s.serveErr <- ignoreClosed(s.mhttp.Serve(s.metricsLis)) }()
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	go func() { s.serveErr <- s.grpc.Serve(s.grpcLis) }()
+	go func() { s.serveErr <- s.grpc.Serve(s.metrics.CountConns(s.grpcLis)) }()
 	s.bg.Add(1)
 	go s.janitor()
 	s.log.Info("parleyd started", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "metrics", s.MetricsAddr(), "data", s.cfg.DataDir, "tls", s.cfg.TLSCertFile != "", "node", s.hub.NodeID(), "cluster", s.broker != nil)

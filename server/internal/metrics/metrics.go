@@ -27,13 +27,14 @@ package metrics
 import (
 	"context"
 	"errors"
+	"net"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/stats"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/broker/natsbroker"
@@ -123,7 +124,7 @@ func New(cfg Config) (*Metrics, error) {
 		Help: "Storage operations that failed (not found, already exists and cancelled calls are not failures), by operation.",
 	}, []string{"op"})
 	m.commitErrors = m.storeErrors.WithLabelValues("commit")
-	m.grpcConns = prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_grpc_connections", Help: "Open HTTP/2 connections on the native gRPC listener (not the bridge's in-process one, nor gRPC-Web)."})
+	m.grpcConns = prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_grpc_connections", Help: "Open TCP connections on the native gRPC listener."})
 	m.reg.MustRegister(sessions, started, m.endedVec, m.queueDrained, m.commitSeconds, m.commitSize, m.storeErrors, m.grpcConns)
 
 	m.rpc = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
@@ -250,35 +251,33 @@ func (m *Metrics) StoreError(op string, err error) {
 	m.storeErrors.WithLabelValues(op).Inc()
 }
 
-// ConnStats is a grpc stats.Handler counting the gRPC listener's open
-// connections (parley_grpc_connections); it sees nothing of calls.
-func (m *Metrics) ConnStats() stats.Handler { return connStats{m} }
+// CountConns wraps the native gRPC listener so that its open connections
+// are counted (parley_grpc_connections). A listener, not a grpc
+// stats.Handler: with any stats handler installed, grpc-go allocates an
+// event per message sent, and fan-out sends many.
+func (m *Metrics) CountConns(l net.Listener) net.Listener { return countingListener{Listener: l, m: m} }
 
-type connStats struct{ m *Metrics }
-
-type inProcKey struct{}
-
-func (connStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-func (connStats) HandleRPC(context.Context, stats.RPCStats)                       {}
-
-// TagConn marks what is not a native gRPC connection: the bridge's
-// in-process pipe, and gRPC-Web requests (grpc-go reports each as a
-// connection of its own).
-func (c connStats) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
-	if (info.RemoteAddr != nil && info.RemoteAddr.Network() == "pipe") || c.m.transport(ctx) != TransportGRPC {
-		return context.WithValue(ctx, inProcKey{}, true)
-	}
-	return ctx
+type countingListener struct {
+	net.Listener
+	m *Metrics
 }
 
-func (c connStats) HandleConn(ctx context.Context, s stats.ConnStats) {
-	if ctx.Value(inProcKey{}) != nil {
-		return
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
 	}
-	switch s.(type) {
-	case *stats.ConnBegin:
-		c.m.grpcConns.Inc()
-	case *stats.ConnEnd:
-		c.m.grpcConns.Dec()
-	}
+	l.m.grpcConns.Inc()
+	return &countedConn{Conn: c, gauge: l.m.grpcConns}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	gauge prometheus.Gauge
+	once  sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.gauge.Dec)
+	return c.Conn.Close()
 }

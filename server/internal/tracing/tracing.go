@@ -114,6 +114,9 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 	}, nil
 }
 
+// Enabled reports whether a tracer provider is installed (Install).
+func Enabled() bool { return enabled.Load() }
+
 // Start starts a span named name under ctx's span. With tracing off and
 // no trace context in ctx it returns ctx and its no-op span, for free.
 func Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
