@@ -55,6 +55,11 @@ const (
 
 var transports = []string{TransportGRPC, TransportGRPCWeb, TransportWS, TransportInProc}
 
+// StoreOps are the op label values of parley_store_errors_total: "commit"
+// (a group-commit batch) and the store methods the server counts.
+var StoreOps = []string{"commit", "append_message", "get_user", "memberships", "add_membership",
+	"remove_membership", "touch_last_seen", "direct_messages_since", "put_file"}
+
 // Config says how to read what Metrics cannot see for itself.
 type Config struct {
 	// Transport names the transport of a call from its context (one of
@@ -123,6 +128,9 @@ func New(cfg Config) (*Metrics, error) {
 		Name: "parley_store_errors_total",
 		Help: "Storage operations that failed (not found, already exists and cancelled calls are not failures), by operation.",
 	}, []string{"op"})
+	for _, op := range StoreOps {
+		m.storeErrors.WithLabelValues(op) // at zero, so that a rate() has a series before the first failure
+	}
 	m.commitErrors = m.storeErrors.WithLabelValues("commit")
 	m.grpcConns = prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_grpc_connections", Help: "Open TCP connections on the native gRPC listener."})
 	m.reg.MustRegister(sessions, started, m.endedVec, m.queueDrained, m.commitSeconds, m.commitSize, m.storeErrors, m.grpcConns)
