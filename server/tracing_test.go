@@ -4,12 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 
 	"github.com/parleychat/parley/clients/go/parley"
 	"github.com/parleychat/parley/server"
@@ -132,4 +136,79 @@ func names(spans map[string][]tracetest.SpanStub) map[string]int {
 		out[n] = len(s)
 	}
 	return out
+}
+
+// collector is an OTLP/gRPC trace receiver: what parleyd exports to.
+type collector struct {
+	coltrace.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	spans map[string]string // span name -> service.name
+}
+
+func (c *collector) Export(_ context.Context, req *coltrace.ExportTraceServiceRequest) (*coltrace.ExportTraceServiceResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range req.GetResourceSpans() {
+		service := ""
+		for _, kv := range rs.GetResource().GetAttributes() {
+			if kv.GetKey() == "service.name" {
+				service = kv.GetValue().GetStringValue()
+			}
+		}
+		for _, ss := range rs.GetScopeSpans() {
+			for _, s := range ss.GetSpans() {
+				c.spans[s.GetName()] = service
+			}
+		}
+	}
+	return &coltrace.ExportTraceServiceResponse{}, nil
+}
+
+// TestOTLPExport: with --otlp-endpoint (Config.OTLPEndpoint) or the
+// standard environment variable, a command's spans reach the collector by
+// the time the server has shut down; without either, nothing is exported.
+//
+// Not parallel: the tracer provider is process-wide.
+func TestOTLPExport(t *testing.T) {
+	for _, how := range []string{"config", "env", "off"} {
+		t.Run(how, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			col := &collector{spans: map[string]string{}}
+			gs := grpc.NewServer()
+			coltrace.RegisterTraceServiceServer(gs, col)
+			go gs.Serve(lis)
+			defer gs.Stop()
+			t.Cleanup(func() { tracing.Install(nil) })
+
+			srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+				switch how {
+				case "config":
+					c.OTLPEndpoint = lis.Addr().String()
+				case "env":
+					t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+lis.Addr().String())
+				}
+			}})
+			alice := connect(t, srv.Dial(t), "alice", srv.Token(t, "alice", auth.RoleUser))
+			alice.next(replyTo(alice.send(sendRoom("general", "exported", ""))))
+			alice.close()
+			srv.Stop() // flushes the exporter
+
+			col.mu.Lock()
+			defer col.mu.Unlock()
+			if how == "off" {
+				if len(col.spans) != 0 {
+					t.Fatalf("exported without an endpoint: %v", col.spans)
+				}
+				return
+			}
+			for _, name := range []string{"chat.send_message", "store.append", "store.commit", "hub.fanout"} {
+				if service, ok := col.spans[name]; !ok || service != "parleyd" {
+					t.Errorf("span %q: exported %v, service %q; got %v", name, ok, service, col.spans)
+				}
+			}
+		})
+	}
 }
