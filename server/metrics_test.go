@@ -12,7 +12,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -219,5 +221,48 @@ func TestMetricsAfterSession(t *testing.T) {
 	}
 	if m["parley_messages_out_total"][""] < 3 {
 		t.Errorf("deliveries %v", m["parley_messages_out_total"][""])
+	}
+}
+
+// TestMetricsSlowConsumer: a client that stops reading is cut off, and
+// the scrape says so (the dedicated counter and the session's end reason).
+func TestMetricsSlowConsumer(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.MetricsAddr = "127.0.0.1:0"
+		c.QueueSize = 16
+		c.RateLimits = "message=unlimited"
+	}})
+	// A small fixed flow-control window: the server's writes to this
+	// client block once it stops reading.
+	slowConn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowConn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	slow, err := chatv1.NewChatClient(slowConn).Connect(servertest.WithToken(ctx, srv.Token(t, "slow", auth.RoleUser)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := slow.Recv(); err != nil || ev.GetWelcome() == nil {
+		t.Fatalf("slow welcome: %v %v", ev, err)
+	}
+	pub := connect(t, srv.Dial(t), "pub", srv.Token(t, "pub", auth.RoleUser))
+	text := strings.Repeat("z", 3000)
+	for deadline := time.Now().Add(waitFor); ; {
+		id := pub.send(sendRoom("general", text, ""))
+		pub.next(replyTo(id))
+		m := scrape(t, srv.MetricsAddr())
+		if m["parley_slow_consumer_disconnects_total"][""] == 1 &&
+			m["parley_sessions_ended_total"][`reason="slow_consumer",transport="grpc"`] == 1 &&
+			m["parley_sessions"][`transport="grpc"`] == 1 { // pub's
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slow consumer: %v %v", m["parley_slow_consumer_disconnects_total"], m["parley_sessions_ended_total"])
+		}
 	}
 }
