@@ -52,25 +52,26 @@ import (
 
 // Server is one Parley node.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	store   Store
-	hub     *hub.Hub
-	issuer  *auth.Issuer
-	grpc    *grpc.Server
-	health  *health.Server
-	limit   *ratelimit.Limiter
-	pipe    *pipeListener
-	inproc  *grpc.ClientConn
-	http    *http.Server
-	bridge  interface{ Close() error }
-	chain   *interceptor.Chain
-	broker  *natsbroker.Broker
-	chat    *chatsvc.Service
+	cfg    Config
+	log    *slog.Logger
+	store  Store
+	hub    *hub.Hub
+	issuer *auth.Issuer
+	grpc   *grpc.Server
+	health *health.Server
+	limit  *ratelimit.Limiter
+	pipe   *pipeListener
+	inproc *grpc.ClientConn
+	http   *http.Server
+	bridge interface{ Close() error }
+	chain  *interceptor.Chain
+	broker *natsbroker.Broker
+	chat   *chatsvc.Service
+	mhttp  *http.Server
+	files  *filegc.Collector
+
 	metrics *metrics.Metrics
 	traces  func(context.Context) error // flushes and stops the trace exporter
-	mhttp   *http.Server
-	files   *filegc.Collector
 
 	grpcLis, httpLis, metricsLis net.Listener
 	serveErr                     chan error

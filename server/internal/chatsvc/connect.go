@@ -235,7 +235,6 @@ func (s *Service) Run(ctx context.Context, p *auth.Principal, sess *hub.Session,
 }
 
 func (s *Service) run(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport) error {
-
 	var ended atomic.Pointer[error]
 	defer s.watch(ctx, p, sess, &ended)()
 	readDone := make(chan error, 1)
