@@ -222,6 +222,18 @@ func TestMetricsAfterSession(t *testing.T) {
 	if m["parley_messages_out_total"][""] < 3 {
 		t.Errorf("deliveries %v", m["parley_messages_out_total"][""])
 	}
+
+	// The gRPC connection is counted until it closes.
+	conn.Close()
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(20 * time.Millisecond) {
+		m = scrape(t, srv.MetricsAddr())
+		if m["parley_grpc_connections"][""] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("parley_grpc_connections = %v after the client closed", m["parley_grpc_connections"][""])
+		}
+	}
 }
 
 // TestMetricsSlowConsumer: a client that stops reading is cut off, and

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -85,7 +86,7 @@ type Metrics struct {
 	commitSize    prometheus.Histogram
 	storeErrors   *prometheus.CounterVec
 	commitErrors  prometheus.Counter
-	grpcConns     prometheus.Gauge
+	conns         connTracker
 }
 
 // New builds the registry with the Go and process collectors and every
@@ -132,8 +133,9 @@ func New(cfg Config) (*Metrics, error) {
 		m.storeErrors.WithLabelValues(op) // at zero, so that a rate() has a series before the first failure
 	}
 	m.commitErrors = m.storeErrors.WithLabelValues("commit")
-	m.grpcConns = prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_grpc_connections", Help: "Open TCP connections on the native gRPC listener."})
-	m.reg.MustRegister(sessions, started, m.endedVec, m.queueDrained, m.commitSeconds, m.commitSize, m.storeErrors, m.grpcConns)
+	grpcConns := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_grpc_connections", Help: "Open TCP connections on the native gRPC listener."},
+		func() float64 { return float64(m.conns.live()) })
+	m.reg.MustRegister(sessions, started, m.endedVec, m.queueDrained, m.commitSeconds, m.commitSize, m.storeErrors, grpcConns)
 
 	m.rpc = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets([]float64{.001, .005, .01, .05, .1, .5, 1, 5, 30, 300, 3600})))
@@ -260,32 +262,68 @@ func (m *Metrics) StoreError(op string, err error) {
 }
 
 // CountConns wraps the native gRPC listener so that its open connections
-// are counted (parley_grpc_connections). A listener, not a grpc
-// stats.Handler: with any stats handler installed, grpc-go allocates an
-// event per message sent, and fan-out sends many.
-func (m *Metrics) CountConns(l net.Listener) net.Listener { return countingListener{Listener: l, m: m} }
+// are counted (parley_grpc_connections). Accept hands grpc-go the
+// listener's own *net.TCPConn: grpc-go pools an idle connection's read
+// buffer only for that type, so a wrapped conn would cost 16 KiB per idle
+// connection; and a grpc stats.Handler would cost an allocation per
+// message sent. Instead the connections are remembered, and those since
+// closed are forgotten when the gauge is read (and now and then on
+// Accept, so that an unscraped server does not keep them).
+func (m *Metrics) CountConns(l net.Listener) net.Listener {
+	return trackingListener{Listener: l, t: &m.conns}
+}
 
-type countingListener struct {
+type trackingListener struct {
 	net.Listener
-	m *Metrics
+	t *connTracker
 }
 
-func (l countingListener) Accept() (net.Conn, error) {
+func (l trackingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	if sc, ok := c.(syscall.Conn); ok && err == nil {
+		l.t.add(c, sc)
 	}
-	l.m.grpcConns.Inc()
-	return &countedConn{Conn: c, gauge: l.m.grpcConns}, nil
+	return c, err
 }
 
-type countedConn struct {
-	net.Conn
-	gauge prometheus.Gauge
-	once  sync.Once
+// connTracker remembers accepted connections until they close.
+type connTracker struct {
+	mu    sync.Mutex
+	conns map[net.Conn]syscall.Conn
+	next  int // the size at which add prunes
 }
 
-func (c *countedConn) Close() error {
-	c.once.Do(c.gauge.Dec)
-	return c.Conn.Close()
+func (t *connTracker) add(c net.Conn, sc syscall.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conns == nil {
+		t.conns = map[net.Conn]syscall.Conn{}
+	}
+	t.conns[c] = sc
+	if len(t.conns) >= t.next {
+		t.pruneLocked()
+		t.next = 2*len(t.conns) + 1024
+	}
+}
+
+// live counts the connections still open.
+func (t *connTracker) live() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pruneLocked()
+	return len(t.conns)
+}
+
+// pruneLocked forgets closed connections. Control on a closed conn fails
+// at once, without a system call.
+func (t *connTracker) pruneLocked() {
+	for c, sc := range t.conns {
+		raw, err := sc.SyscallConn()
+		if err == nil {
+			err = raw.Control(func(uintptr) {})
+		}
+		if err != nil {
+			delete(t.conns, c)
+		}
+	}
 }
