@@ -30,6 +30,11 @@ type Config struct {
 	// MetricsAddr serves /metrics, /debug/pprof, /healthz and /readyz; default
 	// "127.0.0.1:9090"; "off" disables it.
 	MetricsAddr string
+	// OTLPEndpoint, when set, exports traces over OTLP/gRPC to this
+	// collector ("http://host:4317", "https://host:4317" or "host:port" for
+	// plaintext). Empty means the standard OTEL_EXPORTER_OTLP_ENDPOINT
+	// environment variable, and no tracing when that is unset too.
+	OTLPEndpoint string
 	// DataDir holds the database, files and generated secret; default "./data".
 	DataDir string
 	// DatabaseURL, when set, keeps messages, users and memberships in

@@ -12,7 +12,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -115,6 +117,20 @@ func TestMetricsAfterSession(t *testing.T) {
 		}
 	}
 
+	// gRPC-Web's WebSocket transport (improbable's): the subprotocol, then
+	// the request headers as the first binary message.
+	gw, _, err := websocket.Dial(ctx, "ws://"+srv.HTTPAddr()+"/chat.v1.Chat/Connect", &websocket.DialOptions{Subprotocols: []string{"grpc-websockets"}})
+	if err != nil {
+		t.Fatalf("dial gRPC-Web: %v", err)
+	}
+	hdr := "content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\nauthorization: Bearer " + srv.Token(t, "carol", auth.RoleUser) + "\r\n"
+	if err := gw.Write(ctx, websocket.MessageBinary, []byte(hdr)); err != nil {
+		t.Fatalf("gRPC-Web header frame: %v", err)
+	}
+	if _, _, err := gw.Read(ctx); err != nil { // the first bytes of the response: the session is open
+		t.Fatalf("gRPC-Web read: %v", err)
+	}
+
 	// Refused tokens: a forged one on Connect, none on a unary call.
 	bad, err := tryConnect(t, conn, "mallory", "not-a-token")
 	if err == nil {
@@ -134,9 +150,11 @@ func TestMetricsAfterSession(t *testing.T) {
 	}{
 		{"parley_sessions", `transport="grpc"`, 1},
 		{"parley_sessions", `transport="ws"`, 1},
+		{"parley_sessions", `transport="grpcweb"`, 1},
 		{"parley_sessions_started_total", `transport="grpc"`, 1},
 		{"parley_sessions_started_total", `transport="ws"`, 1},
-		{"parley_connections", ``, 2},
+		{"parley_sessions_started_total", `transport="grpcweb"`, 1},
+		{"parley_connections", ``, 3},
 		{"parley_grpc_connections", ``, 1},
 	} {
 		if got := live[c.name][c.labels]; got != c.want {
@@ -146,26 +164,19 @@ func TestMetricsAfterSession(t *testing.T) {
 
 	alice.close()
 	ws.Close(websocket.StatusNormalClosure, "bye")
-	deadline := time.Now().Add(waitFor)
-	var m map[string]map[string]float64
-	for {
-		m = scrape(t, srv.MetricsAddr())
-		if m["parley_sessions_ended_total"][`reason="cancelled",transport="grpc"`] == 1 &&
-			m["parley_sessions_ended_total"][`reason="client_closed",transport="ws"`] == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sessions not ended: %v", m["parley_sessions_ended_total"])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	gw.CloseNow() // gone without a word: its call is cancelled
 	connect := `grpc_method="Connect",grpc_service="chat.v1.Chat",grpc_type="bidi_stream"`
-	for _, c := range []struct {
+	type want struct {
 		name, labels string
 		want         float64
-	}{
+	}
+	wants := []want{
+		{"parley_sessions_ended_total", `reason="cancelled",transport="grpc"`, 1},
+		{"parley_sessions_ended_total", `reason="client_closed",transport="ws"`, 1},
+		{"parley_sessions_ended_total", `reason="cancelled",transport="grpcweb"`, 1},
 		{"parley_sessions", `transport="grpc"`, 0},
 		{"parley_sessions", `transport="ws"`, 0},
+		{"parley_sessions", `transport="grpcweb"`, 0},
 		{"parley_messages_in_total", ``, 3},
 		{"parley_rate_limited_total", `kind="message"`, 1},
 		{"parley_rate_limited_total", `kind="connect"`, 0},
@@ -174,15 +185,29 @@ func TestMetricsAfterSession(t *testing.T) {
 		{"parley_store_commit_batch_messages_sum", ``, 3},
 		{"parley_slow_consumer_disconnects_total", ``, 0},
 		{"parley_cluster_peers", ``, 0},
-		// Connect: alice, the forged token, and bob on /ws.
-		{"grpc_server_started_total", connect, 3},
+		// Connect: alice, carol on gRPC-Web, the forged token, bob on /ws.
+		{"grpc_server_started_total", connect, 4},
 		{"grpc_server_handled_total", `grpc_code="Unauthenticated",` + connect, 1},
-		{"grpc_server_handled_total", `grpc_code="Canceled",` + connect, 1},
+		{"grpc_server_handled_total", `grpc_code="Canceled",` + connect, 2}, // alice, carol
 		{"grpc_server_handled_total", `grpc_code="OK",` + connect, 1},
 		{"grpc_server_handled_total", `grpc_code="Unauthenticated",grpc_method="ListRooms",grpc_service="chat.v1.Chat",grpc_type="unary"`, 1},
-	} {
-		if got := m[c.name][c.labels]; got != c.want {
-			t.Errorf("%s{%s} = %v, want %v", c.name, c.labels, got, c.want)
+	}
+	// The sessions end on their own goroutines, and a scrape collects
+	// each family separately: wait until every figure has settled.
+	var m map[string]map[string]float64
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(20 * time.Millisecond) {
+		m = scrape(t, srv.MetricsAddr())
+		var wrong []string
+		for _, c := range wants {
+			if got := m[c.name][c.labels]; got != c.want {
+				wrong = append(wrong, fmt.Sprintf("%s{%s} = %v, want %v", c.name, c.labels, got, c.want))
+			}
+		}
+		if len(wrong) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the sessions ended:\n%s", strings.Join(wrong, "\n"))
 		}
 	}
 	if n := m["parley_store_commit_duration_seconds_count"][""]; n < 1 || n != m["parley_store_commit_batch_messages_count"][""] {
@@ -196,5 +221,60 @@ func TestMetricsAfterSession(t *testing.T) {
 	}
 	if m["parley_messages_out_total"][""] < 3 {
 		t.Errorf("deliveries %v", m["parley_messages_out_total"][""])
+	}
+
+	// The gRPC connection is counted until it closes.
+	conn.Close()
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(20 * time.Millisecond) {
+		m = scrape(t, srv.MetricsAddr())
+		if m["parley_grpc_connections"][""] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("parley_grpc_connections = %v after the client closed", m["parley_grpc_connections"][""])
+		}
+	}
+}
+
+// TestMetricsSlowConsumer: a client that stops reading is cut off, and
+// the scrape says so (the dedicated counter and the session's end reason).
+func TestMetricsSlowConsumer(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
+		c.MetricsAddr = "127.0.0.1:0"
+		c.QueueSize = 16
+		c.RateLimits = "message=unlimited"
+	}})
+	// A small fixed flow-control window: the server's writes to this
+	// client block once it stops reading.
+	slowConn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowConn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	slow, err := chatv1.NewChatClient(slowConn).Connect(servertest.WithToken(ctx, srv.Token(t, "slow", auth.RoleUser)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := slow.Recv(); err != nil || ev.GetWelcome() == nil {
+		t.Fatalf("slow welcome: %v %v", ev, err)
+	}
+	pub := connect(t, srv.Dial(t), "pub", srv.Token(t, "pub", auth.RoleUser))
+	text := strings.Repeat("z", 3000)
+	for deadline := time.Now().Add(waitFor); ; {
+		id := pub.send(sendRoom("general", text, ""))
+		pub.next(replyTo(id))
+		m := scrape(t, srv.MetricsAddr())
+		if m["parley_slow_consumer_disconnects_total"][""] == 1 &&
+			m["parley_sessions_ended_total"][`reason="slow_consumer",transport="grpc"`] == 1 &&
+			m["parley_sessions"][`transport="grpc"`] == 1 { // pub's
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slow consumer: %v %v", m["parley_slow_consumer_disconnects_total"], m["parley_sessions_ended_total"])
+		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -33,6 +34,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/adminsvc"
@@ -51,28 +53,31 @@ import (
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
 	"github.com/parleychat/parley/server/internal/store/postgres"
 	"github.com/parleychat/parley/server/internal/store/sqlite"
+	"github.com/parleychat/parley/server/internal/tracing"
 )
 
 // Server is one Parley node.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	store   Store
-	hub     *hub.Hub
-	issuer  *auth.Issuer
-	grpc    *grpc.Server
-	health  *health.Server
-	limit   *ratelimit.Limiter
-	pipe    *pipeListener
-	inproc  *grpc.ClientConn
-	http    *http.Server
-	bridge  interface{ Close() error }
-	chain   *interceptor.Chain
-	broker  *natsbroker.Broker
-	chat    *chatsvc.Service
+	cfg    Config
+	log    *slog.Logger
+	store  Store
+	hub    *hub.Hub
+	issuer *auth.Issuer
+	grpc   *grpc.Server
+	health *health.Server
+	limit  *ratelimit.Limiter
+	pipe   *pipeListener
+	inproc *grpc.ClientConn
+	http   *http.Server
+	bridge interface{ Close() error }
+	chain  *interceptor.Chain
+	broker *natsbroker.Broker
+	chat   *chatsvc.Service
+	mhttp  *http.Server
+	files  *filegc.Collector
+
 	metrics *metrics.Metrics
-	mhttp   *http.Server
-	files   *filegc.Collector
+	traces  func(context.Context) error // flushes and stops the trace exporter
 
 	grpcLis, httpLis, metricsLis net.Listener
 	serveErr                     chan error
@@ -176,6 +181,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		return nil, err
 	}
+	if s.traces, err = tracing.Setup(ctx, tracing.Config{Endpoint: cfg.OTLPEndpoint, NodeID: s.hub.NodeID()}); err != nil {
+		return nil, err
+	}
 	rates, err := ratelimit.ParseConfig(cfg.RateLimits)
 	if err != nil {
 		return nil, fmt.Errorf("rate limits: %w", err)
@@ -220,7 +228,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// The shutdown gate runs first: a stopping node refuses before any
 	// token check or store lookup.
 	opts = append(opts, grpc.ChainUnaryInterceptor(s.gateUnary), grpc.ChainStreamInterceptor(s.gateStream))
-	opts = append(opts, grpc.StatsHandler(s.metrics.ConnStats()))
+	if tracing.Enabled() {
+		// Spans for calls; Chat.Connect's commands carry their own trace
+		// context (chatsvc), and a span the length of a stream helps no
+		// one. Only with tracing on: with any stats handler grpc-go
+		// allocates an event per message sent.
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
+			return info.FullMethodName != chatv1.Chat_Connect_FullMethodName
+		}))))
+	}
 	opts = append(opts, s.chain.ServerOptions()...)
 	s.grpc = grpc.NewServer(opts...)
 
@@ -365,7 +381,7 @@ func (s *Server) Start(ctx context.Context) error {
 		go func() { s.serveErr <- ignoreClosed(s.mhttp.Serve(s.metricsLis)) }()
 	}
 	s.setHealth(healthpb.HealthCheckResponse_SERVING)
-	go func() { s.serveErr <- ignoreClosed(s.grpc.Serve(s.grpcLis)) }()
+	go func() { s.serveErr <- ignoreClosed(s.grpc.Serve(s.metrics.CountConns(s.grpcLis))) }()
 	s.bg.Add(2)
 	go s.janitor()
 	go s.watchReadiness()
@@ -545,7 +561,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.bg.Wait()
 		s.limit.Close()
 		closed := make(chan error, 1)
-		go func() { closed <- s.store.Close() }()
+		go func() { closed <- errors.Join(s.store.Close(), s.traces(ctx)) }()
 		select {
 		case err = <-closed:
 		case <-ctx.Done():

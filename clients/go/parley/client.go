@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
@@ -41,6 +42,7 @@ type options struct {
 	// connection, so it is built in Dial.
 	autoRefresh *Tokens
 	onRefresh   func(Tokens)
+	tracer      trace.TracerProvider // nil: otel's global
 }
 
 // WithToken authenticates every call with a fixed access token. A session
@@ -113,6 +115,7 @@ type Client struct {
 	log         *slog.Logger
 	tokens      tokenProvider // nil: calls carry no token
 	eventBuffer int
+	tracer      trace.Tracer
 }
 
 // Dial returns a Client for target ("host:port", or any gRPC target).
@@ -141,7 +144,7 @@ func Dial(ctx context.Context, target string, opts ...Option) (*Client, error) {
 		}
 		creds = credentials.NewTLS(cfg)
 	}
-	c := &Client{log: o.log, tokens: o.tokens, eventBuffer: o.eventBuffer}
+	c := &Client{log: o.log, tokens: o.tokens, eventBuffer: o.eventBuffer, tracer: o.tracerOf()}
 	dial := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithChainUnaryInterceptor(c.unaryAuth),

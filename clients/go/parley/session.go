@@ -299,10 +299,12 @@ func (s *Session) enqueue(ctx context.Context, ev *chatv1.ClientEvent) error {
 
 // request sends ev with a new request id and waits for its answer; an
 // in-band error answer is returned as *Error.
-func (s *Session) request(ctx context.Context, ev *chatv1.ClientEvent) (*chatv1.ServerEvent, error) {
+func (s *Session) request(ctx context.Context, ev *chatv1.ClientEvent) (_ *chatv1.ServerEvent, err error) {
 	if err := ctx.Err(); err != nil { // a select below might pick the ready send
 		return nil, err
 	}
+	ctx, span := s.traceCommand(ctx, ev)
+	defer func() { endSpan(span, err) }()
 	id := strconv.FormatUint(s.ids.Add(1), 10)
 	ev.RequestId = id
 	ch := make(chan *chatv1.ServerEvent, 1)
@@ -344,8 +346,10 @@ func answer(r *chatv1.ServerEvent) (*chatv1.ServerEvent, error) {
 
 // notify sends ev without waiting for an answer; it gets a request id so a
 // refusal on Events can be matched to it.
-func (s *Session) notify(ctx context.Context, ev *chatv1.ClientEvent) error {
+func (s *Session) notify(ctx context.Context, ev *chatv1.ClientEvent) (err error) {
 	ev.RequestId = strconv.FormatUint(s.ids.Add(1), 10)
+	ctx, span := s.traceCommand(ctx, ev)
+	defer func() { endSpan(span, err) }()
 	return s.enqueue(ctx, ev)
 }
 

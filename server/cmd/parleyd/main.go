@@ -240,6 +240,7 @@ func (c cli) serve(args []string) error {
 	httpAddr := fs.str("http-addr", ":8080", `HTTP bridge and web app listen address, or "off"`)
 	metricsAddr := fs.str("metrics-addr", "127.0.0.1:9090", `Prometheus /metrics and pprof listen address, or "off"`)
 	sf := fs.storeFlags()
+	otlpEndpoint := fs.str("otlp-endpoint", "", "OTLP/gRPC collector for traces (http://host:4317, https://host:4317 or host:port); default $OTEL_EXPORTER_OTLP_ENDPOINT, and no tracing when unset")
 	secretFile := fs.str("jwt-secret-file", "", "file holding the HS256 secret (hex); default a random secret kept in the data dir")
 	issuer := fs.str("jwt-issuer", "parley", "required token issuer")
 	audience := fs.str("jwt-audience", "parley", "required token audience")
@@ -283,6 +284,7 @@ func (c cli) serve(args []string) error {
 		ShutdownGrace: *grace,
 	}
 	cfg.StoreTimeout = *storeTimeout
+	cfg.OTLPEndpoint = *otlpEndpoint
 	if *secretFile != "" {
 		b, err := os.ReadFile(*secretFile)
 		if err != nil {

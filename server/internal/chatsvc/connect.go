@@ -14,9 +14,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
@@ -25,6 +28,7 @@ import (
 	"github.com/parleychat/parley/server/internal/blob"
 	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/tracing"
 )
 
 // Store is what the service needs from storage besides the hub.
@@ -233,7 +237,6 @@ func (s *Service) Run(ctx context.Context, p *auth.Principal, sess *hub.Session,
 }
 
 func (s *Service) run(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport) error {
-
 	var ended atomic.Pointer[error]
 	defer s.watch(ctx, p, sess, &ended)()
 	readDone := make(chan error, 1)
@@ -689,6 +692,15 @@ func (s *Service) readLoop(ctx context.Context, t Transport, sess *hub.Session) 
 
 // handle runs one command and returns the event that answers it, if any.
 func (s *Service) handle(ctx context.Context, sess *hub.Session, ev *chatv1.ClientEvent) (reply *chatv1.ServerEvent) {
+	// The command's span continues the client's trace when the event
+	// carries one: a stream's context cannot, as it carries many commands.
+	ctx, span := tracing.Start(tracing.Extract(ctx, ev.GetTraceParent(), ev.GetTraceState()), commandSpan(ev), trace.WithSpanKind(trace.SpanKindServer))
+	defer func() {
+		if e := reply.GetError(); e != nil {
+			span.SetStatus(otelcodes.Error, e.GetCode().String())
+		}
+		span.End()
+	}()
 	// Commands run on the session's reader, which the interceptors'
 	// recovery does not cover: a bug must cost one command, not the
 	// process.
@@ -754,6 +766,27 @@ func (s *Service) dispatch(ctx context.Context, sess *hub.Session, ev *chatv1.Cl
 		return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_TokenRefreshed{TokenRefreshed: &chatv1.TokenRefreshed{ExpiresAt: timestamppb.New(p.ExpiresAt())}}}, nil
 	}
 	return nil, apierr.InvalidArgument("unknown or empty event")
+}
+
+// commandSpans names each command's span after its oneof field, made
+// once so that naming a span allocates nothing.
+var (
+	eventOneof   = (&chatv1.ClientEvent{}).ProtoReflect().Descriptor().Oneofs().ByName("event")
+	commandSpans = func() map[protoreflect.Name]string {
+		m := map[protoreflect.Name]string{}
+		fields := eventOneof.Fields()
+		for i := range fields.Len() {
+			m[fields.Get(i).Name()] = "chat." + string(fields.Get(i).Name())
+		}
+		return m
+	}()
+)
+
+func commandSpan(ev *chatv1.ClientEvent) string {
+	if fd := ev.ProtoReflect().WhichOneof(eventOneof); fd != nil {
+		return commandSpans[fd.Name()]
+	}
+	return "chat.unknown"
 }
 
 func ack(sent hub.Sent, err error) (*chatv1.ServerEvent, error) {

@@ -1,12 +1,17 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
 	"sort"
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/tracing"
 )
 
 // Broker carries events between the nodes of a cluster. Publish reaches
@@ -40,6 +45,10 @@ type envelope struct {
 	Conv     string        `json:"c,omitempty"` // a stored message's conversation
 	Seq      int64         `json:"q,omitempty"` // and its sequence number
 	Presence *nodePresence `json:"p,omitempty"`
+	// The W3C trace context of a stored message's publish, so the
+	// receiving node's fan-out joins the message's trace.
+	TraceParent string `json:"tp,omitempty"`
+	TraceState  string `json:"ts,omitempty"`
 }
 
 // nodePresence is a node's full view of its own sessions.
@@ -176,14 +185,31 @@ func (c *cluster) handle(data []byte) {
 	}
 	switch e.Kind {
 	case "room", "users":
+		// Only a stored message's envelope carries a trace; typing and
+		// notices are not traced.
+		var traced context.Context
+		if e.TraceParent != "" {
+			var span trace.Span
+			traced, span = tracing.Start(tracing.Extract(context.Background(), e.TraceParent, e.TraceState), "nats.receive", trace.WithSpanKind(trace.SpanKindConsumer))
+			span.End()
+		}
 		route := func() {
+			var span trace.Span
+			if traced != nil {
+				_, span = tracing.Start(traced, "hub.fanout")
+			}
 			h.mu.RLock()
+			var n int
 			if e.Kind == "room" {
-				h.toRoomLocked(e.Room, f, e.Skip)
+				n = h.toRoomLocked(e.Room, f, e.Skip)
 			} else {
-				h.toUsersLocked(f, e.Users...)
+				n = h.toUsersLocked(f, e.Users...)
 			}
 			h.mu.RUnlock()
+			if span != nil {
+				span.SetAttributes(attribute.Int("parley.sessions", n))
+				span.End()
+			}
 		}
 		if e.Seq > 0 { // a stored message: in order with this node's own
 			h.seq.remote(e.Conv, e.Seq, route)

@@ -27,12 +27,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/apierr"
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/tracing"
 )
 
 // GeneralRoom is the global room every user is in; it cannot be left.
@@ -196,6 +199,18 @@ func (h *Hub) publish(e envelope) {
 	if h.cluster != nil {
 		h.cluster.publish(e)
 	}
+}
+
+// publishTraced is publish for a stored message, under a span whose
+// context the envelope carries to the other nodes.
+func (h *Hub) publishTraced(ctx context.Context, e envelope) {
+	if h.cluster == nil {
+		return
+	}
+	ctx, span := tracing.Start(ctx, "nats.publish", trace.WithSpanKind(trace.SpanKindProducer))
+	e.TraceParent, e.TraceState = tracing.Inject(ctx)
+	h.cluster.publish(e)
+	span.End()
 }
 
 // onlineElsewhere reports whether name has a session on another node.
@@ -696,22 +711,29 @@ func (h *Hub) post(ctx context.Context, m store.Message) (Sent, error) {
 	}
 	h.msgsIn.Add(1)
 	pm := MessageProto(stored)
-	h.seq.end(co, m.Conversation, stored.Seq, func() { h.deliver(stored, pm) })
+	h.seq.end(co, m.Conversation, stored.Seq, func() { h.deliver(ctx, stored, pm) })
 	return Sent{Message: pm}, nil
 }
 
-// deliver fans a stored message out to whoever may see it.
-func (h *Hub) deliver(m store.Message, pm *chatv1.Message) {
+// deliver fans a stored message out to whoever may see it; ctx is its
+// command's, for the trace.
+func (h *Hub) deliver(ctx context.Context, m store.Message, pm *chatv1.Message) {
+	ctx, span := tracing.Start(ctx, "hub.fanout")
 	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Message{Message: pm}})
+	var n int
 	h.mu.RLock()
 	if room, _, _, ok := store.ParseKey(m.Conversation); ok && room != "" {
-		h.toRoomLocked(room, f, "")
-		h.publish(envelope{Kind: "room", Room: room, Frame: f.Data, Conv: m.Conversation, Seq: m.Seq})
+		n = h.toRoomLocked(room, f, "")
+		h.publishTraced(ctx, envelope{Kind: "room", Room: room, Frame: f.Data, Conv: m.Conversation, Seq: m.Seq})
 	} else {
-		h.toUsersLocked(f, m.Sender, m.Recipient)
-		h.publish(envelope{Kind: "users", Users: []string{m.Sender, m.Recipient}, Frame: f.Data, Conv: m.Conversation, Seq: m.Seq})
+		n = h.toUsersLocked(f, m.Sender, m.Recipient)
+		h.publishTraced(ctx, envelope{Kind: "users", Users: []string{m.Sender, m.Recipient}, Frame: f.Data, Conv: m.Conversation, Seq: m.Seq})
 	}
 	h.mu.RUnlock()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("parley.sessions", n), attribute.String("parley.message_id", m.ID))
+	}
+	span.End()
 	h.typing.stop(m.Conversation, m.Sender)
 }
 

@@ -153,6 +153,12 @@ func New(cfg Config) (*Chain, error) {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	if c.unary == nil {
+		c.unary = passUnary
+	}
+	if c.stream == nil {
+		c.stream = passStream
+	}
 	if c.clientIP == nil {
 		c.clientIP = peerHost
 	}
@@ -201,28 +207,42 @@ func (c *Chain) ServerOptions() []grpc.ServerOption {
 	// flag between SendMsg and RecvMsg, which races when a stream's reader
 	// and writer are separate goroutines, as ours are. Auth logs the start.
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
-	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(rec)}
-	if c.unary != nil {
-		unary = append(unary, c.unary)
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(
+			recovery.UnaryServerInterceptor(rec),
+			c.unary,
+			logging.UnaryServerInterceptor(logger, logOpts...),
+			c.unaryAuth,
+			c.unaryRoles,
+			c.unaryLimit,
+			c.unaryValidate,
+		),
+		grpc.ChainStreamInterceptor(
+			recovery.StreamServerInterceptor(rec),
+			c.stream,
+			logging.StreamServerInterceptor(logger, logOpts...),
+			c.streamAuth,
+			c.streamRoles,
+			c.streamLimit,
+			c.streamMessages,
+		),
 	}
-	unary = append(unary, logging.UnaryServerInterceptor(logger, logOpts...), c.unaryAuth, c.unaryRoles, c.unaryLimit, c.unaryValidate)
-	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(rec)}
-	if c.stream != nil {
-		stream = append(stream, c.stream)
-	}
-	stream = append(stream, logging.StreamServerInterceptor(logger, logOpts...), c.streamAuth, c.streamRoles, c.streamLimit, c.streamMessages)
-	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}
 }
 
-// RunStream runs fn as method's handler inside the Stream interceptor
-// (when set), for a session that reaches the services without the gRPC
+// passUnary and passStream stand in for Config.Unary and Stream when nil.
+func passUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(ctx, req)
+}
+
+func passStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, ss)
+}
+
+// RunStream runs fn as method's handler inside Config.Stream, for a session that reaches the services without the gRPC
 // server, such as the bridge's direct WebSocket attach: the RPC metrics
 // then count it like any Connect stream. It runs on the caller's goroutine
 // and returns fn's status; ctx is the one OpenStream returned.
 func (c *Chain) RunStream(ctx context.Context, method string, fn func(ctx context.Context) error) error {
-	if c.stream == nil {
-		return fn(ctx)
-	}
 	info := &grpc.StreamServerInfo{FullMethod: method, IsClientStream: true, IsServerStream: true}
 	return c.stream(nil, ctxStream{ctx: ctx}, info, func(_ any, ss grpc.ServerStream) error { return fn(ss.Context()) })
 }

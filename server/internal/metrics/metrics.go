@@ -27,13 +27,15 @@ package metrics
 import (
 	"context"
 	"errors"
+	"net"
+	"sync"
+	"syscall"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/stats"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/broker/natsbroker"
@@ -53,6 +55,11 @@ const (
 )
 
 var transports = []string{TransportGRPC, TransportGRPCWeb, TransportWS, TransportInProc}
+
+// StoreOps are the op label values of parley_store_errors_total: "commit"
+// (a group-commit batch) and the store methods the server counts.
+var StoreOps = []string{"commit", "append_message", "get_user", "memberships", "add_membership",
+	"remove_membership", "touch_last_seen", "direct_messages_since", "put_file"}
 
 // Config says how to read what Metrics cannot see for itself.
 type Config struct {
@@ -79,7 +86,7 @@ type Metrics struct {
 	commitSize    prometheus.Histogram
 	storeErrors   *prometheus.CounterVec
 	commitErrors  prometheus.Counter
-	grpcConns     prometheus.Gauge
+	conns         connTracker
 }
 
 // New builds the registry with the Go and process collectors and every
@@ -122,9 +129,13 @@ func New(cfg Config) (*Metrics, error) {
 		Name: "parley_store_errors_total",
 		Help: "Storage operations that failed (not found, already exists and cancelled calls are not failures), by operation.",
 	}, []string{"op"})
+	for _, op := range StoreOps {
+		m.storeErrors.WithLabelValues(op) // at zero, so that a rate() has a series before the first failure
+	}
 	m.commitErrors = m.storeErrors.WithLabelValues("commit")
-	m.grpcConns = prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_grpc_connections", Help: "Open HTTP/2 connections on the gRPC listener (the bridge's in-process one excluded)."})
-	m.reg.MustRegister(sessions, started, m.endedVec, m.queueDrained, m.commitSeconds, m.commitSize, m.storeErrors, m.grpcConns)
+	grpcConns := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_grpc_connections", Help: "Open TCP connections on the native gRPC listener."},
+		func() float64 { return float64(m.conns.live()) })
+	m.reg.MustRegister(sessions, started, m.endedVec, m.queueDrained, m.commitSeconds, m.commitSize, m.storeErrors, grpcConns)
 
 	m.rpc = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets([]float64{.001, .005, .01, .05, .1, .5, 1, 5, 30, 300, 3600})))
@@ -250,31 +261,69 @@ func (m *Metrics) StoreError(op string, err error) {
 	m.storeErrors.WithLabelValues(op).Inc()
 }
 
-// ConnStats is a grpc stats.Handler counting the gRPC listener's open
-// connections (parley_grpc_connections); it sees nothing of calls.
-func (m *Metrics) ConnStats() stats.Handler { return connStats{m} }
-
-type connStats struct{ m *Metrics }
-
-type inProcKey struct{}
-
-func (connStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-func (connStats) HandleRPC(context.Context, stats.RPCStats)                       {}
-func (connStats) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
-	if info.RemoteAddr != nil && info.RemoteAddr.Network() == "pipe" {
-		return context.WithValue(ctx, inProcKey{}, true)
-	}
-	return ctx
+// CountConns wraps the native gRPC listener so that its open connections
+// are counted (parley_grpc_connections). Accept hands grpc-go the
+// listener's own *net.TCPConn: grpc-go pools an idle connection's read
+// buffer only for that type, so a wrapped conn would cost 16 KiB per idle
+// connection; and a grpc stats.Handler would cost an allocation per
+// message sent. Instead the connections are remembered, and those since
+// closed are forgotten when the gauge is read (and now and then on
+// Accept, so that an unscraped server does not keep them).
+func (m *Metrics) CountConns(l net.Listener) net.Listener {
+	return trackingListener{Listener: l, t: &m.conns}
 }
 
-func (c connStats) HandleConn(ctx context.Context, s stats.ConnStats) {
-	if ctx.Value(inProcKey{}) != nil {
-		return
+type trackingListener struct {
+	net.Listener
+	t *connTracker
+}
+
+func (l trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if sc, ok := c.(syscall.Conn); ok && err == nil {
+		l.t.add(c, sc)
 	}
-	switch s.(type) {
-	case *stats.ConnBegin:
-		c.m.grpcConns.Inc()
-	case *stats.ConnEnd:
-		c.m.grpcConns.Dec()
+	return c, err
+}
+
+// connTracker remembers accepted connections until they close.
+type connTracker struct {
+	mu    sync.Mutex
+	conns map[net.Conn]syscall.Conn
+	next  int // the size at which add prunes
+}
+
+func (t *connTracker) add(c net.Conn, sc syscall.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conns == nil {
+		t.conns = map[net.Conn]syscall.Conn{}
+	}
+	t.conns[c] = sc
+	if len(t.conns) >= t.next {
+		t.pruneLocked()
+		t.next = 2*len(t.conns) + 1024
+	}
+}
+
+// live counts the connections still open.
+func (t *connTracker) live() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pruneLocked()
+	return len(t.conns)
+}
+
+// pruneLocked forgets closed connections. Control on a closed conn fails
+// at once, without a system call.
+func (t *connTracker) pruneLocked() {
+	for c, sc := range t.conns {
+		raw, err := sc.SyscallConn()
+		if err == nil {
+			err = raw.Control(func(uintptr) {})
+		}
+		if err != nil {
+			delete(t.conns, c)
+		}
 	}
 }

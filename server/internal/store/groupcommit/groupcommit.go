@@ -17,12 +17,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/tracing"
 )
 
 // Request states, guarded by Queue.mu.
@@ -88,7 +88,7 @@ type Commit struct {
 // StartCommit starts the commit of batch: the returned context carries
 // its span ("store.commit"), linked to each request's span.
 func (q *Queue[P, R]) StartCommit(batch []P) (context.Context, Commit) {
-	ctx, span := otel.Tracer("github.com/parleychat/parley/server/internal/store").Start(context.Background(), "store.commit",
+	ctx, span := tracing.Start(context.Background(), "store.commit",
 		trace.WithSpanKind(trace.SpanKindInternal))
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("parley.batch_size", len(batch)))
@@ -127,9 +127,13 @@ func New[P Request[R], R any](maxBatch int) *Queue[P, R] {
 // Close was called, and ctx.Err() when ctx ends while p is still queued;
 // once taken, p is waited for whatever ctx does.
 func (q *Queue[P, R]) Do(ctx context.Context, p P) (R, error) {
+	// The request's own span (its wait and its commit), in the caller's
+	// trace; the batch's commit span links to it.
+	ctx, span := tracing.Start(ctx, "store.append")
+	defer span.End()
 	s := p.slot()
 	s.done = make(chan R, 1)
-	s.span = trace.SpanContextFromContext(ctx)
+	s.span = span.SpanContext()
 	var zero R
 	q.mu.Lock()
 	if q.closed {
