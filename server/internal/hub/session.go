@@ -1,10 +1,13 @@
 package hub
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 )
@@ -19,11 +22,73 @@ type Frame struct {
 func Encode(ev *chatv1.ServerEvent) *Frame {
 	b, err := proto.Marshal(ev)
 	if err != nil {
-		// Only invalid UTF-8 in a string field can fail here, and every
-		// string the hub sends was validated on the way in or generated.
-		panic("hub: encode ServerEvent: " + err.Error())
+		// Only invalid UTF-8 in a string field can fail here. Every string
+		// the hub sends should have been validated on the way in or
+		// generated, but a slip there (an error message quoting a client's
+		// bytes, say) must cost one replacement character, not a panic
+		// reachable from the wire.
+		ev = proto.Clone(ev).(*chatv1.ServerEvent)
+		scrubUTF8(ev.ProtoReflect())
+		if b, err = proto.Marshal(ev); err != nil {
+			panic("hub: encode ServerEvent: " + err.Error()) // not UTF-8: a bug in the contract's types
+		}
 	}
 	return &Frame{Data: b}
+}
+
+// scrubUTF8 replaces invalid UTF-8 in every string field of m, nested
+// messages, lists and maps included, with U+FFFD.
+func scrubUTF8(m protoreflect.Message) {
+	fix := func(s string) (string, bool) {
+		if utf8.ValidString(s) {
+			return s, false
+		}
+		return strings.ToValidUTF8(s, "\uFFFD"), true
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				if fd.Kind() == protoreflect.StringKind {
+					if s, bad := fix(l.Get(i).String()); bad {
+						l.Set(i, protoreflect.ValueOfString(s))
+					}
+				} else if fd.Message() != nil {
+					scrubUTF8(l.Get(i).Message())
+				}
+			}
+		case fd.IsMap():
+			mp := v.Map()
+			var bad []protoreflect.MapKey
+			mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				if fd.MapValue().Kind() == protoreflect.StringKind {
+					if s, b := fix(mv.String()); b {
+						mp.Set(k, protoreflect.ValueOfString(s))
+					}
+				} else if fd.MapValue().Message() != nil {
+					scrubUTF8(mv.Message())
+				}
+				if fd.MapKey().Kind() == protoreflect.StringKind && !utf8.ValidString(k.String()) {
+					bad = append(bad, k)
+				}
+				return true
+			})
+			for _, k := range bad {
+				s, _ := fix(k.String())
+				mv := mp.Get(k)
+				mp.Clear(k)
+				mp.Set(protoreflect.ValueOfString(s).MapKey(), mv)
+			}
+		case fd.Kind() == protoreflect.StringKind:
+			if s, bad := fix(v.String()); bad {
+				m.Set(fd, protoreflect.ValueOfString(s))
+			}
+		case fd.Message() != nil:
+			scrubUTF8(v.Message())
+		}
+		return true
+	})
 }
 
 // CloseReason says why a session ended.
