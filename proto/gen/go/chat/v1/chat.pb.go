@@ -1159,6 +1159,7 @@ type ServerEvent struct {
 	//	*ServerEvent_TokenRefreshed
 	//	*ServerEvent_PresenceChanged
 	//	*ServerEvent_RoomMembersChanged
+	//	*ServerEvent_Disconnect
 	Event isServerEvent_Event `protobuf_oneof:"event"`
 	// request_id is set on the events that answer a command.
 	RequestId     string `protobuf:"bytes,100,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -1392,6 +1393,15 @@ func (x *ServerEvent) GetRoomMembersChanged() *RoomMembersChanged {
 	return nil
 }
 
+func (x *ServerEvent) GetDisconnect() *Disconnect {
+	if x != nil {
+		if x, ok := x.Event.(*ServerEvent_Disconnect); ok {
+			return x.Disconnect
+		}
+	}
+	return nil
+}
+
 func (x *ServerEvent) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
@@ -1487,6 +1497,10 @@ type ServerEvent_RoomMembersChanged struct {
 	RoomMembersChanged *RoomMembersChanged `protobuf:"bytes,31,opt,name=room_members_changed,json=roomMembersChanged,proto3,oneof"`
 }
 
+type ServerEvent_Disconnect struct {
+	Disconnect *Disconnect `protobuf:"bytes,32,opt,name=disconnect,proto3,oneof"`
+}
+
 func (*ServerEvent_Welcome) isServerEvent_Event() {}
 
 func (*ServerEvent_OnlineUsers) isServerEvent_Event() {}
@@ -1528,6 +1542,8 @@ func (*ServerEvent_TokenRefreshed) isServerEvent_Event() {}
 func (*ServerEvent_PresenceChanged) isServerEvent_Event() {}
 
 func (*ServerEvent_RoomMembersChanged) isServerEvent_Event() {}
+
+func (*ServerEvent_Disconnect) isServerEvent_Event() {}
 
 // Welcome opens every stream.
 type Welcome struct {
@@ -2962,6 +2978,94 @@ func (x *ServerNotice) GetReconnectAfter() *durationpb.Duration {
 	return nil
 }
 
+// Disconnect is the last event of a session the server ends, sent before
+// the stream's status or the WebSocket's close frame, which carry the same
+// code and reason. Every client follows one rule: reconnect (then Resume)
+// when reconnect is true, waiting at least retry_after (with backoff and
+// jitter); otherwise stay disconnected and tell the user the reason. A
+// connection that drops with no Disconnect (network loss) reconnects.
+//
+//	code  meaning                                        reconnect
+//	1000  the session ended normally                     no
+//	1001  server shutting down, or peer unresponsive     yes
+//	1008  slow consumer: its send queue was full         yes
+//	1009  a frame larger than the limit                  no
+//	1012  unavailable (restarting or overloaded)         yes
+//	4400  protocol error before the stream               no
+//	4401  unauthenticated (bad or expired token)         yes, after getting a new token
+//	4403  permission denied                              no
+//	4408  no first frame in time                         yes
+//	4409  disconnected by a moderator or admin           no
+//	4429  rate or connection limit                       yes, after retry_after
+//	4500  any other server error                         yes
+type Disconnect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reconnect     bool                   `protobuf:"varint,3,opt,name=reconnect,proto3" json:"reconnect,omitempty"`
+	RetryAfter    *durationpb.Duration   `protobuf:"bytes,4,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Disconnect) Reset() {
+	*x = Disconnect{}
+	mi := &file_chat_v1_chat_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Disconnect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Disconnect) ProtoMessage() {}
+
+func (x *Disconnect) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Disconnect.ProtoReflect.Descriptor instead.
+func (*Disconnect) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Disconnect) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Disconnect) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Disconnect) GetReconnect() bool {
+	if x != nil {
+		return x.Reconnect
+	}
+	return false
+}
+
+func (x *Disconnect) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
+	}
+	return nil
+}
+
 // Pong answers Ping.
 type Pong struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2972,7 +3076,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_chat_v1_chat_proto_msgTypes[36]
+	mi := &file_chat_v1_chat_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +3088,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[36]
+	mi := &file_chat_v1_chat_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2997,7 +3101,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{36}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Pong) GetServerTime() *timestamppb.Timestamp {
@@ -3017,7 +3121,7 @@ type TokenRefreshed struct {
 
 func (x *TokenRefreshed) Reset() {
 	*x = TokenRefreshed{}
-	mi := &file_chat_v1_chat_proto_msgTypes[37]
+	mi := &file_chat_v1_chat_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3133,7 @@ func (x *TokenRefreshed) String() string {
 func (*TokenRefreshed) ProtoMessage() {}
 
 func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[37]
+	mi := &file_chat_v1_chat_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3146,7 @@ func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRefreshed.ProtoReflect.Descriptor instead.
 func (*TokenRefreshed) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{37}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TokenRefreshed) GetExpiresAt() *timestamppb.Timestamp {
@@ -3072,7 +3176,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[38]
+	mi := &file_chat_v1_chat_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3188,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[38]
+	mi := &file_chat_v1_chat_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3201,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{38}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetHistoryRequest) GetConversation() *Conversation {
@@ -3139,7 +3243,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[39]
+	mi := &file_chat_v1_chat_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3151,7 +3255,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[39]
+	mi := &file_chat_v1_chat_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3164,7 +3268,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{39}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetHistoryResponse) GetMessages() []*Message {
@@ -3196,7 +3300,7 @@ type ListOnlineUsersRequest struct {
 
 func (x *ListOnlineUsersRequest) Reset() {
 	*x = ListOnlineUsersRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[40]
+	mi := &file_chat_v1_chat_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3208,7 +3312,7 @@ func (x *ListOnlineUsersRequest) String() string {
 func (*ListOnlineUsersRequest) ProtoMessage() {}
 
 func (x *ListOnlineUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[40]
+	mi := &file_chat_v1_chat_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3221,7 +3325,7 @@ func (x *ListOnlineUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListOnlineUsersRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{40}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListOnlineUsersRequest) GetPageSize() int32 {
@@ -3252,7 +3356,7 @@ type ListOnlineUsersResponse struct {
 
 func (x *ListOnlineUsersResponse) Reset() {
 	*x = ListOnlineUsersResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[41]
+	mi := &file_chat_v1_chat_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3264,7 +3368,7 @@ func (x *ListOnlineUsersResponse) String() string {
 func (*ListOnlineUsersResponse) ProtoMessage() {}
 
 func (x *ListOnlineUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[41]
+	mi := &file_chat_v1_chat_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3277,7 +3381,7 @@ func (x *ListOnlineUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListOnlineUsersResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{41}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListOnlineUsersResponse) GetUsers() []*User {
@@ -3310,7 +3414,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[42]
+	mi := &file_chat_v1_chat_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3322,7 +3426,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[42]
+	mi := &file_chat_v1_chat_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3335,7 +3439,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{42}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{43}
 }
 
 // ListRoomsResponse lists the caller's rooms and the other public rooms,
@@ -3349,7 +3453,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[43]
+	mi := &file_chat_v1_chat_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3361,7 +3465,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[43]
+	mi := &file_chat_v1_chat_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3374,7 +3478,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{43}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*RoomInfo {
@@ -3398,7 +3502,7 @@ type ListConversationsRequest struct {
 
 func (x *ListConversationsRequest) Reset() {
 	*x = ListConversationsRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[44]
+	mi := &file_chat_v1_chat_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3410,7 +3514,7 @@ func (x *ListConversationsRequest) String() string {
 func (*ListConversationsRequest) ProtoMessage() {}
 
 func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[44]
+	mi := &file_chat_v1_chat_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3423,7 +3527,7 @@ func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsRequest.ProtoReflect.Descriptor instead.
 func (*ListConversationsRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{44}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListConversationsRequest) GetPageSize() int32 {
@@ -3456,7 +3560,7 @@ type ConversationSummary struct {
 
 func (x *ConversationSummary) Reset() {
 	*x = ConversationSummary{}
-	mi := &file_chat_v1_chat_proto_msgTypes[45]
+	mi := &file_chat_v1_chat_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3468,7 +3572,7 @@ func (x *ConversationSummary) String() string {
 func (*ConversationSummary) ProtoMessage() {}
 
 func (x *ConversationSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[45]
+	mi := &file_chat_v1_chat_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3481,7 +3585,7 @@ func (x *ConversationSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationSummary.ProtoReflect.Descriptor instead.
 func (*ConversationSummary) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{45}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ConversationSummary) GetConversation() *Conversation {
@@ -3518,7 +3622,7 @@ type ListConversationsResponse struct {
 
 func (x *ListConversationsResponse) Reset() {
 	*x = ListConversationsResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[46]
+	mi := &file_chat_v1_chat_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +3634,7 @@ func (x *ListConversationsResponse) String() string {
 func (*ListConversationsResponse) ProtoMessage() {}
 
 func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[46]
+	mi := &file_chat_v1_chat_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +3647,7 @@ func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsResponse.ProtoReflect.Descriptor instead.
 func (*ListConversationsResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{46}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListConversationsResponse) GetConversations() []*ConversationSummary {
@@ -3572,7 +3676,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_chat_v1_chat_proto_msgTypes[47]
+	mi := &file_chat_v1_chat_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3584,7 +3688,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[47]
+	mi := &file_chat_v1_chat_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3597,7 +3701,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{47}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *FileInfo) GetName() string {
@@ -3635,7 +3739,7 @@ type UploadFileRequest struct {
 
 func (x *UploadFileRequest) Reset() {
 	*x = UploadFileRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[48]
+	mi := &file_chat_v1_chat_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3647,7 +3751,7 @@ func (x *UploadFileRequest) String() string {
 func (*UploadFileRequest) ProtoMessage() {}
 
 func (x *UploadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[48]
+	mi := &file_chat_v1_chat_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3660,7 +3764,7 @@ func (x *UploadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileRequest.ProtoReflect.Descriptor instead.
 func (*UploadFileRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{48}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UploadFileRequest) GetData() isUploadFileRequest_Data {
@@ -3714,7 +3818,7 @@ type UploadFileResponse struct {
 
 func (x *UploadFileResponse) Reset() {
 	*x = UploadFileResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[49]
+	mi := &file_chat_v1_chat_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3726,7 +3830,7 @@ func (x *UploadFileResponse) String() string {
 func (*UploadFileResponse) ProtoMessage() {}
 
 func (x *UploadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[49]
+	mi := &file_chat_v1_chat_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3739,7 +3843,7 @@ func (x *UploadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileResponse.ProtoReflect.Descriptor instead.
 func (*UploadFileResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{49}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UploadFileResponse) GetFile() *FileRef {
@@ -3759,7 +3863,7 @@ type DownloadFileRequest struct {
 
 func (x *DownloadFileRequest) Reset() {
 	*x = DownloadFileRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[50]
+	mi := &file_chat_v1_chat_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3771,7 +3875,7 @@ func (x *DownloadFileRequest) String() string {
 func (*DownloadFileRequest) ProtoMessage() {}
 
 func (x *DownloadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[50]
+	mi := &file_chat_v1_chat_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3784,7 +3888,7 @@ func (x *DownloadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileRequest.ProtoReflect.Descriptor instead.
 func (*DownloadFileRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{50}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DownloadFileRequest) GetFileId() string {
@@ -3808,7 +3912,7 @@ type DownloadFileResponse struct {
 
 func (x *DownloadFileResponse) Reset() {
 	*x = DownloadFileResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[51]
+	mi := &file_chat_v1_chat_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3820,7 +3924,7 @@ func (x *DownloadFileResponse) String() string {
 func (*DownloadFileResponse) ProtoMessage() {}
 
 func (x *DownloadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[51]
+	mi := &file_chat_v1_chat_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3833,7 +3937,7 @@ func (x *DownloadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileResponse.ProtoReflect.Descriptor instead.
 func (*DownloadFileResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{51}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DownloadFileResponse) GetData() isDownloadFileResponse_Data {
@@ -3939,7 +4043,8 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x04Ping\"=\n" +
 	"\fRefreshToken\x12-\n" +
 	"\faccess_token\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80 R\vaccessToken\"\xd6\t\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80 R\vaccessToken\"\x8d\n" +
+	"\n" +
 	"\vServerEvent\x12,\n" +
 	"\awelcome\x18\x01 \x01(\v2\x10.chat.v1.WelcomeH\x00R\awelcome\x129\n" +
 	"\fonline_users\x18\x02 \x01(\v2\x14.chat.v1.OnlineUsersH\x00R\vonlineUsers\x126\n" +
@@ -3966,7 +4071,10 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\troom_left\x18\x12 \x01(\v2\x11.chat.v1.RoomLeftH\x00R\broomLeft\x12B\n" +
 	"\x0ftoken_refreshed\x18\x13 \x01(\v2\x17.chat.v1.TokenRefreshedH\x00R\x0etokenRefreshed\x12E\n" +
 	"\x10presence_changed\x18\x1e \x01(\v2\x18.chat.v1.PresenceChangedH\x00R\x0fpresenceChanged\x12O\n" +
-	"\x14room_members_changed\x18\x1f \x01(\v2\x1b.chat.v1.RoomMembersChangedH\x00R\x12roomMembersChanged\x12\x1d\n" +
+	"\x14room_members_changed\x18\x1f \x01(\v2\x1b.chat.v1.RoomMembersChangedH\x00R\x12roomMembersChanged\x125\n" +
+	"\n" +
+	"disconnect\x18  \x01(\v2\x13.chat.v1.DisconnectH\x00R\n" +
+	"disconnect\x12\x1d\n" +
 	"\n" +
 	"request_id\x18d \x01(\tR\trequestIdB\a\n" +
 	"\x05event\"\x85\x02\n" +
@@ -4069,7 +4177,14 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\fServerNotice\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.chat.v1.NoticeKindR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12B\n" +
-	"\x0freconnect_after\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0ereconnectAfter\"C\n" +
+	"\x0freconnect_after\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0ereconnectAfter\"\x92\x01\n" +
+	"\n" +
+	"Disconnect\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1c\n" +
+	"\treconnect\x18\x03 \x01(\bR\treconnect\x12:\n" +
+	"\vretry_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter\"C\n" +
 	"\x04Pong\x12;\n" +
 	"\vserver_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\"K\n" +
@@ -4175,7 +4290,7 @@ func file_chat_v1_chat_proto_rawDescGZIP() []byte {
 }
 
 var file_chat_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_chat_v1_chat_proto_goTypes = []any{
 	(Role)(0),                         // 0: chat.v1.Role
 	(ErrorCode)(0),                    // 1: chat.v1.ErrorCode
@@ -4216,24 +4331,25 @@ var file_chat_v1_chat_proto_goTypes = []any{
 	(*AdminBroadcast)(nil),            // 36: chat.v1.AdminBroadcast
 	(*StateRestored)(nil),             // 37: chat.v1.StateRestored
 	(*ServerNotice)(nil),              // 38: chat.v1.ServerNotice
-	(*Pong)(nil),                      // 39: chat.v1.Pong
-	(*TokenRefreshed)(nil),            // 40: chat.v1.TokenRefreshed
-	(*GetHistoryRequest)(nil),         // 41: chat.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),        // 42: chat.v1.GetHistoryResponse
-	(*ListOnlineUsersRequest)(nil),    // 43: chat.v1.ListOnlineUsersRequest
-	(*ListOnlineUsersResponse)(nil),   // 44: chat.v1.ListOnlineUsersResponse
-	(*ListRoomsRequest)(nil),          // 45: chat.v1.ListRoomsRequest
-	(*ListRoomsResponse)(nil),         // 46: chat.v1.ListRoomsResponse
-	(*ListConversationsRequest)(nil),  // 47: chat.v1.ListConversationsRequest
-	(*ConversationSummary)(nil),       // 48: chat.v1.ConversationSummary
-	(*ListConversationsResponse)(nil), // 49: chat.v1.ListConversationsResponse
-	(*FileInfo)(nil),                  // 50: chat.v1.FileInfo
-	(*UploadFileRequest)(nil),         // 51: chat.v1.UploadFileRequest
-	(*UploadFileResponse)(nil),        // 52: chat.v1.UploadFileResponse
-	(*DownloadFileRequest)(nil),       // 53: chat.v1.DownloadFileRequest
-	(*DownloadFileResponse)(nil),      // 54: chat.v1.DownloadFileResponse
-	(*timestamppb.Timestamp)(nil),     // 55: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 56: google.protobuf.Duration
+	(*Disconnect)(nil),                // 39: chat.v1.Disconnect
+	(*Pong)(nil),                      // 40: chat.v1.Pong
+	(*TokenRefreshed)(nil),            // 41: chat.v1.TokenRefreshed
+	(*GetHistoryRequest)(nil),         // 42: chat.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),        // 43: chat.v1.GetHistoryResponse
+	(*ListOnlineUsersRequest)(nil),    // 44: chat.v1.ListOnlineUsersRequest
+	(*ListOnlineUsersResponse)(nil),   // 45: chat.v1.ListOnlineUsersResponse
+	(*ListRoomsRequest)(nil),          // 46: chat.v1.ListRoomsRequest
+	(*ListRoomsResponse)(nil),         // 47: chat.v1.ListRoomsResponse
+	(*ListConversationsRequest)(nil),  // 48: chat.v1.ListConversationsRequest
+	(*ConversationSummary)(nil),       // 49: chat.v1.ConversationSummary
+	(*ListConversationsResponse)(nil), // 50: chat.v1.ListConversationsResponse
+	(*FileInfo)(nil),                  // 51: chat.v1.FileInfo
+	(*UploadFileRequest)(nil),         // 52: chat.v1.UploadFileRequest
+	(*UploadFileResponse)(nil),        // 53: chat.v1.UploadFileResponse
+	(*DownloadFileRequest)(nil),       // 54: chat.v1.DownloadFileRequest
+	(*DownloadFileResponse)(nil),      // 55: chat.v1.DownloadFileResponse
+	(*timestamppb.Timestamp)(nil),     // 56: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 57: google.protobuf.Duration
 }
 var file_chat_v1_chat_proto_depIdxs = []int32{
 	0,  // 0: chat.v1.User.role:type_name -> chat.v1.Role
@@ -4267,63 +4383,65 @@ var file_chat_v1_chat_proto_depIdxs = []int32{
 	36, // 28: chat.v1.ServerEvent.admin_broadcast:type_name -> chat.v1.AdminBroadcast
 	37, // 29: chat.v1.ServerEvent.state_restored:type_name -> chat.v1.StateRestored
 	38, // 30: chat.v1.ServerEvent.server_notice:type_name -> chat.v1.ServerNotice
-	39, // 31: chat.v1.ServerEvent.pong:type_name -> chat.v1.Pong
+	40, // 31: chat.v1.ServerEvent.pong:type_name -> chat.v1.Pong
 	27, // 32: chat.v1.ServerEvent.room_left:type_name -> chat.v1.RoomLeft
-	40, // 33: chat.v1.ServerEvent.token_refreshed:type_name -> chat.v1.TokenRefreshed
+	41, // 33: chat.v1.ServerEvent.token_refreshed:type_name -> chat.v1.TokenRefreshed
 	22, // 34: chat.v1.ServerEvent.presence_changed:type_name -> chat.v1.PresenceChanged
 	30, // 35: chat.v1.ServerEvent.room_members_changed:type_name -> chat.v1.RoomMembersChanged
-	3,  // 36: chat.v1.Welcome.user:type_name -> chat.v1.User
-	55, // 37: chat.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
-	55, // 38: chat.v1.Welcome.token_expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 39: chat.v1.OnlineUsers.users:type_name -> chat.v1.User
-	3,  // 40: chat.v1.UserOnline.user:type_name -> chat.v1.User
-	3,  // 41: chat.v1.UserOffline.user:type_name -> chat.v1.User
-	3,  // 42: chat.v1.PresenceChanged.online:type_name -> chat.v1.User
-	3,  // 43: chat.v1.PresenceChanged.offline:type_name -> chat.v1.User
-	4,  // 44: chat.v1.RecentMessages.conversation:type_name -> chat.v1.Conversation
-	25, // 45: chat.v1.RecentMessages.messages:type_name -> chat.v1.Message
-	4,  // 46: chat.v1.Message.conversation:type_name -> chat.v1.Conversation
-	55, // 47: chat.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	24, // 48: chat.v1.Message.file:type_name -> chat.v1.FileRef
-	4,  // 49: chat.v1.TypingEvent.conversation:type_name -> chat.v1.Conversation
-	32, // 50: chat.v1.RoomsList.rooms:type_name -> chat.v1.RoomInfo
-	4,  // 51: chat.v1.Ack.conversation:type_name -> chat.v1.Conversation
-	1,  // 52: chat.v1.Error.code:type_name -> chat.v1.ErrorCode
-	56, // 53: chat.v1.Error.retry_after:type_name -> google.protobuf.Duration
-	55, // 54: chat.v1.AdminBroadcast.sent_at:type_name -> google.protobuf.Timestamp
-	2,  // 55: chat.v1.ServerNotice.kind:type_name -> chat.v1.NoticeKind
-	56, // 56: chat.v1.ServerNotice.reconnect_after:type_name -> google.protobuf.Duration
-	55, // 57: chat.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
-	55, // 58: chat.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 59: chat.v1.GetHistoryRequest.conversation:type_name -> chat.v1.Conversation
-	25, // 60: chat.v1.GetHistoryResponse.messages:type_name -> chat.v1.Message
-	3,  // 61: chat.v1.ListOnlineUsersResponse.users:type_name -> chat.v1.User
-	32, // 62: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.RoomInfo
-	4,  // 63: chat.v1.ConversationSummary.conversation:type_name -> chat.v1.Conversation
-	25, // 64: chat.v1.ConversationSummary.last_message:type_name -> chat.v1.Message
-	48, // 65: chat.v1.ListConversationsResponse.conversations:type_name -> chat.v1.ConversationSummary
-	50, // 66: chat.v1.UploadFileRequest.info:type_name -> chat.v1.FileInfo
-	24, // 67: chat.v1.UploadFileResponse.file:type_name -> chat.v1.FileRef
-	24, // 68: chat.v1.DownloadFileResponse.info:type_name -> chat.v1.FileRef
-	5,  // 69: chat.v1.Chat.Connect:input_type -> chat.v1.ClientEvent
-	41, // 70: chat.v1.Chat.GetHistory:input_type -> chat.v1.GetHistoryRequest
-	43, // 71: chat.v1.Chat.ListOnlineUsers:input_type -> chat.v1.ListOnlineUsersRequest
-	45, // 72: chat.v1.Chat.ListRooms:input_type -> chat.v1.ListRoomsRequest
-	47, // 73: chat.v1.Chat.ListConversations:input_type -> chat.v1.ListConversationsRequest
-	51, // 74: chat.v1.Chat.UploadFile:input_type -> chat.v1.UploadFileRequest
-	53, // 75: chat.v1.Chat.DownloadFile:input_type -> chat.v1.DownloadFileRequest
-	17, // 76: chat.v1.Chat.Connect:output_type -> chat.v1.ServerEvent
-	42, // 77: chat.v1.Chat.GetHistory:output_type -> chat.v1.GetHistoryResponse
-	44, // 78: chat.v1.Chat.ListOnlineUsers:output_type -> chat.v1.ListOnlineUsersResponse
-	46, // 79: chat.v1.Chat.ListRooms:output_type -> chat.v1.ListRoomsResponse
-	49, // 80: chat.v1.Chat.ListConversations:output_type -> chat.v1.ListConversationsResponse
-	52, // 81: chat.v1.Chat.UploadFile:output_type -> chat.v1.UploadFileResponse
-	54, // 82: chat.v1.Chat.DownloadFile:output_type -> chat.v1.DownloadFileResponse
-	76, // [76:83] is the sub-list for method output_type
-	69, // [69:76] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	39, // 36: chat.v1.ServerEvent.disconnect:type_name -> chat.v1.Disconnect
+	3,  // 37: chat.v1.Welcome.user:type_name -> chat.v1.User
+	56, // 38: chat.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	56, // 39: chat.v1.Welcome.token_expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 40: chat.v1.OnlineUsers.users:type_name -> chat.v1.User
+	3,  // 41: chat.v1.UserOnline.user:type_name -> chat.v1.User
+	3,  // 42: chat.v1.UserOffline.user:type_name -> chat.v1.User
+	3,  // 43: chat.v1.PresenceChanged.online:type_name -> chat.v1.User
+	3,  // 44: chat.v1.PresenceChanged.offline:type_name -> chat.v1.User
+	4,  // 45: chat.v1.RecentMessages.conversation:type_name -> chat.v1.Conversation
+	25, // 46: chat.v1.RecentMessages.messages:type_name -> chat.v1.Message
+	4,  // 47: chat.v1.Message.conversation:type_name -> chat.v1.Conversation
+	56, // 48: chat.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	24, // 49: chat.v1.Message.file:type_name -> chat.v1.FileRef
+	4,  // 50: chat.v1.TypingEvent.conversation:type_name -> chat.v1.Conversation
+	32, // 51: chat.v1.RoomsList.rooms:type_name -> chat.v1.RoomInfo
+	4,  // 52: chat.v1.Ack.conversation:type_name -> chat.v1.Conversation
+	1,  // 53: chat.v1.Error.code:type_name -> chat.v1.ErrorCode
+	57, // 54: chat.v1.Error.retry_after:type_name -> google.protobuf.Duration
+	56, // 55: chat.v1.AdminBroadcast.sent_at:type_name -> google.protobuf.Timestamp
+	2,  // 56: chat.v1.ServerNotice.kind:type_name -> chat.v1.NoticeKind
+	57, // 57: chat.v1.ServerNotice.reconnect_after:type_name -> google.protobuf.Duration
+	57, // 58: chat.v1.Disconnect.retry_after:type_name -> google.protobuf.Duration
+	56, // 59: chat.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
+	56, // 60: chat.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 61: chat.v1.GetHistoryRequest.conversation:type_name -> chat.v1.Conversation
+	25, // 62: chat.v1.GetHistoryResponse.messages:type_name -> chat.v1.Message
+	3,  // 63: chat.v1.ListOnlineUsersResponse.users:type_name -> chat.v1.User
+	32, // 64: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.RoomInfo
+	4,  // 65: chat.v1.ConversationSummary.conversation:type_name -> chat.v1.Conversation
+	25, // 66: chat.v1.ConversationSummary.last_message:type_name -> chat.v1.Message
+	49, // 67: chat.v1.ListConversationsResponse.conversations:type_name -> chat.v1.ConversationSummary
+	51, // 68: chat.v1.UploadFileRequest.info:type_name -> chat.v1.FileInfo
+	24, // 69: chat.v1.UploadFileResponse.file:type_name -> chat.v1.FileRef
+	24, // 70: chat.v1.DownloadFileResponse.info:type_name -> chat.v1.FileRef
+	5,  // 71: chat.v1.Chat.Connect:input_type -> chat.v1.ClientEvent
+	42, // 72: chat.v1.Chat.GetHistory:input_type -> chat.v1.GetHistoryRequest
+	44, // 73: chat.v1.Chat.ListOnlineUsers:input_type -> chat.v1.ListOnlineUsersRequest
+	46, // 74: chat.v1.Chat.ListRooms:input_type -> chat.v1.ListRoomsRequest
+	48, // 75: chat.v1.Chat.ListConversations:input_type -> chat.v1.ListConversationsRequest
+	52, // 76: chat.v1.Chat.UploadFile:input_type -> chat.v1.UploadFileRequest
+	54, // 77: chat.v1.Chat.DownloadFile:input_type -> chat.v1.DownloadFileRequest
+	17, // 78: chat.v1.Chat.Connect:output_type -> chat.v1.ServerEvent
+	43, // 79: chat.v1.Chat.GetHistory:output_type -> chat.v1.GetHistoryResponse
+	45, // 80: chat.v1.Chat.ListOnlineUsers:output_type -> chat.v1.ListOnlineUsersResponse
+	47, // 81: chat.v1.Chat.ListRooms:output_type -> chat.v1.ListRoomsResponse
+	50, // 82: chat.v1.Chat.ListConversations:output_type -> chat.v1.ListConversationsResponse
+	53, // 83: chat.v1.Chat.UploadFile:output_type -> chat.v1.UploadFileResponse
+	55, // 84: chat.v1.Chat.DownloadFile:output_type -> chat.v1.DownloadFileResponse
+	78, // [78:85] is the sub-list for method output_type
+	71, // [71:78] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_chat_v1_chat_proto_init() }
@@ -4369,17 +4487,18 @@ func file_chat_v1_chat_proto_init() {
 		(*ServerEvent_TokenRefreshed)(nil),
 		(*ServerEvent_PresenceChanged)(nil),
 		(*ServerEvent_RoomMembersChanged)(nil),
+		(*ServerEvent_Disconnect)(nil),
 	}
 	file_chat_v1_chat_proto_msgTypes[22].OneofWrappers = []any{
 		(*Message_Text)(nil),
 		(*Message_File)(nil),
 	}
-	file_chat_v1_chat_proto_msgTypes[38].OneofWrappers = []any{}
-	file_chat_v1_chat_proto_msgTypes[48].OneofWrappers = []any{
+	file_chat_v1_chat_proto_msgTypes[39].OneofWrappers = []any{}
+	file_chat_v1_chat_proto_msgTypes[49].OneofWrappers = []any{
 		(*UploadFileRequest_Info)(nil),
 		(*UploadFileRequest_Chunk)(nil),
 	}
-	file_chat_v1_chat_proto_msgTypes[51].OneofWrappers = []any{
+	file_chat_v1_chat_proto_msgTypes[52].OneofWrappers = []any{
 		(*DownloadFileResponse_Info)(nil),
 		(*DownloadFileResponse_Chunk)(nil),
 	}
@@ -4389,7 +4508,7 @@ func file_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_v1_chat_proto_rawDesc), len(file_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   52,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
