@@ -494,6 +494,8 @@ function serverEvent(state: ChatState, ev: ServerEvent, now: number): ChatState 
     }
     case "serverNotice":
       return { ...state, conn: { ...state.conn, detail: e.value.message || state.conn.detail } };
+    case "disconnect":
+      return { ...state, conn: { ...state.conn, detail: e.value.reason || state.conn.detail } };
     case "pong":
     case "tokenRefreshed":
     case undefined:
