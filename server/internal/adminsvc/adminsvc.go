@@ -3,6 +3,11 @@
 // package checks who may act on whom (the actor/target table in
 // proto/chat/v1/admin.proto, see mayAct) and then acts. Safe for
 // concurrent use.
+//
+// Every failure is mapped by package apierr. A store that fails while a
+// target is looked up for the access check is Unavailable (or Internal),
+// never PermissionDenied or NotFound: a refusal is an answer, and a store
+// that could not be asked has not given one.
 package adminsvc
 
 import (
@@ -12,8 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
@@ -161,43 +164,48 @@ func (a action) String() string {
 // admins (there is no role above admin, and any admin must be able to
 // recover a server) and that nobody deactivates or demotes itself (so a
 // server is not left without an admin by accident). newRole is the role
-// SetUserRole would give. It returns nil or a PermissionDenied status.
+// SetUserRole would give. Changing roles is for admins only; the role
+// table of the interceptors says so too, and this check keeps it so for a
+// caller that reaches the service another way. It returns nil or a
+// PermissionDenied *apierr.Error.
 func mayAct(actor *auth.Principal, target store.User, targetRole auth.Role, act action, newRole auth.Role) error {
+	if act == actSetRole && !actor.Role.AtLeast(auth.RoleAdmin) {
+		return apierr.PermissionDenied("a %s cannot change roles: that needs an admin", actor.Role)
+	}
 	if actor.Username == target.Username {
 		switch {
 		case !actor.Role.AtLeast(auth.RoleAdmin):
-			return status.Errorf(codes.PermissionDenied, "a %s cannot %s itself", actor.Role, act)
+			return apierr.PermissionDenied("a %s cannot %s itself", actor.Role, act)
 		case act == actDeactivate:
-			return status.Error(codes.PermissionDenied, "you cannot deactivate yourself")
+			return apierr.PermissionDenied("you cannot deactivate yourself")
 		case act == actSetRole && newRole < actor.Role:
-			return status.Error(codes.PermissionDenied, "you cannot demote yourself")
+			return apierr.PermissionDenied("you cannot demote yourself")
 		}
 		return nil
 	}
 	if actor.Role.AtLeast(auth.RoleAdmin) || (actor.Role > targetRole && actor.Role.AtLeast(auth.RoleModerator)) {
 		return nil
 	}
-	return status.Errorf(codes.PermissionDenied, "a %s cannot %s %s, who is a %s: that needs a role above theirs",
+	return apierr.PermissionDenied("a %s cannot %s %s, who is a %s: that needs a role above theirs",
 		actor.Role, act, target.Username, targetRole)
 }
 
 // authorize looks the target up and applies mayAct. The target's role is
 // read here rather than under the write, so a promotion that commits in
 // between is not seen; the window is one round trip and only matters to a
-// moderator racing an admin.
+// moderator racing an admin. Its errors are *apierr.Error.
 func (s *Service) authorize(ctx context.Context, username string, act action, newRole auth.Role) error {
 	actor, ok := auth.FromContext(ctx)
 	if !ok {
-		return status.Error(codes.Unauthenticated, "no principal")
+		return apierr.Unauthenticated("no principal")
 	}
 	target, err := s.cfg.Store.GetUser(ctx, username)
 	if err != nil {
-		return s.storeErr(err)
+		return s.storeErr(ctx, "get user", err)
 	}
 	role, err := auth.ParseRole(target.Role)
 	if err != nil {
-		s.cfg.Logger.Error("admin: stored role", "user", username, "err", err)
-		return status.Error(codes.Internal, "internal error")
+		return s.storeErr(ctx, "stored role of "+username, err)
 	}
 	return mayAct(actor, target, role, act, newRole)
 }
@@ -205,7 +213,7 @@ func (s *Service) authorize(ctx context.Context, username string, act action, ne
 // DisconnectUser closes a user's sessions.
 func (s *Service) DisconnectUser(ctx context.Context, req *chatv1.DisconnectUserRequest) (*chatv1.DisconnectUserResponse, error) {
 	if err := s.authorize(ctx, req.GetUsername(), actDisconnect, 0); err != nil {
-		return nil, err
+		return nil, apierr.Status(err)
 	}
 	n := s.cfg.Hub.DisconnectUser(req.GetUsername(), req.GetReason())
 	s.logAction(ctx, "disconnect user", req.GetUsername())
@@ -220,10 +228,10 @@ func (s *Service) SetUserActive(ctx context.Context, req *chatv1.SetUserActiveRe
 		act = actDeactivate
 	}
 	if err := s.authorize(ctx, req.GetUsername(), act, 0); err != nil {
-		return nil, err
+		return nil, apierr.Status(err)
 	}
 	if err := s.cfg.Store.SetUserActive(ctx, req.GetUsername(), req.GetActive()); err != nil {
-		return nil, s.storeErr(err)
+		return nil, apierr.Status(s.storeErr(ctx, "set user active", err))
 	}
 	if !req.GetActive() {
 		s.cfg.Hub.DisconnectUser(req.GetUsername(), "account deactivated")
@@ -235,25 +243,34 @@ func (s *Service) SetUserActive(ctx context.Context, req *chatv1.SetUserActiveRe
 // SetUserRole changes a role; it applies to the user's next call.
 func (s *Service) SetUserRole(ctx context.Context, req *chatv1.SetUserRoleRequest) (*chatv1.SetUserRoleResponse, error) {
 	role := auth.RoleFromProto(req.GetRole())
+	if role == 0 {
+		// The validation interceptor refuses it first; a role of none would
+		// otherwise reach the store.
+		return nil, apierr.Status(apierr.InvalidArgument("role must be user, moderator or admin"))
+	}
 	if err := s.authorize(ctx, req.GetUsername(), actSetRole, role); err != nil {
-		return nil, err
+		return nil, apierr.Status(err)
 	}
 	if err := s.cfg.Store.SetUserRole(ctx, req.GetUsername(), role.String()); err != nil {
-		return nil, s.storeErr(err)
+		return nil, apierr.Status(s.storeErr(ctx, "set user role", err))
 	}
 	s.logAction(ctx, "set user role", req.GetUsername(), "role", role.String())
 	return &chatv1.SetUserRoleResponse{}, nil
 }
 
-func (s *Service) storeErr(err error) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return status.Error(codes.NotFound, "user not found")
+// storeErr maps a store call's error through apierr, with a message
+// naming the record for a user that does not exist, and logs what the
+// client is not told: the cause of an Internal error (storage failures
+// are logged, in aggregate, where the store is called).
+func (s *Service) storeErr(ctx context.Context, what string, err error) *apierr.Error {
+	e := apierr.From(err)
+	switch e.Code {
+	case chatv1.ErrorCode_ERROR_CODE_NOT_FOUND:
+		return apierr.NotFound("user not found")
+	case chatv1.ErrorCode_ERROR_CODE_INTERNAL:
+		s.cfg.Logger.ErrorContext(ctx, "admin: "+what, "err", err)
 	}
-	if e, ok := apierr.AsUnavailable(err); ok { // logged, in aggregate, where the store is called
-		return e.GRPCStatus().Err()
-	}
-	s.cfg.Logger.Error("admin store call", "err", err)
-	return status.Error(codes.Internal, "internal error")
+	return e
 }
 
 func (s *Service) logAction(ctx context.Context, what, target string, kv ...any) {

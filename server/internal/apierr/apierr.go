@@ -1,13 +1,18 @@
 // Package apierr is the one place where Parley's failures are mapped to
 // codes: to a gRPC status at a call or stream boundary, and to an in-band
-// chat.v1.Error event for a failed command inside a live stream. A storage
-// failure (store.ErrUnavailable) maps to Unavailable with a retry hint, so
-// clients retry instead of giving up.
+// chat.v1.Error event for a failed command inside a live stream. From is
+// the table: a storage failure (store.ErrUnavailable, or any error
+// storefault classifies, such as a closed store) maps to Unavailable with
+// a retry hint, so clients retry instead of giving up, and never to a
+// refusal (PermissionDenied, NotFound); the store's own answers (not
+// found, taken, a reused refresh token) map to their codes; anything else
+// is Internal, whose message never carries the cause.
 //
 // Errors are immutable values: safe for concurrent use.
 package apierr
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -19,6 +24,7 @@ import (
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storefault"
 )
 
 // Error is a failure with a chat.v1 error code and a message safe to show
@@ -27,6 +33,10 @@ type Error struct {
 	Code       chatv1.ErrorCode
 	Msg        string
 	RetryAfter time.Duration // set with ERROR_CODE_RATE_LIMITED and ERROR_CODE_UNAVAILABLE
+	// grpc, when set, is the gRPC code for a failure chat.v1.ErrorCode has
+	// no name for (AlreadyExists, Canceled, DeadlineExceeded); Code is then
+	// the nearest in-band code.
+	grpc codes.Code
 	// cause is what failed, for errors.Is/As and the server's log; it is
 	// never sent.
 	cause error
@@ -68,6 +78,22 @@ func Internal() *Error {
 	return New(chatv1.ErrorCode_ERROR_CODE_INTERNAL, "internal error")
 }
 
+// AlreadyExists is gRPC AlreadyExists (in band, the nearest code:
+// ERROR_CODE_FAILED_PRECONDITION), e.g. a username that is taken.
+func AlreadyExists(format string, args ...any) *Error {
+	e := New(chatv1.ErrorCode_ERROR_CODE_FAILED_PRECONDITION, format, args...)
+	e.grpc = codes.AlreadyExists
+	return e
+}
+
+// Busy is ERROR_CODE_UNAVAILABLE for work refused because too many of
+// what are in progress (e.g. password hashes), with a retry hint.
+func Busy(what string, retryAfter time.Duration) *Error {
+	e := New(chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "too many %s in progress; retry in %s", what, retryAfter.Round(time.Millisecond))
+	e.RetryAfter = retryAfter
+	return e
+}
+
 // RateLimited is ERROR_CODE_RATE_LIMITED with a retry hint.
 func RateLimited(what string, retryAfter time.Duration) *Error {
 	e := New(chatv1.ErrorCode_ERROR_CODE_RATE_LIMITED, "rate limit exceeded for %s; retry after %s", what, retryAfter.Round(time.Millisecond))
@@ -97,6 +123,9 @@ func (e *Error) Unwrap() error { return e.cause }
 
 // GRPCCode maps the error code to a gRPC code.
 func (e *Error) GRPCCode() codes.Code {
+	if e.grpc != codes.OK {
+		return e.grpc
+	}
 	switch e.Code {
 	case chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT:
 		return codes.InvalidArgument
@@ -157,29 +186,66 @@ func AsInBand(err error) (*InBand, bool) {
 	return ib, ok
 }
 
-// From returns err as an *Error: a storage failure as Unavailable, other
-// unknown errors as Internal.
+// From returns err as an *Error, the one table of Parley's failures:
+//
+//   - an *Error anywhere in the chain: itself;
+//   - a storage failure (store.ErrUnavailable in the chain, or an error
+//     storefault classifies: a closed store, a lost connection, a full
+//     disk, context.DeadlineExceeded, which storefault counts as a store
+//     that did not answer in time): Unavailable with StoreRetryAfter;
+//   - context.Canceled: gRPC Canceled (in band UNAVAILABLE), the caller
+//     went away;
+//   - store.ErrNotFound: NotFound; store.ErrExists: AlreadyExists;
+//     store.ErrRefreshTokenReused: Unauthenticated. Callers with a better
+//     message (which record) use the constructors instead;
+//   - anything else: Internal, with err kept as the cause for the log and
+//     never sent.
+//
+// A storage failure is checked before the store's answers, so a fault in
+// an access check can never read as a refusal. nil gives nil.
 func From(err error) *Error {
 	var e *Error
-	if errors.As(err, &e) {
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &e):
 		return e
+	case storefault.Unavailable(err):
+		return Unavailable(storefault.Classify(err), StoreRetryAfter)
+	case errors.Is(err, context.Canceled):
+		e = New(chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "request cancelled")
+		e.grpc = codes.Canceled
+	case errors.Is(err, store.ErrNotFound):
+		e = NotFound("not found")
+	case errors.Is(err, store.ErrExists):
+		e = AlreadyExists("already exists")
+	case errors.Is(err, store.ErrRefreshTokenReused):
+		e = Unauthenticated("refresh token reuse detected; log in again")
+	default:
+		e = Internal()
 	}
-	if errors.Is(err, store.ErrUnavailable) {
-		return Unavailable(err, StoreRetryAfter)
+	e.cause = err
+	return e
+}
+
+// Status is From(err) as a gRPC status error, for a unary handler's
+// return; nil gives nil.
+func Status(err error) error {
+	if err == nil {
+		return nil
 	}
-	return Internal()
+	return From(err).GRPCStatus().Err()
 }
 
 // AsUnavailable returns err as an *Error when it is a storage failure
-// (store.ErrUnavailable in its chain), for callers that map the rest of
-// their errors themselves.
+// (see From), for callers that map the rest of their errors themselves.
 func AsUnavailable(err error) (*Error, bool) {
-	if !errors.Is(err, store.ErrUnavailable) {
+	if !storefault.Unavailable(err) {
 		return nil, false
 	}
 	var e *Error
 	if errors.As(err, &e) && e.Code == chatv1.ErrorCode_ERROR_CODE_UNAVAILABLE {
 		return e, true
 	}
-	return Unavailable(err, StoreRetryAfter), true
+	return Unavailable(storefault.Classify(err), StoreRetryAfter), true
 }

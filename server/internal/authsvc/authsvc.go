@@ -15,6 +15,10 @@
 // users) run through one auth.HashLimiter, sized from the memory this
 // process may use, so a login flood cannot take the server's memory or
 // its cores: what does not fit is refused Unavailable with a RetryInfo.
+//
+// Every failure is mapped by package apierr: a store that fails (down,
+// closed, out of time) is Unavailable with a retry hint, never a refused
+// login or token.
 package authsvc
 
 import (
@@ -23,10 +27,6 @@ import (
 	"log/slog"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
@@ -90,24 +90,25 @@ func New(cfg Config) (*Service, error) {
 }
 
 var (
-	errBadLogin    = status.Error(codes.Unauthenticated, "invalid username or password")
-	errTokenReused = status.Error(codes.Unauthenticated, "refresh token reuse detected; log in again")
+	errBadLogin     = apierr.Unauthenticated("invalid username or password")
+	errTokenInvalid = apierr.Unauthenticated("refresh token invalid, expired or already used")
+	errDeactivated  = apierr.PermissionDenied("account deactivated")
 )
 
 // Register creates a user with role user and logs it in.
 func (s *Service) Register(ctx context.Context, req *chatv1.RegisterRequest) (*chatv1.RegisterResponse, error) {
 	if s.cfg.DisableRegistration {
-		return nil, status.Error(codes.PermissionDenied, "registration is disabled on this server")
+		return nil, apierr.Status(apierr.PermissionDenied("registration is disabled on this server"))
 	}
 	hash, err := s.cfg.Hashes.Hash(ctx, req.GetPassword())
 	if err != nil {
-		return nil, s.hashErr("hash password", err)
+		return nil, s.hashErr(ctx, "hash password", err)
 	}
 	u := store.User{Username: req.GetUsername(), PasswordHash: hash, Role: store.RoleUser, Active: true, CreatedAt: time.Now().UTC()}
 	if err := s.cfg.Store.CreateUser(ctx, u); errors.Is(err, store.ErrExists) {
-		return nil, status.Errorf(codes.AlreadyExists, "username %q is taken", u.Username)
+		return nil, apierr.Status(apierr.AlreadyExists("username %q is taken", u.Username))
 	} else if err != nil {
-		return nil, s.internal("create user", err)
+		return nil, s.fail(ctx, "create user", err)
 	}
 	user, tokens, err := s.login(ctx, u)
 	if err != nil {
@@ -123,21 +124,21 @@ func (s *Service) Login(ctx context.Context, req *chatv1.LoginRequest) (*chatv1.
 		// Through the limiter too: an unknown user must be refused (or
 		// asked to retry) like a wrong password, or the answer would tell.
 		if _, err := s.cfg.Hashes.Check(ctx, s.dummyHash, req.GetPassword()); err != nil {
-			return nil, s.hashErr("check password", err)
+			return nil, s.hashErr(ctx, "check password", err)
 		}
-		return nil, errBadLogin
+		return nil, apierr.Status(errBadLogin)
 	} else if err != nil {
-		return nil, s.internal("get user", err)
+		return nil, s.fail(ctx, "get user", err)
 	}
 	ok, err := s.cfg.Hashes.Check(ctx, u.PasswordHash, req.GetPassword())
 	if err != nil {
-		return nil, s.hashErr("check password", err)
+		return nil, s.hashErr(ctx, "check password", err)
 	}
 	if !ok {
-		return nil, errBadLogin
+		return nil, apierr.Status(errBadLogin)
 	}
 	if !u.Active {
-		return nil, status.Error(codes.PermissionDenied, "account deactivated")
+		return nil, apierr.Status(errDeactivated)
 	}
 	user, tokens, err := s.login(ctx, u)
 	if err != nil {
@@ -150,7 +151,7 @@ func (s *Service) Login(ctx context.Context, req *chatv1.LoginRequest) (*chatv1.
 func (s *Service) Refresh(ctx context.Context, req *chatv1.RefreshRequest) (*chatv1.RefreshResponse, error) {
 	token, hash, err := auth.NewRefreshToken()
 	if err != nil {
-		return nil, s.internal("new refresh token", err)
+		return nil, s.fail(ctx, "new refresh token", err)
 	}
 	now := time.Now().UTC()
 	next := store.RefreshToken{Hash: hash, ExpiresAt: now.Add(s.cfg.RefreshTTL)}
@@ -161,24 +162,31 @@ func (s *Service) Refresh(ctx context.Context, req *chatv1.RefreshRequest) (*cha
 		// (or a client raced itself). The error names the family by a
 		// prefix of its id; no token or hash is logged.
 		s.cfg.Logger.Warn("auth: refresh token reuse detected; its login is revoked", "user", name, "err", err)
-		return nil, errTokenReused
+		return nil, apierr.Status(err) // Unauthenticated: log in again
 	case errors.Is(err, store.ErrNotFound):
-		return nil, status.Error(codes.Unauthenticated, "refresh token invalid, expired or already used")
+		return nil, apierr.Status(errTokenInvalid)
 	case err != nil:
-		return nil, s.internal("rotate refresh token", err)
+		return nil, s.fail(ctx, "rotate refresh token", err)
 	}
 	u, err := s.cfg.Store.GetUser(ctx, name)
 	if err != nil {
-		return nil, s.internal("get user", err)
+		return nil, s.fail(ctx, "get user", err)
 	}
 	if !u.Active {
-		_ = s.cfg.Store.RevokeRefreshTokenFamily(ctx, hash)
-		return nil, status.Error(codes.PermissionDenied, "account deactivated")
+		// The token just issued is never handed out; revoking its family
+		// only tidies up, so a failure here is logged and the answer stays.
+		if err := s.cfg.Store.RevokeRefreshTokenFamily(ctx, hash); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.cfg.Logger.WarnContext(ctx, "auth: revoke the login of a deactivated user", "user", u.Username, "err", err)
+		}
+		return nil, apierr.Status(errDeactivated)
 	}
-	role, _ := auth.ParseRole(u.Role)
+	role, err := auth.ParseRole(u.Role)
+	if err != nil {
+		return nil, s.fail(ctx, "stored role", err)
+	}
 	access, exp, err := s.cfg.Issuer.Issue(u.Username, role)
 	if err != nil {
-		return nil, s.internal("issue token", err)
+		return nil, s.fail(ctx, "issue token", err)
 	}
 	return &chatv1.RefreshResponse{
 		User: &chatv1.User{Username: u.Username, Role: role.Proto()},
@@ -196,7 +204,7 @@ func (s *Service) Refresh(ctx context.Context, req *chatv1.RefreshRequest) (*cha
 // error.
 func (s *Service) Logout(ctx context.Context, req *chatv1.LogoutRequest) (*chatv1.LogoutResponse, error) {
 	if err := s.cfg.Store.RevokeRefreshTokenFamily(ctx, auth.HashRefreshToken(req.GetRefreshToken())); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, s.internal("revoke refresh token", err)
+		return nil, s.fail(ctx, "revoke refresh token", err)
 	}
 	return &chatv1.LogoutResponse{}, nil
 }
@@ -204,19 +212,19 @@ func (s *Service) Logout(ctx context.Context, req *chatv1.LogoutRequest) (*chatv
 func (s *Service) login(ctx context.Context, u store.User) (*chatv1.User, *chatv1.Tokens, error) {
 	role, err := auth.ParseRole(u.Role)
 	if err != nil {
-		return nil, nil, s.internal("stored role", err)
+		return nil, nil, s.fail(ctx, "stored role", err)
 	}
 	access, exp, err := s.cfg.Issuer.Issue(u.Username, role)
 	if err != nil {
-		return nil, nil, s.internal("issue token", err)
+		return nil, nil, s.fail(ctx, "issue token", err)
 	}
 	refresh, hash, err := auth.NewRefreshToken()
 	if err != nil {
-		return nil, nil, s.internal("new refresh token", err)
+		return nil, nil, s.fail(ctx, "new refresh token", err)
 	}
 	rt := store.RefreshToken{Hash: hash, Username: u.Username, ExpiresAt: time.Now().UTC().Add(s.cfg.RefreshTTL)}
 	if err := s.cfg.Store.CreateRefreshToken(ctx, rt); err != nil {
-		return nil, nil, s.internal("store refresh token", err)
+		return nil, nil, s.fail(ctx, "store refresh token", err)
 	}
 	return &chatv1.User{Username: u.Username, Role: role.Proto()}, &chatv1.Tokens{
 		AccessToken: access, AccessExpiresAt: timestamppb.New(exp),
@@ -227,25 +235,20 @@ func (s *Service) login(ctx context.Context, u store.User) (*chatv1.User, *chatv
 // hashErr maps a password hash that did not run: the limiter was full
 // (Unavailable with a RetryInfo, which the REST bridge turns into 503 and
 // Retry-After) or the call ended.
-func (s *Service) hashErr(what string, err error) error {
-	switch {
-	case errors.Is(err, auth.ErrHashBusy):
-		retry := s.cfg.Hashes.RetryAfter()
-		st := status.Newf(codes.Unavailable, "too many logins in progress; retry in %s", retry)
-		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)}); derr == nil {
-			st = d
-		}
-		return st.Err()
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
+func (s *Service) hashErr(ctx context.Context, what string, err error) error {
+	if errors.Is(err, auth.ErrHashBusy) {
+		return apierr.Status(apierr.Busy("logins", s.cfg.Hashes.RetryAfter()))
 	}
-	return s.internal(what, err)
+	return s.fail(ctx, what, err)
 }
 
-func (s *Service) internal(what string, err error) error {
-	if e, ok := apierr.AsUnavailable(err); ok { // logged, in aggregate, where the store is called
-		return e.GRPCStatus().Err()
+// fail maps err through apierr and logs what the client is not told: the
+// cause of an Internal error. Storage failures are logged, in aggregate,
+// where the store is called.
+func (s *Service) fail(ctx context.Context, what string, err error) error {
+	e := apierr.From(err)
+	if e.Code == chatv1.ErrorCode_ERROR_CODE_INTERNAL {
+		s.cfg.Logger.ErrorContext(ctx, "auth: "+what, "err", err)
 	}
-	s.cfg.Logger.Error("auth: "+what, "err", err)
-	return status.Error(codes.Internal, "internal error")
+	return e.GRPCStatus().Err()
 }
