@@ -4,12 +4,13 @@ import (
 	"context"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 // Conversation list limits.
 const (
-	DefaultConversationsLimit = 50
-	MaxConversationsLimit     = 200
+	DefaultConversationsLimit = storeutil.DefaultConversationsLimit
+	MaxConversationsLimit     = storeutil.MaxConversationsLimit
 )
 
 // nullMsgCols are msgCols of a message row that a LEFT JOIN may have left
@@ -70,7 +71,7 @@ func (s *Store) ListConversations(ctx context.Context, username, everyone string
 	if err := s.check(ctx); err != nil {
 		return nil, false, err
 	}
-	limit := clampConversations(q.Limit)
+	limit := storeutil.ConversationsLimit(q.Limit)
 	var pos store.ConversationPos
 	if q.After != nil {
 		pos = *q.After
@@ -110,16 +111,4 @@ func (s *Store) ListConversations(ctx context.Context, username, everyone string
 		out = out[:limit]
 	}
 	return out, more, nil
-}
-
-func clampConversations(limit int) int {
-	switch {
-	case limit == 0:
-		return DefaultConversationsLimit
-	case limit < 1:
-		return 1
-	case limit > MaxConversationsLimit:
-		return MaxConversationsLimit
-	}
-	return limit
 }

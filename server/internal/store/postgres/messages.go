@@ -3,9 +3,6 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -20,6 +17,7 @@ import (
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
 	"github.com/parleychat/parley/server/internal/store/storefault"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 type appendReq struct {
@@ -283,7 +281,7 @@ func (s *Store) writeBatch(ctx context.Context, batch []*appendReq) ([]appendRes
 			}
 		}
 		if m.ID == "" {
-			m.ID = s.ids.next(now)
+			m.ID = s.ids.Next(now)
 		} else if _, ok := takenIDs[m.ID]; ok {
 			results[i] = appendResult{err: fmt.Errorf("%w: message id %q", store.ErrExists, m.ID)}
 			continue
@@ -530,8 +528,8 @@ func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]sto
 
 // History limits.
 const (
-	DefaultHistoryLimit = 50
-	MaxHistoryLimit     = 100
+	DefaultHistoryLimit = storeutil.DefaultHistoryLimit
+	MaxHistoryLimit     = storeutil.MaxHistoryLimit
 )
 
 const (
@@ -556,15 +554,7 @@ func (s *Store) History(ctx context.Context, conversation string, q store.Histor
 	if err := s.check(ctx); err != nil {
 		return nil, false, err
 	}
-	limit := q.Limit
-	switch {
-	case limit == 0:
-		limit = DefaultHistoryLimit
-	case limit < 1:
-		limit = 1
-	case limit > MaxHistoryLimit:
-		limit = MaxHistoryLimit
-	}
+	limit := storeutil.HistoryLimit(q.Limit)
 	before := int64(math.MaxInt64)
 	if q.BeforeSeq > 0 {
 		before = q.BeforeSeq
@@ -607,7 +597,7 @@ func (s *Store) LastSeq(ctx context.Context, conversation string) (int64, error)
 }
 
 // MaxDirectLimit caps DirectMessagesSince.
-const MaxDirectLimit = 1000
+const MaxDirectLimit = storeutil.MaxDirectLimit
 
 // The redundant test for a non-empty recipient lets PostgreSQL use the
 // partial index messages_direct. Messages sent at the same instant come in
@@ -627,9 +617,7 @@ func (s *Store) DirectMessagesSince(ctx context.Context, username string, since 
 	if username == "" {
 		return nil, false, nil
 	}
-	if limit <= 0 || limit > MaxDirectLimit {
-		limit = MaxDirectLimit
-	}
+	limit = storeutil.DirectLimit(limit)
 	// One extra row tells whether there is more.
 	msgs, err := s.queryMessages(ctx, qDirectSince, username, nanos(since), limit+1)
 	if err != nil {
@@ -687,42 +675,4 @@ func (s *Store) count(ctx context.Context, q string) (int64, error) {
 	var n int64
 	err := s.db.QueryRow(ctx, q).Scan(&n)
 	return n, s.mapErr(err)
-}
-
-// idGen makes message ids: 16 bytes, hex encoded, the first 6 a big-endian
-// Unix millisecond time and the other 10 random, like a ULID (the same
-// format as the sqlite store's). Ids sort by creation time; within one
-// Store they are strictly increasing, because a clock that stalls or
-// steps back reuses the last time and increments the random part instead.
-// Across processes they are unique by their 80 random bits. Not safe for
-// concurrent use: only the writer goroutine calls next.
-type idGen struct {
-	lastMS int64
-	last   [16]byte
-}
-
-func (g *idGen) next(now time.Time) string {
-	ms := now.UnixMilli()
-	if ms > g.lastMS || !g.increment() {
-		if ms <= g.lastMS {
-			ms = g.lastMS + 1 // the 80-bit random part overflowed: borrow a millisecond
-		}
-		g.lastMS = ms
-		var ts [8]byte
-		binary.BigEndian.PutUint64(ts[:], uint64(ms))
-		copy(g.last[:6], ts[2:])
-		rand.Read(g.last[6:])
-	}
-	return hex.EncodeToString(g.last[:])
-}
-
-// increment adds one to the random part, reporting false on overflow.
-func (g *idGen) increment() bool {
-	for i := len(g.last) - 1; i >= 6; i-- {
-		g.last[i]++
-		if g.last[i] != 0 {
-			return true
-		}
-	}
-	return false
 }

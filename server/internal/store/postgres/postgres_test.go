@@ -1374,29 +1374,6 @@ func TestQueryPlans(t *testing.T) {
 	}
 }
 
-func TestIDGen(t *testing.T) {
-	t.Parallel()
-	var g idGen
-	t0 := time.UnixMilli(1_700_000_000_000)
-	times := []time.Time{t0, t0, t0, t0.Add(-time.Hour), t0.Add(time.Millisecond), t0.Add(time.Second)}
-	prev := ""
-	for i, now := range times {
-		id := g.next(now)
-		if len(id) != 32 || id <= prev {
-			t.Fatalf("id %d = %s after %s: not increasing", i, id, prev)
-		}
-		prev = id
-	}
-	// Force the random part to overflow: the next id borrows a millisecond.
-	for i := 6; i < 16; i++ {
-		g.last[i] = 0xff
-	}
-	id := g.next(t0)
-	if id <= prev {
-		t.Fatalf("after overflow: %s <= %s", id, prev)
-	}
-}
-
 // TestSameMethodsAsSQLite keeps the two stores interchangeable: every
 // method of the sqlite Store exists here with the same signature, and
 // there are no others.

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 // ListUsers returns every user, by username, for `parleyd user list`.
@@ -46,7 +47,7 @@ func (s *Store) SetUserPassword(ctx context.Context, username, passwordHash stri
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = $1, revoke_reason = $2
-			WHERE username = $3 AND revoked_at = 0`, time.Now().UnixNano(), revokedLogout, username)
+			WHERE username = $3 AND revoked_at = 0`, time.Now().UnixNano(), storeutil.RevokedLogout, username)
 		return err
 	})
 }

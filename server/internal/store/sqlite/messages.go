@@ -2,10 +2,7 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +11,7 @@ import (
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
 	"github.com/parleychat/parley/server/internal/store/storefault"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 type appendReq struct {
@@ -195,7 +193,7 @@ func (s *Store) appendOne(ctx context.Context, st batchStmts, i int, r *appendRe
 	}
 	now := time.Now().UTC()
 	if m.ID == "" {
-		m.ID = s.ids.next(now)
+		m.ID = s.ids.Next(now)
 	}
 	if m.SentAt.IsZero() {
 		m.SentAt = now
@@ -287,8 +285,8 @@ func (s *Store) queryMessages(ctx context.Context, q *sql.Stmt, args ...any) ([]
 
 // History limits.
 const (
-	DefaultHistoryLimit = 50
-	MaxHistoryLimit     = 100
+	DefaultHistoryLimit = storeutil.DefaultHistoryLimit
+	MaxHistoryLimit     = storeutil.MaxHistoryLimit
 )
 
 const (
@@ -313,15 +311,7 @@ func (s *Store) History(ctx context.Context, conversation string, q store.Histor
 	if err := s.check(ctx); err != nil {
 		return nil, false, err
 	}
-	limit := q.Limit
-	switch {
-	case limit == 0:
-		limit = DefaultHistoryLimit
-	case limit < 1:
-		limit = 1
-	case limit > MaxHistoryLimit:
-		limit = MaxHistoryLimit
-	}
+	limit := storeutil.HistoryLimit(q.Limit)
 	before := int64(math.MaxInt64)
 	if q.BeforeSeq > 0 {
 		before = q.BeforeSeq
@@ -366,7 +356,7 @@ func (s *Store) LastSeq(ctx context.Context, conversation string) (int64, error)
 }
 
 // MaxDirectLimit caps DirectMessagesSince.
-const MaxDirectLimit = 1000
+const MaxDirectLimit = storeutil.MaxDirectLimit
 
 // The redundant test for a non-empty recipient lets SQLite use the partial
 // index messages_direct.
@@ -384,9 +374,7 @@ func (s *Store) DirectMessagesSince(ctx context.Context, username string, since 
 	if username == "" {
 		return nil, false, nil
 	}
-	if limit <= 0 || limit > MaxDirectLimit {
-		limit = MaxDirectLimit
-	}
+	limit = storeutil.DirectLimit(limit)
 	// One extra row tells whether there is more.
 	msgs, err := s.queryMessages(ctx, s.rst.direct, username, nanos(since), limit+1)
 	if err != nil {
@@ -442,41 +430,4 @@ func (s *Store) count(ctx context.Context, q string) (int64, error) {
 	var n int64
 	err := s.r.QueryRowContext(ctx, q).Scan(&n)
 	return n, s.mapErr(err)
-}
-
-// idGen makes message ids: 16 bytes, hex encoded, the first 6 a big-endian
-// Unix millisecond time and the other 10 random, like a ULID. Ids sort by
-// creation time; within one process they are strictly increasing, because
-// a clock that stalls or steps back reuses the last time and increments
-// the random part instead. Not safe for concurrent use: only the writer
-// goroutine calls next.
-type idGen struct {
-	lastMS int64
-	last   [16]byte
-}
-
-func (g *idGen) next(now time.Time) string {
-	ms := now.UnixMilli()
-	if ms > g.lastMS || !g.increment() {
-		if ms <= g.lastMS {
-			ms = g.lastMS + 1 // the 80-bit random part overflowed: borrow a millisecond
-		}
-		g.lastMS = ms
-		var ts [8]byte
-		binary.BigEndian.PutUint64(ts[:], uint64(ms))
-		copy(g.last[:6], ts[2:])
-		rand.Read(g.last[6:])
-	}
-	return hex.EncodeToString(g.last[:])
-}
-
-// increment adds one to the random part, reporting false on overflow.
-func (g *idGen) increment() bool {
-	for i := len(g.last) - 1; i >= 6; i-- {
-		g.last[i]++
-		if g.last[i] != 0 {
-			return true
-		}
-	}
-	return false
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 // ListUsers returns every user, by username, for `parleyd user list`.
@@ -45,7 +46,7 @@ func (s *Store) SetUserPassword(ctx context.Context, username, passwordHash stri
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?, revoke_reason = ?
-			WHERE username = ? AND revoked_at = 0`, time.Now().UnixNano(), revokedLogout, username)
+			WHERE username = ? AND revoked_at = 0`, time.Now().UnixNano(), storeutil.RevokedLogout, username)
 		return err
 	})
 }
