@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storetest"
 )
 
 // The benchmarks run against the same server as the tests, with its
@@ -74,7 +75,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := Config{MaxConns: DefaultMaxConns}
 			if bc.sealed {
-				cfg.Sealer = keyring(b, "k", map[string][]byte{"k": randKey()})
+				cfg.Sealer = storetest.Keyring(b, "k", map[string][]byte{"k": storetest.RandKey()})
 			}
 			s, schema := newStore(b, cfg)
 			stores := []*Store{s}
@@ -112,7 +113,7 @@ func BenchmarkHistory(b *testing.B) {
 		name, cfg := "plaintext", Config{MaxConns: DefaultMaxConns}
 		if sealed {
 			name = "sealed"
-			cfg.Sealer = keyring(b, "k", map[string][]byte{"k": randKey()})
+			cfg.Sealer = storetest.Keyring(b, "k", map[string][]byte{"k": storetest.RandKey()})
 		}
 		b.Run(name, func(b *testing.B) {
 			s, _ := newStore(b, cfg)

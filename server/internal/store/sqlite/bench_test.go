@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storetest"
 )
 
 // The append benchmarks run under both synchronous settings: FULL is what
@@ -62,7 +63,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 			cfg := Config{synchronous: mode}
 			if sealed {
 				name += "/sealed"
-				cfg.Sealer = keyring(b, "k", map[string][]byte{"k": randKey()})
+				cfg.Sealer = storetest.Keyring(b, "k", map[string][]byte{"k": storetest.RandKey()})
 			}
 			b.Run(name, func(b *testing.B) {
 				s := newStore(b, cfg)
@@ -97,7 +98,7 @@ func BenchmarkHistory(b *testing.B) {
 		name, cfg := "plaintext", Config{synchronous: "NORMAL"}
 		if sealed {
 			name = "sealed"
-			cfg.Sealer = keyring(b, "k", map[string][]byte{"k": randKey()})
+			cfg.Sealer = storetest.Keyring(b, "k", map[string][]byte{"k": storetest.RandKey()})
 		}
 		b.Run(name, func(b *testing.B) {
 			s := newStore(b, cfg)
