@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -62,26 +61,14 @@ func (s *Store) AppendMessage(ctx context.Context, m store.Message) (store.Messa
 	if err := s.check(ctx); err != nil {
 		return store.Message{}, false, err
 	}
-	if m.Conversation == "" || m.Sender == "" {
-		return store.Message{}, false, errors.New("postgres: message needs Conversation and Sender")
-	}
 	if err := checkText(m); err != nil {
 		return store.Message{}, false, err
 	}
-	m.Seq = 0
-	if !m.SentAt.IsZero() {
-		m.SentAt = m.SentAt.UTC()
+	m, sealed, err := storeutil.PrepareAppend(m, s.sealer)
+	if err != nil {
+		return store.Message{}, false, fmt.Errorf("postgres: %w", err)
 	}
-	req := &appendReq{msg: m}
-	if s.sealer.Enabled() {
-		// Seal here, on the caller's goroutine, so the cost spreads over
-		// callers instead of lengthening the writer's batch.
-		sealed, err := s.sealer.Seal([]byte(m.Text))
-		if err != nil {
-			return store.Message{}, false, err
-		}
-		req.sealed = sealed
-	}
+	req := &appendReq{msg: m, sealed: sealed}
 
 	r, err := s.q.Do(ctx, req)
 	if err != nil {
@@ -339,7 +326,7 @@ func lookup(ctx context.Context, conn *pgx.Conn, batch []*appendReq) (map[string
 	if len(senders) > 0 {
 		b.Queue(qDedup, senders, cmids).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
-				m, sealed, err := scanMessage(rows)
+				m, sealed, err := storeutil.ScanMessage(rows)
 				if err != nil {
 					return err
 				}
@@ -478,29 +465,13 @@ func (s *Store) insert(ctx context.Context, conn *pgx.Conn, batch []*appendReq, 
 	return nil
 }
 
-// scanMessage reads a row of msgCols. Text holds the plaintext column;
-// sealed is the sealed text, if any, for openText.
-func scanMessage(row pgx.Row) (m store.Message, sealed []byte, err error) {
-	var sent int64
-	err = row.Scan(&m.ID, &m.Conversation, &m.Seq, &m.Sender, &m.Recipient, &m.ClientMsgID, &m.Text, &sealed,
-		&m.FileID, &m.FileName, &m.FileSize, &m.FileType, &sent)
-	m.SentAt = fromNanos(sent)
-	return m, sealed, err
-}
-
 // openText returns a message's text from its two columns.
 func (s *Store) openText(text string, sealed []byte) (string, error) {
-	if sealed == nil {
-		return text, nil // stored before a key was configured, or never sealed
-	}
-	if !s.sealer.Enabled() {
-		return "", errors.New("postgres: message text is sealed and no key is configured")
-	}
-	plain, err := s.sealer.Open(sealed)
+	t, err := storeutil.OpenText(s.sealer, text, sealed)
 	if err != nil {
-		return "", fmt.Errorf("postgres: open message text: %w", err)
+		return "", fmt.Errorf("postgres: %w", err)
 	}
-	return string(plain), nil
+	return t, nil
 }
 
 func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]store.Message, error) {
@@ -511,7 +482,7 @@ func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]sto
 	defer rows.Close()
 	var msgs []store.Message
 	for rows.Next() {
-		m, sealed, err := scanMessage(rows)
+		m, sealed, err := storeutil.ScanMessage(rows)
 		if err != nil {
 			return nil, s.mapErr(err)
 		}
@@ -554,30 +525,12 @@ func (s *Store) History(ctx context.Context, conversation string, q store.Histor
 	if err := s.check(ctx); err != nil {
 		return nil, false, err
 	}
-	limit := storeutil.HistoryLimit(q.Limit)
-	before := int64(math.MaxInt64)
-	if q.BeforeSeq > 0 {
-		before = q.BeforeSeq
-	}
-	// Fetch one extra row to learn whether there is more.
-	var msgs []store.Message
-	var err error
-	if q.AfterSeq != nil {
-		msgs, err = s.queryMessages(ctx, qHistoryForward, conversation, max(*q.AfterSeq, 0), before, limit+1)
-	} else {
-		msgs, err = s.queryMessages(ctx, qHistoryBackward, conversation, before, limit+1)
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	hasMore := len(msgs) > limit
-	if hasMore {
-		msgs = msgs[:limit]
-	}
-	if q.AfterSeq == nil {
-		slices.Reverse(msgs)
-	}
-	return msgs, hasMore, nil
+	return storeutil.History(q, func(forward bool, after, before int64, n int) ([]store.Message, error) {
+		if forward {
+			return s.queryMessages(ctx, qHistoryForward, conversation, after, before, n)
+		}
+		return s.queryMessages(ctx, qHistoryBackward, conversation, before, n)
+	})
 }
 
 const qLastSeq = `SELECT last_seq FROM conversations WHERE key = $1`
@@ -623,10 +576,8 @@ func (s *Store) DirectMessagesSince(ctx context.Context, username string, since 
 	if err != nil {
 		return nil, false, err
 	}
-	if len(msgs) > limit {
-		return msgs[:limit], true, nil
-	}
-	return msgs, false, nil
+	msgs, more := storeutil.Trim(msgs, limit)
+	return msgs, more, nil
 }
 
 // defaultDeleteChunk bounds how many rows one retention statement deletes,

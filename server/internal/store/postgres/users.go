@@ -12,14 +12,6 @@ import (
 	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
-func validRole(role string) bool {
-	switch role {
-	case store.RoleUser, store.RoleModerator, store.RoleAdmin:
-		return true
-	}
-	return false
-}
-
 // CreateUser stores a new user; store.ErrExists if the username is taken.
 // An empty Role means store.RoleUser; a zero CreatedAt means now.
 // Usernames are compared exactly (byte for byte); normalising them is the
@@ -31,7 +23,7 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 	if u.Role == "" {
 		u.Role = store.RoleUser
 	}
-	if u.Username == "" || !validRole(u.Role) {
+	if u.Username == "" || !storeutil.ValidRole(u.Role) {
 		return fmt.Errorf("postgres: bad user: username %q role %q", u.Username, u.Role)
 	}
 	if u.CreatedAt.IsZero() {
@@ -74,7 +66,7 @@ func (s *Store) SetUserRole(ctx context.Context, username, role string) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	if !validRole(role) {
+	if !storeutil.ValidRole(role) {
 		return fmt.Errorf("postgres: bad role %q", role)
 	}
 	return s.affected(s.db.Exec(ctx, `UPDATE users SET role = $1 WHERE username = $2`, role, username))

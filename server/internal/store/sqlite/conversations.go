@@ -14,7 +14,7 @@ const (
 )
 
 // nullMsgCols are msgCols of a message row that a LEFT JOIN may have left
-// empty (NULL), as the zero values scanMessage expects.
+// empty (NULL), as the zero values storeutil.ScanMessage expects.
 const nullMsgCols = `coalesce(m.id, ''), coalesce(m.conversation, ''), coalesce(m.seq, 0), coalesce(m.sender, ''),
 	coalesce(m.recipient, ''), coalesce(m.client_msg_id, ''), coalesce(m.text, ''), m.text_sealed,
 	coalesce(m.file_id, ''), coalesce(m.file_name, ''), coalesce(m.file_size, 0), coalesce(m.file_type, ''),
