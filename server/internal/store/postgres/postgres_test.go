@@ -153,30 +153,6 @@ func mustUser(t testing.TB, s *Store, name string) {
 	}
 }
 
-func mustAppend(t testing.TB, s *Store, m store.Message) store.Message {
-	t.Helper()
-	got, dup, err := s.AppendMessage(context.Background(), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dup {
-		t.Fatalf("append %+v reported duplicate", m)
-	}
-	return got
-}
-
-// waitFor polls cond until it holds or the test has waited too long.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // queued counts requests waiting in the append queue (not yet taken).
 func (s *Store) queued() int { return s.q.Queued() }
 
@@ -205,28 +181,12 @@ func stallWriter(t testing.TB, schema, conversation string) func() {
 func waitLockWait(t testing.TB, schema string, n int) {
 	t.Helper()
 	conn := adminConn(t)
-	waitFor(t, fmt.Sprintf("%d writers to wait on a lock", n), func() bool {
+	storetest.WaitFor(t, fmt.Sprintf("%d writers to wait on a lock", n), func() bool {
 		var waiting int
 		err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
 			WHERE application_name = $1 AND wait_event_type = 'Lock'`, schema).Scan(&waiting)
 		return err == nil && waiting == n
 	})
-}
-
-type appendOutcome struct {
-	msg store.Message
-	dup bool
-	err error
-}
-
-// appendAsync starts an append and returns where its outcome will arrive.
-func appendAsync(ctx context.Context, s *Store, m store.Message) <-chan appendOutcome {
-	ch := make(chan appendOutcome, 1)
-	go func() {
-		msg, dup, err := s.AppendMessage(ctx, m)
-		ch <- appendOutcome{msg, dup, err}
-	}()
-	return ch
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -323,13 +283,13 @@ func TestTwoNodes(t *testing.T) {
 	}
 
 	// Both nodes get every (sender, client id) at once: each is stored once.
-	type pair struct{ a, b appendOutcome }
+	type pair struct{ a, b storetest.AppendOutcome }
 	results := make([][perWriter]pair, writers)
 	for w := range writers {
 		wg.Go(func() {
 			for i := range perWriter {
 				m := store.Message{Conversation: convs[i%2], Sender: fmt.Sprint("retrier", w), ClientMsgID: fmt.Sprint(i)}
-				a, b := appendAsync(ctx, nodes[0], m), appendAsync(ctx, nodes[1], m)
+				a, b := storetest.AppendAsync(ctx, nodes[0], m), storetest.AppendAsync(ctx, nodes[1], m)
 				results[w][i] = pair{<-a, <-b}
 			}
 		})
@@ -337,7 +297,7 @@ func TestTwoNodes(t *testing.T) {
 	wg.Wait()
 	for w := range results {
 		for i, p := range results[w] {
-			if p.a.err != nil || p.b.err != nil || p.a.dup == p.b.dup || p.a.msg != p.b.msg {
+			if p.a.Err != nil || p.b.Err != nil || p.a.Dup == p.b.Dup || p.a.Msg != p.b.Msg {
 				t.Fatalf("retrier %d message %d sent to both nodes:\n%+v\n%+v", w, i, p.a, p.b)
 			}
 		}
@@ -365,14 +325,14 @@ func TestDedupRaceAcrossNodes(t *testing.T) {
 	s2 := openIn(t, schema, Config{})
 	release := stallWriter(t, schema, store.RoomKey("a"))
 	m := store.Message{Conversation: store.RoomKey("a"), Sender: "alice", ClientMsgID: "c1", Text: "hello"}
-	slow := appendAsync(ctx, s1, m)
+	slow := storetest.AppendAsync(ctx, s1, m)
 	waitLockWait(t, schema, 1) // s1 looked c1 up, found nothing, and waits on the lock
 
 	m.Conversation = store.RoomKey("b") // the same message, as a client retrying elsewhere
-	won := mustAppend(t, s2, m)
+	won := storetest.MustAppend(t, s2, m)
 	release()
 	r := <-slow
-	if r.err != nil || !r.dup || r.msg != won {
+	if r.Err != nil || !r.Dup || r.Msg != won {
 		t.Fatalf("losing append: %+v, want duplicate of %+v", r, won)
 	}
 	if n := s1.retries.Load(); n != 1 {
@@ -381,7 +341,7 @@ func TestDedupRaceAcrossNodes(t *testing.T) {
 	if last, _ := s1.LastSeq(ctx, store.RoomKey("a")); last != 0 {
 		t.Fatalf("LastSeq of the lost conversation = %d, want 0 (the failed bump rolled back)", last)
 	}
-	if got := mustAppend(t, s1, store.Message{Conversation: store.RoomKey("a"), Sender: "alice"}); got.Seq != 1 {
+	if got := storetest.MustAppend(t, s1, store.Message{Conversation: store.RoomKey("a"), Sender: "alice"}); got.Seq != 1 {
 		t.Fatalf("next seq = %d, want 1", got.Seq)
 	}
 }
@@ -394,26 +354,26 @@ func TestBatchKeepsQueueOrder(t *testing.T) {
 	s, schema := newStore(t, Config{})
 	a, b := store.RoomKey("a"), store.RoomKey("b")
 	release := stallWriter(t, schema, a)
-	plug := appendAsync(ctx, s, store.Message{Conversation: a, Sender: "plug"})
-	waitFor(t, "the plug to be taken", func() bool { return s.q.Taken() == 1 })
+	plug := storetest.AppendAsync(ctx, s, store.Message{Conversation: a, Sender: "plug"})
+	storetest.WaitFor(t, "the plug to be taken", func() bool { return s.q.Taken() == 1 })
 	type want struct {
 		conv string
 		seq  int64
 	}
 	wants := []want{{b, 1}, {a, 2}, {b, 2}, {a, 3}, {a, 4}, {b, 3}}
-	var outs []<-chan appendOutcome
+	var outs []<-chan storetest.AppendOutcome
 	for i, w := range wants {
 		// Senders and client ids sort against the queue order.
 		m := store.Message{Conversation: w.conv, Sender: fmt.Sprint("u", 9-i), ClientMsgID: fmt.Sprint(9 - i)}
-		outs = append(outs, appendAsync(ctx, s, m))
-		waitFor(t, "the message to queue", func() bool { return s.queued() == i+1 })
+		outs = append(outs, storetest.AppendAsync(ctx, s, m))
+		storetest.WaitFor(t, "the message to queue", func() bool { return s.queued() == i+1 })
 	}
 	release()
-	if r := <-plug; r.err != nil || r.msg.Seq != 1 {
+	if r := <-plug; r.Err != nil || r.Msg.Seq != 1 {
 		t.Fatalf("plug: %+v", r)
 	}
 	for i, w := range wants {
-		if r := <-outs[i]; r.err != nil || r.msg.Conversation != w.conv || r.msg.Seq != w.seq {
+		if r := <-outs[i]; r.Err != nil || r.Msg.Conversation != w.conv || r.Msg.Seq != w.seq {
 			t.Errorf("message %d: %+v, want seq %d in %s", i, r, w.seq, w.conv)
 		}
 	}
@@ -435,22 +395,22 @@ func TestBatchIsolation(t *testing.T) {
 	}
 	room := store.RoomKey("r")
 	release := stallWriter(t, schema, room)
-	plug := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "plug"})
-	waitFor(t, "the plug to be taken", func() bool { return s.q.Taken() == 1 })
-	var outs []<-chan appendOutcome
+	plug := storetest.AppendAsync(ctx, s, store.Message{Conversation: room, Sender: "plug"})
+	storetest.WaitFor(t, "the plug to be taken", func() bool { return s.q.Taken() == 1 })
+	var outs []<-chan storetest.AppendOutcome
 	for i, name := range []string{"ok", "poison", "ok"} {
-		outs = append(outs, appendAsync(ctx, s, store.Message{Conversation: room, Sender: fmt.Sprint("u", i), FileName: name}))
-		waitFor(t, "the message to queue", func() bool { return s.queued() == i+1 })
+		outs = append(outs, storetest.AppendAsync(ctx, s, store.Message{Conversation: room, Sender: fmt.Sprint("u", i), FileName: name}))
+		storetest.WaitFor(t, "the message to queue", func() bool { return s.queued() == i+1 })
 	}
 	release()
-	if r := <-plug; r.err != nil || r.msg.Seq != 1 {
+	if r := <-plug; r.Err != nil || r.Msg.Seq != 1 {
 		t.Fatalf("plug: %+v", r)
 	}
 	r0, r1, r2 := <-outs[0], <-outs[1], <-outs[2]
-	if r0.err != nil || r2.err != nil || r0.msg.Seq != 2 || r2.msg.Seq != 3 {
+	if r0.Err != nil || r2.Err != nil || r0.Msg.Seq != 2 || r2.Msg.Seq != 3 {
 		t.Fatalf("good messages: %+v / %+v", r0, r2)
 	}
-	if r1.err == nil || !strings.Contains(r1.err.Error(), "no_poison") {
+	if r1.Err == nil || !strings.Contains(r1.Err.Error(), "no_poison") {
 		t.Fatalf("poison message: %+v", r1)
 	}
 	storetest.CheckContiguous(t, s, room)
@@ -480,7 +440,7 @@ func TestOpenConcurrently(t *testing.T) {
 	close(stores)
 	close(errs)
 	for s := range stores {
-		mustAppend(t, s, store.Message{Conversation: "r:x", Sender: "a"})
+		storetest.MustAppend(t, s, store.Message{Conversation: "r:x", Sender: "a"})
 		s.Close()
 	}
 	for err := range errs {
@@ -499,7 +459,7 @@ func TestSearchPathFromURL(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	first, schema := newStore(t, Config{}) // creates the schema
-	mustAppend(t, first, store.Message{Conversation: "r:x", Sender: "a"})
+	storetest.MustAppend(t, first, store.Message{Conversation: "r:x", Sender: "a"})
 	first.Close()
 
 	cfg := Config{URL: withParam(testURL(), "search_path", schema), MaxConns: 2}
@@ -643,7 +603,7 @@ func TestAppendRefusesBadText(t *testing.T) {
 			t.Errorf("AppendMessage(%+v) succeeded", bad)
 		}
 	}
-	if m := mustAppend(t, s, store.Message{Conversation: room, Sender: "a"}); m.Seq != 1 {
+	if m := storetest.MustAppend(t, s, store.Message{Conversation: room, Sender: "a"}); m.Seq != 1 {
 		t.Fatalf("seq after refused appends = %d, want 1 (no gap)", m.Seq)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) {
@@ -35,30 +36,6 @@ func newStore(t testing.TB, cfg Config) *Store {
 	return openAt(t, filepath.Join(t.TempDir(), "parley.db"), cfg)
 }
 
-func mustAppend(t testing.TB, s *Store, m store.Message) store.Message {
-	t.Helper()
-	got, dup, err := s.AppendMessage(context.Background(), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dup {
-		t.Fatalf("append %+v reported duplicate", m)
-	}
-	return got
-}
-
-// waitFor polls cond until it holds or the test has waited too long.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // queued counts requests waiting in the append queue (not yet taken).
 func (s *Store) queued() int { return s.q.Queued() }
 
@@ -74,22 +51,6 @@ func stallWriter(t testing.TB, s *Store) func() {
 	release := func() { once.Do(func() { conn.Close() }) }
 	t.Cleanup(release)
 	return release
-}
-
-type appendOutcome struct {
-	msg store.Message
-	dup bool
-	err error
-}
-
-// appendAsync starts an append and returns where its outcome will arrive.
-func appendAsync(ctx context.Context, s *Store, m store.Message) <-chan appendOutcome {
-	ch := make(chan appendOutcome, 1)
-	go func() {
-		msg, dup, err := s.AppendMessage(ctx, m)
-		ch <- appendOutcome{msg, dup, err}
-	}()
-	return ch
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -110,28 +71,28 @@ func TestCommitDelay(t *testing.T) {
 	room := store.RoomKey("r")
 	release := stallWriter(t, s)
 	taken := s.q.Taken()
-	plug := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "carol"})
-	waitFor(t, "the plug's commit to start", func() bool { return s.q.Taken() == taken+1 && s.inCommit.Load() })
-	var results []<-chan appendOutcome
+	plug := storetest.AppendAsync(ctx, s, store.Message{Conversation: room, Sender: "carol"})
+	storetest.WaitFor(t, "the plug's commit to start", func() bool { return s.q.Taken() == taken+1 && s.inCommit.Load() })
+	var results []<-chan storetest.AppendOutcome
 	// One append queued while the plug commits: a second caller.
-	results = append(results, appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "early"}))
-	waitFor(t, "an append to queue behind the plug", func() bool { return s.queued() == 1 })
+	results = append(results, storetest.AppendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "early"}))
+	storetest.WaitFor(t, "an append to queue behind the plug", func() bool { return s.queued() == 1 })
 	release()
-	if r := <-plug; r.err != nil {
-		t.Fatal(r.err)
+	if r := <-plug; r.Err != nil {
+		t.Fatal(r.Err)
 	}
 	batches := s.batches.Load()
 	// The writer now holds it for the delay; these join it.
 	for i := range 3 {
-		results = append(results, appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: fmt.Sprint("late", i)}))
+		results = append(results, storetest.AppendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: fmt.Sprint("late", i)}))
 	}
 	seqs := map[int64]bool{}
 	for _, r := range results {
 		res := <-r
-		if res.err != nil || res.dup {
+		if res.Err != nil || res.Dup {
 			t.Fatalf("append: %+v", res)
 		}
-		seqs[res.msg.Seq] = true
+		seqs[res.Msg.Seq] = true
 	}
 	if len(seqs) != 4 {
 		t.Fatalf("%d distinct seqs, want 4", len(seqs))
@@ -160,7 +121,7 @@ func TestFilePermissions(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "new", "dir", "parley.db")
 	s := openAt(t, path, Config{})
-	mustAppend(t, s, store.Message{Conversation: "r:x", Sender: "a"})
+	storetest.MustAppend(t, s, store.Message{Conversation: "r:x", Sender: "a"})
 	for _, p := range []string{path, path + "-wal"} {
 		info, err := os.Stat(p)
 		if err != nil {

@@ -48,13 +48,13 @@ func FileMetadata(t *testing.T, s Store) {
 	}
 
 	share := func(conv string) {
-		mustAppend(t, s, store.Message{Conversation: conv, Sender: "alice", FileID: f.ID, FileName: f.Name})
+		MustAppend(t, s, store.Message{Conversation: conv, Sender: "alice", FileID: f.ID, FileName: f.Name})
 	}
 	share(store.RoomKey("b"))
 	share(store.RoomKey("a"))
 	share(store.RoomKey("b"))
 	share(store.DirectKey("alice", "bob"))
-	mustAppend(t, s, store.Message{Conversation: store.RoomKey("c"), Sender: "alice", Text: "no file"})
+	MustAppend(t, s, store.Message{Conversation: store.RoomKey("c"), Sender: "alice", Text: "no file"})
 	convs, err := s.FileConversations(ctx, f.ID)
 	want := []string{store.DirectKey("alice", "bob"), store.RoomKey("a"), store.RoomKey("b")}
 	if err != nil || !slices.Equal(convs, want) {

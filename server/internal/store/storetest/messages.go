@@ -41,19 +41,19 @@ func AppendAssigns(t *testing.T, s Store) {
 	before := time.Now().UTC()
 	var prev store.Message
 	for i := 1; i <= 5; i++ {
-		m := mustAppend(t, s, store.Message{Conversation: room, Sender: "alice", Text: fmt.Sprint("hi ", i), Seq: 99})
+		m := MustAppend(t, s, store.Message{Conversation: room, Sender: "alice", Text: fmt.Sprint("hi ", i), Seq: 99})
 		if m.Seq != int64(i) || len(m.ID) != 32 || m.ID <= prev.ID || m.SentAt.Before(before) || m.SentAt.Location() != time.UTC {
 			t.Fatalf("message %d: %+v (previous id %s)", i, m, prev.ID)
 		}
 		prev = m
 	}
-	other := mustAppend(t, s, store.Message{Conversation: store.RoomKey("other"), Sender: "bob"})
+	other := MustAppend(t, s, store.Message{Conversation: store.RoomKey("other"), Sender: "bob"})
 	if other.Seq != 1 {
 		t.Fatalf("second conversation starts at seq %d", other.Seq)
 	}
 	// Caller-chosen ID and SentAt are kept; a taken ID fails alone.
 	sent := time.Date(2020, 2, 2, 2, 2, 2, 2, time.FixedZone("x", 3600))
-	m := mustAppend(t, s, store.Message{ID: "custom", Conversation: room, Sender: "alice", SentAt: sent,
+	m := MustAppend(t, s, store.Message{ID: "custom", Conversation: room, Sender: "alice", SentAt: sent,
 		FileID: "f1", FileName: "a.png", FileSize: 3, FileType: "image/png", Recipient: ""})
 	if m.ID != "custom" || !m.SentAt.Equal(sent) || m.Seq != 6 {
 		t.Fatalf("custom: %+v", m)
@@ -61,7 +61,7 @@ func AppendAssigns(t *testing.T, s Store) {
 	if _, _, err := s.AppendMessage(ctx, store.Message{ID: "custom", Conversation: room, Sender: "alice"}); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("taken id: %v, want ErrExists", err)
 	}
-	if next := mustAppend(t, s, store.Message{Conversation: room, Sender: "alice"}); next.Seq != 7 {
+	if next := MustAppend(t, s, store.Message{Conversation: room, Sender: "alice"}); next.Seq != 7 {
 		t.Fatalf("seq after a failed append = %d, want 7 (no gap)", next.Seq)
 	}
 	for _, bad := range []store.Message{{Sender: "a"}, {Conversation: room}} {
@@ -95,7 +95,7 @@ func History(t *testing.T, s Store) {
 		})
 	}
 	wg.Wait()
-	mustAppend(t, s, store.Message{Conversation: store.RoomKey("noise"), Sender: "a"})
+	MustAppend(t, s, store.Message{Conversation: store.RoomKey("noise"), Sender: "a"})
 	// 160 messages, seq 1..160.
 
 	seqRange := func(from, to int64) []int64 {
@@ -193,7 +193,7 @@ func Dedup(t *testing.T, b Backend) {
 	ctx := context.Background()
 	s, db := b.open(t, Options{Sealer: Keyring(t, "k", map[string][]byte{"k": RandKey()}), NoCommitDelay: true})
 	room := store.RoomKey("r")
-	orig := mustAppend(t, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c1", Text: "first"})
+	orig := MustAppend(t, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c1", Text: "first"})
 
 	// A retry, even with other content, returns the original.
 	got, dup, err := s.AppendMessage(ctx, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c1", Text: "retry"})
@@ -201,37 +201,37 @@ func Dedup(t *testing.T, b Backend) {
 		t.Fatalf("retry = %+v dup=%v err=%v; want original %+v", got, dup, err, orig)
 	}
 	// The same client id from another sender is a different message.
-	if m := mustAppend(t, s, store.Message{Conversation: room, Sender: "bob", ClientMsgID: "c1"}); m.Seq != 2 {
+	if m := MustAppend(t, s, store.Message{Conversation: room, Sender: "bob", ClientMsgID: "c1"}); m.Seq != 2 {
 		t.Fatalf("bob's message seq %d", m.Seq)
 	}
 	// Messages without a client id are never duplicates.
-	mustAppend(t, s, store.Message{Conversation: room, Sender: "alice"})
-	mustAppend(t, s, store.Message{Conversation: room, Sender: "alice"})
+	MustAppend(t, s, store.Message{Conversation: room, Sender: "alice"})
+	MustAppend(t, s, store.Message{Conversation: room, Sender: "alice"})
 
 	// Two copies in one batch: stall the writer on a first request so the
 	// copies queue up behind it and are taken together.
 	release := b.Stall(t, s, db, room)
 	q0 := b.Queue(s)
-	plug := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "carol"})
-	waitFor(t, "the plug to be taken", func() bool { return b.Queue(s).Taken == q0.Taken+1 })
-	a := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c2", Text: "once"})
-	c := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c2", Text: "once"})
+	plug := AppendAsync(ctx, s, store.Message{Conversation: room, Sender: "carol"})
+	WaitFor(t, "the plug to be taken", func() bool { return b.Queue(s).Taken == q0.Taken+1 })
+	a := AppendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c2", Text: "once"})
+	c := AppendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c2", Text: "once"})
 	// A copy of a stored message and a taken caller-chosen id, in the same batch.
-	d := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c1", Text: "late retry"})
-	e := appendAsync(ctx, s, store.Message{ID: orig.ID, Conversation: room, Sender: "dave"})
-	waitFor(t, "the copies to queue", func() bool { return b.Queue(s).Queued == 4 })
+	d := AppendAsync(ctx, s, store.Message{Conversation: room, Sender: "alice", ClientMsgID: "c1", Text: "late retry"})
+	e := AppendAsync(ctx, s, store.Message{ID: orig.ID, Conversation: room, Sender: "dave"})
+	WaitFor(t, "the copies to queue", func() bool { return b.Queue(s).Queued == 4 })
 	release()
-	if r := <-plug; r.err != nil {
-		t.Fatal(r.err)
+	if r := <-plug; r.Err != nil {
+		t.Fatal(r.Err)
 	}
 	ra, rc := <-a, <-c
-	if ra.err != nil || rc.err != nil || ra.dup == rc.dup || ra.msg != rc.msg || ra.msg.Text != "once" {
+	if ra.Err != nil || rc.Err != nil || ra.Dup == rc.Dup || ra.Msg != rc.Msg || ra.Msg.Text != "once" {
 		t.Fatalf("in-batch duplicates: %+v / %+v", ra, rc)
 	}
-	if rd := <-d; rd.err != nil || !rd.dup || rd.msg != orig {
+	if rd := <-d; rd.Err != nil || !rd.Dup || rd.Msg != orig {
 		t.Fatalf("in-batch copy of a stored message: %+v, want %+v", rd, orig)
 	}
-	if re := <-e; !errors.Is(re.err, store.ErrExists) {
+	if re := <-e; !errors.Is(re.Err, store.ErrExists) {
 		t.Fatalf("in-batch taken id: %+v, want ErrExists", re)
 	}
 	if n := b.Queue(s).Batches - q0.Batches; n != 2 {
@@ -248,14 +248,14 @@ func DirectMessagesSince(t *testing.T, s Store, maxLimit int) {
 	ctx := context.Background()
 	base := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	dm := func(from, to string, minute int) store.Message {
-		return mustAppend(t, s, store.Message{Conversation: store.DirectKey(from, to), Sender: from, Recipient: to,
+		return MustAppend(t, s, store.Message{Conversation: store.DirectKey(from, to), Sender: from, Recipient: to,
 			SentAt: base.Add(time.Duration(minute) * time.Minute), Text: fmt.Sprint(from, "->", to, "@", minute)})
 	}
 	m1 := dm("bob", "alice", 1)
 	m2 := dm("carol", "alice", 2)
 	dm("alice", "bob", 3)
 	m4 := dm("bob", "alice", 4)
-	mustAppend(t, s, store.Message{Conversation: store.RoomKey("general"), Sender: "bob", SentAt: base.Add(5 * time.Minute)})
+	MustAppend(t, s, store.Message{Conversation: store.RoomKey("general"), Sender: "bob", SentAt: base.Add(5 * time.Minute)})
 
 	tests := []struct {
 		name  string
@@ -295,7 +295,7 @@ func DeleteMessagesBefore(t *testing.T, b Backend) {
 	cutoff := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 	room := store.RoomKey("r")
 	for i := range 10 {
-		mustAppend(t, s, store.Message{Conversation: room, Sender: "a", SentAt: cutoff.Add(time.Duration(i-7) * time.Hour)})
+		MustAppend(t, s, store.Message{Conversation: room, Sender: "a", SentAt: cutoff.Add(time.Duration(i-7) * time.Hour)})
 	}
 	// Seq 1..7 are before the cutoff, 8..10 at or after it.
 	n, err := s.DeleteMessagesBefore(ctx, cutoff)
@@ -309,7 +309,7 @@ func DeleteMessagesBefore(t *testing.T, b Backend) {
 	if last, _ := s.LastSeq(ctx, room); last != 10 {
 		t.Fatalf("LastSeq after retention = %d, want 10", last)
 	}
-	if m := mustAppend(t, s, store.Message{Conversation: room, Sender: "a"}); m.Seq != 11 {
+	if m := MustAppend(t, s, store.Message{Conversation: room, Sender: "a"}); m.Seq != 11 {
 		t.Fatalf("seq after retention = %d, want 11", m.Seq)
 	}
 	if n, err := s.DeleteMessagesBefore(ctx, cutoff); err != nil || n != 0 {
@@ -347,26 +347,26 @@ func AppendContext(t *testing.T, b Backend) {
 		s, db := b.open(t, Options{})
 		release := b.Stall(t, s, db, room)
 		plugCtx, cancelPlug := context.WithCancel(context.Background())
-		plug := appendAsync(plugCtx, s, store.Message{Conversation: room, Sender: "plug"})
-		waitFor(t, "the plug to be taken", func() bool { return b.Queue(s).Taken == 1 })
+		plug := AppendAsync(plugCtx, s, store.Message{Conversation: room, Sender: "plug"})
+		WaitFor(t, "the plug to be taken", func() bool { return b.Queue(s).Taken == 1 })
 
 		ctx, cancel := context.WithCancel(context.Background())
-		queuedMsg := appendAsync(ctx, s, store.Message{Conversation: room, Sender: "queued"})
-		waitFor(t, "the message to queue", func() bool { return b.Queue(s).Queued == 1 })
+		queuedMsg := AppendAsync(ctx, s, store.Message{Conversation: room, Sender: "queued"})
+		WaitFor(t, "the message to queue", func() bool { return b.Queue(s).Queued == 1 })
 		cancel()
-		if r := <-queuedMsg; !errors.Is(r.err, context.Canceled) {
+		if r := <-queuedMsg; !errors.Is(r.Err, context.Canceled) {
 			t.Fatalf("queued append after cancel: %+v", r)
 		}
 		// The plug was already taken: cancelling it now changes nothing.
 		cancelPlug()
 		release()
-		if r := <-plug; r.err != nil || r.msg.Seq != 1 {
+		if r := <-plug; r.Err != nil || r.Msg.Seq != 1 {
 			t.Fatalf("taken append after cancel: %+v", r)
 		}
 		if n, _ := s.CountMessages(context.Background()); n != 1 {
 			t.Fatalf("%d messages stored, want only the plug", n)
 		}
-		if m := mustAppend(t, s, store.Message{Conversation: room, Sender: "after"}); m.Seq != 2 {
+		if m := MustAppend(t, s, store.Message{Conversation: room, Sender: "after"}); m.Seq != 2 {
 			t.Fatalf("next seq %d", m.Seq)
 		}
 	})
@@ -380,15 +380,15 @@ func CloseDrains(t *testing.T, b Backend) {
 	s, db := b.open(t, Options{MaxBatch: 4})
 	room := store.RoomKey("r")
 	release := b.Stall(t, s, db, room)
-	var pending []<-chan appendOutcome
+	var pending []<-chan AppendOutcome
 	for i := range 21 {
-		pending = append(pending, appendAsync(ctx, s, store.Message{Conversation: room, Sender: fmt.Sprint(i)}))
+		pending = append(pending, AppendAsync(ctx, s, store.Message{Conversation: room, Sender: fmt.Sprint(i)}))
 	}
 	// The writer takes a first batch and stalls on it; the rest queue.
-	waitFor(t, "appends to queue", func() bool { q := b.Queue(s); return q.Queued+int(q.Taken) == 21 })
+	WaitFor(t, "appends to queue", func() bool { q := b.Queue(s); return q.Queued+int(q.Taken) == 21 })
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
-	waitFor(t, "Close to start", func() bool { return b.Queue(s).Closing })
+	WaitFor(t, "Close to start", func() bool { return b.Queue(s).Closing })
 	if _, _, err := s.AppendMessage(ctx, store.Message{Conversation: room, Sender: "late"}); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("append after Close: %v, want ErrClosed", err)
 	}
@@ -397,8 +397,8 @@ func CloseDrains(t *testing.T, b Backend) {
 		t.Fatal(err)
 	}
 	for i, ch := range pending {
-		if r := <-ch; r.err != nil {
-			t.Fatalf("pending append %d: %v", i, r.err)
+		if r := <-ch; r.Err != nil {
+			t.Fatalf("pending append %d: %v", i, r.Err)
 		}
 	}
 	s = b.mustOpen(t, db, Options{})
@@ -421,11 +421,11 @@ func EncryptionAtRest(t *testing.T, b Backend) {
 
 	// A message stored before encryption was turned on.
 	plainStore := b.mustOpen(t, db, Options{})
-	legacy := mustAppend(t, plainStore, store.Message{Conversation: room, Sender: "a", Text: "legacy plaintext"})
+	legacy := MustAppend(t, plainStore, store.Message{Conversation: room, Sender: "a", Text: "legacy plaintext"})
 	plainStore.Close()
 
 	s1 := b.mustOpen(t, db, Options{Sealer: Keyring(t, "k1", map[string][]byte{"k1": k1})})
-	sealedMsg := mustAppend(t, s1, store.Message{Conversation: room, Sender: "a", Text: secret, ClientMsgID: "c"})
+	sealedMsg := MustAppend(t, s1, store.Message{Conversation: room, Sender: "a", Text: secret, ClientMsgID: "c"})
 	if sealedMsg.Text != secret {
 		t.Fatalf("returned text %q", sealedMsg.Text)
 	}
@@ -448,7 +448,7 @@ func EncryptionAtRest(t *testing.T, b Backend) {
 	if err != nil || !isDup || dup.Text != secret {
 		t.Fatalf("dedup of a sealed original: %+v dup=%v %v", dup, isDup, err)
 	}
-	mustAppend(t, s2, store.Message{Conversation: room, Sender: "a", Text: "sealed with k2"})
+	MustAppend(t, s2, store.Message{Conversation: room, Sender: "a", Text: "sealed with k2"})
 	s2.Close()
 
 	// Without the keys the sealed rows cannot be read, and say so.

@@ -161,7 +161,8 @@ func Run(t *testing.T, b Backend) {
 	}
 }
 
-func mustAppend(t testing.TB, s Store, m store.Message) store.Message {
+// MustAppend appends m, failing the test on an error or a duplicate.
+func MustAppend(t testing.TB, s Store, m store.Message) store.Message {
 	t.Helper()
 	got, dup, err := s.AppendMessage(context.Background(), m)
 	if err != nil {
@@ -173,8 +174,8 @@ func mustAppend(t testing.TB, s Store, m store.Message) store.Message {
 	return got
 }
 
-// waitFor polls cond until it holds or the test has waited too long.
-func waitFor(t testing.TB, what string, cond func() bool) {
+// WaitFor polls cond until it holds or the test has waited too long.
+func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -185,18 +186,19 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-type appendOutcome struct {
-	msg store.Message
-	dup bool
-	err error
+// AppendOutcome is what an AppendMessage returned.
+type AppendOutcome struct {
+	Msg store.Message
+	Dup bool
+	Err error
 }
 
-// appendAsync starts an append and returns where its outcome will arrive.
-func appendAsync(ctx context.Context, s Store, m store.Message) <-chan appendOutcome {
-	ch := make(chan appendOutcome, 1)
+// AppendAsync starts an append and returns where its outcome will arrive.
+func AppendAsync(ctx context.Context, s Store, m store.Message) <-chan AppendOutcome {
+	ch := make(chan AppendOutcome, 1)
 	go func() {
 		msg, dup, err := s.AppendMessage(ctx, m)
-		ch <- appendOutcome{msg, dup, err}
+		ch <- AppendOutcome{msg, dup, err}
 	}()
 	return ch
 }

@@ -179,7 +179,7 @@ func ReopenKeepsEverything(t *testing.T, b Backend) {
 	s.PutFile(ctx, store.File{ID: "f", BlobID: "f", Name: "n", Uploader: "alice"})
 	var want []store.Message
 	for i := range 10 {
-		want = append(want, mustAppend(t, s, store.Message{Conversation: store.RoomKey("general"), Sender: "alice", Text: fmt.Sprint(i)}))
+		want = append(want, MustAppend(t, s, store.Message{Conversation: store.RoomKey("general"), Sender: "alice", Text: fmt.Sprint(i)}))
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -202,7 +202,7 @@ func ReopenKeepsEverything(t *testing.T, b Backend) {
 	if err != nil || !slices.Equal(got, want) {
 		t.Fatalf("history after reopen:\n%v\nwant\n%v (%v)", got, want, err)
 	}
-	if m := mustAppend(t, s, store.Message{Conversation: store.RoomKey("general"), Sender: "alice"}); m.Seq != 11 || m.ID <= want[9].ID {
+	if m := MustAppend(t, s, store.Message{Conversation: store.RoomKey("general"), Sender: "alice"}); m.Seq != 11 || m.ID <= want[9].ID {
 		t.Fatalf("append after reopen: %+v", m)
 	}
 	if n := schemaVersions(t, b, db); n != b.Migrations {
