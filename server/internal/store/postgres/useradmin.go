@@ -23,12 +23,10 @@ func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 	defer rows.Close()
 	var out []store.User
 	for rows.Next() {
-		var u store.User
-		var created, seen int64
-		if err := rows.Scan(&u.Username, &u.PasswordHash, &u.Role, &u.Active, &created, &seen); err != nil {
+		u, err := storeutil.ScanUser(rows)
+		if err != nil {
 			return nil, s.mapErr(err)
 		}
-		u.CreatedAt, u.LastSeenAt = fromNanos(created), fromNanos(seen)
 		out = append(out, u)
 	}
 	return out, s.mapErr(rows.Err())

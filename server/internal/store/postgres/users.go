@@ -40,16 +40,9 @@ func (s *Store) GetUser(ctx context.Context, username string) (store.User, error
 	if err := s.check(ctx); err != nil {
 		return store.User{}, err
 	}
-	var u store.User
-	var created, seen int64
-	err := s.db.QueryRow(ctx, `SELECT username, password_hash, role, active, created_at, last_seen_at
-		FROM users WHERE username = $1`, username).
-		Scan(&u.Username, &u.PasswordHash, &u.Role, &u.Active, &created, &seen)
-	if err != nil {
-		return store.User{}, s.mapErr(err)
-	}
-	u.CreatedAt, u.LastSeenAt = fromNanos(created), fromNanos(seen)
-	return u, nil
+	u, err := storeutil.ScanUser(s.db.QueryRow(ctx, `SELECT username, password_hash, role, active, created_at, last_seen_at
+		FROM users WHERE username = $1`, username))
+	return u, s.mapErr(err)
 }
 
 // SetUserActive enables or disables a user; store.ErrNotFound if none.

@@ -39,15 +39,8 @@ func (s *Store) GetUser(ctx context.Context, username string) (store.User, error
 	if err := s.check(ctx); err != nil {
 		return store.User{}, err
 	}
-	var u store.User
-	var created, seen int64
-	err := s.rst.user.QueryRowContext(ctx, username).
-		Scan(&u.Username, &u.PasswordHash, &u.Role, &u.Active, &created, &seen)
-	if err != nil {
-		return store.User{}, s.mapErr(err)
-	}
-	u.CreatedAt, u.LastSeenAt = fromNanos(created), fromNanos(seen)
-	return u, nil
+	u, err := storeutil.ScanUser(s.rst.user.QueryRowContext(ctx, username))
+	return u, s.mapErr(err)
 }
 
 // SetUserActive enables or disables a user; store.ErrNotFound if none.

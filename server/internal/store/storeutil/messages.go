@@ -108,3 +108,15 @@ func Trim(msgs []store.Message, limit int) ([]store.Message, bool) {
 	}
 	return msgs, false
 }
+
+// ScanUser reads a row of username, password_hash, role, active,
+// created_at, last_seen_at.
+func ScanUser(row Scanner) (store.User, error) {
+	var u store.User
+	var created, seen int64
+	if err := row.Scan(&u.Username, &u.PasswordHash, &u.Role, &u.Active, &created, &seen); err != nil {
+		return store.User{}, err
+	}
+	u.CreatedAt, u.LastSeenAt = FromNanos(created), FromNanos(seen)
+	return u, nil
+}

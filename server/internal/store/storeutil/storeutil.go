@@ -1,8 +1,10 @@
 // Package storeutil holds the logic the sqlite and postgres stores share,
 // written once so the two cannot drift: message id generation, loading the
 // embedded versioned migrations, the decisions of refresh-token rotation
-// and reuse detection, the page-size limits and the time encoding. The SQL
-// stays in each store; only what is not SQL lives here.
+// and reuse detection, preparing and sealing an appended message, opening
+// sealed text, scanning message and user rows, history paging, the
+// page-size limits and the time encoding. The SQL stays in each store;
+// only what is not SQL lives here.
 //
 // Concurrency: the functions are safe for concurrent use. An IDGen is not
 // (each store's single writer goroutine owns its one); Rotate runs on the
