@@ -3,12 +3,11 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storetest"
 )
 
 // The benchmarks run against the same server as the tests, with its
@@ -16,8 +15,6 @@ import (
 // Run them with
 //
 //	go test -run '^$' -bench . -benchtime 2s ./server/internal/store/postgres/
-
-const benchText = "a typical chat message of a few dozen bytes, give or take"
 
 func reportBatching(b *testing.B, stores ...*Store) {
 	var batches, appended int64
@@ -40,7 +37,7 @@ func BenchmarkAppendSerial(b *testing.B) {
 		b.Run("sync="+mode, func(b *testing.B) {
 			s, _ := newStore(b, Config{MaxConns: DefaultMaxConns, synchronousCommit: mode})
 			ctx := context.Background()
-			m := store.Message{Conversation: store.RoomKey("bench"), Sender: "alice", Text: benchText}
+			m := store.Message{Conversation: store.RoomKey("bench"), Sender: "alice", Text: storetest.BenchText}
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
@@ -74,7 +71,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := Config{MaxConns: DefaultMaxConns}
 			if bc.sealed {
-				cfg.Sealer = keyring(b, "k", map[string][]byte{"k": randKey()})
+				cfg.Sealer = storetest.Keyring(b, "k", map[string][]byte{"k": storetest.RandKey()})
 			}
 			s, schema := newStore(b, cfg)
 			stores := []*Store{s}
@@ -90,7 +87,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 				w := worker.Add(1)
 				s := stores[int(w)%len(stores)]
 				m := store.Message{Conversation: store.RoomKey(fmt.Sprint("room", w%16)),
-					Sender: fmt.Sprint("user", w), Text: benchText}
+					Sender: fmt.Sprint("user", w), Text: storetest.BenchText}
 				for i := 0; pb.Next(); i++ {
 					m.ClientMsgID = fmt.Sprint(i)
 					if _, _, err := s.AppendMessage(ctx, m); err != nil {
@@ -107,41 +104,15 @@ func BenchmarkAppendParallel(b *testing.B) {
 // BenchmarkHistory reads random 50-message pages of a 20,000-message
 // conversation from parallel readers.
 func BenchmarkHistory(b *testing.B) {
-	const total = 20_000
 	for _, sealed := range []bool{false, true} {
 		name, cfg := "plaintext", Config{MaxConns: DefaultMaxConns}
 		if sealed {
 			name = "sealed"
-			cfg.Sealer = keyring(b, "k", map[string][]byte{"k": randKey()})
+			cfg.Sealer = storetest.Keyring(b, "k", map[string][]byte{"k": storetest.RandKey()})
 		}
 		b.Run(name, func(b *testing.B) {
 			s, _ := newStore(b, cfg)
-			ctx := context.Background()
-			room := store.RoomKey("history")
-			var wg sync.WaitGroup
-			for w := range 64 {
-				wg.Go(func() {
-					for range total / 64 {
-						if _, _, err := s.AppendMessage(ctx, store.Message{Conversation: room, Sender: fmt.Sprint("u", w), Text: benchText}); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			last, _ := s.LastSeq(ctx, room)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					q := store.HistoryQuery{BeforeSeq: 1 + rand.Int64N(last), Limit: 50}
-					if _, _, err := s.History(ctx, room, q); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			storetest.BenchHistory(b, s)
 		})
 	}
 }

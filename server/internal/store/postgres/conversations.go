@@ -4,16 +4,17 @@ import (
 	"context"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 // Conversation list limits.
 const (
-	DefaultConversationsLimit = 50
-	MaxConversationsLimit     = 200
+	DefaultConversationsLimit = storeutil.DefaultConversationsLimit
+	MaxConversationsLimit     = storeutil.MaxConversationsLimit
 )
 
 // nullMsgCols are msgCols of a message row that a LEFT JOIN may have left
-// empty (NULL), as the zero values scanMessage expects.
+// empty (NULL), as the zero values storeutil.ScanMessage expects.
 const nullMsgCols = `coalesce(m.id, ''), coalesce(m.conversation, ''), coalesce(m.seq, 0), coalesce(m.sender, ''),
 	coalesce(m.recipient, ''), coalesce(m.client_msg_id, ''), coalesce(m.text, ''), m.text_sealed,
 	coalesce(m.file_id, ''), coalesce(m.file_name, ''), coalesce(m.file_size, 0), coalesce(m.file_type, ''),
@@ -70,7 +71,7 @@ func (s *Store) ListConversations(ctx context.Context, username, everyone string
 	if err := s.check(ctx); err != nil {
 		return nil, false, err
 	}
-	limit := clampConversations(q.Limit)
+	limit := storeutil.ConversationsLimit(q.Limit)
 	var pos store.ConversationPos
 	if q.After != nil {
 		pos = *q.After
@@ -110,16 +111,4 @@ func (s *Store) ListConversations(ctx context.Context, username, everyone string
 		out = out[:limit]
 	}
 	return out, more, nil
-}
-
-func clampConversations(limit int) int {
-	switch {
-	case limit == 0:
-		return DefaultConversationsLimit
-	case limit < 1:
-		return 1
-	case limit > MaxConversationsLimit:
-		return MaxConversationsLimit
-	}
-	return limit
 }

@@ -3,12 +3,8 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -20,6 +16,7 @@ import (
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
 	"github.com/parleychat/parley/server/internal/store/storefault"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 type appendReq struct {
@@ -64,26 +61,14 @@ func (s *Store) AppendMessage(ctx context.Context, m store.Message) (store.Messa
 	if err := s.check(ctx); err != nil {
 		return store.Message{}, false, err
 	}
-	if m.Conversation == "" || m.Sender == "" {
-		return store.Message{}, false, errors.New("postgres: message needs Conversation and Sender")
-	}
 	if err := checkText(m); err != nil {
 		return store.Message{}, false, err
 	}
-	m.Seq = 0
-	if !m.SentAt.IsZero() {
-		m.SentAt = m.SentAt.UTC()
+	m, sealed, err := storeutil.PrepareAppend(m, s.sealer)
+	if err != nil {
+		return store.Message{}, false, fmt.Errorf("postgres: %w", err)
 	}
-	req := &appendReq{msg: m}
-	if s.sealer.Enabled() {
-		// Seal here, on the caller's goroutine, so the cost spreads over
-		// callers instead of lengthening the writer's batch.
-		sealed, err := s.sealer.Seal([]byte(m.Text))
-		if err != nil {
-			return store.Message{}, false, err
-		}
-		req.sealed = sealed
-	}
+	req := &appendReq{msg: m, sealed: sealed}
 
 	r, err := s.q.Do(ctx, req)
 	if err != nil {
@@ -283,7 +268,7 @@ func (s *Store) writeBatch(ctx context.Context, batch []*appendReq) ([]appendRes
 			}
 		}
 		if m.ID == "" {
-			m.ID = s.ids.next(now)
+			m.ID = s.ids.Next(now)
 		} else if _, ok := takenIDs[m.ID]; ok {
 			results[i] = appendResult{err: fmt.Errorf("%w: message id %q", store.ErrExists, m.ID)}
 			continue
@@ -341,7 +326,7 @@ func lookup(ctx context.Context, conn *pgx.Conn, batch []*appendReq) (map[string
 	if len(senders) > 0 {
 		b.Queue(qDedup, senders, cmids).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
-				m, sealed, err := scanMessage(rows)
+				m, sealed, err := storeutil.ScanMessage(rows)
 				if err != nil {
 					return err
 				}
@@ -480,29 +465,13 @@ func (s *Store) insert(ctx context.Context, conn *pgx.Conn, batch []*appendReq, 
 	return nil
 }
 
-// scanMessage reads a row of msgCols. Text holds the plaintext column;
-// sealed is the sealed text, if any, for openText.
-func scanMessage(row pgx.Row) (m store.Message, sealed []byte, err error) {
-	var sent int64
-	err = row.Scan(&m.ID, &m.Conversation, &m.Seq, &m.Sender, &m.Recipient, &m.ClientMsgID, &m.Text, &sealed,
-		&m.FileID, &m.FileName, &m.FileSize, &m.FileType, &sent)
-	m.SentAt = fromNanos(sent)
-	return m, sealed, err
-}
-
 // openText returns a message's text from its two columns.
 func (s *Store) openText(text string, sealed []byte) (string, error) {
-	if sealed == nil {
-		return text, nil // stored before a key was configured, or never sealed
-	}
-	if !s.sealer.Enabled() {
-		return "", errors.New("postgres: message text is sealed and no key is configured")
-	}
-	plain, err := s.sealer.Open(sealed)
+	t, err := storeutil.OpenText(s.sealer, text, sealed)
 	if err != nil {
-		return "", fmt.Errorf("postgres: open message text: %w", err)
+		return "", fmt.Errorf("postgres: %w", err)
 	}
-	return string(plain), nil
+	return t, nil
 }
 
 func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]store.Message, error) {
@@ -513,7 +482,7 @@ func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]sto
 	defer rows.Close()
 	var msgs []store.Message
 	for rows.Next() {
-		m, sealed, err := scanMessage(rows)
+		m, sealed, err := storeutil.ScanMessage(rows)
 		if err != nil {
 			return nil, s.mapErr(err)
 		}
@@ -530,8 +499,8 @@ func (s *Store) queryMessages(ctx context.Context, q string, args ...any) ([]sto
 
 // History limits.
 const (
-	DefaultHistoryLimit = 50
-	MaxHistoryLimit     = 100
+	DefaultHistoryLimit = storeutil.DefaultHistoryLimit
+	MaxHistoryLimit     = storeutil.MaxHistoryLimit
 )
 
 const (
@@ -556,38 +525,12 @@ func (s *Store) History(ctx context.Context, conversation string, q store.Histor
 	if err := s.check(ctx); err != nil {
 		return nil, false, err
 	}
-	limit := q.Limit
-	switch {
-	case limit == 0:
-		limit = DefaultHistoryLimit
-	case limit < 1:
-		limit = 1
-	case limit > MaxHistoryLimit:
-		limit = MaxHistoryLimit
-	}
-	before := int64(math.MaxInt64)
-	if q.BeforeSeq > 0 {
-		before = q.BeforeSeq
-	}
-	// Fetch one extra row to learn whether there is more.
-	var msgs []store.Message
-	var err error
-	if q.AfterSeq != nil {
-		msgs, err = s.queryMessages(ctx, qHistoryForward, conversation, max(*q.AfterSeq, 0), before, limit+1)
-	} else {
-		msgs, err = s.queryMessages(ctx, qHistoryBackward, conversation, before, limit+1)
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	hasMore := len(msgs) > limit
-	if hasMore {
-		msgs = msgs[:limit]
-	}
-	if q.AfterSeq == nil {
-		slices.Reverse(msgs)
-	}
-	return msgs, hasMore, nil
+	return storeutil.History(q, func(forward bool, after, before int64, n int) ([]store.Message, error) {
+		if forward {
+			return s.queryMessages(ctx, qHistoryForward, conversation, after, before, n)
+		}
+		return s.queryMessages(ctx, qHistoryBackward, conversation, before, n)
+	})
 }
 
 const qLastSeq = `SELECT last_seq FROM conversations WHERE key = $1`
@@ -607,7 +550,7 @@ func (s *Store) LastSeq(ctx context.Context, conversation string) (int64, error)
 }
 
 // MaxDirectLimit caps DirectMessagesSince.
-const MaxDirectLimit = 1000
+const MaxDirectLimit = storeutil.MaxDirectLimit
 
 // The redundant test for a non-empty recipient lets PostgreSQL use the
 // partial index messages_direct. Messages sent at the same instant come in
@@ -627,18 +570,14 @@ func (s *Store) DirectMessagesSince(ctx context.Context, username string, since 
 	if username == "" {
 		return nil, false, nil
 	}
-	if limit <= 0 || limit > MaxDirectLimit {
-		limit = MaxDirectLimit
-	}
+	limit = storeutil.DirectLimit(limit)
 	// One extra row tells whether there is more.
 	msgs, err := s.queryMessages(ctx, qDirectSince, username, nanos(since), limit+1)
 	if err != nil {
 		return nil, false, err
 	}
-	if len(msgs) > limit {
-		return msgs[:limit], true, nil
-	}
-	return msgs, false, nil
+	msgs, more := storeutil.Trim(msgs, limit)
+	return msgs, more, nil
 }
 
 // defaultDeleteChunk bounds how many rows one retention statement deletes,
@@ -687,42 +626,4 @@ func (s *Store) count(ctx context.Context, q string) (int64, error) {
 	var n int64
 	err := s.db.QueryRow(ctx, q).Scan(&n)
 	return n, s.mapErr(err)
-}
-
-// idGen makes message ids: 16 bytes, hex encoded, the first 6 a big-endian
-// Unix millisecond time and the other 10 random, like a ULID (the same
-// format as the sqlite store's). Ids sort by creation time; within one
-// Store they are strictly increasing, because a clock that stalls or
-// steps back reuses the last time and increments the random part instead.
-// Across processes they are unique by their 80 random bits. Not safe for
-// concurrent use: only the writer goroutine calls next.
-type idGen struct {
-	lastMS int64
-	last   [16]byte
-}
-
-func (g *idGen) next(now time.Time) string {
-	ms := now.UnixMilli()
-	if ms > g.lastMS || !g.increment() {
-		if ms <= g.lastMS {
-			ms = g.lastMS + 1 // the 80-bit random part overflowed: borrow a millisecond
-		}
-		g.lastMS = ms
-		var ts [8]byte
-		binary.BigEndian.PutUint64(ts[:], uint64(ms))
-		copy(g.last[:6], ts[2:])
-		rand.Read(g.last[6:])
-	}
-	return hex.EncodeToString(g.last[:])
-}
-
-// increment adds one to the random part, reporting false on overflow.
-func (g *idGen) increment() bool {
-	for i := len(g.last) - 1; i >= 6; i-- {
-		g.last[i]++
-		if g.last[i] != 0 {
-			return true
-		}
-	}
-	return false
 }

@@ -46,10 +46,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +60,7 @@ import (
 	"github.com/parleychat/parley/server/internal/sealer"
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 // Defaults for Config.
@@ -136,8 +134,8 @@ type Store struct {
 
 	q        *groupcommit.Queue[*appendReq, appendResult] // drained by writeLoop
 	maxBatch int
-	writeTO  time.Duration // Config.WriteTimeout
-	ids      idGen         // only writeLoop touches it
+	writeTO  time.Duration   // Config.WriteTimeout
+	ids      storeutil.IDGen // only writeLoop touches it
 	done     chan struct{}
 
 	deleteChunk int // rows per retention statement; tests lower it
@@ -309,56 +307,20 @@ func (s *Store) withTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.mapErr(pgx.BeginFunc(ctx, s.db, fn))
 }
 
-// nanos and fromNanos store times as Unix nanoseconds, with the zero time
-// as 0 (time.Time{}.UnixNano() is not defined).
-func nanos(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
+// nanos and fromNanos store times (see storeutil.Nanos).
+func nanos(t time.Time) int64 { return storeutil.Nanos(t) }
 
-func fromNanos(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
+func fromNanos(n int64) time.Time { return storeutil.FromNanos(n) }
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations returns the embedded migrations in order. Files are named
-// NNNN_what.sql; versions must run 1, 2, 3, ... without gaps.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
+// migrations returns the embedded migrations in order (see
+// storeutil.LoadMigrations).
+func migrations() ([]storeutil.Migration, error) {
+	ms, err := storeutil.LoadMigrations(migrationFS, "migrations")
 	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("postgres: bad migration file name %q", e.Name())
-		}
-		b, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("postgres: migration %s out of sequence, want version %d", m.name, i+1)
-		}
+		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	return ms, nil
 }
@@ -386,7 +348,7 @@ func migrate(ctx context.Context, db *pgxpool.Pool, schema string) (migrated, er
 
 // applyMigrations is migrate with the list given: tests pass a prefix of
 // it to build a database as an older binary left it.
-func applyMigrations(ctx context.Context, db *pgxpool.Pool, schema string, ms []migration) (migrated, error) {
+func applyMigrations(ctx context.Context, db *pgxpool.Pool, schema string, ms []storeutil.Migration) (migrated, error) {
 	var res migrated
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(
@@ -420,14 +382,14 @@ func applyMigrations(ctx context.Context, db *pgxpool.Pool, schema string, ms []
 			return fmt.Errorf("database schema version %d is newer than this binary's %d", res.version, len(ms))
 		}
 		for _, m := range ms[res.version:] {
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
-				return fmt.Errorf("migration %s: %w", m.name, err)
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("migration %s: %w", m.Name, err)
 			}
 			if _, err := tx.Exec(ctx, "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
-				m.version, time.Now().UnixNano()); err != nil {
-				return fmt.Errorf("migration %s: %w", m.name, err)
+				m.Version, time.Now().UnixNano()); err != nil {
+				return fmt.Errorf("migration %s: %w", m.Name, err)
 			}
-			res.version = m.version
+			res.version = m.Version
 			res.applied++
 		}
 		return nil

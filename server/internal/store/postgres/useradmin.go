@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 // ListUsers returns every user, by username, for `parleyd user list`.
@@ -22,12 +23,10 @@ func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 	defer rows.Close()
 	var out []store.User
 	for rows.Next() {
-		var u store.User
-		var created, seen int64
-		if err := rows.Scan(&u.Username, &u.PasswordHash, &u.Role, &u.Active, &created, &seen); err != nil {
+		u, err := storeutil.ScanUser(rows)
+		if err != nil {
 			return nil, s.mapErr(err)
 		}
-		u.CreatedAt, u.LastSeenAt = fromNanos(created), fromNanos(seen)
 		out = append(out, u)
 	}
 	return out, s.mapErr(rows.Err())
@@ -46,7 +45,7 @@ func (s *Store) SetUserPassword(ctx context.Context, username, passwordHash stri
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = $1, revoke_reason = $2
-			WHERE username = $3 AND revoked_at = 0`, time.Now().UnixNano(), revokedLogout, username)
+			WHERE username = $3 AND revoked_at = 0`, time.Now().UnixNano(), storeutil.RevokedLogout, username)
 		return err
 	})
 }

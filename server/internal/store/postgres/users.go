@@ -9,15 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
-
-func validRole(role string) bool {
-	switch role {
-	case store.RoleUser, store.RoleModerator, store.RoleAdmin:
-		return true
-	}
-	return false
-}
 
 // CreateUser stores a new user; store.ErrExists if the username is taken.
 // An empty Role means store.RoleUser; a zero CreatedAt means now.
@@ -30,7 +23,7 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 	if u.Role == "" {
 		u.Role = store.RoleUser
 	}
-	if u.Username == "" || !validRole(u.Role) {
+	if u.Username == "" || !storeutil.ValidRole(u.Role) {
 		return fmt.Errorf("postgres: bad user: username %q role %q", u.Username, u.Role)
 	}
 	if u.CreatedAt.IsZero() {
@@ -47,16 +40,9 @@ func (s *Store) GetUser(ctx context.Context, username string) (store.User, error
 	if err := s.check(ctx); err != nil {
 		return store.User{}, err
 	}
-	var u store.User
-	var created, seen int64
-	err := s.db.QueryRow(ctx, `SELECT username, password_hash, role, active, created_at, last_seen_at
-		FROM users WHERE username = $1`, username).
-		Scan(&u.Username, &u.PasswordHash, &u.Role, &u.Active, &created, &seen)
-	if err != nil {
-		return store.User{}, s.mapErr(err)
-	}
-	u.CreatedAt, u.LastSeenAt = fromNanos(created), fromNanos(seen)
-	return u, nil
+	u, err := storeutil.ScanUser(s.db.QueryRow(ctx, `SELECT username, password_hash, role, active, created_at, last_seen_at
+		FROM users WHERE username = $1`, username))
+	return u, s.mapErr(err)
 }
 
 // SetUserActive enables or disables a user; store.ErrNotFound if none.
@@ -73,7 +59,7 @@ func (s *Store) SetUserRole(ctx context.Context, username, role string) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	if !validRole(role) {
+	if !storeutil.ValidRole(role) {
 		return fmt.Errorf("postgres: bad role %q", role)
 	}
 	return s.affected(s.db.Exec(ctx, `UPDATE users SET role = $1 WHERE username = $2`, role, username))
@@ -111,13 +97,6 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t store.RefreshToken) er
 	return s.mapErr(err)
 }
 
-// Why a refresh token was revoked (refresh_tokens.revoke_reason).
-const (
-	revokedRotated = "rotated" // spent by RotateRefreshToken: presenting it again is reuse
-	revokedLogout  = "logout"  // RevokeRefreshTokenFamily
-	revokedReuse   = "reuse"   // its family was revoked because one of its tokens was reused
-)
-
 // RotateRefreshToken atomically spends the token oldHash and stores next
 // in its place, in the same family, returning the owner. The old token must
 // exist, be unrevoked and expire after now; otherwise nothing is stored and
@@ -145,23 +124,8 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next sto
 	var username string
 	var reused error
 	err := s.withTx(ctx, func(tx pgx.Tx) error {
-		// One conditional UPDATE both checks and spends the old token.
-		var family string
-		err := tx.QueryRow(ctx, `UPDATE refresh_tokens SET revoked_at = $1, revoke_reason = $3
-			WHERE hash = $2 AND revoked_at = 0 AND expires_at > $1 RETURNING username, family`,
-			nanos(now), oldHash, revokedRotated).Scan(&username, &family)
-		if errors.Is(err, pgx.ErrNoRows) {
-			username, reused, err = detectReuse(ctx, tx, oldHash, now)
-			return err
-		}
-		if err != nil {
-			return err
-		}
-		if next.Username != "" && next.Username != username {
-			return fmt.Errorf("postgres: rotating %s's refresh token to user %q", username, next.Username)
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO refresh_tokens (hash, username, expires_at, created_at, family)
-			VALUES ($1, $2, $3, $4, $5)`, next.Hash, username, nanos(next.ExpiresAt), nanos(now), family)
+		var err error
+		username, reused, err = storeutil.Rotate(ctx, refreshTx{tx}, oldHash, next, now)
 		return err
 	})
 	if err != nil {
@@ -173,31 +137,37 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next sto
 	return username, nil
 }
 
-// detectReuse runs, in RotateRefreshToken's transaction, when the token
-// hash could not be spent. If it was rotated before and has not expired it
-// revokes the token's family and returns the owner with
-// store.ErrRefreshTokenReused (as reused: the transaction must commit);
-// otherwise it returns store.ErrNotFound as err. Under READ COMMITTED each
-// statement sees what committed before it began, so a rotation that won a
-// race is seen here, and so is the token it stored, which is revoked.
-func detectReuse(ctx context.Context, tx pgx.Tx, hash string, now time.Time) (username string, reused, err error) {
-	var family, reason string
-	var expires int64
-	err = tx.QueryRow(ctx, `SELECT username, family, revoke_reason, expires_at FROM refresh_tokens WHERE hash = $1`,
+// refreshTx is the SQL of storeutil.Rotate. Under READ COMMITTED a
+// rotation that waited on the row's lock sees the winner's commit.
+type refreshTx struct{ tx pgx.Tx }
+
+func (r refreshTx) Spend(ctx context.Context, hash string, now int64) (username, family string, ok bool, err error) {
+	// One conditional UPDATE both checks and spends the old token.
+	err = r.tx.QueryRow(ctx, `UPDATE refresh_tokens SET revoked_at = $1, revoke_reason = $3
+		WHERE hash = $2 AND revoked_at = 0 AND expires_at > $1 RETURNING username, family`,
+		now, hash, storeutil.RevokedRotated).Scan(&username, &family)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", false, nil
+	}
+	return username, family, err == nil, err
+}
+
+func (r refreshTx) Lookup(ctx context.Context, hash string) (username, family, reason string, expires int64, err error) {
+	err = r.tx.QueryRow(ctx, `SELECT username, family, revoke_reason, expires_at FROM refresh_tokens WHERE hash = $1`,
 		hash).Scan(&username, &family, &reason, &expires)
-	if err != nil {
-		return "", nil, err // pgx.ErrNoRows maps to store.ErrNotFound
-	}
-	if reason != revokedRotated || expires <= nanos(now) {
-		return "", nil, store.ErrNotFound
-	}
-	tag, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = $1, revoke_reason = $2
-		WHERE family = $3 AND revoked_at = 0`, nanos(now), revokedReuse, family)
-	if err != nil {
-		return "", nil, err
-	}
-	return username, fmt.Errorf("%w: family %s, %d tokens revoked", store.ErrRefreshTokenReused,
-		family[:min(8, len(family))], tag.RowsAffected()), nil
+	return // pgx.ErrNoRows maps to store.ErrNotFound
+}
+
+func (r refreshTx) RevokeFamily(ctx context.Context, family, reason string, now int64) (int64, error) {
+	tag, err := r.tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = $1, revoke_reason = $2
+		WHERE family = $3 AND revoked_at = 0`, now, reason, family)
+	return tag.RowsAffected(), err
+}
+
+func (r refreshTx) Insert(ctx context.Context, t store.RefreshToken, family string, now int64) error {
+	_, err := r.tx.Exec(ctx, `INSERT INTO refresh_tokens (hash, username, expires_at, created_at, family)
+		VALUES ($1, $2, $3, $4, $5)`, t.Hash, t.Username, nanos(t.ExpiresAt), now, family)
+	return err
 }
 
 // RevokeRefreshTokenFamily revokes the token hash and every other token of
@@ -216,7 +186,7 @@ func (s *Store) RevokeRefreshTokenFamily(ctx context.Context, hash string) error
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = $1, revoke_reason = $2
-			WHERE family = $3 AND revoked_at = 0`, time.Now().UnixNano(), revokedLogout, family)
+			WHERE family = $3 AND revoked_at = 0`, time.Now().UnixNano(), storeutil.RevokedLogout, family)
 		return err
 	})
 }

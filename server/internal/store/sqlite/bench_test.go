@@ -3,12 +3,11 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storetest"
 )
 
 // The append benchmarks run under both synchronous settings: FULL is what
@@ -24,8 +23,6 @@ import (
 // then the limit. Hence FULL.
 var syncModes = []string{"FULL", "NORMAL"}
 
-const benchText = "a typical chat message of a few dozen bytes, give or take"
-
 func reportBatching(b *testing.B, s *Store) {
 	if n := s.batches.Load(); n > 0 {
 		b.ReportMetric(float64(s.appended.Load())/float64(n), "msgs/commit")
@@ -39,7 +36,7 @@ func BenchmarkAppendSerial(b *testing.B) {
 		b.Run("sync="+mode, func(b *testing.B) {
 			s := newStore(b, Config{synchronous: mode})
 			ctx := context.Background()
-			m := store.Message{Conversation: store.RoomKey("bench"), Sender: "alice", Text: benchText}
+			m := store.Message{Conversation: store.RoomKey("bench"), Sender: "alice", Text: storetest.BenchText}
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, _, err := s.AppendMessage(ctx, m); err != nil {
@@ -62,7 +59,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 			cfg := Config{synchronous: mode}
 			if sealed {
 				name += "/sealed"
-				cfg.Sealer = keyring(b, "k", map[string][]byte{"k": randKey()})
+				cfg.Sealer = storetest.Keyring(b, "k", map[string][]byte{"k": storetest.RandKey()})
 			}
 			b.Run(name, func(b *testing.B) {
 				s := newStore(b, cfg)
@@ -74,7 +71,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 				b.RunParallel(func(pb *testing.PB) {
 					w := worker.Add(1)
 					m := store.Message{Conversation: store.RoomKey(fmt.Sprint("room", w%16)),
-						Sender: fmt.Sprint("user", w), Text: benchText}
+						Sender: fmt.Sprint("user", w), Text: storetest.BenchText}
 					for i := 0; pb.Next(); i++ {
 						m.ClientMsgID = fmt.Sprint(i)
 						if _, _, err := s.AppendMessage(ctx, m); err != nil {
@@ -92,41 +89,15 @@ func BenchmarkAppendParallel(b *testing.B) {
 // BenchmarkHistory reads random 50-message pages of a 20,000-message
 // conversation from parallel readers.
 func BenchmarkHistory(b *testing.B) {
-	const total = 20_000
 	for _, sealed := range []bool{false, true} {
 		name, cfg := "plaintext", Config{synchronous: "NORMAL"}
 		if sealed {
 			name = "sealed"
-			cfg.Sealer = keyring(b, "k", map[string][]byte{"k": randKey()})
+			cfg.Sealer = storetest.Keyring(b, "k", map[string][]byte{"k": storetest.RandKey()})
 		}
 		b.Run(name, func(b *testing.B) {
 			s := newStore(b, cfg)
-			ctx := context.Background()
-			room := store.RoomKey("history")
-			var wg sync.WaitGroup
-			for w := range 64 {
-				wg.Go(func() {
-					for range total / 64 {
-						if _, _, err := s.AppendMessage(ctx, store.Message{Conversation: room, Sender: fmt.Sprint("u", w), Text: benchText}); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			last, _ := s.LastSeq(ctx, room)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					q := store.HistoryQuery{BeforeSeq: 1 + rand.Int64N(last), Limit: 50}
-					if _, _, err := s.History(ctx, room, q); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			storetest.BenchHistory(b, s)
 		})
 	}
 }

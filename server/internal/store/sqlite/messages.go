@@ -2,18 +2,15 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
 	"github.com/parleychat/parley/server/internal/store/storefault"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 type appendReq struct {
@@ -49,24 +46,11 @@ func (s *Store) AppendMessage(ctx context.Context, m store.Message) (store.Messa
 	if err := s.check(ctx); err != nil {
 		return store.Message{}, false, err
 	}
-	if m.Conversation == "" || m.Sender == "" {
-		return store.Message{}, false, errors.New("sqlite: message needs Conversation and Sender")
+	m, sealed, err := storeutil.PrepareAppend(m, s.sealer)
+	if err != nil {
+		return store.Message{}, false, fmt.Errorf("sqlite: %w", err)
 	}
-	m.Seq = 0
-	if !m.SentAt.IsZero() {
-		m.SentAt = m.SentAt.UTC()
-	}
-	req := &appendReq{msg: m}
-	if s.sealer.Enabled() {
-		// Seal here, on the caller's goroutine, so the cost spreads over
-		// callers instead of lengthening the writer's batch.
-		sealed, err := s.sealer.Seal([]byte(m.Text))
-		if err != nil {
-			return store.Message{}, false, err
-		}
-		req.sealed = sealed
-	}
-
+	req := &appendReq{msg: m, sealed: sealed}
 	req.overlapped = s.inCommit.Load()
 	r, err := s.q.Do(ctx, req)
 	if err != nil {
@@ -195,7 +179,7 @@ func (s *Store) appendOne(ctx context.Context, st batchStmts, i int, r *appendRe
 	}
 	now := time.Now().UTC()
 	if m.ID == "" {
-		m.ID = s.ids.next(now)
+		m.ID = s.ids.Next(now)
 	}
 	if m.SentAt.IsZero() {
 		m.SentAt = now
@@ -213,7 +197,7 @@ func (s *Store) appendOne(ctx context.Context, st batchStmts, i int, r *appendRe
 			// retry hits the unique (sender, client_msg_id) index: looking
 			// it up only then saves a query on every first send.
 			if key != "" {
-				orig, sealed, err := scanMessage(st.dedup.QueryRowContext(ctx, m.Sender, m.ClientMsgID))
+				orig, sealed, err := storeutil.ScanMessage(st.dedup.QueryRowContext(ctx, m.Sender, m.ClientMsgID))
 				switch {
 				case err == nil:
 					orig.Text, err = s.openText(orig.Text, sealed)
@@ -237,29 +221,13 @@ func (s *Store) appendOne(ctx context.Context, st batchStmts, i int, r *appendRe
 
 type scanner interface{ Scan(dest ...any) error }
 
-// scanMessage reads a row of msgCols. Text holds the plaintext column;
-// sealed is the sealed text, if any, for openText.
-func scanMessage(row scanner) (m store.Message, sealed []byte, err error) {
-	var sent int64
-	err = row.Scan(&m.ID, &m.Conversation, &m.Seq, &m.Sender, &m.Recipient, &m.ClientMsgID, &m.Text, &sealed,
-		&m.FileID, &m.FileName, &m.FileSize, &m.FileType, &sent)
-	m.SentAt = fromNanos(sent)
-	return m, sealed, err
-}
-
 // openText returns a message's text from its two columns.
 func (s *Store) openText(text string, sealed []byte) (string, error) {
-	if sealed == nil {
-		return text, nil // stored before a key was configured, or never sealed
-	}
-	if !s.sealer.Enabled() {
-		return "", errors.New("sqlite: message text is sealed and no key is configured")
-	}
-	plain, err := s.sealer.Open(sealed)
+	t, err := storeutil.OpenText(s.sealer, text, sealed)
 	if err != nil {
-		return "", fmt.Errorf("sqlite: open message text: %w", err)
+		return "", fmt.Errorf("sqlite: %w", err)
 	}
-	return string(plain), nil
+	return t, nil
 }
 
 func (s *Store) queryMessages(ctx context.Context, q *sql.Stmt, args ...any) ([]store.Message, error) {
@@ -270,7 +238,7 @@ func (s *Store) queryMessages(ctx context.Context, q *sql.Stmt, args ...any) ([]
 	defer rows.Close()
 	var msgs []store.Message
 	for rows.Next() {
-		m, sealed, err := scanMessage(rows)
+		m, sealed, err := storeutil.ScanMessage(rows)
 		if err != nil {
 			return nil, s.mapErr(err)
 		}
@@ -287,8 +255,8 @@ func (s *Store) queryMessages(ctx context.Context, q *sql.Stmt, args ...any) ([]
 
 // History limits.
 const (
-	DefaultHistoryLimit = 50
-	MaxHistoryLimit     = 100
+	DefaultHistoryLimit = storeutil.DefaultHistoryLimit
+	MaxHistoryLimit     = storeutil.MaxHistoryLimit
 )
 
 const (
@@ -313,40 +281,12 @@ func (s *Store) History(ctx context.Context, conversation string, q store.Histor
 	if err := s.check(ctx); err != nil {
 		return nil, false, err
 	}
-	limit := q.Limit
-	switch {
-	case limit == 0:
-		limit = DefaultHistoryLimit
-	case limit < 1:
-		limit = 1
-	case limit > MaxHistoryLimit:
-		limit = MaxHistoryLimit
-	}
-	before := int64(math.MaxInt64)
-	if q.BeforeSeq > 0 {
-		before = q.BeforeSeq
-	}
-	// Fetch one extra row to learn whether there is more.
-	var msgs []store.Message
-	var err error
-	if q.AfterSeq != nil {
-		msgs, err = s.queryMessages(ctx, s.rst.histFwd, conversation, max(*q.AfterSeq, 0), before, limit+1)
-	} else {
-		msgs, err = s.queryMessages(ctx, s.rst.histBack, conversation, before, limit+1)
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	hasMore := len(msgs) > limit
-	if hasMore {
-		msgs = msgs[:limit]
-	}
-	if q.AfterSeq == nil {
-		for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
-			msgs[i], msgs[j] = msgs[j], msgs[i]
+	return storeutil.History(q, func(forward bool, after, before int64, n int) ([]store.Message, error) {
+		if forward {
+			return s.queryMessages(ctx, s.rst.histFwd, conversation, after, before, n)
 		}
-	}
-	return msgs, hasMore, nil
+		return s.queryMessages(ctx, s.rst.histBack, conversation, before, n)
+	})
 }
 
 const qLastSeq = `SELECT last_seq FROM conversations WHERE key = ?`
@@ -366,7 +306,7 @@ func (s *Store) LastSeq(ctx context.Context, conversation string) (int64, error)
 }
 
 // MaxDirectLimit caps DirectMessagesSince.
-const MaxDirectLimit = 1000
+const MaxDirectLimit = storeutil.MaxDirectLimit
 
 // The redundant test for a non-empty recipient lets SQLite use the partial
 // index messages_direct.
@@ -384,18 +324,14 @@ func (s *Store) DirectMessagesSince(ctx context.Context, username string, since 
 	if username == "" {
 		return nil, false, nil
 	}
-	if limit <= 0 || limit > MaxDirectLimit {
-		limit = MaxDirectLimit
-	}
+	limit = storeutil.DirectLimit(limit)
 	// One extra row tells whether there is more.
 	msgs, err := s.queryMessages(ctx, s.rst.direct, username, nanos(since), limit+1)
 	if err != nil {
 		return nil, false, err
 	}
-	if len(msgs) > limit {
-		return msgs[:limit], true, nil
-	}
-	return msgs, false, nil
+	msgs, more := storeutil.Trim(msgs, limit)
+	return msgs, more, nil
 }
 
 // defaultDeleteChunk bounds how many rows one retention transaction
@@ -442,41 +378,4 @@ func (s *Store) count(ctx context.Context, q string) (int64, error) {
 	var n int64
 	err := s.r.QueryRowContext(ctx, q).Scan(&n)
 	return n, s.mapErr(err)
-}
-
-// idGen makes message ids: 16 bytes, hex encoded, the first 6 a big-endian
-// Unix millisecond time and the other 10 random, like a ULID. Ids sort by
-// creation time; within one process they are strictly increasing, because
-// a clock that stalls or steps back reuses the last time and increments
-// the random part instead. Not safe for concurrent use: only the writer
-// goroutine calls next.
-type idGen struct {
-	lastMS int64
-	last   [16]byte
-}
-
-func (g *idGen) next(now time.Time) string {
-	ms := now.UnixMilli()
-	if ms > g.lastMS || !g.increment() {
-		if ms <= g.lastMS {
-			ms = g.lastMS + 1 // the 80-bit random part overflowed: borrow a millisecond
-		}
-		g.lastMS = ms
-		var ts [8]byte
-		binary.BigEndian.PutUint64(ts[:], uint64(ms))
-		copy(g.last[:6], ts[2:])
-		rand.Read(g.last[6:])
-	}
-	return hex.EncodeToString(g.last[:])
-}
-
-// increment adds one to the random part, reporting false on overflow.
-func (g *idGen) increment() bool {
-	for i := len(g.last) - 1; i >= 6; i-- {
-		g.last[i]++
-		if g.last[i] != 0 {
-			return true
-		}
-	}
-	return false
 }

@@ -27,13 +27,11 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +44,7 @@ import (
 	"github.com/parleychat/parley/server/internal/sealer"
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/groupcommit"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 // DefaultMaxBatch is the default Config.MaxBatch.
@@ -131,10 +130,10 @@ type Store struct {
 
 	q        *groupcommit.Queue[*appendReq, appendResult] // drained by writeLoop
 	maxBatch int
-	delay    time.Duration // Config.CommitDelay; 0 when disabled
-	writeTO  time.Duration // Config.WriteTimeout
-	inCommit atomic.Bool   // writeLoop is committing (see appendReq.overlapped)
-	ids      idGen         // only writeLoop touches it
+	delay    time.Duration   // Config.CommitDelay; 0 when disabled
+	writeTO  time.Duration   // Config.WriteTimeout
+	inCommit atomic.Bool     // writeLoop is committing (see appendReq.overlapped)
+	ids      storeutil.IDGen // only writeLoop touches it
 	done     chan struct{}
 
 	deleteChunk int // rows per retention transaction; tests lower it
@@ -396,21 +395,10 @@ func (s *Store) withTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return s.mapErr(tx.Commit())
 }
 
-// nanos and fromNanos store times as Unix nanoseconds, with the zero time
-// as 0 (time.Time{}.UnixNano() is not defined).
-func nanos(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
+// nanos and fromNanos store times (see storeutil.Nanos).
+func nanos(t time.Time) int64 { return storeutil.Nanos(t) }
 
-func fromNanos(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
+func fromNanos(n int64) time.Time { return storeutil.FromNanos(n) }
 
 func nullIfEmpty(s string) any {
 	if s == "" {
@@ -422,37 +410,12 @@ func nullIfEmpty(s string) any {
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations returns the embedded migrations in order. Files are named
-// NNNN_what.sql; versions must run 1, 2, 3, ... without gaps.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
+// migrations returns the embedded migrations in order (see
+// storeutil.LoadMigrations).
+func migrations() ([]storeutil.Migration, error) {
+	ms, err := storeutil.LoadMigrations(migrationFS, "migrations")
 	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("sqlite: bad migration file name %q", e.Name())
-		}
-		b, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("sqlite: migration %s out of sequence, want version %d", m.name, i+1)
-		}
+		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	return ms, nil
 }
@@ -471,7 +434,7 @@ func migrate(ctx context.Context, db *sql.DB) (version, applied int, err error) 
 
 // applyMigrations is migrate with the list given: tests pass a prefix of
 // it to build a database as an older binary left it.
-func applyMigrations(ctx context.Context, db *sql.DB, ms []migration) (version, applied int, err error) {
+func applyMigrations(ctx context.Context, db *sql.DB, ms []storeutil.Migration) (version, applied int, err error) {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
 		version    INTEGER PRIMARY KEY,
 		applied_at INTEGER NOT NULL
@@ -499,20 +462,20 @@ func applyMigrations(ctx context.Context, db *sql.DB, ms []migration) (version, 
 				return false, err
 			}
 			defer tx.Rollback()
-			if v, err := current(tx); err != nil || v >= m.version {
+			if v, err := current(tx); err != nil || v >= m.Version {
 				return false, err // another process got here first
 			}
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return false, err
 			}
 			if _, err := tx.ExecContext(ctx, "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-				m.version, time.Now().UnixNano()); err != nil {
+				m.Version, time.Now().UnixNano()); err != nil {
 				return false, err
 			}
 			return true, tx.Commit()
 		}()
 		if err != nil {
-			return 0, applied, fmt.Errorf("sqlite: migration %s: %w", m.name, err)
+			return 0, applied, fmt.Errorf("sqlite: migration %s: %w", m.Name, err)
 		}
 		if did {
 			applied++

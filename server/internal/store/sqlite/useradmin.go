@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
 
 // ListUsers returns every user, by username, for `parleyd user list`.
@@ -21,12 +22,10 @@ func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 	defer rows.Close()
 	var out []store.User
 	for rows.Next() {
-		var u store.User
-		var created, seen int64
-		if err := rows.Scan(&u.Username, &u.PasswordHash, &u.Role, &u.Active, &created, &seen); err != nil {
+		u, err := storeutil.ScanUser(rows)
+		if err != nil {
 			return nil, s.mapErr(err)
 		}
-		u.CreatedAt, u.LastSeenAt = fromNanos(created), fromNanos(seen)
 		out = append(out, u)
 	}
 	return out, s.mapErr(rows.Err())
@@ -45,7 +44,7 @@ func (s *Store) SetUserPassword(ctx context.Context, username, passwordHash stri
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?, revoke_reason = ?
-			WHERE username = ? AND revoked_at = 0`, time.Now().UnixNano(), revokedLogout, username)
+			WHERE username = ? AND revoked_at = 0`, time.Now().UnixNano(), storeutil.RevokedLogout, username)
 		return err
 	})
 }

@@ -8,15 +8,8 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/server/internal/store"
+	"github.com/parleychat/parley/server/internal/store/storeutil"
 )
-
-func validRole(role string) bool {
-	switch role {
-	case store.RoleUser, store.RoleModerator, store.RoleAdmin:
-		return true
-	}
-	return false
-}
 
 // CreateUser stores a new user; store.ErrExists if the username is taken.
 // An empty Role means store.RoleUser; a zero CreatedAt means now.
@@ -29,7 +22,7 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 	if u.Role == "" {
 		u.Role = store.RoleUser
 	}
-	if u.Username == "" || !validRole(u.Role) {
+	if u.Username == "" || !storeutil.ValidRole(u.Role) {
 		return fmt.Errorf("sqlite: bad user: username %q role %q", u.Username, u.Role)
 	}
 	if u.CreatedAt.IsZero() {
@@ -46,15 +39,8 @@ func (s *Store) GetUser(ctx context.Context, username string) (store.User, error
 	if err := s.check(ctx); err != nil {
 		return store.User{}, err
 	}
-	var u store.User
-	var created, seen int64
-	err := s.rst.user.QueryRowContext(ctx, username).
-		Scan(&u.Username, &u.PasswordHash, &u.Role, &u.Active, &created, &seen)
-	if err != nil {
-		return store.User{}, s.mapErr(err)
-	}
-	u.CreatedAt, u.LastSeenAt = fromNanos(created), fromNanos(seen)
-	return u, nil
+	u, err := storeutil.ScanUser(s.rst.user.QueryRowContext(ctx, username))
+	return u, s.mapErr(err)
 }
 
 // SetUserActive enables or disables a user; store.ErrNotFound if none.
@@ -71,7 +57,7 @@ func (s *Store) SetUserRole(ctx context.Context, username, role string) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	if !validRole(role) {
+	if !storeutil.ValidRole(role) {
 		return fmt.Errorf("sqlite: bad role %q", role)
 	}
 	return s.affected(s.w.ExecContext(ctx, `UPDATE users SET role = ? WHERE username = ?`, role, username))
@@ -109,13 +95,6 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t store.RefreshToken) er
 	return s.mapErr(err)
 }
 
-// Why a refresh token was revoked (refresh_tokens.revoke_reason).
-const (
-	revokedRotated = "rotated" // spent by RotateRefreshToken: presenting it again is reuse
-	revokedLogout  = "logout"  // RevokeRefreshTokenFamily
-	revokedReuse   = "reuse"   // its family was revoked because one of its tokens was reused
-)
-
 // RotateRefreshToken atomically spends the token oldHash and stores next
 // in its place, in the same family, returning the owner. The old token must
 // exist, be unrevoked and expire after now; otherwise nothing is stored and
@@ -141,23 +120,8 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next sto
 	var username string
 	var reused error
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
-		// One conditional UPDATE both checks and spends the old token.
-		var family string
-		err := tx.QueryRowContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?1, revoke_reason = ?3
-			WHERE hash = ?2 AND revoked_at = 0 AND expires_at > ?1 RETURNING username, family`,
-			nanos(now), oldHash, revokedRotated).Scan(&username, &family)
-		if errors.Is(err, sql.ErrNoRows) {
-			username, reused, err = s.detectReuse(ctx, tx, oldHash, now)
-			return err
-		}
-		if err != nil {
-			return err
-		}
-		if next.Username != "" && next.Username != username {
-			return fmt.Errorf("sqlite: rotating %s's refresh token to user %q", username, next.Username)
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO refresh_tokens (hash, username, expires_at, created_at, family)
-			VALUES (?, ?, ?, ?, ?)`, next.Hash, username, nanos(next.ExpiresAt), nanos(now), family)
+		var err error
+		username, reused, err = storeutil.Rotate(ctx, refreshTx{tx}, oldHash, next, now)
 		return err
 	})
 	if err != nil {
@@ -169,32 +133,39 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next sto
 	return username, nil
 }
 
-// detectReuse runs, in RotateRefreshToken's transaction, when the token
-// hash could not be spent. If it was rotated before and has not expired it
-// revokes the token's family and returns the owner with
-// store.ErrRefreshTokenReused (as reused: the transaction must commit);
-// otherwise it returns store.ErrNotFound as err.
-func (s *Store) detectReuse(ctx context.Context, tx *sql.Tx, hash string, now time.Time) (username string, reused, err error) {
-	var family, reason string
-	var expires int64
-	err = tx.QueryRowContext(ctx, `SELECT username, family, revoke_reason, expires_at FROM refresh_tokens WHERE hash = ?`,
+// refreshTx is the SQL of storeutil.Rotate.
+type refreshTx struct{ tx *sql.Tx }
+
+func (r refreshTx) Spend(ctx context.Context, hash string, now int64) (username, family string, ok bool, err error) {
+	// One conditional UPDATE both checks and spends the old token.
+	err = r.tx.QueryRowContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?1, revoke_reason = ?3
+		WHERE hash = ?2 AND revoked_at = 0 AND expires_at > ?1 RETURNING username, family`,
+		now, hash, storeutil.RevokedRotated).Scan(&username, &family)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", false, nil
+	}
+	return username, family, err == nil, err
+}
+
+func (r refreshTx) Lookup(ctx context.Context, hash string) (username, family, reason string, expires int64, err error) {
+	err = r.tx.QueryRowContext(ctx, `SELECT username, family, revoke_reason, expires_at FROM refresh_tokens WHERE hash = ?`,
 		hash).Scan(&username, &family, &reason, &expires)
+	return // sql.ErrNoRows maps to store.ErrNotFound
+}
+
+func (r refreshTx) RevokeFamily(ctx context.Context, family, reason string, now int64) (int64, error) {
+	res, err := r.tx.ExecContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?, revoke_reason = ?
+		WHERE family = ? AND revoked_at = 0`, now, reason, family)
 	if err != nil {
-		return "", nil, err // sql.ErrNoRows maps to store.ErrNotFound
+		return 0, err
 	}
-	if reason != revokedRotated || expires <= nanos(now) {
-		return "", nil, store.ErrNotFound
-	}
-	res, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?, revoke_reason = ?
-		WHERE family = ? AND revoked_at = 0`, nanos(now), revokedReuse, family)
-	if err != nil {
-		return "", nil, err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return "", nil, err
-	}
-	return username, fmt.Errorf("%w: family %s, %d tokens revoked", store.ErrRefreshTokenReused, family[:min(8, len(family))], n), nil
+	return res.RowsAffected()
+}
+
+func (r refreshTx) Insert(ctx context.Context, t store.RefreshToken, family string, now int64) error {
+	_, err := r.tx.ExecContext(ctx, `INSERT INTO refresh_tokens (hash, username, expires_at, created_at, family)
+		VALUES (?, ?, ?, ?, ?)`, t.Hash, t.Username, nanos(t.ExpiresAt), now, family)
+	return err
 }
 
 // RevokeRefreshTokenFamily revokes the token hash and every other token of
@@ -213,7 +184,7 @@ func (s *Store) RevokeRefreshTokenFamily(ctx context.Context, hash string) error
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET revoked_at = ?, revoke_reason = ?
-			WHERE family = ? AND revoked_at = 0`, time.Now().UnixNano(), revokedLogout, family)
+			WHERE family = ? AND revoked_at = 0`, time.Now().UnixNano(), storeutil.RevokedLogout, family)
 		return err
 	})
 }

@@ -1,10 +1,10 @@
-// Package storetest holds the behaviour every store must share, written
-// once and run by each store's tests against its own database.
 package storetest
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,5 +163,110 @@ func RefreshTokenReuse(t *testing.T, s Refresh, countHashes func(prefix string) 
 	}
 	if _, err := rotate("d3", "x6", soon); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("d3 after its family was revoked: %v, want ErrNotFound", err)
+	}
+}
+
+// RefreshTokenReuseIn is RefreshTokenReuse on a new database of b,
+// counting stored tokens straight from it.
+func RefreshTokenReuseIn(t *testing.T, b Backend) {
+	t.Helper()
+	s, db := b.open(t, Options{})
+	RefreshTokenReuse(t, s, func(prefix string) int {
+		var n int
+		b.QueryRow(t, db, "SELECT count(*) FROM refresh_tokens WHERE hash LIKE "+quote(prefix+"%"), &n)
+		return n
+	})
+}
+
+// RotateRace spends one token from many goroutines, over b.Nodes stores on
+// one database: exactly one rotation wins; every other is reuse, which
+// revokes the winner's new token too.
+func RotateRace(t *testing.T, b Backend) {
+	t.Helper()
+	ctx := context.Background()
+	s1, db := b.open(t, Options{})
+	nodes := []Store{s1}
+	for len(nodes) < b.Nodes {
+		nodes = append(nodes, b.mustOpen(t, db, Options{}))
+	}
+	mustUser(t, s1, "alice")
+	now := time.Now()
+	mustToken(t, s1, "t0", "alice", now.Add(time.Hour))
+	mustToken(t, s1, "other", "alice", now.Add(time.Hour))
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		s := nodes[i%len(nodes)]
+		wg.Go(func() {
+			_, errs[i] = s.RotateRefreshToken(ctx, "t0", store.RefreshToken{Hash: fmt.Sprint("next", i), ExpiresAt: now.Add(time.Hour)}, now)
+		})
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("rotations %d and %d of one token both succeeded", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, store.ErrRefreshTokenReused):
+			t.Errorf("losing rotation: %v, want ErrRefreshTokenReused", err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no rotation succeeded")
+	}
+	if _, err := s1.RotateRefreshToken(ctx, fmt.Sprint("next", winner), store.RefreshToken{Hash: "after"}, now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the winner's token after the race: %v, want ErrNotFound", err)
+	}
+	if _, err := nodes[len(nodes)-1].RotateRefreshToken(ctx, "other", store.RefreshToken{Hash: "other2"}, now); err != nil {
+		t.Fatalf("another login after the race: %v", err)
+	}
+}
+
+// UpgradeRefreshTokens opens a database written before refresh token
+// families existed (schema version 1): every old token becomes a family of
+// its own, old revocations are refused without being taken for reuse, and
+// new rotations form families.
+func UpgradeRefreshTokens(t *testing.T, b Backend) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	later := now.Add(time.Hour)
+	db := b.NewDBAt(t, 1)
+	for _, q := range []string{
+		`INSERT INTO users (username, password_hash, role, active, created_at) VALUES ('alice', 'h', 'user', true, 1)`,
+		fmt.Sprintf(`INSERT INTO refresh_tokens (hash, username, expires_at, created_at) VALUES ('live1', 'alice', %d, 1)`, later.UnixNano()),
+		fmt.Sprintf(`INSERT INTO refresh_tokens (hash, username, expires_at, created_at) VALUES ('live2', 'alice', %d, 1)`, later.UnixNano()),
+		fmt.Sprintf(`INSERT INTO refresh_tokens (hash, username, expires_at, revoked_at, created_at) VALUES ('spent', 'alice', %d, 5, 1)`, later.UnixNano()),
+	} {
+		b.Exec(t, db, q)
+	}
+
+	s := b.mustOpen(t, db, Options{})
+	if n := schemaVersions(t, b, db); n != b.Migrations {
+		t.Fatalf("%d schema_version rows after the upgrade, want %d", n, b.Migrations)
+	}
+	var families, tokens int
+	b.QueryRow(t, db, "SELECT count(DISTINCT family), count(*) FROM refresh_tokens WHERE length(family) = 32", &families, &tokens)
+	if families != 3 || tokens != 3 {
+		t.Fatalf("after the upgrade: %d families over %d tokens with an id, want 3 and 3", families, tokens)
+	}
+	if _, err := s.RotateRefreshToken(ctx, "spent", store.RefreshToken{Hash: "x"}, now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("token revoked before the upgrade: %v, want ErrNotFound", err)
+	}
+	if _, err := s.RotateRefreshToken(ctx, "live1", store.RefreshToken{Hash: "next1", ExpiresAt: later}, now); err != nil {
+		t.Fatalf("token from before the upgrade: %v", err)
+	}
+	if _, err := s.RotateRefreshToken(ctx, "live1", store.RefreshToken{Hash: "x"}, now); !errors.Is(err, store.ErrRefreshTokenReused) {
+		t.Fatalf("replay after the upgrade: %v, want ErrRefreshTokenReused", err)
+	}
+	if _, err := s.RotateRefreshToken(ctx, "next1", store.RefreshToken{Hash: "x"}, now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the replayed token's successor: %v, want ErrNotFound", err)
+	}
+	if _, err := s.RotateRefreshToken(ctx, "live2", store.RefreshToken{Hash: "next2", ExpiresAt: later}, now); err != nil {
+		t.Fatalf("another old token after a reuse: %v", err)
 	}
 }
