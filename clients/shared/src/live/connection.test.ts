@@ -320,3 +320,32 @@ describe("LiveConnection's stream", () => {
     t.live.stop();
   });
 });
+
+describe("LiveConnection with a transport that ends at once", () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  it("keeps no dead stream and retries", async () => {
+    let opened = 0;
+    const statuses: StatusUpdate[] = [];
+    const live = new LiveConnection({
+      transport: (_tok, h) => {
+        opened += 1;
+        h.onEnd({ code: 1006, reason: "", detail: "connection lost" });
+        return { send: () => {}, close: () => {} };
+      },
+      token: async () => "t",
+      onEvent: () => {},
+      onStatus: (s) => statuses.push(s),
+      cursors: () => [],
+      backoff: { initialMs: 100, random: () => 0 },
+    });
+    live.start();
+    await flush();
+    expect(statuses.at(-1)).toMatchObject({ phase: "connecting", attempt: 1, detail: "connection lost" });
+    expect((live as unknown as { stream: unknown }).stream).toBeNull();
+    await vi.advanceTimersByTimeAsync(50);
+    expect(opened).toBe(2);
+    live.stop();
+  });
+});

@@ -204,8 +204,9 @@ export class LiveConnection {
     if (gen !== this.generation || this.stopped) return;
 
     this.lastHeard = Date.now();
+    let stream: Stream;
     try {
-      this.stream = this.opts.transport(token, {
+      stream = this.opts.transport(token, {
         onEvent: (ev) => {
           if (gen !== this.generation) return;
           this.lastHeard = Date.now();
@@ -221,8 +222,11 @@ export class LiveConnection {
       this.fail(`cannot open a stream: ${(err as Error).message}`, 0);
       return;
     }
-    // A transport may end the stream synchronously, inside open.
-    if (gen === this.generation) this.startPings(gen);
+    // A transport may end the stream synchronously, inside open: then the
+    // end already scheduled what comes next, and this stream is dead.
+    if (gen !== this.generation) return;
+    this.stream = stream;
+    this.startPings(gen);
   }
 
   /** ended applies the reconnect rule to a stream that ended by itself. */
