@@ -155,6 +155,18 @@ describe("LiveConnection's reconnect rule, when a Disconnect arrives", () => {
     t.live.stop();
   });
 
+  it("waits retry_after even on the first reconnect after 4401", async () => {
+    const t = await connected();
+    t.last().disconnect(4401, true, "token expired", 1_000);
+    t.last().end(4401);
+    await flush();
+    expect(t.tokenCalls).toEqual([false, true]);
+    expect(t.wait()).toBe(1_000);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(t.streams).toHaveLength(2);
+    t.live.stop();
+  });
+
   it("signs out after 4403", async () => {
     const t = await connected();
     t.last().disconnect(4403, false, "account deactivated");

@@ -245,9 +245,10 @@ export class LiveConnection {
     }
     if (d.newToken) {
       // The token may have expired while we were away: get a new one, then
-      // retry at once the first time and with backoff after that, so a
-      // server that keeps refusing is not hammered.
-      const first = this.attempt === 0;
+      // retry at once the first time (unless the server set a least wait)
+      // and with backoff after that, so a server that keeps refusing is not
+      // hammered.
+      const first = this.attempt === 0 && d.minDelayMs === 0;
       const gen = ++this.generation;
       this.opts
         .token(true)
