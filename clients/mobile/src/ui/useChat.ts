@@ -1,43 +1,28 @@
 // useChat wires the live stream, the session and the reducer together and
-// exposes the commands the screens need. The logic lives in plain modules
-// (chat/store, live/connection, auth/session, api/rest); this hook only
-// connects them to React.
+// exposes the commands the screens need. What both apps do (event reactions,
+// resume cursors, the stream's lifetime, the commands sent over it) is
+// clients/shared/src/chat/live; this hook binds it to React Native and adds
+// the mobile app's fetches over REST.
 
 import { useCallback, useEffect, useMemo, useReducer, useRef } from "react";
 import { AppState } from "react-native";
-import { NoticeKind, type Role } from "../../../shared/src/gen/chat/v1/chat_pb";
+import type { Role } from "../../../shared/src/gen/chat/v1/chat_pb";
 import type { SessionManager } from "../auth/session";
 import type { Api } from "../api/rest";
 import { wsUrl } from "../api/rest";
 import type { BackoffOptions } from "../../../shared/src/live/backoff";
-import { LiveConnection, newRequestId, type WebSocketFactory } from "../live/connection";
-import { conversationInit, fromWire, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "../../../shared/src/chat/model";
-import { QUIET_PREFIX, cursorsOf, initialState, reduce, type ChatState } from "../../../shared/src/chat/store";
+import { LiveConnection, type WebSocketFactory } from "../live/connection";
+import { fromWire, parseKey, type ConvKey, type FileInfo } from "../../../shared/src/chat/model";
+import { initialState, reduce, type ChatState } from "../../../shared/src/chat/store";
 import { TokenBucket } from "../../../shared/src/chat/typing";
 import { loadConversations } from "../../../shared/src/chat/conversations";
+import { liveCommands, onServerEvent, resumeCursors, runLive, type ChatDeps, type LiveCommands } from "../../../shared/src/chat/live";
 
-/** newClientMsgId returns a random id for retry-safe sends. */
-export function newClientMsgId(): string {
-  const c = (globalThis as { crypto?: { getRandomValues?: (b: Uint8Array) => Uint8Array } }).crypto;
-  const b = new Uint8Array(16);
-  if (c?.getRandomValues) c.getRandomValues(b);
-  else for (let i = 0; i < b.length; i++) b[i] = Math.floor(Math.random() * 256);
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
+export { newClientMsgId } from "../../../shared/src/chat/live";
 
-export interface ChatCommands {
-  open(key: ConvKey): void;
-  sendText(key: ConvKey, text: string): void;
-  sendFile(key: ConvKey, file: FileInfo): void;
-  /** typing sends a typing start/stop; false when a start was not sent. */
-  typing(key: ConvKey, typing: boolean): boolean;
-  joinRoom(room: string): void;
-  leaveRoom(room: string): void;
-  listRooms(): void;
+export interface ChatCommands extends LiveCommands {
   refreshOnline(): void;
-  reconnect(): void;
   download(file: FileInfo): Promise<Uint8Array>;
-  dismissToast(id: string): void;
 }
 
 export interface UseChatOptions {
@@ -67,8 +52,6 @@ export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveCon
     },
     [api],
   );
-  const loadHistoryRef = useRef(loadHistory);
-  loadHistoryRef.current = loadHistory;
 
   const fetchOnline = useCallback(() => {
     api
@@ -97,10 +80,26 @@ export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveCon
         convsBusy.current = false;
       });
   }, [api]);
-  const fetchConversationsRef = useRef(fetchConversations);
-  fetchConversationsRef.current = fetchConversations;
-  const fetchOnlineRef = useRef(fetchOnline);
-  fetchOnlineRef.current = fetchOnline;
+
+  // The app's loaders, read through a ref so the connection and the
+  // commands, made once per session, always call the latest ones.
+  const loaders = useRef<Pick<ChatDeps, "loadHistory" | "loadConversations" | "refreshOnline">>({
+    loadHistory: () => {},
+    loadConversations: () => {},
+    refreshOnline: () => {},
+  });
+  loaders.current = { loadHistory, loadConversations: fetchConversations, refreshOnline: fetchOnline };
+  const deps = useMemo<ChatDeps>(
+    () => ({
+      dispatch,
+      state: () => stateRef.current,
+      session,
+      loadHistory: (key) => loaders.current.loadHistory(key),
+      loadConversations: () => loaders.current.loadConversations(),
+      refreshOnline: () => loaders.current.refreshOnline(),
+    }),
+    [session],
+  );
 
   const live = useMemo(() => {
     const conn: LiveConnection = new LiveConnection({
@@ -108,69 +107,31 @@ export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveCon
       webSocket: opts.webSocket,
       backoff: opts.backoff,
       token: (force) => session.accessToken(force),
-      onEvent: (ev) => {
-        dispatch({ type: "server", ev, now: Date.now() });
-        const e = ev.event;
-        if (e.case === "welcome") {
-          conn.send({ event: { case: "listRooms", value: {} } });
-          fetchConversationsRef.current();
-        }
-        if (e.case === "serverNotice" && e.value.kind === NoticeKind.TOKEN_EXPIRING) {
-          const d = session.current;
-          if (d && d.accessExpiresAt - Date.now() < 60_000) session.refresh().catch(() => {});
-        }
-        if (e.case === "stateRestored" && !e.value.complete) {
-          // More was missed than the server replays: fetch the latest page
-          // of every conversation (merging dedupes the overlap).
-          for (const key of Object.keys(stateRef.current.convs)) loadHistoryRef.current(key);
-        }
-        if (e.case === "presenceChanged" && e.value.namesOmitted) fetchOnlineRef.current();
-        if (e.case === "roomJoined") {
-          const key = roomKey(e.value.room);
-          if (!stateRef.current.convs[key]?.historyLoaded) loadHistoryRef.current(key);
-        }
-      },
+      onEvent: (ev) => onServerEvent(conn, ev, deps),
       onStatus: (s) => dispatch({ type: "conn", conn: { phase: s.phase, attempt: s.attempt, retryAt: s.retryAt, detail: s.detail } }),
-      cursors: () =>
-        cursorsOf(stateRef.current).map((c) => ({
-          conversation: conversationInit(c.key),
-          lastSeq: BigInt(c.lastSeq),
-        })),
+      cursors: () => resumeCursors(stateRef.current),
       onAuthLost: (reason) => signedOut.current(`Signed out: ${reason}`),
     });
     return conn;
     // The connection lives as long as the session it belongs to.
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [session, api]);
+  }, [session, api, deps]);
 
   useEffect(() => {
-    live.start();
-    // Forward refreshed access tokens on the open stream.
-    let last = session.current?.accessToken;
-    const unsub = session.subscribe((d) => {
-      if (d && d.accessToken !== last) {
-        last = d.accessToken;
-        live.refreshToken(d.accessToken);
-      }
-    });
+    const stop = runLive(live, session);
     // Expire typing indicators whose stop never came (only when one is shown).
     const tick = setInterval(() => {
       const showing = Object.values(stateRef.current.convs).some((c) => Object.keys(c.typing).length > 0);
       if (showing) dispatch({ type: "tick", now: Date.now() });
     }, 1000);
-    const rooms = setInterval(() => {
-      if (live.currentPhase === "connected") live.send({ event: { case: "listRooms", value: {} } });
-    }, 15_000);
     // Back in the foreground: do not wait out a long backoff.
     const sub = AppState.addEventListener?.("change", (s) => {
       if (s === "active" && live.currentPhase !== "connected") live.reconnectNow();
     });
     return () => {
-      unsub();
       clearInterval(tick);
-      clearInterval(rooms);
       sub?.remove();
-      live.stop();
+      stop();
     };
   }, [live, session]);
 
@@ -179,67 +140,15 @@ export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveCon
 
   const commands = useMemo<ChatCommands>(
     () => ({
-      open(key) {
-        dispatch({ type: "open", key });
-        const c = stateRef.current.convs[key];
-        if (!c || !c.historyLoaded) loadHistory(key);
-      },
-      sendText(key, text) {
-        const { kind, name } = parseKey(key);
-        const clientMsgId = newClientMsgId();
-        const requestId = newRequestId("m");
-        const msg: ChatMessage = { id: "", seq: 0, sender: stateRef.current.me, sentAt: Date.now(), clientMsgId, text, pending: true, requestId };
-        dispatch({ type: "pending", key, msg });
-        if (kind === "room") {
-          live.send({ event: { case: "sendMessage", value: { room: name, text, clientMsgId } } }, { durable: true, requestId });
-        } else {
-          live.send({ event: { case: "sendPrivateMessage", value: { to: name, text, clientMsgId } } }, { durable: true, requestId });
-        }
-      },
-      sendFile(key, file) {
-        const clientMsgId = newClientMsgId();
-        const requestId = newRequestId("f");
-        dispatch({
-          type: "pending",
-          key,
-          msg: { id: "", seq: 0, sender: stateRef.current.me, sentAt: Date.now(), clientMsgId, file, pending: true, requestId },
-        });
-        live.send(
-          { event: { case: "sendFile", value: { conversation: conversationInit(key), fileId: file.id, clientMsgId } } },
-          { durable: true, requestId },
-        );
-      },
-      typing(key, typing) {
-        if (typing && !typingBudget.tryTake()) return false;
-        if (!typing) typingBudget.take();
-        live.send({ event: { case: "typing", value: { conversation: conversationInit(key), typing } } }, { requestId: newRequestId(QUIET_PREFIX) });
-        return true;
-      },
-      joinRoom(room) {
-        // History is loaded when RoomJoined confirms the membership.
-        live.send({ event: { case: "joinRoom", value: { room } } }, { durable: true });
-        dispatch({ type: "open", key: roomKey(room) });
-      },
-      leaveRoom(room) {
-        live.send({ event: { case: "leaveRoom", value: { room } } }, { durable: true });
-      },
-      listRooms() {
-        live.send({ event: { case: "listRooms", value: {} } });
-      },
+      ...liveCommands(live, deps, typingBudget),
       refreshOnline() {
         fetchOnline();
-      },
-      reconnect() {
-        live.reconnectNow();
       },
       download(file) {
         return api.download(file.id);
       },
-      dismissToast(id) {
-        dispatch({ type: "dismissToast", id });
-      },
     }),
-    [live, loadHistory, typingBudget, fetchOnline, api],
+    [live, deps, typingBudget, fetchOnline, api],
   );
 
   return [state, commands, live];

@@ -205,12 +205,12 @@ describe("LiveConnection", () => {
     t.live.stop();
   });
 
-  it("honours the shutdown notice's reconnect hint", async () => {
+  it("honours the Disconnect's retry_after", async () => {
     const t = setup();
     t.live.start();
     await flush();
     t.last().welcome();
-    t.last().emit({ event: { case: "serverNotice", value: { kind: NoticeKind.SHUTDOWN, reconnectAfter: durationFromMs(2_000) } } });
+    t.last().emit({ event: { case: "disconnect", value: { code: 1001, reason: "server shutting down", reconnect: true, retryAfter: durationFromMs(2_000) } } });
     t.last().end(grpc.Code.Unavailable, "shutting down");
     expect(t.statuses.at(-1)!.retryAt! - Date.now()).toBe(2_000);
     expect(t.statuses.at(-1)!.detail).toBe("server shutting down");

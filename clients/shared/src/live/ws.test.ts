@@ -1,6 +1,15 @@
+import { describe, expect, it } from "vitest";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { ClientEventSchema, ServerEventSchema } from "../../../shared/src/gen/chat/v1/chat_pb";
-import { closeAction, closeDetail, decodeServerEvent, encodeClientEvent, exactBuffer, helloFrame, protocolsFor } from "./frames";
+import { ClientEventSchema, ServerEventSchema } from "../gen/chat/v1/chat_pb";
+import { closeDetail, decide } from "./disconnect";
+import { decodeServerEvent, encodeClientEvent, exactBuffer, helloFrame, protocolsFor } from "./ws";
+
+/** kindOf names what the fallback rule does after a close code. */
+function kindOf(code: number): "stop" | "auth" | "retry" {
+  const d = decide(undefined, code);
+  if (!d.reconnect) return "stop";
+  return d.newToken ? "auth" : "retry";
+}
 
 describe("frames", () => {
   it("puts the token in the subprotocols, after parley.v1", () => {
@@ -43,11 +52,12 @@ describe("frames", () => {
     [4408, "retry"],
     [4500, "retry"],
   ])("close code %i means %s", (code, kind) => {
-    expect(closeAction(code, "").kind).toBe(kind);
+    expect(kindOf(code)).toBe(kind);
   });
 
   it("waits longer after 4429", () => {
-    expect(closeAction(4429, "")).toEqual({ kind: "retry", minDelayMs: 5_000 });
+    expect(kindOf(4429)).toBe("retry");
+    expect(decide(undefined, 4429).minDelayMs).toBe(5_000);
   });
 
   it("describes close codes for people", () => {

@@ -1,0 +1,177 @@
+// The glue both apps' useChat hooks share between the live connection, the
+// session and the reducer: what to do on each server event, where to resume
+// from, the stream's lifetime (token forwarding, room refreshes) and the
+// commands that go over the stream. The hooks only bind these to React and
+// add what differs (how each app fetches history, online users, files).
+//
+// Plain functions, no React; used from the JS thread only.
+
+import { NoticeKind, type ServerEvent } from "../gen/chat/v1/chat_pb";
+import type { LiveConnection, CursorInit } from "../live/connection";
+import { newRequestId } from "../live/connection";
+import type { SessionData } from "../auth/session";
+import { conversationInit, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "./model";
+import { QUIET_PREFIX, cursorsOf, type Action, type ChatState } from "./store";
+import type { TokenBucket } from "./typing";
+
+/** SessionLike is the part of SessionManager the glue uses. */
+export interface SessionLike {
+  readonly current: SessionData | null;
+  refresh(): Promise<unknown>;
+  subscribe(fn: (d: SessionData | null) => void): () => void;
+}
+
+/** ChatDeps are what an app hands the glue; loaders read through refs, so they may change. */
+export interface ChatDeps {
+  dispatch: (a: Action) => void;
+  /** state returns the latest reduced state. */
+  state: () => ChatState;
+  session: SessionLike;
+  /** loadHistory fetches the latest page of one conversation. */
+  loadHistory: (key: ConvKey) => void;
+  /** loadConversations fetches every stored conversation. */
+  loadConversations: () => void;
+  /** refreshOnline refetches the online users (presence came as counts only). */
+  refreshOnline: () => void;
+}
+
+/** newClientMsgId returns a random id for retry-safe sends (works outside secure contexts too). */
+export function newClientMsgId(): string {
+  const b = new Uint8Array(16);
+  const c = (globalThis as { crypto?: { getRandomValues?: (b: Uint8Array) => Uint8Array } }).crypto;
+  if (c?.getRandomValues) c.getRandomValues(b);
+  else for (let i = 0; i < b.length; i++) b[i] = Math.floor(Math.random() * 256);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** resumeCursors is where every conversation resumes from, in wire form. */
+export function resumeCursors(state: ChatState): CursorInit {
+  return cursorsOf(state).map((c) => ({ conversation: conversationInit(c.key), lastSeq: BigInt(c.lastSeq) }));
+}
+
+/** onServerEvent reduces one event and does what it calls for. */
+export function onServerEvent(live: LiveConnection, ev: ServerEvent, d: ChatDeps): void {
+  d.dispatch({ type: "server", ev, now: Date.now() });
+  const e = ev.event;
+  if (e.case === "welcome") {
+    // Rooms with counts; the stream answers with RoomsList.
+    live.send({ event: { case: "listRooms", value: {} } });
+    // Every stored conversation, so a direct one with someone offline is
+    // there after a reload (the stream only brings what moves).
+    d.loadConversations();
+  }
+  if (e.case === "serverNotice" && e.value.kind === NoticeKind.TOKEN_EXPIRING) {
+    // The server is about to end the stream: refresh now unless a refresh
+    // already moved the expiry well ahead.
+    const s = d.session.current;
+    if (s && s.accessExpiresAt - Date.now() < 60_000) d.session.refresh().catch(() => {});
+  }
+  if (e.case === "stateRestored" && !e.value.complete) {
+    // More was missed than the server replays: fetch the latest page of
+    // every conversation (merging dedupes the overlap).
+    for (const key of Object.keys(d.state().convs)) d.loadHistory(key);
+  }
+  if (e.case === "presenceChanged" && e.value.namesOmitted) d.refreshOnline();
+  if (e.case === "roomJoined") {
+    // Members may read the room's history only once joined.
+    const key = roomKey(e.value.room);
+    if (!d.state().convs[key]?.historyLoaded) d.loadHistory(key);
+  }
+}
+
+/**
+ * runLive starts the stream and keeps it fed while it lives: refreshed
+ * access tokens go in band, the room list is refreshed every 15 s. The
+ * returned function stops it all.
+ */
+export function runLive(live: LiveConnection, session: SessionLike): () => void {
+  live.start();
+  let last = session.current?.accessToken;
+  const unsub = session.subscribe((d) => {
+    if (d && d.accessToken !== last) {
+      last = d.accessToken;
+      live.refreshToken(d.accessToken);
+    }
+  });
+  const rooms = setInterval(() => {
+    if (live.currentPhase === "connected") live.send({ event: { case: "listRooms", value: {} } });
+  }, 15_000);
+  return () => {
+    unsub();
+    clearInterval(rooms);
+    live.stop();
+  };
+}
+
+/** LiveCommands are the commands both apps send over the stream. */
+export interface LiveCommands {
+  open(key: ConvKey): void;
+  sendText(key: ConvKey, text: string): void;
+  sendFile(key: ConvKey, file: FileInfo): void;
+  /** typing sends a typing start/stop; false when a start was not sent. */
+  typing(key: ConvKey, typing: boolean): boolean;
+  joinRoom(room: string): void;
+  leaveRoom(room: string): void;
+  listRooms(): void;
+  reconnect(): void;
+  dismissToast(id: string): void;
+}
+
+/**
+ * liveCommands builds the commands. typingBudget keeps typing signals under
+ * the server's limit; a stop always goes out (it may borrow from the budget).
+ */
+export function liveCommands(live: LiveConnection, d: ChatDeps, typingBudget: TokenBucket): LiveCommands {
+  const pending = (key: ConvKey, msg: Omit<ChatMessage, "id" | "seq" | "sender" | "sentAt" | "pending">) =>
+    d.dispatch({ type: "pending", key, msg: { id: "", seq: 0, sender: d.state().me, sentAt: Date.now(), pending: true, ...msg } });
+  return {
+    open(key) {
+      d.dispatch({ type: "open", key });
+      const c = d.state().convs[key];
+      if (!c || !c.historyLoaded) d.loadHistory(key);
+    },
+    sendText(key, text) {
+      const { kind, name } = parseKey(key);
+      const clientMsgId = newClientMsgId();
+      const requestId = newRequestId("m");
+      pending(key, { clientMsgId, text, requestId });
+      if (kind === "room") {
+        live.send({ event: { case: "sendMessage", value: { room: name, text, clientMsgId } } }, { durable: true, requestId });
+      } else {
+        live.send({ event: { case: "sendPrivateMessage", value: { to: name, text, clientMsgId } } }, { durable: true, requestId });
+      }
+    },
+    sendFile(key, file) {
+      const clientMsgId = newClientMsgId();
+      const requestId = newRequestId("f");
+      pending(key, { clientMsgId, file, requestId });
+      live.send(
+        { event: { case: "sendFile", value: { conversation: conversationInit(key), fileId: file.id, clientMsgId } } },
+        { durable: true, requestId },
+      );
+    },
+    typing(key, typing) {
+      if (typing && !typingBudget.tryTake()) return false;
+      if (!typing) typingBudget.take();
+      live.send({ event: { case: "typing", value: { conversation: conversationInit(key), typing } } }, { requestId: newRequestId(QUIET_PREFIX) });
+      return true;
+    },
+    joinRoom(room) {
+      // History is loaded when RoomJoined confirms the membership.
+      live.send({ event: { case: "joinRoom", value: { room } } }, { durable: true });
+      d.dispatch({ type: "open", key: roomKey(room) });
+    },
+    leaveRoom(room) {
+      live.send({ event: { case: "leaveRoom", value: { room } } }, { durable: true });
+    },
+    listRooms() {
+      live.send({ event: { case: "listRooms", value: {} } });
+    },
+    reconnect() {
+      live.reconnectNow();
+    },
+    dismissToast(id) {
+      d.dispatch({ type: "dismissToast", id });
+    },
+  };
+}
