@@ -167,7 +167,7 @@ func (b *Bridge) newGateway() *runtime.ServeMux {
 		}),
 	)
 	conn := callConn{b.cfg.Conn}
-	// Register*HandlerClient only adds routes; it fails for no client.
+	// Register*HandlerClient only adds routes: it never fails.
 	_ = chatv1.RegisterChatHandlerClient(context.Background(), gw, chatv1.NewChatClient(conn))
 	_ = chatv1.RegisterAuthHandlerClient(context.Background(), gw, chatv1.NewAuthClient(conn))
 	return gw
