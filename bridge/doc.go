@@ -92,7 +92,13 @@
 //	GET  /api/files/{id}                         Chat.DownloadFile, streamed as an attachment
 //	POST /api/files                              Chat.UploadFile in 64 KiB chunks (see postFile)
 //	POST /api/auth/{register,login,refresh,logout}  chat.v1.Auth, protojson bodies
+//	GET  /api/openapi.json                       the OpenAPI 2 document of the generated endpoints
 //
+// Every endpoint but files is grpc-gateway's handler, generated from the
+// contract's google.api.http options, behind the bridge's rules and query
+// checks; it calls Conn with the same metadata as the hand-written file
+// endpoints (the Authorization header and the peer's address, nothing
+// the gateway would forward on its own).
 // Tokens come only from the Authorization header. Responses are the
 // protojson of the chat.v1 response; errors are {"code": "NOT_FOUND",
 // "message": "..."} with the status of HTTPStatus (429 carries

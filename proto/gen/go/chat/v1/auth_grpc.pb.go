@@ -29,7 +29,8 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Auth issues tokens; it is the only service that needs no token.
+// Auth issues tokens; it is the only service that needs no token. Each call
+// is also served as POST /api/auth/<name> with the request as its JSON body.
 type AuthClient interface {
 	// Register creates a user account with role USER and logs it in.
 	Register(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (*RegisterResponse, error)
@@ -96,7 +97,8 @@ func (c *authClient) Logout(ctx context.Context, in *LogoutRequest, opts ...grpc
 // All implementations must embed UnimplementedAuthServer
 // for forward compatibility.
 //
-// Auth issues tokens; it is the only service that needs no token.
+// Auth issues tokens; it is the only service that needs no token. Each call
+// is also served as POST /api/auth/<name> with the request as its JSON body.
 type AuthServer interface {
 	// Register creates a user account with role USER and logs it in.
 	Register(context.Context, *RegisterRequest) (*RegisterResponse, error)

@@ -8,6 +8,7 @@ package chatv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -3985,7 +3986,7 @@ var File_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n" +
+	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n" +
 	"\x04User\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12!\n" +
 	"\x04role\x18\x02 \x01(\x0e2\r.chat.v1.RoleR\x04role\"\x86\x01\n" +
@@ -4264,14 +4265,15 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x17NOTICE_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14NOTICE_KIND_SHUTDOWN\x10\x01\x12\x1e\n" +
 	"\x1aNOTICE_KIND_TOKEN_EXPIRING\x10\x02\x12\x1c\n" +
-	"\x18NOTICE_KIND_DISCONNECTED\x10\x032\x96\x04\n" +
+	"\x18NOTICE_KIND_DISCONNECTED\x10\x032\xf8\x04\n" +
 	"\x04Chat\x129\n" +
-	"\aConnect\x12\x14.chat.v1.ClientEvent\x1a\x14.chat.v1.ServerEvent(\x010\x01\x12E\n" +
+	"\aConnect\x12\x14.chat.v1.ClientEvent\x1a\x14.chat.v1.ServerEvent(\x010\x01\x12\\\n" +
 	"\n" +
-	"GetHistory\x12\x1a.chat.v1.GetHistoryRequest\x1a\x1b.chat.v1.GetHistoryResponse\x12T\n" +
-	"\x0fListOnlineUsers\x12\x1f.chat.v1.ListOnlineUsersRequest\x1a .chat.v1.ListOnlineUsersResponse\x12B\n" +
-	"\tListRooms\x12\x19.chat.v1.ListRoomsRequest\x1a\x1a.chat.v1.ListRoomsResponse\x12Z\n" +
-	"\x11ListConversations\x12!.chat.v1.ListConversationsRequest\x1a\".chat.v1.ListConversationsResponse\x12G\n" +
+	"GetHistory\x12\x1a.chat.v1.GetHistoryRequest\x1a\x1b.chat.v1.GetHistoryResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/messages\x12o\n" +
+	"\x0fListOnlineUsers\x12\x1f.chat.v1.ListOnlineUsersRequest\x1a .chat.v1.ListOnlineUsersResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/users/online\x12V\n" +
+	"\tListRooms\x12\x19.chat.v1.ListRoomsRequest\x1a\x1a.chat.v1.ListRoomsResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/api/rooms\x12v\n" +
+	"\x11ListConversations\x12!.chat.v1.ListConversationsRequest\x1a\".chat.v1.ListConversationsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/api/conversations\x12G\n" +
 	"\n" +
 	"UploadFile\x12\x1a.chat.v1.UploadFileRequest\x1a\x1b.chat.v1.UploadFileResponse(\x01\x12M\n" +
 	"\fDownloadFile\x12\x1c.chat.v1.DownloadFileRequest\x1a\x1d.chat.v1.DownloadFileResponse0\x01B\x8f\x01\n" +

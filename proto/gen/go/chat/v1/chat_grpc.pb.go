@@ -35,7 +35,9 @@ const (
 // Chat carries every live chat event over one bidirectional stream, plus the
 // unary and streaming calls a client needs around it (history, files).
 //
-// Every call needs `authorization: Bearer <access JWT>` metadata.
+// Every call needs `authorization: Bearer <access JWT>` metadata. The unary
+// calls are also served as REST under /api by the bridge (grpc-gateway,
+// from the google.api.http options below; see docs/rest.md).
 type ChatClient interface {
 	// Connect is the live session: the client sends ClientEvents, the server
 	// sends ServerEvents. The first server event is always Welcome.
@@ -162,7 +164,9 @@ type Chat_DownloadFileClient = grpc.ServerStreamingClient[DownloadFileResponse]
 // Chat carries every live chat event over one bidirectional stream, plus the
 // unary and streaming calls a client needs around it (history, files).
 //
-// Every call needs `authorization: Bearer <access JWT>` metadata.
+// Every call needs `authorization: Bearer <access JWT>` metadata. The unary
+// calls are also served as REST under /api by the bridge (grpc-gateway,
+// from the google.api.http options below; see docs/rest.md).
 type ChatServer interface {
 	// Connect is the live session: the client sends ClientEvents, the server
 	// sends ServerEvents. The first server event is always Welcome.
