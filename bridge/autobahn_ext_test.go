@@ -13,8 +13,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"testing"
 	"syscall"
+	"testing"
 	"time"
 	"unicode/utf8"
 
@@ -84,13 +84,13 @@ func frame(b0 byte, payload []byte) []byte {
 }
 
 const (
-	fin  = 0x80
-	text = fin | wsframe.Text
-	bin  = fin | wsframe.Binary
-	cont = wsframe.Continuation
+	fin    = 0x80
+	text   = fin | wsframe.Text
+	bin    = fin | wsframe.Binary
+	cont   = wsframe.Continuation
 	pingOp = fin | wsframe.Ping
-	pong = fin | wsframe.Pong
-	cls  = fin | wsframe.Close
+	pong   = fin | wsframe.Pong
+	cls    = fin | wsframe.Close
 )
 
 // textCmd is a JSON Ping command with request id id, padded with
