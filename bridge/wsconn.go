@@ -42,6 +42,7 @@ type wsConn struct {
 	readMu  sync.Mutex // one reader at a time: the session, or Close draining
 	readErr error      // the first read error, returned ever after; readMu guards
 	skip    int64      // unread payload of a frame over the limit; readMu guards
+	skipMsg bool       // that frame was not its message's last; readMu guards
 
 	pingDue   atomic.Bool // a ping is out and no pong came back yet
 	closeSent atomic.Bool
@@ -179,7 +180,7 @@ func (c *wsConn) readMessage() (websocket.MessageType, []byte, error) {
 		}
 		// Checked before anything is allocated: the length is the peer's word.
 		if h.Length > c.limit-int64(len(msg)) {
-			c.skip = h.Length
+			c.skip, c.skipMsg = h.Length, !h.Fin
 			return 0, nil, websocket.ErrMessageTooBig
 		}
 		n := len(msg)
@@ -295,23 +296,53 @@ func (c *wsConn) Ping() (bool, error) {
 }
 
 // drain reads until the peer's close, an error or the read deadline. A
-// frame over the limit is read past first: a peer still sending it would
-// otherwise have its unread bytes make the kernel reset the connection,
-// and it would never see the close frame that says why (1009).
+// message over the limit is read past first, to its last fragment: a peer
+// still sending it would otherwise have its unread bytes make the kernel
+// reset the connection, and it would never see the close frame that says
+// why (1009).
 func (c *wsConn) drain() {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
 	for {
-		if errors.Is(c.readErr, websocket.ErrMessageTooBig) && c.skip > 0 {
-			if _, err := io.CopyN(io.Discard, c.br, c.skip); err != nil {
+		if errors.Is(c.readErr, websocket.ErrMessageTooBig) {
+			if c.readErr = c.skipRefused(); c.readErr != nil {
 				return
 			}
-			c.skip, c.readErr = 0, nil
 		}
 		if c.readErr != nil {
 			return
 		}
 		_, _, c.readErr = c.readMessage()
+	}
+}
+
+// skipRefused reads past the rest of a message refused as too big: the
+// unread payload of its frame and, when that was not the last, its
+// continuation frames up to the final one. Control frames among them are
+// handled as anywhere else (so a close ends it). readMu must be held.
+func (c *wsConn) skipRefused() error {
+	for {
+		if _, err := io.CopyN(io.Discard, c.br, c.skip); err != nil {
+			return err
+		}
+		c.skip = 0
+		if !c.skipMsg {
+			return nil
+		}
+		h, err := c.readHeader()
+		if err != nil {
+			return err
+		}
+		if h.IsControl() {
+			if err := c.control(h); err != nil {
+				return err
+			}
+			continue
+		}
+		if h.Opcode != wsframe.Continuation {
+			return protocolError("new message before the last one ended")
+		}
+		c.skip, c.skipMsg = h.Length, !h.Fin
 	}
 }
 

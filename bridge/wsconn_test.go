@@ -444,3 +444,75 @@ func TestWSConnTooBigClosesWith1009(t *testing.T) {
 		t.Fatalf("client read: %v, want close 1009 frame too large", err)
 	}
 }
+
+// TestWSConnTooBigInFragmentsClosesWith1009: as above, for a message over
+// the limit sent in fragments: the rest of the message is read past too,
+// fragment by fragment, so the client hears 1009 instead of a reset.
+func TestWSConnTooBigInFragmentsClosesWith1009(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := upgradeWS(w, r, "", 1024)
+		if c == nil {
+			return
+		}
+		if _, _, err := c.ReadMessage(); errors.Is(err, websocket.ErrMessageTooBig) {
+			c.Close(websocket.StatusMessageTooBig, "frame too large", 5*time.Second)
+			return
+		}
+		c.Close(websocket.StatusInternalError, "expected a message too big", time.Second)
+	}))
+	defer srv.Close()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	w, err := c.Writer(ctx, websocket.MessageBinary) // each Write is a frame
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 16<<10)
+	for range (8 << 20) / len(chunk) {
+		if _, err := w.Write(chunk); err != nil {
+			t.Fatalf("client write: %v (the server reset the connection?)", err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("client write: %v (the server reset the connection?)", err)
+	}
+	_, _, err = c.Read(ctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusMessageTooBig || ce.Reason != "frame too large" {
+		t.Fatalf("client read: %v, want close 1009 frame too large", err)
+	}
+}
+
+// TestWSConnDrainSkipsRefusedFragments: closing after a fragmented message
+// over the limit reads past its remaining fragments, and the control
+// frames among them, to the peer's close.
+func TestWSConnDrainSkipsRefusedFragments(t *testing.T) {
+	t.Parallel()
+	key := [4]byte{5, 6, 7, 8}
+	in := bytes.Join([][]byte{
+		clientFrame(wsframe.Binary, make([]byte, 1000), key),
+		clientFrame(wsframe.Continuation, make([]byte, 100), key), // over the limit here
+		clientFrame(wsframe.Continuation, make([]byte, 300), key),
+		clientFrame(0x80|wsframe.Ping, []byte("p"), key),
+		clientFrame(0x80|wsframe.Continuation, make([]byte, 10), key),
+		clientFrame(0x80|wsframe.Close, []byte{0x03, 0xf1}, key), // 1009, echoed
+	}, nil)
+	c, written := rawConn(t, in, 1024)
+	if _, _, err := c.ReadMessage(); !errors.Is(err, websocket.ErrMessageTooBig) {
+		t.Fatalf("read: %v, want too big", err)
+	}
+	c.Close(websocket.StatusMessageTooBig, "frame too large", time.Second)
+	if code := websocket.CloseStatus(c.readErr); code != websocket.StatusMessageTooBig {
+		t.Fatalf("drain ended with %v, want the peer's close 1009", c.readErr)
+	}
+	want := append([]byte{0x80 | wsframe.Close, 17, 0x03, 0xf1}, "frame too large"...)
+	if got := written(); !bytes.Equal(got, want) {
+		t.Fatalf("wrote % x, want only the close % x (no pong once closing)", got, want)
+	}
+}
