@@ -11,8 +11,11 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 )
@@ -73,7 +76,22 @@ func (r *registrar) users(ctx context.Context, n int) ([]user, error) {
 	for i := len(have); i < n; i++ {
 		g.Go(func() error {
 			name := fmt.Sprintf("bench-%s-%d", r.run, i)
-			resp, err := auth.Register(gctx, &chatv1.RegisterRequest{Username: name, Password: benchPassword})
+			var resp *chatv1.RegisterResponse
+			var err error
+			for {
+				resp, err = auth.Register(gctx, &chatv1.RegisterRequest{Username: name, Password: benchPassword})
+				if wait, ok := retryAfter(err); ok {
+					// The server bounds password hashes in flight and asks
+					// the excess to come back: honour it, as a client must.
+					select {
+					case <-time.After(wait):
+						continue
+					case <-gctx.Done():
+						return gctx.Err()
+					}
+				}
+				break
+			}
 			if err != nil {
 				return fmt.Errorf("register %s: %w", name, err)
 			}
@@ -91,6 +109,21 @@ func (r *registrar) users(ctx context.Context, n int) ([]user, error) {
 	}
 	r.known = out
 	return out, nil
+}
+
+// retryAfter reports whether err is Unavailable and how long the server
+// asked to wait (its RetryInfo, else a second).
+func retryAfter(err error) (time.Duration, bool) {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return 0, false
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return ri.GetRetryDelay().AsDuration(), true
+		}
+	}
+	return time.Second, true
 }
 
 func readUsers(file string) ([]user, error) {
