@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"runtime/debug"
 	"time"
 
@@ -11,29 +10,27 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/parleychat/parley/bridge"
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
-	"github.com/parleychat/parley/server/internal/apierr"
 	"github.com/parleychat/parley/server/internal/auth"
-	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/interceptor"
+	"github.com/parleychat/parley/server/session"
 )
 
-// AttachConnect implements bridge.Attacher: it starts a Chat.Connect
-// session for a bridged WebSocket without the in-process gRPC hop. The policy is
-// the interceptor chain's own code: OpenStream does auth, roles and the
-// connect limit exactly as for a gRPC stream, and every command passes
-// the same per-message checks before the session sees it.
-func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP string, t bridge.SessionTransport) (err error) {
+// Attach implements session.Attacher: it starts a Chat.Connect session for
+// a bridged connection without the in-process gRPC hop. The policy is the
+// interceptor chain's own code: OpenStream does auth, roles and the
+// connect limit exactly as for a gRPC stream, and every command passes the
+// same per-message checks before the session sees it.
+func (s *Server) Attach(ctx context.Context, c session.Conn, t session.Transport, done func()) (err error) {
 	if s.stopping.Load() {
 		return errShuttingDown // as the gate answers a gRPC Connect
 	}
 	md := metadata.MD{}
-	if authorization != "" {
-		md.Set("authorization", authorization)
+	if c.Authorization != "" {
+		md.Set("authorization", c.Authorization)
 	}
-	if clientIP != "" {
-		md.Set(ClientIPHeader, clientIP)
+	if c.ClientIP != "" {
+		md.Set(ClientIPHeader, c.ClientIP)
 	}
 	// The in-process peer is what makes clientIP trusted, as on the pipe.
 	ctx = peer.NewContext(metadata.NewIncomingContext(ctx, md), &peer.Peer{Addr: pipeAddr{}})
@@ -53,39 +50,38 @@ func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP stri
 	// token in it is spent (the Principal carries what it proved).
 	md.Delete("authorization")
 	p, _ := auth.FromContext(ctx)
-	sess, err := s.chat.Open(ctx, p)
+	engine := s.chat.Sessions()
+	sess, err := engine.Open(ctx, p)
 	if err != nil {
 		return err
+	}
+	name := c.Transport
+	if name == "" {
+		name = "ws"
 	}
 	// This goroutine, deep from the token check, the user lookups and the
 	// hub's snapshot and replay, may now exit: the session reads on a
 	// goroutine of its own.
-	s.chat.Start(ctx, p, sess, directTransport{t: t, events: events}, t, func(final error) {
-		s.log.Info("finished call", "transport", "ws", "grpc.method", chatv1.Chat_Connect_FullMethodName,
-			"grpc.code", status.Code(final).String(), "user", p.Username, "grpc.time_ms", time.Since(start).Milliseconds())
-		t.Detached()
+	engine.Start(ctx, p, sess, checked{Transport: t, events: events}, true, func(d session.Disconnect) {
+		s.log.Info("finished call", "transport", name, "grpc.method", chatv1.Chat_Connect_FullMethodName,
+			"grpc.code", status.Code(d.Err()).String(), "user", p.Username, "grpc.time_ms", time.Since(start).Milliseconds())
+		if done != nil {
+			done()
+		}
 	})
 	return nil
 }
 
-// directTransport adapts a bridged connection to the session's Transport
-// and runs each command through the chain's per-message policy.
-type directTransport struct {
-	t      bridge.SessionTransport
+// checked runs each command an attached transport receives through the
+// chain's per-message policy, as the gRPC stream's RecvMsg does.
+type checked struct {
+	session.Transport
 	events *interceptor.Events
 }
 
-func (d directTransport) Recv(ev *chatv1.ClientEvent) error {
-	err := d.t.Recv(ev)
-	var ce *bridge.CommandError
-	if errors.As(err, &ce) {
-		return &apierr.InBand{RequestID: ce.RequestID, Err: apierr.New(ce.Code, "%s", ce.Message)}
-	}
-	if err != nil {
+func (c checked) Recv(ev *chatv1.ClientEvent) error {
+	if err := c.Transport.Recv(ev); err != nil {
 		return err
 	}
-	return d.events.Check(ev)
+	return c.events.Check(ev)
 }
-
-func (d directTransport) Send(f *hub.Frame) error { return d.t.Send(f.Data) }
-func (d directTransport) Flush() error            { return d.t.Flush() }
