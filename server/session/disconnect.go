@@ -63,10 +63,11 @@ type Disconnect struct {
 	Code       Code
 	Reason     string
 	RetryAfter time.Duration
-	// status is the gRPC status code when it is not the table's (a
-	// cancelled call ends 4500 on /ws but Canceled on gRPC).
-	status codes.Code
-	set    bool
+	// final is the gRPC status the session ended with, when it came from
+	// one (FromStatus): a gRPC stream ends with it as it is, details and
+	// all (a cancelled call ends 4500 on /ws but Canceled on gRPC).
+	final   error
+	fromErr bool
 }
 
 // Normal is the Disconnect of a session that ended without error.
@@ -87,14 +88,13 @@ func (d Disconnect) code() rule {
 
 // Err is d as a gRPC status error, nil for a normal end.
 func (d Disconnect) Err() error {
-	c := d.code().status
-	if d.set {
-		c = d.status
+	if d.fromErr {
+		return d.final
 	}
-	if c == codes.OK {
-		return nil
+	if c := d.code().status; c != codes.OK {
+		return status.Error(c, d.Reason)
 	}
-	return status.Error(c, d.Reason)
+	return nil
 }
 
 // Event is d as the ServerEvent sent before the close.
@@ -129,7 +129,7 @@ func (d Disconnect) CloseReason() string {
 // status err (nil for OK). Its gRPC status stays err's own.
 func FromStatus(err error) Disconnect {
 	st := status.Convert(err)
-	d := Disconnect{Reason: st.Message(), status: st.Code(), set: true}
+	d := Disconnect{Reason: st.Message(), final: st.Err(), fromErr: true}
 	switch st.Code() {
 	case codes.OK:
 		d.Code = CodeNormal
@@ -159,16 +159,16 @@ func retryAfter(st *status.Status) time.Duration {
 }
 
 // forReason is the Disconnect of a session the hub closed for r; final is
-// the status the transport's own rule gave, for hub.ReasonEnded and
-// hub.ReasonNone.
-func forReason(r hub.CloseReason, final error) Disconnect {
+// the status the engine's own rule gave, for hub.ReasonEnded and
+// hub.ReasonNone; retry is the hub's shutdown hint.
+func forReason(r hub.CloseReason, final error, retry time.Duration) Disconnect {
 	switch r {
 	case hub.ReasonSlowConsumer:
 		return Disconnect{Code: CodeSlowConsumer, Reason: r.String()}
 	case hub.ReasonDisconnectedByAdmin:
 		return Disconnect{Code: CodeAdmin, Reason: r.String()}
 	case hub.ReasonShutdown:
-		return Disconnect{Code: CodeUnavailable, Reason: r.String()}
+		return Disconnect{Code: CodeUnavailable, Reason: r.String(), RetryAfter: retry}
 	}
 	return FromStatus(final)
 }
