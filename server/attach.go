@@ -2,9 +2,9 @@ package server
 
 import (
 	"context"
-	"runtime/debug"
-	"time"
+	"errors"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -12,16 +12,15 @@ import (
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/auth"
-	"github.com/parleychat/parley/server/internal/interceptor"
 	"github.com/parleychat/parley/server/session"
 )
 
-// Attach implements session.Attacher: it starts a Chat.Connect session for
-// a bridged connection without the in-process gRPC hop. The policy is the
-// interceptor chain's own code: OpenStream does auth, roles and the
-// connect limit exactly as for a gRPC stream, and every command passes the
-// same per-message checks before the session sees it.
-func (s *Server) Attach(ctx context.Context, c session.Conn, t session.Transport, done func()) (err error) {
+// Attach implements session.Attacher: it runs a Chat.Connect session for a
+// bridged connection without the in-process gRPC hop, through the same
+// gate as a gRPC stream (interceptor.Chain.Serve: recovery, metrics, the
+// finish log, auth, roles, limits and the per-command checks). The
+// session's goroutine is the gate's, so the caller's may exit.
+func (s *Server) Attach(ctx context.Context, c session.Conn, t session.Transport, done func()) error {
 	if s.stopping.Load() {
 		return errShuttingDown // as the gate answers a gRPC Connect
 	}
@@ -32,56 +31,62 @@ func (s *Server) Attach(ctx context.Context, c session.Conn, t session.Transport
 	if c.ClientIP != "" {
 		md.Set(ClientIPHeader, c.ClientIP)
 	}
-	// The in-process peer is what makes clientIP trusted, as on the pipe.
+	// The in-process peer is what makes ClientIP trusted, as on the pipe.
 	ctx = peer.NewContext(metadata.NewIncomingContext(ctx, md), &peer.Peer{Addr: pipeAddr{}})
 	ctx = context.WithValue(ctx, directWSKey{}, true)
-	start := time.Now()
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("panic opening a bridged session", "panic", r, "stack", string(debug.Stack()))
-			err = status.Error(codes.Internal, "internal error")
-		}
-	}()
-	ctx, events, err := s.chain.OpenStream(ctx, chatv1.Chat_Connect_FullMethodName)
-	if err != nil {
-		return err
-	}
-	// The session's context keeps md for as long as the connection; the
-	// token in it is spent (the Principal carries what it proved).
-	md.Delete("authorization")
-	p, _ := auth.FromContext(ctx)
-	engine := s.chat.Sessions()
-	sess, err := engine.Open(ctx, p)
-	if err != nil {
-		return err
-	}
-	name := c.Transport
-	if name == "" {
-		name = "ws"
-	}
-	// This goroutine, deep from the token check, the user lookups and the
-	// hub's snapshot and replay, may now exit: the session reads on a
-	// goroutine of its own.
-	engine.Start(ctx, p, sess, checked{Transport: t, events: events}, true, func(d session.Disconnect) {
-		s.log.Info("finished call", "transport", name, "grpc.method", chatv1.Chat_Connect_FullMethodName,
-			"grpc.code", status.Code(d.Err()).String(), "user", p.Username, "grpc.time_ms", time.Since(start).Milliseconds())
+	go func() {
+		err := s.chain.Serve(attached{ctx: ctx, t: t}, chatv1.Chat_Connect_FullMethodName, func(_ any, stream grpc.ServerStream) error {
+			// The session's context keeps md for as long as the
+			// connection; the token in it is spent.
+			md.Delete("authorization")
+			ctx := stream.Context()
+			p, ok := auth.FromContext(ctx)
+			if !ok { // Connect is never public; this is a bug, not the client's
+				return status.Error(codes.Internal, "internal error")
+			}
+			engine := s.chat.Sessions()
+			sess, err := engine.Open(ctx, p)
+			if err != nil {
+				return err
+			}
+			return engine.Serve(ctx, p, sess, gated{Transport: t, stream: stream})
+		})
+		t.Close(session.FromStatus(err)) // a no-op unless the gate refused it
 		if done != nil {
 			done()
 		}
-	})
+	}()
 	return nil
 }
 
-// checked runs each command an attached transport receives through the
-// chain's per-message policy, as the gRPC stream's RecvMsg does.
-type checked struct {
-	session.Transport
-	events *interceptor.Events
+// attached is an attached transport as the gate sees it: a stream whose
+// RecvMsg is the transport's Recv. The session writes through the
+// Transport itself, never SendMsg.
+type attached struct {
+	ctx context.Context
+	t   session.Transport
 }
 
-func (c checked) Recv(ev *chatv1.ClientEvent) error {
-	if err := c.Transport.Recv(ev); err != nil {
-		return err
+var errNotAStream = errors.New("server: an attached session sends through its transport")
+
+func (a attached) Context() context.Context     { return a.ctx }
+func (a attached) SetHeader(metadata.MD) error  { return nil }
+func (a attached) SendHeader(metadata.MD) error { return nil }
+func (a attached) SetTrailer(metadata.MD)       {}
+func (a attached) SendMsg(any) error            { return errNotAStream }
+func (a attached) RecvMsg(m any) error {
+	ev, ok := m.(*chatv1.ClientEvent)
+	if !ok {
+		return errNotAStream
 	}
-	return c.events.Check(ev)
+	return a.t.Recv(ev)
 }
+
+// gated is t with its commands received through the gate's per-message
+// checks (the stream the gate handed the handler).
+type gated struct {
+	session.Transport
+	stream grpc.ServerStream
+}
+
+func (g gated) Recv(ev *chatv1.ClientEvent) error { return g.stream.RecvMsg(ev) }

@@ -241,9 +241,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.grpc = grpc.NewServer(opts...)
 
 	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize, Coalesce: cfg.WriteCoalesce,
-		Observer: s.metrics, Gate: func(ctx context.Context, session func(context.Context) error) error {
-			return s.chain.RunStream(ctx, chatv1.Chat_Connect_FullMethodName, session)
-		}})
+		Observer: s.metrics})
 	if err != nil {
 		return nil, err
 	}

@@ -38,10 +38,6 @@ type Config struct {
 	// Observer is told of each session's start and end and of each burst
 	// its writer drains; nil means none.
 	Observer Observer
-	// Gate, when set, runs the reader of a session started by Attach-like
-	// callers (Start with gated set) inside the policy chain's stream
-	// interceptors, so they see it as a gRPC stream. Nil runs it as is.
-	Gate func(ctx context.Context, session func(ctx context.Context) error) error
 }
 
 // Observer watches sessions for the metrics. Its methods must be cheap and
@@ -132,15 +128,29 @@ func (e *Engine) Open(ctx context.Context, p *auth.Principal) (*hub.Session, err
 }
 
 // Start serves an opened session on t and returns at once: the session
-// reads t on a goroutine of its own (inside Config.Gate when gated) and
-// writes it from a goroutine that exists only while frames wait. Whoever
-// ends the session first gives its Disconnect; a session the server ends
-// writes d.Event() last, then the session is detached from the hub, t is
-// closed with d, and done (if not nil) gets d. t is then no longer used.
-func (e *Engine) Start(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport, gated bool, done func(d Disconnect)) {
+// reads t on a goroutine of its own and writes it from a goroutine that
+// exists only while frames wait. Whoever ends the session first gives its
+// Disconnect; a session the server ends writes d.Event() last, then the
+// session is detached from the hub and t is closed with d. t is then no
+// longer used.
+func (e *Engine) Start(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport) {
+	go e.begin(ctx, p, sess, t).read(ctx)
+}
+
+// Serve is Start with the caller's goroutine as the session's reader: it
+// returns the session's final status once the session has ended, been
+// detached and t closed. An attached transport runs it inside the policy
+// gate, whose interceptors then see the session as a gRPC stream.
+func (e *Engine) Serve(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport) error {
+	r := e.begin(ctx, p, sess, t)
+	r.read(ctx)
+	return r.final.Err()
+}
+
+func (e *Engine) begin(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport) *started {
 	// One struct holds what the session's goroutines share, rather than a
 	// closure and a heap cell per variable: an idle connection keeps it.
-	r := &started{e: e, ctx: ctx, sess: sess, t: t, done: done, exited: make(chan struct{})}
+	r := &started{e: e, ctx: ctx, sess: sess, t: t, exited: make(chan struct{})}
 	r.d.w = newWriter(t, sess, e.cfg.Coalesce)
 	r.d.w.obs = e.cfg.Observer
 	r.d.finish = r.writerEnded
@@ -148,11 +158,7 @@ func (e *Engine) Start(ctx context.Context, p *auth.Principal, sess *hub.Session
 	sess.OnReady(r.d.kick)
 	r.d.kick() // Open queued the welcome and the snapshot
 	sess.OnClose(r.closed)
-	if !gated || e.cfg.Gate == nil {
-		go r.read(ctx)
-		return
-	}
-	go e.cfg.Gate(ctx, func(ctx context.Context) error { r.read(ctx); return r.final.Err() }) //nolint:errcheck // done has the status
+	return r
 }
 
 // started is one running session.
@@ -161,7 +167,6 @@ type started struct {
 	ctx       context.Context
 	sess      *hub.Session
 	t         Transport
-	done      func(Disconnect)
 	d         demandWriter
 	stopWatch func()
 	ended     atomic.Pointer[error] // the status when the engine's own rule ended it
@@ -212,9 +217,6 @@ func (r *started) writerEnded(err error) {
 	r.e.hub.Detach(r.sess)
 	r.e.cfg.Observer.SessionEnded(r.ctx, endReason(r.sess, d.Err()))
 	r.t.Close(d)
-	if r.done != nil {
-		r.done(d)
-	}
 }
 
 // disconnect is the Disconnect of a session the server closed.

@@ -65,10 +65,6 @@ type Config struct {
 	// Observer is told of each session's start and end and of each burst
 	// its writer drains (package metrics counts them); nil means none.
 	Observer Observer
-	// Gate, when set, runs the reader of an attached session (the bridged
-	// WebSocket) inside the policy chain's stream interceptors, as a gRPC
-	// stream runs (see session.Config.Gate). Nil runs the reader as is.
-	Gate func(ctx context.Context, session func(ctx context.Context) error) error
 }
 
 // Observer watches sessions for the metrics (package metrics).
@@ -100,7 +96,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, hub: cfg.Hub, log: cfg.Logger}
 	var err error
 	s.sessions, err = session.New(session.Config{Hub: cfg.Hub, Handle: s.handle, Logger: cfg.Logger,
-		TokenWarning: cfg.TokenWarning, Coalesce: cfg.Coalesce, Observer: cfg.Observer, Gate: cfg.Gate})
+		TokenWarning: cfg.TokenWarning, Coalesce: cfg.Coalesce, Observer: cfg.Observer})
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +153,7 @@ func (s *Service) Connect(stream grpc.BidiStreamingServer[chatv1.ClientEvent, ch
 		return err
 	}
 	t := &grpcTransport{stream: stream, closed: make(chan struct{})}
-	s.sessions.Start(ctx, p, sess, t, false, nil)
+	s.sessions.Start(ctx, p, sess, t)
 	<-t.closed
 	return t.final.Err()
 }
