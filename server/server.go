@@ -191,7 +191,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.limit = ratelimit.New(rates)
 	s.chain, err = interceptor.New(interceptor.Config{
 		Verifier: verifier, Users: st, Limiter: s.limit, Logger: cfg.Logger, ClientIP: clientIP,
-		Unary: s.metrics.UnaryInterceptor(), Stream: s.metrics.StreamInterceptor(),
+		Unary: s.metrics.UnaryInterceptor(), Stream: s.metrics.StreamInterceptor(), Policy: cfg.StreamPolicy,
 	})
 	if err != nil {
 		return nil, err

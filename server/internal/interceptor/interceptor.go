@@ -92,6 +92,9 @@ type Config struct {
 	// metrics (package metrics) go here. Nil means none.
 	Unary  grpc.UnaryServerInterceptor
 	Stream grpc.StreamServerInterceptor
+	// Policy adds stream interceptors to the gate after validation: they
+	// see the Principal and run on every transport. Nil means none.
+	Policy []grpc.StreamServerInterceptor
 }
 
 // DefaultPublicMethods returns the methods that need no token: the Auth
@@ -132,6 +135,7 @@ type Chain struct {
 	validator protovalidate.Validator
 	unary     grpc.UnaryServerInterceptor
 	stream    grpc.StreamServerInterceptor
+	policy    []grpc.StreamServerInterceptor
 	streams   []grpc.StreamServerInterceptor // the gate: every stream's policy, in order
 	authFails [numAuthFailures]atomic.Int64  // see AuthFailed
 }
@@ -150,6 +154,7 @@ func New(cfg Config) (*Chain, error) {
 		abuse:    cfg.AbuseThreshold,
 		unary:    cfg.Unary,
 		stream:   cfg.Stream,
+		policy:   cfg.Policy,
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -232,7 +237,7 @@ func (c *Chain) logger() logging.Logger {
 // (ServerOptions) and so does every transport attached without it (Serve).
 // An interceptor added here reaches every transport.
 func (c *Chain) gate() []grpc.StreamServerInterceptor {
-	return []grpc.StreamServerInterceptor{
+	return append([]grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(c.recovered)),
 		c.stream,
 		logging.StreamServerInterceptor(c.logger(), logOpts...),
@@ -240,7 +245,7 @@ func (c *Chain) gate() []grpc.StreamServerInterceptor {
 		c.streamRoles,
 		c.streamLimit,
 		c.streamMessages,
-	}
+	}, c.policy...)
 }
 
 // Serve runs handler as a stream of method through the gate, the very
