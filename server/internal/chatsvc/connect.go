@@ -1,7 +1,8 @@
 // Package chatsvc implements the chat.v1.Chat service: the Connect stream
-// (one reader goroutine, one writer, the hub's bounded queue between them),
-// history, and file upload and download. Policy (auth, roles, limits,
-// validation) has already run in the interceptors when a call gets here.
+// (a thin adapter of the gRPC stream onto the session engine, package
+// server/session, and the dispatch of each command), history, and file
+// upload and download. Policy (auth, roles, limits, validation) has
+// already run in the interceptors' gate when a call gets here.
 package chatsvc
 
 import (

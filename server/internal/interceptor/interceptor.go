@@ -1,9 +1,10 @@
 // Package interceptor is Parley's one policy chain. Every call reaches the
-// services through the gRPC server, whatever the transport (native gRPC,
-// gRPC-Web, the WebSocket bridge), and so through these interceptors, in
-// this order:
+// services through these interceptors, in this order, whatever the
+// transport: native gRPC and gRPC-Web through the gRPC server
+// (ServerOptions), the WebSocket attached to a session directly through
+// the same stream chain, assembled once (Serve, the gate):
 //
-//	recovery → logging → auth → roles → rate limit → validation
+//	recovery → metrics → logging → auth → roles → rate limit → validation → Config.Policy
 //
 // Recovery turns a panic into Internal. Logging records each call's end
 // (method, code, duration, user; never payloads or metadata values). Auth
