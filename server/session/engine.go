@@ -227,16 +227,19 @@ func (r *started) disconnect() Disconnect {
 // closed runs when the session closes. The writer may be blocked on a
 // client that stopped reading and not see it (the hub closes a slow
 // consumer without waiting): close the transport under it, after the
-// grace a draining close gets.
+// grace a draining close gets, or a short one in which a writer that is
+// not stuck writes the Disconnect event itself.
 func (r *started) closed() {
+	wait := closeGrace
 	if r.sess.DrainOnClose() {
-		grace := time.NewTimer(drainTimeout)
-		defer grace.Stop()
-		select {
-		case <-r.exited:
-			return
-		case <-grace.C:
-		}
+		wait = drainTimeout
+	}
+	grace := time.NewTimer(wait)
+	defer grace.Stop()
+	select {
+	case <-r.exited:
+		return
+	case <-grace.C:
 	}
 	if r.first.Load() == readerFirst {
 		r.t.Close(FromStatus(r.rfinal))
@@ -391,6 +394,11 @@ func readStatus(err error) error {
 
 // drainTimeout bounds how long a closing session may take to flush.
 const drainTimeout = 2 * time.Second
+
+// closeGrace is how long a session closed without draining (a slow
+// consumer, a cancelled call) waits for its writer to write the Disconnect
+// event before the transport is closed under it.
+const closeGrace = 100 * time.Millisecond
 
 // safeReadLoop is readLoop outside the interceptors' recovery: a panic
 // ends this session with Internal, not the process.

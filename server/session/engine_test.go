@@ -299,6 +299,9 @@ func TestServerEndsTable(t *testing.T) {
 			m.waitEvent(t, func(ev *chatv1.ServerEvent) bool { return ev.GetStateRestored() != nil })
 			tc.end(e, cancel)
 			d := m.waitClosed(t)
+			if tc.event {
+				m.waitEvent(t, func(ev *chatv1.ServerEvent) bool { return ev.GetDisconnect() != nil })
+			}
 			if d.Code != tc.code || d.Reconnect() != tc.reconnect || status.Code(d.Err()) != tc.status || d.RetryAfter != tc.retry {
 				t.Fatalf("Disconnect %+v (err %v), want code %d reconnect %v status %v retry %s", d, d.Err(), tc.code, tc.reconnect, tc.status, tc.retry)
 			}
