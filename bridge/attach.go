@@ -22,7 +22,7 @@ func (s *wsSession) attach(ctx context.Context, auth, ip string, first []byte, f
 	if !isHello {
 		t.pending, t.pendingType = first, firstType
 	}
-	if err := s.b.cfg.Sessions.Attach(ctx, session.Conn{Authorization: auth, ClientIP: ip, Transport: "ws"}, t, t.detached); err != nil {
+	if err := s.b.cfg.Sessions.Attach(ctx, session.Conn{Authorization: auth, ClientIP: ip}, t, t.detached); err != nil {
 		t.Close(session.FromStatus(err))
 		return false
 	}

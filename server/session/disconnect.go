@@ -2,7 +2,6 @@ package session
 
 import (
 	"time"
-	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -70,9 +69,6 @@ type Disconnect struct {
 	fromErr bool
 }
 
-// Normal is the Disconnect of a session that ended without error.
-var Normal = Disconnect{Code: CodeNormal}
-
 // Reconnect reports whether a client should reconnect after d.
 func (d Disconnect) Reconnect() bool { return d.code().reconnect }
 
@@ -108,21 +104,6 @@ func (d Disconnect) Event() *chatv1.ServerEvent {
 		ev.RetryAfter = durationpb.New(d.RetryAfter)
 	}
 	return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_Disconnect{Disconnect: ev}}
-}
-
-// CloseReason is d's reason cut to the 123 bytes a WebSocket close frame
-// can carry, on a character boundary.
-func (d Disconnect) CloseReason() string {
-	const limit = 123
-	s := d.Reason
-	if len(s) <= limit {
-		return s
-	}
-	s = s[:limit]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // FromStatus is the Disconnect of a session that ended with the gRPC

@@ -368,7 +368,4 @@ func TestFromStatus(t *testing.T) {
 	if d := session.FromStatus(st.Err()); len(status.Convert(d.Err()).Details()) != 1 {
 		t.Errorf("the RetryInfo detail was lost: %v", d.Err())
 	}
-	if (session.Disconnect{Reason: string(make([]byte, 200))}).CloseReason() == "" {
-		t.Error("CloseReason dropped a long reason instead of cutting it")
-	}
 }

@@ -54,10 +54,12 @@ func (e *InBandError) Error() string { return e.Message }
 
 // Attacher starts sessions for connections that are not gRPC streams
 // (parleyd's bridge): the policy gate runs exactly as for a gRPC Connect.
-// Attach returns once the session runs, reading t on a goroutine of its
-// own, so the caller's goroutine may exit. An error means the connection
-// was refused and no session started; otherwise the session ends with
-// t.Close and then calls done, after which t is no longer used.
+// Attach returns at once; the gate and then the session read t on a
+// goroutine of their own, so the caller's goroutine may exit. An error
+// means the connection was refused before the gate (the server is
+// stopping). Otherwise t.Close gets the Disconnect (its first call: the
+// gate's refusal, such as a bad token, or the session's end), then done,
+// after which t is no longer used.
 type Attacher interface {
 	Attach(ctx context.Context, c Conn, t Transport, done func()) error
 }
@@ -66,5 +68,4 @@ type Attacher interface {
 type Conn struct {
 	Authorization string // "Bearer <token>", or empty
 	ClientIP      string // the client's address as the bridge saw it
-	Transport     string // its name for logs and metrics ("ws", "grpc-web")
 }
