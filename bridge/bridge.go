@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/improbable-eng/grpc-web/go/grpcweb"
+	"github.com/parleychat/parley/server/session"
 	"google.golang.org/grpc"
 )
 
@@ -58,9 +59,9 @@ type Config struct {
 	// Sessions, when set, attaches /ws connections to the server's sessions
 	// directly instead of opening Chat.Connect over Conn: no HTTP/2 hop, no
 	// re-encoding of binary frames, fewer goroutines per connection. The
-	// server runs the interceptors' own policy code on it (see Attacher).
+	// server runs the interceptors' own policy code on it (see session.Attacher).
 	// parleyd sets it; a standalone bridge leaves it nil.
-	Sessions Attacher
+	Sessions session.Attacher
 
 	// AllowedOrigins lists the exact browser origins ("scheme://host[:port]",
 	// e.g. "http://localhost:8080") allowed to call gRPC-Web, /ws and /api.

@@ -37,8 +37,9 @@
 // # /ws protocol
 //
 // With Config.Sessions set (as parleyd sets it), a /ws connection is
-// attached to the server's session logic directly (Attacher): the server
-// runs the same policy code its interceptors run, but without an HTTP/2
+// attached to the server's session engine directly (session.Attacher;
+// this package implements its session.Transport): the server runs the
+// same policy gate as for a gRPC stream, but without an HTTP/2
 // hop, and binary frames go out exactly as the hub encoded them, once for
 // all recipients. Without it (a standalone bridge), the bridge opens
 // Chat.Connect over Config.Conn. Clients cannot tell the two apart; the

@@ -11,12 +11,13 @@ import (
 
 	"github.com/parleychat/parley/bridge/wsframe"
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/session"
 )
 
 // The fuzz targets here drive the whole /ws inbound path as parleyd runs
 // it: raw client bytes into the frame reader (wsConn), through the
 // transport a directly attached session reads (directTransport.Recv), to
-// what the session gets out: a ClientEvent, an in-band *CommandError, or
+// what the session gets out: a ClientEvent, an in-band *session.InBandError, or
 // the end (io.EOF, with the close code the session recorded). What comes
 // out must be something the server can encode (proto.Marshal is what its
 // encoder, hub.Encode, runs; it fails only on invalid UTF-8), so no frame
@@ -34,11 +35,11 @@ func pathSession(t *testing.T, in []byte) (*directTransport, *wsSession) {
 // the client: an event that encodes, or an in-band error that does. It
 // returns the event (nil unless decoded), the in-band error, and whether
 // the session ended.
-func recvOne(t *testing.T, tr *directTransport) (*chatv1.ClientEvent, *CommandError, bool) {
+func recvOne(t *testing.T, tr *directTransport) (*chatv1.ClientEvent, *session.InBandError, bool) {
 	t.Helper()
 	ev := new(chatv1.ClientEvent)
 	err := tr.Recv(ev)
-	var ce *CommandError
+	var ce *session.InBandError
 	switch {
 	case err == nil:
 		if _, err := proto.Marshal(ev); err != nil {
@@ -57,7 +58,7 @@ func recvOne(t *testing.T, tr *directTransport) (*chatv1.ClientEvent, *CommandEr
 	case errors.Is(err, io.EOF):
 		return nil, nil, true
 	}
-	t.Fatalf("Recv returned %v: want an event, a *CommandError or io.EOF", err)
+	t.Fatalf("Recv returned %v: want an event, a *session.InBandError or io.EOF", err)
 	return nil, nil, false
 }
 

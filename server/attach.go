@@ -3,89 +3,90 @@ package server
 import (
 	"context"
 	"errors"
-	"runtime/debug"
-	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/parleychat/parley/bridge"
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
-	"github.com/parleychat/parley/server/internal/apierr"
 	"github.com/parleychat/parley/server/internal/auth"
-	"github.com/parleychat/parley/server/internal/hub"
-	"github.com/parleychat/parley/server/internal/interceptor"
+	"github.com/parleychat/parley/server/session"
 )
 
-// AttachConnect implements bridge.Attacher: it starts a Chat.Connect
-// session for a bridged WebSocket without the in-process gRPC hop. The policy is
-// the interceptor chain's own code: OpenStream does auth, roles and the
-// connect limit exactly as for a gRPC stream, and every command passes
-// the same per-message checks before the session sees it.
-func (s *Server) AttachConnect(ctx context.Context, authorization, clientIP string, t bridge.SessionTransport) (err error) {
+// Attach implements session.Attacher: it runs a Chat.Connect session for a
+// bridged connection without the in-process gRPC hop, through the same
+// gate as a gRPC stream (interceptor.Chain.Serve: recovery, metrics, the
+// finish log, auth, roles, limits and the per-command checks). The
+// session's goroutine is the gate's, so the caller's may exit.
+func (s *Server) Attach(ctx context.Context, c session.Conn, t session.Transport, done func()) error {
 	if s.stopping.Load() {
 		return errShuttingDown // as the gate answers a gRPC Connect
 	}
 	md := metadata.MD{}
-	if authorization != "" {
-		md.Set("authorization", authorization)
+	if c.Authorization != "" {
+		md.Set("authorization", c.Authorization)
 	}
-	if clientIP != "" {
-		md.Set(ClientIPHeader, clientIP)
+	if c.ClientIP != "" {
+		md.Set(ClientIPHeader, c.ClientIP)
 	}
-	// The in-process peer is what makes clientIP trusted, as on the pipe.
+	// The in-process peer is what makes ClientIP trusted, as on the pipe.
 	ctx = peer.NewContext(metadata.NewIncomingContext(ctx, md), &peer.Peer{Addr: pipeAddr{}})
 	ctx = context.WithValue(ctx, directWSKey{}, true)
-	start := time.Now()
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("panic opening a bridged session", "panic", r, "stack", string(debug.Stack()))
-			err = status.Error(codes.Internal, "internal error")
+	go func() {
+		err := s.chain.Serve(attached{ctx: ctx, t: t}, chatv1.Chat_Connect_FullMethodName, func(_ any, stream grpc.ServerStream) error {
+			// The session's context keeps md for as long as the
+			// connection; the token in it is spent.
+			md.Delete("authorization")
+			ctx := stream.Context()
+			p, ok := auth.FromContext(ctx)
+			if !ok { // Connect is never public; this is a bug, not the client's
+				return status.Error(codes.Internal, "internal error")
+			}
+			engine := s.chat.Sessions()
+			sess, err := engine.Open(ctx, p)
+			if err != nil {
+				return err
+			}
+			return engine.Serve(ctx, p, sess, gated{Transport: t, stream: stream})
+		})
+		t.Close(session.FromStatus(err)) // a no-op unless the gate refused it
+		if done != nil {
+			done()
 		}
 	}()
-	ctx, events, err := s.chain.OpenStream(ctx, chatv1.Chat_Connect_FullMethodName)
-	if err != nil {
-		return err
-	}
-	// The session's context keeps md for as long as the connection; the
-	// token in it is spent (the Principal carries what it proved).
-	md.Delete("authorization")
-	p, _ := auth.FromContext(ctx)
-	sess, err := s.chat.Open(ctx, p)
-	if err != nil {
-		return err
-	}
-	// This goroutine, deep from the token check, the user lookups and the
-	// hub's snapshot and replay, may now exit: the session reads on a
-	// goroutine of its own.
-	s.chat.Start(ctx, p, sess, directTransport{t: t, events: events}, t, func(final error) {
-		s.log.Info("finished call", "transport", "ws", "grpc.method", chatv1.Chat_Connect_FullMethodName,
-			"grpc.code", status.Code(final).String(), "user", p.Username, "grpc.time_ms", time.Since(start).Milliseconds())
-		t.Detached()
-	})
 	return nil
 }
 
-// directTransport adapts a bridged connection to the session's Transport
-// and runs each command through the chain's per-message policy.
-type directTransport struct {
-	t      bridge.SessionTransport
-	events *interceptor.Events
+// attached is an attached transport as the gate sees it: a stream whose
+// RecvMsg is the transport's Recv. The session writes through the
+// Transport itself, never SendMsg.
+type attached struct {
+	ctx context.Context
+	t   session.Transport
 }
 
-func (d directTransport) Recv(ev *chatv1.ClientEvent) error {
-	err := d.t.Recv(ev)
-	var ce *bridge.CommandError
-	if errors.As(err, &ce) {
-		return &apierr.InBand{RequestID: ce.RequestID, Err: apierr.New(ce.Code, "%s", ce.Message)}
+var errNotAStream = errors.New("server: an attached session sends through its transport")
+
+func (a attached) Context() context.Context     { return a.ctx }
+func (a attached) SetHeader(metadata.MD) error  { return nil }
+func (a attached) SendHeader(metadata.MD) error { return nil }
+func (a attached) SetTrailer(metadata.MD)       {}
+func (a attached) SendMsg(any) error            { return errNotAStream }
+func (a attached) RecvMsg(m any) error {
+	ev, ok := m.(*chatv1.ClientEvent)
+	if !ok {
+		return errNotAStream
 	}
-	if err != nil {
-		return err
-	}
-	return d.events.Check(ev)
+	return a.t.Recv(ev)
 }
 
-func (d directTransport) Send(f *hub.Frame) error { return d.t.Send(f.Data) }
-func (d directTransport) Flush() error            { return d.t.Flush() }
+// gated is t with its commands received through the gate's per-message
+// checks (the stream the gate handed the handler).
+type gated struct {
+	session.Transport
+	stream grpc.ServerStream
+}
+
+func (g gated) Recv(ev *chatv1.ClientEvent) error { return g.stream.RecvMsg(ev) }

@@ -9,7 +9,7 @@ import (
 )
 
 // newBridge builds the HTTP side: gRPC-Web over the in-process *grpc.Server,
-// /ws attached to the sessions directly (AttachConnect), REST over the
+// /ws attached to the sessions directly (Attach, session.Attacher), REST over the
 // in-process connection; every request meets the interceptors' policy.
 func newBridge(s *Server, conn *grpc.ClientConn, origins []string) (http.Handler, interface{ Close() error }, error) {
 	b, err := bridge.New(bridge.Config{

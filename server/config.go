@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/server/internal/filegc"
+	"google.golang.org/grpc"
 )
 
 // ClientIPHeader is the metadata key the in-process bridge uses to pass the
@@ -99,6 +100,12 @@ type Config struct {
 	// out in one write. A quiet connection is written at once. Default
 	// 20ms; negative writes every burst at once.
 	WriteCoalesce time.Duration
+
+	// StreamPolicy adds stream interceptors to the policy gate, innermost
+	// (after auth, roles, limits and validation, so ctx carries the
+	// Principal): they run on every Chat.Connect whatever its transport
+	// (gRPC, gRPC-Web, /ws). Nil means none.
+	StreamPolicy []grpc.StreamServerInterceptor
 	// TypingTimeout ends a typing indicator without a stop; default 5s.
 	TypingTimeout time.Duration
 	// PresenceWindow gathers presence changes into one event per window,

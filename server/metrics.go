@@ -23,7 +23,7 @@ func (s *Server) metricsHandler() http.Handler {
 	return mux
 }
 
-// directWSKey marks the context of a session AttachConnect started.
+// directWSKey marks the context of a session Attach started.
 type directWSKey struct{}
 
 // transportOf names the transport a call or session came on, for the

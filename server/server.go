@@ -191,7 +191,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.limit = ratelimit.New(rates)
 	s.chain, err = interceptor.New(interceptor.Config{
 		Verifier: verifier, Users: st, Limiter: s.limit, Logger: cfg.Logger, ClientIP: clientIP,
-		Unary: s.metrics.UnaryInterceptor(), Stream: s.metrics.StreamInterceptor(),
+		Unary: s.metrics.UnaryInterceptor(), Stream: s.metrics.StreamInterceptor(), Policy: cfg.StreamPolicy,
 	})
 	if err != nil {
 		return nil, err
@@ -241,9 +241,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.grpc = grpc.NewServer(opts...)
 
 	s.chat, err = chatsvc.New(chatsvc.Config{Hub: s.hub, Store: st, Blobs: blobs, Logger: cfg.Logger, MaxFileSize: cfg.MaxFileSize, Coalesce: cfg.WriteCoalesce,
-		Observer: s.metrics, RunDirect: func(ctx context.Context, session func(context.Context) error) error {
-			return s.chain.RunStream(ctx, chatv1.Chat_Connect_FullMethodName, session)
-		}})
+		Observer: s.metrics})
 	if err != nil {
 		return nil, err
 	}

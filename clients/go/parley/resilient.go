@@ -171,9 +171,10 @@ func (r *ResilientSession) run(s *Session) {
 	defer r.cancel()
 	attempt := 0
 	for {
-		hint, final := r.pump(s)
+		r.pump(s)
 		<-s.Done()
 		err := s.Err()
+		hint, final := reconnectRule(s.Disconnect(), err)
 		s.Close() // wait for its goroutines
 		r.setCurrent(nil)
 		if r.ctx.Err() != nil {
@@ -225,6 +226,22 @@ func (r *ResilientSession) run(s *Session) {
 	}
 }
 
+// reconnectRule is the one rule of reconnecting (chat.proto's Disconnect
+// table): the server's Disconnect event says whether and after how long;
+// without one (the connection dropped, or an older server) the stream's
+// status decides, as the table maps it. It returns the least wait before
+// reconnecting and final when the session must not be reconnected.
+func reconnectRule(d *chatv1.Disconnect, err error) (wait time.Duration, final bool) {
+	if d != nil {
+		return d.GetRetryAfter().AsDuration(), !d.GetReconnect()
+	}
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Aborted, codes.InvalidArgument:
+		return 0, true // 4403, 4409, 4400: retrying cannot fix it
+	}
+	return 0, false
+}
+
 // permanent reports a refusal that retrying cannot fix.
 func permanent(err error) bool {
 	switch status.Code(err) {
@@ -255,7 +272,7 @@ func (r *ResilientSession) delay(n int) time.Duration {
 // server's cap cut short (complete=false) is followed by another Resume
 // from the new cursors; the server replays each conversation from the
 // oldest missed message, so every such round makes progress.
-func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
+func (r *ResilientSession) pump(s *Session) {
 	me := s.Welcome().GetUser().GetUsername()
 	r.mu.Lock()
 	tracked := r.track.keys()
@@ -271,7 +288,7 @@ func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
 		select {
 		case e, ok := <-events:
 			if !ok {
-				return hint, final
+				return
 			}
 			ev = e
 		case now := <-tick.C:
@@ -286,15 +303,6 @@ func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
 			continue
 		}
 		switch e := ev.GetEvent().(type) {
-		case *chatv1.ServerEvent_ServerNotice:
-			switch e.ServerNotice.GetKind() {
-			case chatv1.NoticeKind_NOTICE_KIND_SHUTDOWN, chatv1.NoticeKind_NOTICE_KIND_DISCONNECTED:
-				if ra := e.ServerNotice.GetReconnectAfter(); ra != nil {
-					hint, final = ra.AsDuration(), false
-				} else {
-					final = true
-				}
-			}
 		case *chatv1.ServerEvent_Message:
 			r.mu.Lock()
 			fresh := r.track.see(me, e.Message)
@@ -329,7 +337,7 @@ func (r *ResilientSession) pump(s *Session) (hint time.Duration, final bool) {
 		select {
 		case r.events <- ev:
 		case <-r.ctx.Done():
-			return 0, false
+			return
 		}
 	}
 }

@@ -41,6 +41,7 @@ type Session struct {
 	done     chan struct{}
 	err      error // why it ended; written before done is closed
 	closed   atomic.Bool
+	disc     atomic.Pointer[chatv1.Disconnect] // the server's last word, if it came
 	wg       sync.WaitGroup
 	ids      atomic.Uint64
 
@@ -138,6 +139,12 @@ func (s *Session) Err() error {
 	}
 }
 
+// Disconnect returns the Disconnect event the server ended the session
+// with: its code, reason, and whether and when to reconnect. It is nil
+// while the session is live, after Close, and when the connection dropped
+// without one (network loss). The event is kept here, not sent on Events.
+func (s *Session) Disconnect() *chatv1.Disconnect { return s.disc.Load() }
+
 // Close ends the session and waits for its goroutines. Commands waiting
 // for an answer return ErrClosed. Safe to call more than once.
 func (s *Session) Close() error {
@@ -156,6 +163,10 @@ func (s *Session) readLoop() {
 			break
 		}
 		if s.route(ev) {
+			continue
+		}
+		if d := ev.GetDisconnect(); d != nil {
+			s.disc.Store(d) // the stream's status follows
 			continue
 		}
 		if n := ev.GetServerNotice(); n.GetKind() == chatv1.NoticeKind_NOTICE_KIND_TOKEN_EXPIRING {

@@ -1,7 +1,8 @@
 // Package chatsvc implements the chat.v1.Chat service: the Connect stream
-// (one reader goroutine, one writer, the hub's bounded queue between them),
-// history, and file upload and download. Policy (auth, roles, limits,
-// validation) has already run in the interceptors when a call gets here.
+// (a thin adapter of the gRPC stream onto the session engine, package
+// server/session, and the dispatch of each command), history, and file
+// upload and download. Policy (auth, roles, limits, validation) has
+// already run in the interceptors' gate when a call gets here.
 package chatsvc
 
 import (
@@ -11,7 +12,6 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	otelcodes "go.opentelemetry.io/otel/codes"
@@ -29,6 +29,7 @@ import (
 	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/tracing"
+	"github.com/parleychat/parley/server/session"
 )
 
 // Store is what the service needs from storage besides the hub.
@@ -65,70 +66,21 @@ type Config struct {
 	// Observer is told of each session's start and end and of each burst
 	// its writer drains (package metrics counts them); nil means none.
 	Observer Observer
-	// RunDirect, when set, runs the reader of a session started by Start
-	// (the bridged WebSocket) on the session's own goroutine, so that the
-	// stream interceptors that observe calls see it as they see a gRPC
-	// stream (interceptor.Chain.RunStream). Nil runs the reader as is.
-	RunDirect func(ctx context.Context, session func(ctx context.Context) error) error
 }
 
-// Observer watches sessions for the metrics. Its methods must be cheap
-// and safe for concurrent use: QueueDrained runs on every write burst.
-type Observer interface {
-	// SessionStarted: a session opened; ctx is its call's context.
-	SessionStarted(ctx context.Context)
-	// SessionEnded: the session opened with ctx ended, for reason (one of
-	// the EndReason values).
-	SessionEnded(ctx context.Context, reason string)
-	// QueueDrained: the writer took frames from the session's queue at
-	// once (the queue's depth when the writer got to it).
-	QueueDrained(frames int)
-}
+// Observer watches sessions for the metrics (package metrics).
+type Observer = session.Observer
 
-// nopObserver is the Observer when Config.Observer is nil.
-type nopObserver struct{}
-
-func (nopObserver) SessionStarted(context.Context)       {}
-func (nopObserver) SessionEnded(context.Context, string) {}
-func (nopObserver) QueueDrained(int)                     {}
-
-// EndReasons lists the reasons SessionEnded reports, for the metrics to
-// make their series up front.
-func EndReasons() []string {
-	return []string{"client_closed", "cancelled", "slow_consumer", "admin", "shutdown", "token_expired", "rate_limited", "bad_request", "error"}
-}
-
-// endReason names why sess ended with status final.
-func endReason(sess *hub.Session, final error) string {
-	switch sess.Reason() {
-	case hub.ReasonSlowConsumer:
-		return "slow_consumer"
-	case hub.ReasonDisconnectedByAdmin:
-		return "admin"
-	case hub.ReasonShutdown:
-		return "shutdown"
-	}
-	switch status.Code(final) {
-	case codes.OK:
-		return "client_closed"
-	case codes.Canceled, codes.DeadlineExceeded:
-		return "cancelled"
-	case codes.Unauthenticated:
-		return "token_expired"
-	case codes.ResourceExhausted:
-		return "rate_limited"
-	case codes.InvalidArgument:
-		return "bad_request"
-	}
-	return "error"
-}
+// EndReasons lists the reasons Observer.SessionEnded reports.
+func EndReasons() []string { return session.EndReasons() }
 
 // Service implements chatv1.ChatServer.
 type Service struct {
 	chatv1.UnimplementedChatServer
-	cfg Config
-	hub *hub.Hub
-	log *slog.Logger
+	cfg      Config
+	hub      *hub.Hub
+	log      *slog.Logger
+	sessions *session.Engine
 }
 
 // New returns the service.
@@ -142,17 +94,19 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxFileSize <= 0 {
 		cfg.MaxFileSize = 10 << 20
 	}
-	if cfg.TokenWarning <= 0 {
-		cfg.TokenWarning = 30 * time.Second
+	s := &Service{cfg: cfg, hub: cfg.Hub, log: cfg.Logger}
+	var err error
+	s.sessions, err = session.New(session.Config{Hub: cfg.Hub, Handle: s.handle, Logger: cfg.Logger,
+		TokenWarning: cfg.TokenWarning, Coalesce: cfg.Coalesce, Observer: cfg.Observer})
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Coalesce == 0 {
-		cfg.Coalesce = 20 * time.Millisecond
-	}
-	if cfg.Observer == nil {
-		cfg.Observer = nopObserver{}
-	}
-	return &Service{cfg: cfg, hub: cfg.Hub, log: cfg.Logger}, nil
+	return s, nil
 }
+
+// Sessions is the engine that runs the service's Connect sessions, for
+// transports attached without a gRPC stream.
+func (s *Service) Sessions() *session.Engine { return s.sessions }
 
 func principal(ctx context.Context) (*auth.Principal, error) {
 	p, ok := auth.FromContext(ctx)
@@ -162,532 +116,47 @@ func principal(ctx context.Context) (*auth.Principal, error) {
 	return p, nil
 }
 
-// Transport is one client connection as a session sees it: the gRPC
-// stream, or a bridged WebSocket attached directly. One goroutine calls
-// Recv and another calls Send. Recv may return an *apierr.InBand for a
-// refused command (answered in band; the session reads on); any other
-// error ends the session. After Serve returns, the caller must close the
-// transport so that a Send blocked on a client that stopped reading ends.
-type Transport interface {
-	Recv(ev *chatv1.ClientEvent) error
-	Send(f *hub.Frame) error
+// grpcTransport adapts the Chat.Connect stream to the session's
+// Transport: Close hands the Disconnect to the handler, whose return is the
+// only thing that ends a gRPC stream (and unblocks its Recv and Send).
+type grpcTransport struct {
+	stream grpc.ServerStream
+	once   sync.Once
+	final  session.Disconnect
+	closed chan struct{}
 }
 
-// grpcTransport is the native Chat.Connect stream.
-type grpcTransport struct{ stream grpc.ServerStream }
+func (t *grpcTransport) Recv(ev *chatv1.ClientEvent) error { return t.stream.RecvMsg(ev) }
 
-func (t grpcTransport) Recv(ev *chatv1.ClientEvent) error { return t.stream.RecvMsg(ev) }
-func (t grpcTransport) Send(f *hub.Frame) error           { return t.stream.SendMsg(f) }
+func (t *grpcTransport) Write(frames ...*hub.Frame) error {
+	for _, f := range frames {
+		if err := t.stream.SendMsg(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-// Connect runs one live session over the gRPC stream; returning ends the
-// stream, which also unblocks a writer stuck on a client that stopped
-// reading.
+func (t *grpcTransport) Close(d session.Disconnect) {
+	t.once.Do(func() { t.final = d; close(t.closed) })
+}
+
+// Connect runs one live session over the gRPC stream until the session
+// ends it (through Close) with its Disconnect's status.
 func (s *Service) Connect(stream grpc.BidiStreamingServer[chatv1.ClientEvent, chatv1.ServerEvent]) error {
 	ctx := stream.Context()
 	p, err := principal(ctx)
 	if err != nil {
 		return err
 	}
-	return s.Serve(ctx, p, grpcTransport{stream})
-}
-
-// Serve runs one live session for p over t and returns its final status as
-// soon as the session must end (client gone, slow consumer, shutdown, token
-// expired). The policy checks on p and on every command are the caller's
-// (the interceptor chain).
-//
-// A gRPC stream needs three goroutines: a reader, a writer (the only
-// caller of t.Send) and the caller's, which supervises, since only
-// returning from the handler unblocks a stuck Recv or Send. A transport
-// that can be aborted (an Aborter, such as a bridged WebSocket) runs as
-// Start runs it, with the caller waiting: a reader, and a writer only
-// while frames wait. Start itself lets the caller go.
-func (s *Service) Serve(ctx context.Context, p *auth.Principal, t Transport) error {
-	sess, err := s.Open(ctx, p)
+	sess, err := s.sessions.Open(ctx, p)
 	if err != nil {
 		return err
 	}
-	return s.Run(ctx, p, sess, t)
-}
-
-// Open registers a session for p with the hub (Welcome, snapshot, replay
-// queued); Run must follow. Split from Serve so that a caller may open on
-// a short-lived goroutine: the lookups grow a deep stack, which the
-// session's long-lived reader would otherwise keep.
-func (s *Service) Open(ctx context.Context, p *auth.Principal) (*hub.Session, error) {
-	sess, err := s.hub.Attach(ctx, hub.Identity{Username: p.Username, Role: p.Role.Proto(), LastSeenAt: p.LastSeenAt}, p.ExpiresAt())
-	if err != nil {
-		return nil, toStatus(s.log, err)
-	}
-	s.cfg.Observer.SessionStarted(ctx)
-	return sess, nil
-}
-
-// Run serves an opened session until it ends, and detaches it.
-func (s *Service) Run(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport) error {
-	if a, ok := t.(Aborter); ok {
-		final := make(chan error, 1)
-		s.Start(ctx, p, sess, t, a, func(err error) { final <- err })
-		return <-final
-	}
-	defer s.hub.Detach(sess)
-	err := s.run(ctx, p, sess, t)
-	s.cfg.Observer.SessionEnded(ctx, endReason(sess, err))
-	return err
-}
-
-func (s *Service) run(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport) error {
-	var ended atomic.Pointer[error]
-	defer s.watch(ctx, p, sess, &ended)()
-	readDone := make(chan error, 1)
-	writeDone := make(chan error, 1)
-	go func() { readDone <- s.safeReadLoop(ctx, t, sess) }()
-	w := newWriter(t, sess, s.cfg.Coalesce)
-	w.obs = s.cfg.Observer
-	go func() { writeDone <- w.run() }()
-	select {
-	case <-sess.Done():
-		if sess.DrainOnClose() {
-			// Give the writer a moment to flush the final notice.
-			select {
-			case <-writeDone:
-			case <-time.After(drainTimeout):
-			}
-		}
-		return endStatus(sess, &ended)
-	case err := <-writeDone:
-		if err == nil { // the writer saw the session close first
-			return endStatus(sess, &ended)
-		}
-		return err
-	case err := <-readDone:
-		// The client half-closed (or its read failed): send what its
-		// last commands produced, then end.
-		sess.Close(hub.ReasonNone, true)
-		select {
-		case <-writeDone:
-		case <-time.After(drainTimeout):
-		}
-		return readStatus(err)
-	}
-}
-
-// Aborter is a Transport that can be torn down from any goroutine: Abort
-// ends the connection with the session's final status (nil for OK), so
-// that a blocked Recv or Send returns. It may be called more than once,
-// concurrently; the first status wins.
-type Aborter interface {
-	Abort(final error)
-}
-
-// Start serves an opened session on a transport that can be aborted, like
-// Run, but returns at once: the session reads t on a goroutine of its own
-// and writes it from a goroutine that exists only while frames wait, so
-// an idle connection costs one goroutine, whose stack is only as deep as
-// a read. Whoever ends the session first gives its status; the other is
-// unblocked by Abort. When the session has ended and been detached, done
-// gets its final status (already given to Abort); t is no longer used.
-//
-// The caller's goroutine, which has just opened the session (deep in the
-// store and the interceptors), can then exit: a reader waiting on it
-// would keep the stack it grew for as long as the connection lives.
-func (s *Service) Start(ctx context.Context, p *auth.Principal, sess *hub.Session, t Transport, a Aborter, done func(final error)) {
-	// One struct holds what the session's goroutines share, rather than a
-	// closure and a heap cell per variable: an idle connection keeps it.
-	r := &started{s: s, sess: sess, t: t, a: a, done: done, exited: make(chan struct{})}
-	r.d.w = newWriter(t, sess, s.cfg.Coalesce)
-	r.d.w.obs = s.cfg.Observer
-	r.d.finish = r.writerEnded
-	r.stopWatch = s.watch(ctx, p, sess, &r.ended)
-	sess.OnReady(r.d.kick)
-	r.d.kick() // Open queued the welcome and the snapshot
-	sess.OnClose(r.closed)
-	if s.cfg.RunDirect == nil {
-		go r.read(ctx)
-		return
-	}
-	go s.cfg.RunDirect(ctx, func(ctx context.Context) error { r.read(ctx); return r.final }) //nolint:errcheck // done has the status
-}
-
-// started is a session started by Start.
-type started struct {
-	s         *Service
-	sess      *hub.Session
-	t         Transport
-	a         Aborter
-	done      func(final error)
-	d         demandWriter
-	stopWatch func()
-	ended     atomic.Pointer[error] // the status when the transport's own rule ended it
-
-	first  atomic.Int32 // readerFirst or writerFirst: who ended the session
-	rfinal error        // the reader's status, written before it claims first
-	final  error        // written by the last writer before exited closes
-	exited chan struct{}
-}
-
-const (
-	readerFirst = 1
-	writerFirst = 2
-)
-
-// read is the session's reader, until the client goes or the session
-// ends; then it waits for the writer, detaches and reports.
-func (r *started) read(ctx context.Context) {
-	r.rfinal = readStatus(r.s.safeReadLoop(ctx, r.t, r.sess))
-	if r.first.CompareAndSwap(0, readerFirst) {
-		// The client half-closed (or its read failed): send what its last
-		// commands produced, then end.
-		r.sess.Close(hub.ReasonNone, true)
-	}
-	<-r.exited
-	r.stopWatch()
-	r.s.hub.Detach(r.sess)
-	r.s.cfg.Observer.SessionEnded(ctx, endReason(r.sess, r.final))
-	r.done(r.final)
-}
-
-// writerEnded runs once, on the writer that saw the session end.
-func (r *started) writerEnded(err error) {
-	defer close(r.exited)
-	if err == nil {
-		err = endStatus(r.sess, &r.ended)
-	}
-	if !r.first.CompareAndSwap(0, writerFirst) {
-		err = r.rfinal
-	}
-	r.final = err
-	r.a.Abort(err)
-}
-
-// closed runs when the session closes. The writer may be blocked on a
-// client that stopped reading and not see it (the hub closes a slow
-// consumer without waiting): abort the transport under it, after the grace
-// a draining close gets.
-func (r *started) closed() {
-	if r.sess.DrainOnClose() {
-		grace := time.NewTimer(drainTimeout)
-		defer grace.Stop()
-		select {
-		case <-r.exited:
-			return
-		case <-grace.C:
-		}
-	}
-	if r.first.Load() == readerFirst {
-		r.a.Abort(r.rfinal)
-		return
-	}
-	r.a.Abort(endStatus(r.sess, &r.ended))
-}
-
-// demandWriter runs a session's writer on a goroutine of its own only
-// while the queue holds frames: the goroutine exits when the queue runs
-// empty and kick starts another at the next frame. Most connections are
-// idle most of the time, and a parked writer would keep a stack each.
-type demandWriter struct {
-	w       *writer
-	finish  func(err error) // called once, by the writer that sees the end
-	running atomic.Bool     // a writer goroutine owns w; it hands w over through this flag
-}
-
-// kick starts a writer unless one is running; it never blocks (the hub
-// calls it under its lock).
-func (d *demandWriter) kick() {
-	if d.running.CompareAndSwap(false, true) {
-		go d.run()
-	}
-}
-
-func (d *demandWriter) run() {
-	for {
-		if done, err := d.w.step(); done {
-			d.finish(err) // running stays set: no writer starts again
-			return
-		}
-		d.running.Store(false)
-		// A frame queued before the store found running set and started
-		// nothing, so look again before leaving.
-		if d.w.sess.Queued() == 0 && !isClosed(d.w.sess) {
-			return
-		}
-		if !d.running.CompareAndSwap(false, true) {
-			return // a kick started the next writer
-		}
-	}
-}
-
-// watch closes sess, recording why in ended, when the call's context ends
-// or the token expires (after a warning in band); the returned func
-// disarms it. Timers, not a goroutine: a writer then waits on the
-// session alone.
-func (s *Service) watch(ctx context.Context, p *auth.Principal, sess *hub.Session, ended *atomic.Pointer[error]) (stop func()) {
-	endWith := func(err error) {
-		ended.CompareAndSwap(nil, &err)
-		sess.Close(hub.ReasonEnded, false)
-	}
-	stopCtx := context.AfterFunc(ctx, func() { endWith(status.FromContextError(ctx.Err()).Err()) })
-	exp := &expiry{s: s, p: p, sess: sess}
-	var (
-		timer   *time.Timer
-		mu      sync.Mutex // orders the callback's re-arm against the stop
-		stopped bool
-	)
-	mu.Lock()
-	defer mu.Unlock()
-	timer = time.AfterFunc(exp.next(), func() {
-		if err := exp.check(); err != nil {
-			endWith(err)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			timer.Reset(exp.next())
-		}
-	})
-	return func() {
-		stopCtx()
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		timer.Stop()
-	}
-}
-
-// endStatus is the status of a closed session; ended holds it when the
-// transport's own rule closed it.
-func endStatus(sess *hub.Session, ended *atomic.Pointer[error]) error {
-	if sess.Reason() == hub.ReasonEnded {
-		if err := ended.Load(); err != nil {
-			return *err
-		}
-	}
-	return closeStatus(sess.Reason())
-}
-
-// expiry warns a session in band before its token expires and ends it
-// when it has.
-type expiry struct {
-	s      *Service
-	p      *auth.Principal
-	sess   *hub.Session
-	warned bool
-}
-
-// check runs when the timer fires: it returns the final status once the
-// token has expired, and queues the warning once when it is near.
-func (e *expiry) check() error {
-	exp := e.p.ExpiresAt()
-	left := time.Until(exp)
-	if left <= 0 {
-		return status.Error(codes.Unauthenticated, "token expired; reconnect with a new token or refresh in band before expiry")
-	}
-	if left <= e.s.cfg.TokenWarning && !e.warned {
-		e.warned = true
-		e.sess.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_ServerNotice{ServerNotice: &chatv1.ServerNotice{
-			Kind: chatv1.NoticeKind_NOTICE_KIND_TOKEN_EXPIRING, Message: "access token expires at " + exp.UTC().Format(time.RFC3339) + "; send refresh_token",
-		}}})
-	} else if left > e.s.cfg.TokenWarning {
-		e.warned = false // refreshed in band
-	}
-	return nil
-}
-
-// next is how long until the timer should look again.
-func (e *expiry) next() time.Duration {
-	left := time.Until(e.p.ExpiresAt())
-	if !e.warned {
-		return max(left-e.s.cfg.TokenWarning, 0)
-	}
-	return max(left, time.Millisecond)
-}
-
-// readStatus is the session's status when its reader ended it.
-func readStatus(err error) error {
-	if errors.Is(err, io.EOF) {
-		return nil
-	}
-	return err
-}
-
-// drainTimeout bounds how long a closing session may take to flush.
-const drainTimeout = 2 * time.Second
-
-// Flusher is a Transport that may hold frames back from Send (to write a
-// burst at once) until Flush; the writer flushes whenever its queue runs
-// empty.
-type Flusher interface {
-	Flush() error
-}
-
-// writer is a session's only writer: it sends the queue in bursts.
-type writer struct {
-	t        Transport
-	fl       Flusher
-	sess     *hub.Session
-	batch    []*hub.Frame
-	coalesce time.Duration
-	last     time.Time   // when the last burst was written
-	timer    *time.Timer // linger's, made on first use
-	window   time.Time   // start of the window counting events (inWindow)
-	inWindow int
-	busy     bool     // the last window counted more than busyFrames
-	obs      Observer // never nil once the writer runs
-}
-
-// newWriter returns t's writer. A gRPC stream lingers too: grpc's own
-// writer gathers only the frames handed to it while it writes, so
-// without it a busy stream costs a flush and two wakes per event.
-func newWriter(t Transport, sess *hub.Session, coalesce time.Duration) *writer {
-	w := &writer{t: t, sess: sess, coalesce: coalesce, obs: nopObserver{}}
-	w.fl, _ = t.(Flusher)
-	return w
-}
-
-// run sends until the session closes (then what is queued, when asked to
-// drain) and returns nil, or returns the error of a send that failed while
-// the session was open. It waits on Ready alone, a plain receive: Close
-// also signals it.
-func (w *writer) run() error {
-	for range w.sess.Ready() {
-		if done, err := w.step(); done {
-			return err
-		}
-	}
-	return nil // Ready is never closed
-}
-
-// step writes what is queued, as one burst. It reports done once the
-// session has closed (after sending what was queued, when asked to
-// drain), with the error of a send that failed while the session was
-// open.
-func (w *writer) step() (done bool, err error) {
-	closed := isClosed(w.sess)
-	if closed && !w.sess.DrainOnClose() {
-		return true, nil
-	}
-	if !closed {
-		w.linger()
-	}
-	if err := w.burst(); err != nil && !isClosed(w.sess) {
-		return true, err
-	}
-	return closed, nil
-}
-
-func isClosed(sess *hub.Session) bool {
-	select {
-	case <-sess.Done():
-		return true
-	default:
-		return false
-	}
-}
-
-// linger holds a burst back until coalesce has passed since the last one
-// on a busy connection (more than busyFrames events in the last
-// busyWindow): it is then written a few events at a time, at most once per
-// coalesce, instead of once per event (one syscall each on the server and
-// on the client). A connection receiving a few events a second is written
-// at once, so its latency is not traded away; a queue half full cuts the
-// wait short.
-func (w *writer) linger() {
-	if w.coalesce <= 0 {
-		return
-	}
-	now := time.Now()
-	if now.Sub(w.window) >= busyWindow {
-		w.busy = w.inWindow > busyFrames
-		w.window, w.inWindow = now, 0
-	}
-	if wait := w.coalesce - now.Sub(w.last); w.busy && wait > 0 {
-		if w.timer == nil {
-			w.timer = time.NewTimer(wait)
-		} else {
-			w.timer.Reset(wait)
-		}
-		select {
-		case <-w.timer.C:
-		case <-w.sess.Urgent():
-			w.timer.Stop()
-		case <-w.sess.Done():
-			w.timer.Stop()
-		}
-		now = time.Now()
-	}
-	w.last = now
-}
-
-// A connection that got more than busyFrames events in busyWindow (50 a
-// second) lingers.
-const (
-	busyWindow = 100 * time.Millisecond
-	busyFrames = 5
-)
-
-// burst sends everything queued, then flushes once: a burst of events
-// costs one write(2) on a transport that holds them back.
-func (w *writer) burst() error {
-	w.batch = w.sess.Take(w.batch)
-	w.inWindow += len(w.batch)
-	if len(w.batch) > 0 {
-		w.obs.QueueDrained(len(w.batch))
-	}
-	for _, f := range w.batch {
-		if err := w.t.Send(f); err != nil {
-			return err
-		}
-	}
-	if w.fl != nil && len(w.batch) > 0 {
-		return w.fl.Flush()
-	}
-	return nil
-}
-
-func closeStatus(r hub.CloseReason) error {
-	switch r {
-	case hub.ReasonSlowConsumer:
-		return status.Error(codes.ResourceExhausted, r.String())
-	case hub.ReasonDisconnectedByAdmin:
-		return status.Error(codes.Aborted, r.String())
-	case hub.ReasonShutdown:
-		return status.Error(codes.Unavailable, r.String())
-	case hub.ReasonNone:
-		return nil
-	}
-	return status.Error(codes.Canceled, r.String())
-}
-
-// safeReadLoop is readLoop on a goroutine of the session's own, outside
-// the interceptors' recovery: a panic ends this session with Internal,
-// not the process.
-func (s *Service) safeReadLoop(ctx context.Context, t Transport, sess *hub.Session) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("panic in chat session", "panic", r, "user", sess.Username, "stack", string(debug.Stack()))
-			err = status.Error(codes.Internal, "internal error")
-		}
-	}()
-	return s.readLoop(ctx, t, sess)
-}
-
-func (s *Service) readLoop(ctx context.Context, t Transport, sess *hub.Session) error {
-	for {
-		ev := new(chatv1.ClientEvent)
-		err := t.Recv(ev)
-		if ib, ok := apierr.AsInBand(err); ok {
-			sess.SendEvent(ib.Err.Event(ib.RequestID))
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if reply := s.handle(ctx, sess, ev); reply != nil {
-			reply.RequestId = ev.GetRequestId()
-			sess.SendEvent(reply)
-		}
-	}
+	t := &grpcTransport{stream: stream, closed: make(chan struct{})}
+	s.sessions.Start(ctx, p, sess, t)
+	<-t.closed
+	return t.final.Err()
 }
 
 // handle runs one command and returns the event that answers it, if any.

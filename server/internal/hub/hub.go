@@ -105,6 +105,8 @@ type Hub struct {
 	log     *slog.Logger
 	store   Store
 	started time.Time
+	// reconnectAfter is Shutdown's hint, for the transports' Disconnect.
+	reconnectAfter atomic.Int64
 
 	mu       sync.RWMutex
 	users    map[string]*user
@@ -980,6 +982,10 @@ func (h *Hub) disconnectLocal(username string, f *Frame) int {
 	return len(ss)
 }
 
+// ReconnectAfter is the hint Shutdown gave (0 before it): a session
+// closed for ReasonShutdown tells its client to wait that long.
+func (h *Hub) ReconnectAfter() time.Duration { return time.Duration(h.reconnectAfter.Load()) }
+
 // Shutdown tells every session the server is going away, with a reconnect
 // hint, and closes them so their writers flush the notice and end.
 func (h *Hub) Shutdown(reconnectAfter time.Duration) int {
@@ -987,6 +993,7 @@ func (h *Hub) Shutdown(reconnectAfter time.Duration) int {
 		Kind: chatv1.NoticeKind_NOTICE_KIND_SHUTDOWN, Message: "server shutting down; reconnect shortly",
 		ReconnectAfter: durationpb.New(reconnectAfter),
 	}}})
+	h.reconnectAfter.Store(int64(reconnectAfter))
 	h.mu.Lock()
 	h.closing = true
 	var ss []*Session

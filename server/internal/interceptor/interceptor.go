@@ -1,9 +1,10 @@
 // Package interceptor is Parley's one policy chain. Every call reaches the
-// services through the gRPC server, whatever the transport (native gRPC,
-// gRPC-Web, the WebSocket bridge), and so through these interceptors, in
-// this order:
+// services through these interceptors, in this order, whatever the
+// transport: native gRPC and gRPC-Web through the gRPC server
+// (ServerOptions), the WebSocket attached to a session directly through
+// the same stream chain, assembled once (Serve, the gate):
 //
-//	recovery → logging → auth → roles → rate limit → validation
+//	recovery → metrics → logging → auth → roles → rate limit → validation → Config.Policy
 //
 // Recovery turns a panic into Internal. Logging records each call's end
 // (method, code, duration, user; never payloads or metadata values). Auth
@@ -92,6 +93,9 @@ type Config struct {
 	// metrics (package metrics) go here. Nil means none.
 	Unary  grpc.UnaryServerInterceptor
 	Stream grpc.StreamServerInterceptor
+	// Policy adds stream interceptors to the gate after validation: they
+	// see the Principal and run on every transport. Nil means none.
+	Policy []grpc.StreamServerInterceptor
 }
 
 // DefaultPublicMethods returns the methods that need no token: the Auth
@@ -132,7 +136,9 @@ type Chain struct {
 	validator protovalidate.Validator
 	unary     grpc.UnaryServerInterceptor
 	stream    grpc.StreamServerInterceptor
-	authFails [numAuthFailures]atomic.Int64 // see AuthFailed
+	policy    []grpc.StreamServerInterceptor
+	streams   []grpc.StreamServerInterceptor // the gate: every stream's policy, in order
+	authFails [numAuthFailures]atomic.Int64  // see AuthFailed
 }
 
 // New checks cfg and builds the chain.
@@ -149,6 +155,7 @@ func New(cfg Config) (*Chain, error) {
 		abuse:    cfg.AbuseThreshold,
 		unary:    cfg.Unary,
 		stream:   cfg.Stream,
+		policy:   cfg.Policy,
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -165,6 +172,7 @@ func New(cfg Config) (*Chain, error) {
 	if c.abuse <= 0 {
 		c.abuse = DefaultAbuseThreshold
 	}
+	c.streams = c.gate()
 	public := cfg.PublicMethods
 	if public == nil {
 		public = DefaultPublicMethods()
@@ -197,36 +205,68 @@ func New(cfg Config) (*Chain, error) {
 }
 
 // ServerOptions returns the unary and stream chains, to pass to
-// grpc.NewServer. Options added after these run inside the chain.
+// grpc.NewServer. Options added after these run inside the chain. The
+// stream chain is the gate Serve runs too.
 func (c *Chain) ServerOptions() []grpc.ServerOption {
 	rec := recovery.WithRecoveryHandlerContext(c.recovered)
-	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		c.log.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
-	// Only the finish event: the library's start event shares an unguarded
-	// flag between SendMsg and RecvMsg, which races when a stream's reader
-	// and writer are separate goroutines, as ours are. Auth logs the start.
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(
 			recovery.UnaryServerInterceptor(rec),
 			c.unary,
-			logging.UnaryServerInterceptor(logger, logOpts...),
+			logging.UnaryServerInterceptor(c.logger(), logOpts...),
 			c.unaryAuth,
 			c.unaryRoles,
 			c.unaryLimit,
 			c.unaryValidate,
 		),
-		grpc.ChainStreamInterceptor(
-			recovery.StreamServerInterceptor(rec),
-			c.stream,
-			logging.StreamServerInterceptor(logger, logOpts...),
-			c.streamAuth,
-			c.streamRoles,
-			c.streamLimit,
-			c.streamMessages,
-		),
+		grpc.ChainStreamInterceptor(c.streams...),
 	}
+}
+
+// Only the finish event: the library's start event shares an unguarded
+// flag between SendMsg and RecvMsg, which races when a stream's reader and
+// writer are separate goroutines, as ours are. Auth logs the start.
+var logOpts = []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+
+func (c *Chain) logger() logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		c.log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
+
+// gate is the stream chain, assembled once: the gRPC server runs it
+// (ServerOptions) and so does every transport attached without it (Serve).
+// An interceptor added here reaches every transport.
+func (c *Chain) gate() []grpc.StreamServerInterceptor {
+	return append([]grpc.StreamServerInterceptor{
+		recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(c.recovered)),
+		c.stream,
+		logging.StreamServerInterceptor(c.logger(), logOpts...),
+		c.streamAuth,
+		c.streamRoles,
+		c.streamLimit,
+		c.streamMessages,
+	}, c.policy...)
+}
+
+// Serve runs handler as a stream of method through the gate, the very
+// chain the gRPC server runs, for a transport that reaches the services
+// without the gRPC server (the bridge's /ws and gRPC-Web, attached to
+// sessions directly): recovery, the RPC metrics, the finish log, auth,
+// roles, the connect limit, and the per-message checks on ss.RecvMsg. ss's
+// context must carry the caller's incoming metadata and peer as the gRPC
+// server would set them. It runs on the caller's goroutine and returns the
+// stream's status.
+func (c *Chain) Serve(ss grpc.ServerStream, method string, handler grpc.StreamHandler) error {
+	info := &grpc.StreamServerInfo{FullMethod: method, IsClientStream: true, IsServerStream: true}
+	var next func(i int) grpc.StreamHandler
+	next = func(i int) grpc.StreamHandler {
+		if i == len(c.streams) {
+			return handler
+		}
+		return func(srv any, ss grpc.ServerStream) error { return c.streams[i](srv, ss, info, next(i+1)) }
+	}
+	return next(0)(nil, ss)
 }
 
 // passUnary and passStream stand in for Config.Unary and Stream when nil.
@@ -237,24 +277,6 @@ func passUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler gr
 func passStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	return handler(srv, ss)
 }
-
-// RunStream runs fn as method's handler inside Config.Stream, for a session that reaches the services without the gRPC
-// server, such as the bridge's direct WebSocket attach: the RPC metrics
-// then count it like any Connect stream. It runs on the caller's goroutine
-// and returns fn's status; ctx is the one OpenStream returned.
-func (c *Chain) RunStream(ctx context.Context, method string, fn func(ctx context.Context) error) error {
-	info := &grpc.StreamServerInfo{FullMethod: method, IsClientStream: true, IsServerStream: true}
-	return c.stream(nil, ctxStream{ctx: ctx}, info, func(_ any, ss grpc.ServerStream) error { return fn(ss.Context()) })
-}
-
-// ctxStream is the ServerStream RunStream hands the interceptor: only its
-// context is real; the session sends and receives on its own transport.
-type ctxStream struct {
-	grpc.ServerStream // nil: calling any other method is a bug
-	ctx               context.Context
-}
-
-func (s ctxStream) Context() context.Context { return s.ctx }
 
 // recovered logs a panic with its stack and hides it from the client.
 func (c *Chain) recovered(ctx context.Context, p any) error {

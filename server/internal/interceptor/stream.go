@@ -47,31 +47,6 @@ func (c *Chain) newEvents(ctx context.Context) *Events {
 	return &Events{c: c, ctx: ctx, p: p, key: c.callerKey(ctx)}
 }
 
-// OpenStream runs the stream-open policy (auth, roles, the connect limit)
-// for a call of method that reaches the services without the gRPC server,
-// such as the bridge's direct WebSocket attach. ctx must carry the
-// caller's incoming metadata and peer as the gRPC server would set them.
-// It returns ctx with the caller's Principal and the checker for the
-// session's commands; the error is a gRPC status.
-func (c *Chain) OpenStream(ctx context.Context, method string) (context.Context, *Events, error) {
-	ctx, err := c.authenticate(ctx, method)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := c.authorize(ctx, method); err != nil {
-		return nil, nil, err
-	}
-	if err := c.chargeCall(ctx, method); err != nil {
-		return nil, nil, err
-	}
-	return ctx, c.newEvents(ctx), nil
-}
-
-// Check charges, validates and (for refresh_token) re-authenticates one
-// command: nil to run it, *apierr.InBand to refuse it in band, or a
-// terminal status that ends the session.
-func (s *Events) Check(ev *chatv1.ClientEvent) error { return s.checkEvent(ev) }
-
 // RecvMsg receives, then charges, validates and (for refresh_token)
 // re-authenticates. A refused ClientEvent comes back as *apierr.InBand and
 // the stream lives; anything else returned is terminal.

@@ -16,7 +16,7 @@
 // provider, run as the interceptor chain's first interceptor after
 // recovery, on every transport: native gRPC and gRPC-Web reach it through
 // the gRPC server, the bridged WebSocket through
-// interceptor.Chain.RunStream. Chat.Connect is counted as a call (started,
+// the same gate (interceptor.Chain.Serve). Chat.Connect is counted as a call (started,
 // handled, duration) but not per message: the provider's per-message
 // hooks allocate, and the parley_messages_* counters already count
 // Connect's traffic.
