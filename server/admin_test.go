@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -98,7 +99,13 @@ func TestAdmin(t *testing.T) {
 	if n.GetKind() != chatv1.NoticeKind_NOTICE_KIND_DISCONNECTED {
 		t.Fatalf("notice = %v", n)
 	}
-	if err := bob.ended(); status.Code(err) != codes.Aborted {
+	// The Disconnect that ends the stream carries the admin's reason too:
+	// clients show its reason last.
+	d := bob.next(func(ev *chatv1.ServerEvent) bool { return ev.GetDisconnect() != nil }).GetDisconnect()
+	if d.GetCode() != 4409 || d.GetReconnect() || d.GetReason() != "disconnected by an administrator: spam" {
+		t.Fatalf("disconnect event = %v", d)
+	}
+	if err := bob.ended(); status.Code(err) != codes.Aborted || !strings.Contains(status.Convert(err).Message(), "spam") {
 		t.Fatalf("bob ended with %v", err)
 	}
 

@@ -43,7 +43,10 @@ func TestTokenExpiresMidStream(t *testing.T) {
 	srv := servertest.Start(t, servertest.Options{})
 	conn := srv.Dial(t)
 
-	c := connect(t, conn, "short", shortToken(t, srv, "alice", 1500*time.Millisecond))
+	// JWT expiry has whole-second precision, so a token minted for ttl
+	// lives between ttl-1s and ttl: 3s leaves a loaded machine time to
+	// connect (and refresh) before it runs out.
+	c := connect(t, conn, "short", shortToken(t, srv, "alice", 3*time.Second))
 	n := c.next(func(ev *chatv1.ServerEvent) bool { return ev.GetServerNotice() != nil }).GetServerNotice()
 	if n.GetKind() != chatv1.NoticeKind_NOTICE_KIND_TOKEN_EXPIRING {
 		t.Fatalf("notice = %v", n)
@@ -54,13 +57,13 @@ func TestTokenExpiresMidStream(t *testing.T) {
 	}
 
 	// Refreshed in band, the stream lives past the first token's expiry.
-	r := connect(t, conn, "refreshed", shortToken(t, srv, "bob", 1500*time.Millisecond))
+	r := connect(t, conn, "refreshed", shortToken(t, srv, "bob", 3*time.Second))
 	id := r.send(&chatv1.ClientEvent{Event: &chatv1.ClientEvent_RefreshToken{RefreshToken: &chatv1.RefreshToken{AccessToken: srv.Token(t, "bob", auth.RoleUser)}}})
 	ref := r.next(replyTo(id)).GetTokenRefreshed()
 	if ref == nil || time.Until(ref.GetExpiresAt().AsTime()) < 10*time.Minute {
 		t.Fatalf("refresh = %v", ref)
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(3500 * time.Millisecond) // past the first token's expiry
 	r.sync()
 
 	// A token for someone else is refused in band; the stream lives.

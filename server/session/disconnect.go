@@ -141,13 +141,14 @@ func retryAfter(st *status.Status) time.Duration {
 
 // forReason is the Disconnect of a session the hub closed for r; final is
 // the status the engine's own rule gave, for hub.ReasonEnded and
-// hub.ReasonNone; retry is the hub's shutdown hint.
-func forReason(r hub.CloseReason, final error, retry time.Duration) Disconnect {
+// hub.ReasonNone; detail the hub's words for it (an admin's reason);
+// retry is the hub's shutdown hint.
+func forReason(r hub.CloseReason, detail string, final error, retry time.Duration) Disconnect {
 	switch r {
 	case hub.ReasonSlowConsumer:
 		return Disconnect{Code: CodeSlowConsumer, Reason: r.String()}
 	case hub.ReasonDisconnectedByAdmin:
-		return Disconnect{Code: CodeAdmin, Reason: r.String()}
+		return Disconnect{Code: CodeAdmin, Reason: detail}
 	case hub.ReasonShutdown:
 		return Disconnect{Code: CodeUnavailable, Reason: r.String(), RetryAfter: retry}
 	}

@@ -221,7 +221,7 @@ func (r *started) writerEnded(err error) {
 
 // disconnect is the Disconnect of a session the server closed.
 func (r *started) disconnect() Disconnect {
-	return forReason(r.sess.Reason(), endStatus(r.sess, &r.ended), r.e.hub.ReconnectAfter())
+	return forReason(r.sess.Reason(), r.sess.CloseDetail(), endStatus(r.sess, &r.ended), r.e.hub.ReconnectAfter())
 }
 
 // closed runs when the session closes. The writer may be blocked on a

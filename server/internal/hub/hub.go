@@ -29,6 +29,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -973,11 +974,20 @@ func (h *Hub) disconnectLocal(username string, f *Frame) int {
 		}
 	}
 	h.mu.RUnlock()
+	// The notice's text (with the admin's reason) is also the session's
+	// close detail, so the Disconnect event that ends it says the same.
+	var detail string
+	if f != nil {
+		var ev chatv1.ServerEvent
+		if proto.Unmarshal(f.Data, &ev) == nil {
+			detail = ev.GetServerNotice().GetMessage()
+		}
+	}
 	for _, s := range ss {
 		if f != nil {
 			s.Send(f)
 		}
-		s.Close(ReasonDisconnectedByAdmin, true)
+		s.CloseWithDetail(ReasonDisconnectedByAdmin, detail, true)
 	}
 	return len(ss)
 }

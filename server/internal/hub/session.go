@@ -138,6 +138,7 @@ type Session struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	reason    atomic.Int32
+	detail    atomic.Pointer[string] // set by CloseWithDetail
 	drain     atomic.Bool
 	onClose   atomic.Pointer[func()]
 	onReady   atomic.Pointer[func()]
@@ -226,6 +227,15 @@ func (s *Session) Queued() int {
 // Done is closed when the session must end.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
+// CloseDetail is the text the session was closed with, or reason's own
+// words when none was given.
+func (s *Session) CloseDetail() string {
+	if d := s.detail.Load(); d != nil {
+		return *d
+	}
+	return s.Reason().String()
+}
+
 // Reason says why Done was closed.
 func (s *Session) Reason() CloseReason { return CloseReason(s.reason.Load()) }
 
@@ -269,7 +279,16 @@ func (s *Session) SendEvent(ev *chatv1.ServerEvent) bool { return s.Send(Encode(
 // Close ends the session once; with drain the writer flushes what is queued
 // (such as a final notice) before it stops.
 func (s *Session) Close(reason CloseReason, drain bool) {
+	s.CloseWithDetail(reason, "", drain)
+}
+
+// CloseWithDetail is Close with a text saying more than reason does (an
+// admin's words, say); CloseDetail returns it. Only the first close counts.
+func (s *Session) CloseWithDetail(reason CloseReason, detail string, drain bool) {
 	s.closeOnce.Do(func() {
+		if detail != "" {
+			s.detail.Store(&detail)
+		}
 		if reason == ReasonSlowConsumer && s.slow != nil {
 			s.slow.Add(1)
 		}
