@@ -121,6 +121,10 @@ func (b *Bridge) serveGRPCWeb(w http.ResponseWriter, r *http.Request) {
 		b.grpcWeb.ServeHTTP(w, r)
 		return
 	}
+	if b.directGRPCWeb(r) {
+		b.serveGRPCWebConnect(w, r)
+		return
+	}
 	// WebSocket transport: improbable checks the origin (403) and the
 	// endpoint. The guard bounds the wait for the header frame, lets the
 	// kernel drop a peer that stops acknowledging (pings included), and

@@ -150,6 +150,8 @@ type wsSession struct {
 	closed  chan struct{} // closed when the WebSocket is
 	code    websocket.StatusCode
 	reason  string
+
+	grpcWeb *grpcWebState // set on a gRPC-Web Connect (grpcwebdirect.go)
 }
 
 // closeTimeout bounds the close handshake, and a write stuck on a client
@@ -187,6 +189,10 @@ func (s *wsSession) shutdown() {
 		// write stuck on it: its close frame is not worth holding the
 		// connection for long.
 		grace = slowCloseTimeout
+	}
+	if s.grpcWeb != nil {
+		_ = s.conn.cork.SetWriteDeadline(time.Now().Add(grace))
+		s.writeTrailer()
 	}
 	_ = s.conn.Close(s.code, s.reason, grace)
 }

@@ -30,10 +30,10 @@ type directWSKey struct{}
 // metrics' transport label.
 func transportOf(ctx context.Context) string {
 	switch {
+	case bridge.IsGRPCWeb(ctx): // before directWSKey: gRPC-Web attaches too
+		return metrics.TransportGRPCWeb
 	case ctx.Value(directWSKey{}) != nil:
 		return metrics.TransportWS
-	case bridge.IsGRPCWeb(ctx):
-		return metrics.TransportGRPCWeb
 	}
 	if p, ok := peer.FromContext(ctx); ok {
 		if _, inproc := p.Addr.(pipeAddr); inproc {
