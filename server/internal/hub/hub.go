@@ -4,14 +4,19 @@
 // a Session and drain its queue.
 //
 // With a Broker (Config.Broker) several nodes form one cluster: each
-// publishes the events it routes and delivers the others' to its own
-// sessions, and presence, room members and stats span the nodes
-// (cluster.go).
+// publishes the events it routes on the subject of the room or user they
+// are for, subscribes to the subjects its own sessions need, and delivers
+// what arrives to them; presence, room members, stats and admin commands
+// span the nodes (cluster.go). Stored messages reach every session in
+// sequence order with no gap, whichever node stored them: a gap is filled
+// from the store, and a node that may have lost events catches up from it
+// (sequencer.go).
 //
 // Concurrency: a Hub is safe for concurrent use. One RWMutex guards the maps;
 // fan-out under it only queues pre-encoded frames without blocking, so no
-// disk or network wait happens under the lock (a cluster publish hands the
-// event to the NATS client's buffer) and a slow session cannot stall a room.
+// disk or network wait happens under the lock: a cluster event is handed to
+// a bounded queue that another goroutine encodes and publishes, and a slow
+// session cannot stall a room.
 package hub
 
 import (
@@ -34,6 +39,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	clusterv1 "github.com/parleychat/parley/proto/gen/go/cluster/v1"
 	"github.com/parleychat/parley/server/internal/apierr"
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/tracing"
@@ -185,7 +191,7 @@ func New(cfg Config) (*Hub, error) {
 		cfg: cfg, log: cfg.Logger, store: cfg.Store, started: time.Now(),
 		users: map[string]*user{}, rooms: map[string]*room{},
 	}
-	h.seq.convs = map[string]*convOrder{}
+	h.seq.init(h)
 	h.typing.init(h)
 	if cfg.Broker != nil {
 		c, err := newCluster(h, cfg.Broker)
@@ -197,23 +203,32 @@ func New(cfg Config) (*Hub, error) {
 	return h, nil
 }
 
-// publish sends e to the other nodes, when there are any.
-func (h *Hub) publish(e envelope) {
+// toRoomSubject sends e to the other nodes with members in room r.
+func (h *Hub) toRoomSubject(r string, e *clusterv1.Envelope) {
 	if h.cluster != nil {
-		h.cluster.publish(e)
+		h.cluster.publish(h.cluster.roomSubject(r), e)
 	}
 }
 
-// publishTraced is publish for a stored message, under a span whose
-// context the envelope carries to the other nodes.
-func (h *Hub) publishTraced(ctx context.Context, e envelope) {
+// toUserSubjects sends e to the other nodes where any of users is online.
+func (h *Hub) toUserSubjects(e *clusterv1.Envelope, users ...string) {
 	if h.cluster == nil {
 		return
 	}
+	for i, u := range users {
+		if !slices.Contains(users[:i], u) {
+			h.cluster.publish(h.cluster.userSubject(u), e)
+		}
+	}
+}
+
+// traced sets a stored message's envelope's trace context, under a span
+// for the publish, so the receiving nodes' fan-out joins its trace.
+func (h *Hub) traced(ctx context.Context, e *clusterv1.Envelope) *clusterv1.Envelope {
 	ctx, span := tracing.Start(ctx, "nats.publish", trace.WithSpanKind(trace.SpanKindProducer))
 	e.TraceParent, e.TraceState = tracing.Inject(ctx)
-	h.cluster.publish(e)
 	span.End()
+	return e
 }
 
 // onlineElsewhere reports whether name has a session on another node.
@@ -305,9 +320,18 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 			h.noteMember(r, id.Username, true)
 		}
 	}
+	if first && h.cluster != nil {
+		h.cluster.presenceChanged(id.Username, id.Role, true)
+		h.cluster.want(h.cluster.userSubject(id.Username), true)
+	}
 	h.mu.Unlock()
 	if first && h.cluster != nil {
-		h.cluster.presenceChanged()
+		// Subscribed before the history below is read, so a message
+		// committed after that read arrives live.
+		h.cluster.reconcile(ctx)
+		for _, r := range joined {
+			h.toRoomSubject(r, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_JOIN, Room: r, Users: []string{id.Username}})
+		}
 	}
 
 	// Fetched after registration: a message committed meanwhile may arrive
@@ -353,10 +377,20 @@ func (h *Hub) Detach(s *Session) {
 	delete(us.sessions, s)
 	h.sessions--
 	last := len(us.sessions) == 0
+	var left []string // the rooms it leaves, but general
 	if last {
 		delete(h.users, us.name)
 		elsewhere := h.onlineElsewhere(us.name)
+		if h.cluster != nil {
+			h.cluster.presenceChanged(us.name, us.role, false)
+			h.cluster.want(h.cluster.userSubject(us.name), false)
+		}
 		for r := range us.rooms {
+			if r != GeneralRoom {
+				left = append(left, r)
+			}
+		}
+		for _, r := range append(left, GeneralRoom) {
 			h.leaveLocked(us, r)
 			if r != GeneralRoom && !elsewhere {
 				h.noteMember(r, us.name, false)
@@ -369,7 +403,11 @@ func (h *Hub) Detach(s *Session) {
 	}
 	h.mu.Unlock()
 	if last && h.cluster != nil {
-		h.cluster.presenceChanged()
+		for _, r := range left {
+			h.toRoomSubject(r, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_LEAVE, Room: r, Users: []string{us.name}})
+		}
+		go h.cluster.reconcile(context.Background())
+		h.seq.forgetUser(us.name, h.isLocal)
 	}
 	if last {
 		h.typing.clearUser(s.Username)
@@ -390,6 +428,9 @@ func (h *Hub) joinLocked(us *user, r string) bool {
 	if rm == nil {
 		rm = &room{name: r, members: map[string]*user{}}
 		h.rooms[r] = rm
+		if h.cluster != nil {
+			h.cluster.want(h.cluster.roomSubject(r), true)
+		}
 	}
 	rm.members[us.name] = us
 	us.rooms[r] = struct{}{}
@@ -402,6 +443,9 @@ func (h *Hub) leaveLocked(us *user, r string) {
 		delete(rm.members, us.name)
 		if len(rm.members) == 0 {
 			delete(h.rooms, r) // empty rooms live only in storage
+			if h.cluster != nil {
+				h.cluster.want(h.cluster.roomSubject(r), false)
+			}
 		}
 	}
 }
@@ -492,22 +536,37 @@ func (h *Hub) Join(ctx context.Context, s *Session, r string) (*chatv1.RoomJoine
 		return nil, err
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	us := h.users[s.Username]
 	if us == nil {
+		h.mu.Unlock()
 		return nil, apierr.FailedPrecondition("session is closed")
 	}
-	if h.joinLocked(us, r) {
-		h.publish(envelope{Kind: "join", Room: r, Users: []string{us.name}})
+	joined := h.joinLocked(us, r)
+	if joined {
 		h.noteMember(r, us.name, true)
 	}
+	h.mu.Unlock()
+	if joined && h.cluster != nil {
+		// In place before RoomJoined goes back, so the history the client
+		// reads next and the live messages after it leave no gap.
+		h.cluster.reconcile(ctx)
+		e := &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_JOIN, Room: r, Users: []string{us.name}}
+		h.toRoomSubject(r, e)
+		h.toUserSubjects(e, us.name)
+	}
+	h.mu.RLock()
 	members := h.roomMembersLocked(r)
+	h.mu.RUnlock()
 	return &chatv1.RoomJoined{Room: r, Members: members, MemberCount: int32(len(members))}, nil
 }
 
 // roomMembersLocked lists room r's members on every node, sorted.
 func (h *Hub) roomMembersLocked(r string) []string {
 	var members []string
+	if r == GeneralRoom {
+		names, _ := h.online.page("", h.online.len())
+		return slices.Clone(names)
+	}
 	if rm := h.rooms[r]; rm != nil {
 		for name := range rm.members {
 			members = append(members, name)
@@ -525,6 +584,9 @@ func (h *Hub) roomMembersLocked(r string) []string {
 // roomCountLocked counts r's live members on every node without listing
 // them: every join and leave, and every connect of a member, reports it.
 func (h *Hub) roomCountLocked(r string) int {
+	if r == GeneralRoom {
+		return h.online.len()
+	}
 	n := 0
 	if rm := h.rooms[r]; rm != nil {
 		n = len(rm.members)
@@ -547,14 +609,21 @@ func (h *Hub) Leave(ctx context.Context, s *Session, r string) error {
 		return err
 	}
 	h.mu.Lock()
+	left := false
 	if us := h.users[s.Username]; us != nil {
 		if _, ok := us.rooms[r]; ok {
 			h.leaveLocked(us, r)
-			h.publish(envelope{Kind: "leave", Room: r, Users: []string{us.name}})
 			h.noteMember(r, us.name, false)
+			left = true
 		}
 	}
 	h.mu.Unlock()
+	if left && h.cluster != nil {
+		e := &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_LEAVE, Room: r, Users: []string{s.Username}}
+		h.toRoomSubject(r, e)
+		h.toUserSubjects(e, s.Username)
+		go h.cluster.reconcile(context.Background())
+	}
 	h.typing.stop(store.RoomKey(r), s.Username)
 	return nil
 }
@@ -569,15 +638,17 @@ func (h *Hub) Rooms(username string) []*chatv1.RoomInfo {
 		names[name] = true
 	}
 	var remote map[string]map[string]bool
+	var counts map[string]int
 	if h.cluster != nil {
 		remote = h.cluster.remoteRoomMembers(h.users, "")
-		for name := range remote {
+		counts = h.cluster.remoteRoomCounts(h.rooms)
+		for name := range counts {
 			names[name] = true
 		}
 	}
 	out := make([]*chatv1.RoomInfo, 0, len(names))
 	for name := range names {
-		n, joined := len(remote[name]), remote[name][username]
+		n, joined := len(remote[name])+counts[name], remote[name][username]
 		if rm := h.rooms[name]; rm != nil {
 			_, in := rm.members[username]
 			n, joined = n+len(rm.members), joined || in
@@ -602,11 +673,13 @@ func (h *Hub) ListRooms(ctx context.Context, username string) ([]*chatv1.RoomInf
 	out := make([]*chatv1.RoomInfo, len(stored))
 	h.mu.RLock()
 	var remote map[string]map[string]bool
+	var counts map[string]int
 	if h.cluster != nil {
 		remote = h.cluster.remoteRoomMembers(h.users, "")
+		counts = h.cluster.remoteRoomCounts(h.rooms)
 	}
 	for i, r := range stored {
-		online, joined := len(remote[r.Name]), r.Joined || remote[r.Name][username]
+		online, joined := len(remote[r.Name])+counts[r.Name], r.Joined || remote[r.Name][username]
 		if rm := h.rooms[r.Name]; rm != nil {
 			_, in := rm.members[username]
 			online, joined = online+len(rm.members), joined || in
@@ -724,15 +797,21 @@ func (h *Hub) deliver(ctx context.Context, m store.Message, pm *chatv1.Message) 
 	ctx, span := tracing.Start(ctx, "hub.fanout")
 	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Message{Message: pm}})
 	var n int
+	room, _, _, _ := store.ParseKey(m.Conversation)
 	h.mu.RLock()
-	if room, _, _, ok := store.ParseKey(m.Conversation); ok && room != "" {
+	if room != "" {
 		n = h.toRoomLocked(room, f, "")
-		h.publishTraced(ctx, envelope{Kind: "room", Room: room, Frame: f.Data, Conv: m.Conversation, Seq: m.Seq})
 	} else {
 		n = h.toUsersLocked(f, m.Sender, m.Recipient)
-		h.publishTraced(ctx, envelope{Kind: "users", Users: []string{m.Sender, m.Recipient}, Frame: f.Data, Conv: m.Conversation, Seq: m.Seq})
 	}
 	h.mu.RUnlock()
+	if h.cluster != nil {
+		if room != "" {
+			h.toRoomSubject(room, h.traced(ctx, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_ROOM, Room: room, Frame: f.Data, Conversation: m.Conversation, Seq: m.Seq}))
+		} else {
+			h.toUserSubjects(h.traced(ctx, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_USERS, Users: []string{m.Sender, m.Recipient}, Frame: f.Data, Conversation: m.Conversation, Seq: m.Seq}), m.Sender, m.Recipient)
+		}
+	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("parley.sessions", n), attribute.String("parley.message_id", m.ID))
 	}
@@ -776,7 +855,7 @@ func (h *Hub) deliverTyping(key, username string, on bool) {
 		ev.Conversation = &chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: room}}
 		f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Typing{Typing: ev}})
 		h.toRoomLocked(room, f, username)
-		h.publish(envelope{Kind: "room", Room: room, Frame: f.Data, Skip: username})
+		h.toRoomSubject(room, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_ROOM, Room: room, Frame: f.Data, Skip: username})
 		return
 	}
 	peer := a
@@ -786,7 +865,7 @@ func (h *Hub) deliverTyping(key, username string, on bool) {
 	ev.Conversation = &chatv1.Conversation{Kind: &chatv1.Conversation_User{User: peer}}
 	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Typing{Typing: ev}})
 	h.toUsersLocked(f, peer)
-	h.publish(envelope{Kind: "users", Users: []string{peer}, Frame: f.Data})
+	h.toUserSubjects(&clusterv1.Envelope{Kind: clusterv1.Kind_KIND_USERS, Users: []string{peer}, Frame: f.Data}, peer)
 }
 
 // ConversationKey resolves conv as seen by username to a storage key and
@@ -935,20 +1014,24 @@ func (h *Hub) sendGrouped(s *Session, msgs []store.Message) {
 }
 
 // Broadcast queues an AdminBroadcast to everyone, or to room when set, on
-// every node, and returns the number of this node's sessions it was queued
-// to.
+// every node, and returns the number of sessions it was queued to in the
+// cluster (a node that does not answer within a second is not counted).
 func (h *Hub) Broadcast(from, text, room string) int {
 	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_AdminBroadcast{AdminBroadcast: &chatv1.AdminBroadcast{
 		From: from, Text: text, Room: room, SentAt: timestamppb.Now(),
 	}}})
 	h.mu.RLock()
-	defer h.mu.RUnlock()
+	var n int
 	if room != "" {
-		h.publish(envelope{Kind: "room", Room: room, Frame: f.Data})
-		return h.toRoomLocked(room, f, "")
+		n = h.toRoomLocked(room, f, "")
+	} else {
+		n = h.toAllLocked(f, "")
 	}
-	h.publish(envelope{Kind: "all", Frame: f.Data})
-	return h.toAllLocked(f, "")
+	h.mu.RUnlock()
+	if h.cluster != nil {
+		n += h.cluster.gather(&clusterv1.Envelope{Kind: clusterv1.Kind_KIND_BROADCAST, Room: room, Frame: f.Data})
+	}
+	return n
 }
 
 // DisconnectUser sends a notice to every session of username and closes them.
@@ -960,8 +1043,11 @@ func (h *Hub) DisconnectUser(username, reason string) int {
 	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_ServerNotice{ServerNotice: &chatv1.ServerNotice{
 		Kind: chatv1.NoticeKind_NOTICE_KIND_DISCONNECTED, Message: msg,
 	}}})
-	h.publish(envelope{Kind: "disconnect", Users: []string{username}, Frame: f.Data})
-	return h.disconnectLocal(username, f)
+	n := h.disconnectLocal(username, f)
+	if h.cluster != nil {
+		n += h.cluster.gather(&clusterv1.Envelope{Kind: clusterv1.Kind_KIND_DISCONNECT, Users: []string{username}, Frame: f.Data})
+	}
+	return n
 }
 
 // disconnectLocal closes this node's sessions of username after notice f.
@@ -1092,7 +1178,7 @@ func (h *Hub) Peers() int {
 	if h.cluster == nil {
 		return 0
 	}
-	return h.cluster.peers()
+	return h.cluster.peerCount()
 }
 
 // OnlineCount counts users online on any node.
@@ -1100,6 +1186,48 @@ func (h *Hub) OnlineCount() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return h.onlineCountLocked()
+}
+
+// isLocal reports whether name has a session on this node.
+func (h *Hub) isLocal(name string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.users[name] != nil
+}
+
+// deliverStored delivers messages of conv read from the store (a gap or a
+// catch-up), in sequence order, to this node's sessions only: a few as
+// Message events, more as RecentMessages pages, each of which is one frame
+// in a session's queue.
+func (h *Hub) deliverStored(conv string, msgs []store.Message) {
+	room, a, b, ok := store.ParseKey(conv)
+	if !ok || len(msgs) == 0 {
+		return
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if len(msgs) <= smallFill {
+		for _, m := range msgs {
+			f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Message{Message: MessageProto(m)}})
+			if room != "" {
+				h.toRoomLocked(room, f, "")
+			} else {
+				h.toUsersLocked(f, a, b)
+			}
+		}
+		return
+	}
+	for len(msgs) > 0 {
+		page := msgs[:min(replayPage, len(msgs))]
+		msgs = msgs[len(page):]
+		if room != "" {
+			h.toRoomLocked(room, Encode(recentEvent(&chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: room}}, page)), "")
+			continue
+		}
+		// A direct conversation is named by the other participant.
+		h.toUsersLocked(Encode(recentEvent(&chatv1.Conversation{Kind: &chatv1.Conversation_User{User: b}}, page)), a)
+		h.toUsersLocked(Encode(recentEvent(&chatv1.Conversation{Kind: &chatv1.Conversation_User{User: a}}, page)), b)
+	}
 }
 
 // MessageProto converts a stored message for the wire.

@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	clusterv1 "github.com/parleychat/parley/proto/gen/go/cluster/v1"
 )
 
 // memberKey is one user in one room: room member changes are gathered
@@ -95,7 +96,7 @@ func (h *Hub) emitMembersLocked(r string, changes map[string]bool) {
 	}
 	f := Encode(ev)
 	h.toRoomLocked(r, f, skip)
-	h.publish(envelope{Kind: "room", Room: r, Frame: f.Data, Skip: skip})
+	h.toRoomSubject(r, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_ROOM, Room: r, Frame: f.Data, Skip: skip})
 }
 
 func memberEvent(r, name string, joined bool, count int) *chatv1.ServerEvent {

@@ -258,15 +258,14 @@ func TestMemberBurstAcrossNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	br := &memBroker{}
-	defer br.close()
+	br := natsBrokers(t, 2)
 	const window = time.Second
-	a, err := hub.New(hub.Config{Store: st, Broker: br, NodeID: "a", PresenceWindow: window})
+	a, err := hub.New(hub.Config{Store: st, Broker: br[0], NodeID: "a", PresenceWindow: window})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Shutdown(time.Second)
-	b, err := hub.New(hub.Config{Store: st, Broker: br, NodeID: "b", PresenceWindow: window})
+	b, err := hub.New(hub.Config{Store: st, Broker: br[1], NodeID: "b", PresenceWindow: window})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,14 +2,17 @@ package hub_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/broker/natsbroker"
 	"github.com/parleychat/parley/server/internal/hub"
 	"github.com/parleychat/parley/server/internal/store"
 	"github.com/parleychat/parley/server/internal/store/sqlite"
@@ -229,46 +232,28 @@ func TestPresenceNamesOmittedAboveLimit(t *testing.T) {
 	h.Detach(watcher)
 }
 
-// memBroker is an in-process Broker: Publish hands data to every
-// subscriber, in order, on one goroutine per subscriber.
-type memBroker struct {
-	mu   sync.Mutex
-	subs []chan []byte
-	wg   sync.WaitGroup
-}
-
-func (b *memBroker) Publish(data []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, c := range b.subs {
-		c <- append([]byte(nil), data...)
+// natsBrokers connects n brokers to this machine's NATS (or
+// PARLEY_TEST_NATS_URL's) under a prefix of their own, so tests running at
+// once do not hear each other.
+func natsBrokers(t *testing.T, n int) []hub.Broker {
+	t.Helper()
+	url := os.Getenv("PARLEY_TEST_NATS_URL")
+	if url == "" {
+		url = "nats://127.0.0.1:4222"
 	}
-	return nil
-}
-
-func (b *memBroker) Subscribe(handler func([]byte)) error {
-	c := make(chan []byte, 4096)
-	b.mu.Lock()
-	b.subs = append(b.subs, c)
-	b.mu.Unlock()
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for d := range c {
-			handler(d)
+	b := make([]byte, 6)
+	rand.Read(b)
+	prefix := "parleytest." + hex.EncodeToString(b)
+	out := make([]hub.Broker, n)
+	for i := range out {
+		br, err := natsbroker.New(natsbroker.Config{URL: url, Subject: prefix, Name: t.Name()})
+		if err != nil {
+			t.Fatalf("NATS (set PARLEY_TEST_NATS_URL): %v", err)
 		}
-	}()
-	return nil
-}
-
-func (b *memBroker) close() {
-	b.mu.Lock()
-	for _, c := range b.subs {
-		close(c)
+		t.Cleanup(func() { br.Close() })
+		out[i] = br
 	}
-	b.subs = nil
-	b.mu.Unlock()
-	b.wg.Wait()
+	return out
 }
 
 // TestOnlinePageAcrossNodes: two hubs on one broker page the union of
@@ -285,14 +270,13 @@ func TestOnlinePageAcrossNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	br := &memBroker{}
-	defer br.close()
-	a, err := hub.New(hub.Config{Store: st, Broker: br, NodeID: "a", OnlineSnapshotLimit: 2})
+	br := natsBrokers(t, 2)
+	a, err := hub.New(hub.Config{Store: st, Broker: br[0], NodeID: "a", OnlineSnapshotLimit: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Shutdown(time.Second)
-	b, err := hub.New(hub.Config{Store: st, Broker: br, NodeID: "b", OnlineSnapshotLimit: 2})
+	b, err := hub.New(hub.Config{Store: st, Broker: br[1], NodeID: "b", OnlineSnapshotLimit: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

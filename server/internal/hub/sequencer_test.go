@@ -1,84 +1,144 @@
-package hub
+package hub_test
 
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
+	"time"
+
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/internal/hub"
+	"github.com/parleychat/parley/server/internal/store"
 )
 
-// lastSeq is a Store stand-in for the one method the sequencer calls.
-type lastSeq struct {
-	Store
-	n int64
+// record collects delivered numbers; safe for the sequencer's goroutines.
+type record struct {
+	mu  sync.Mutex
+	got []int64
 }
 
-func (l lastSeq) LastSeq(context.Context, string) (int64, error) { return l.n, nil }
+func (r *record) at(n int64) func() {
+	return func() { r.mu.Lock(); r.got = append(r.got, n); r.mu.Unlock() }
+}
 
-func TestSequencerOrders(t *testing.T) {
-	var q sequencer
-	q.convs = map[string]*convOrder{}
-	var got []int64
-	rec := func(n int64) func() { return func() { got = append(got, n) } }
-	begin := func() *convOrder {
-		co, err := q.begin(context.Background(), lastSeq{n: 10}, "r:x")
+func (r *record) String() string { r.mu.Lock(); defer r.mu.Unlock(); return fmt.Sprint(r.got) }
+
+// TestSequencerOrdersAppends: appends in flight that finish out of order
+// are delivered in sequence order, and a failed append uses no number.
+func TestSequencerOrdersAppends(t *testing.T) {
+	t.Parallel()
+	h, _ := newHub(t, 1, 0)
+	ctx := context.Background()
+	var r record
+	begin := func() any {
+		co, err := h.SeqBegin(ctx, "r:x")
 		if err != nil {
 			t.Fatal(err)
 		}
 		return co
 	}
+	a, b, c, d := begin(), begin(), begin(), begin()
+	h.SeqEnd(a, "r:x", 3, r.at(3))
+	h.SeqEnd(b, "r:x", 1, r.at(1))
+	if r.String() != "[1]" {
+		t.Fatalf("after 3 and 1: %v", &r)
+	}
+	h.SeqEnd(d, "r:x", 0, nil) // failed: no number
+	h.SeqEnd(c, "r:x", 2, r.at(2))
+	if r.String() != "[1 2 3]" {
+		t.Fatalf("delivered %v", &r)
+	}
+}
 
-	// Three appends in flight finish as 13, 11, 12: delivered 11, 12, 13.
-	a, b, c := begin(), begin(), begin()
-	q.end(a, "r:x", 13, rec(13))
-	q.end(b, "r:x", 11, rec(11))
-	if fmt.Sprint(got) != "[11]" {
-		t.Fatalf("after 13 and 11: %v", got)
+// TestSequencerFillsGapFromStore: a number that never arrives is read
+// from the store and delivered before the ones after it, never skipped;
+// a copy of a number already delivered is dropped.
+func TestSequencerFillsGapFromStore(t *testing.T) {
+	t.Parallel()
+	h, st := newHub(t, 2, 0)
+	ctx := context.Background()
+	watcher := attach(t, h, "user00001")
+	join(t, h, watcher, "x")
+	drain(watcher)
+	// Two messages another node stored, whose events were lost.
+	for i := range 2 {
+		if _, _, err := st.AppendMessage(ctx, store.Message{Conversation: "r:x", Sender: "user00000", Text: fmt.Sprint("lost", i), SentAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	q.end(c, "r:x", 12, rec(12))
-	if fmt.Sprint(got) != "[11 12 13]" {
-		t.Fatalf("delivered %v", got)
+	h.SeqTrack("r:x", 0)
+	var r record
+	h.SeqRemote("r:x", 3, r.at(3)) // 1 and 2 never come
+	deadline := time.Now().Add(5 * time.Second)
+	for r.String() != "[3]" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
-	// Quiet, it keeps its number (no store query for the next message)
-	// while few conversations are tracked, and drops it beyond that.
-	if co := q.convs["r:x"]; co == nil || co.next != 14 {
-		t.Fatalf("idle conversation: %+v", co)
+	if r.String() != "[3]" {
+		t.Fatalf("after the gap: %v", &r)
 	}
-	for i := range maxIdleConvs {
-		q.convs[fmt.Sprint("r:other", i)] = &convOrder{next: 1, pending: map[int64]func(){}}
+	var seqs []int64
+	for _, ev := range events(t, watcher) {
+		if m := ev.GetMessage(); m != nil {
+			seqs = append(seqs, m.GetSeq())
+		}
 	}
-	q.end(begin(), "r:x", 14, rec(14))
-	if q.convs["r:x"] != nil {
-		t.Fatal("an idle conversation was kept beyond maxIdleConvs")
+	if !slices.Equal(seqs, []int64{1, 2}) {
+		t.Fatalf("the member got %v from the store, want [1 2]", seqs)
 	}
-	q.convs = map[string]*convOrder{}
+	h.SeqRemote("r:x", 2, r.at(2)) // late copy
+	h.SeqRemote("r:x", 3, r.at(3)) // duplicate
+	h.SeqRemote("r:x", 4, r.at(4))
+	if r.String() != "[3 4]" {
+		t.Fatalf("late and duplicate copies: %v", &r)
+	}
+}
 
-	// Another node's message fills a gap between this node's own.
-	got = nil
-	a, b = begin(), begin()
-	q.end(a, "r:x", 13, rec(13)) // 11 and 12 are not here yet
-	q.remote("r:x", 11, rec(11))
-	q.remote("r:x", 12, rec(12))
-	q.end(b, "r:x", 14, rec(14))
-	if fmt.Sprint(got) != "[11 12 13 14]" {
-		t.Fatalf("with remote: %v", got)
+// TestSequencerCatchUpPages: a long gap reaches a member as
+// RecentMessages pages, not one frame per message, so its queue holds it.
+func TestSequencerCatchUpPages(t *testing.T) {
+	t.Parallel()
+	h, st := newHub(t, 2, 64)
+	ctx := context.Background()
+	watcher := attach(t, h, "user00001")
+	join(t, h, watcher, "x")
+	drain(watcher)
+	const lost = 450
+	for i := range lost {
+		if _, _, err := st.AppendMessage(ctx, store.Message{Conversation: "r:x", Sender: "user00000", Text: fmt.Sprint(i), SentAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
 	}
-
-	// A number nobody here will report is skipped once nothing is in flight.
-	got = nil
-	q.convs = map[string]*convOrder{}
-	a = begin()
-	q.end(a, "r:x", 12, rec(12)) // 11 went to a writer this node never hears from
-	if fmt.Sprint(got) != "[12]" {
-		t.Fatalf("gap: %v", got)
+	h.SeqTrack("r:x", 0)
+	var r record
+	h.SeqRemote("r:x", lost+1, r.at(lost+1))
+	deadline := time.Now().Add(10 * time.Second)
+	for r.String() != fmt.Sprint([]int64{lost + 1}) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
-
-	// A failed append uses no number.
-	got = nil
-	q.convs = map[string]*convOrder{}
-	a, b = begin(), begin()
-	q.end(a, "r:x", 0, nil)
-	q.end(b, "r:x", 11, rec(11))
-	if fmt.Sprint(got) != "[11]" {
-		t.Fatalf("after a failure: %v", got)
+	var seqs []int64
+	frames := 0
+	for _, ev := range events(t, watcher) {
+		var ms []*chatv1.Message
+		if m := ev.GetMessage(); m != nil {
+			ms = append(ms, m)
+		}
+		ms = append(ms, ev.GetRecentMessages().GetMessages()...)
+		if len(ms) > 0 {
+			frames++
+		}
+		for _, m := range ms {
+			seqs = append(seqs, m.GetSeq())
+		}
+	}
+	if len(seqs) != lost || seqs[0] != 1 || seqs[lost-1] != lost || !slices.IsSorted(seqs) {
+		t.Fatalf("the member got %d messages (%v…), want 1..%d in order", len(seqs), seqs[:min(5, len(seqs))], lost)
+	}
+	if frames > lost/50 {
+		t.Fatalf("%d frames for %d messages: not paged", frames, lost)
+	}
+	if watcher.Reason() != hub.ReasonNone {
+		t.Fatal("the catch-up overflowed the member's queue")
 	}
 }
