@@ -11,6 +11,7 @@ import { NoticeKind, type ServerEvent } from "../gen/chat/v1/chat_pb";
 import type { LiveConnection, CursorInit } from "../live/connection";
 import { newRequestId } from "../live/connection";
 import type { SessionData } from "../auth/session";
+import { randomHex } from "../live/traceparent";
 import { GapFiller, type FetchAfter, type GapOptions } from "./gaps";
 import { conversationInit, keyOf, parseKey, peerKeyOf, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "./model";
 import { GAP_PREFIX, QUIET_PREFIX, cursorsOf, type Action, type ChatState } from "./store";
@@ -41,11 +42,7 @@ export interface ChatDeps {
 
 /** newClientMsgId returns a random id for retry-safe sends (works outside secure contexts too). */
 export function newClientMsgId(): string {
-  const b = new Uint8Array(16);
-  const c = (globalThis as { crypto?: { getRandomValues?: (b: Uint8Array) => Uint8Array } }).crypto;
-  if (c?.getRandomValues) c.getRandomValues(b);
-  else for (let i = 0; i < b.length; i++) b[i] = Math.floor(Math.random() * 256);
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return randomHex(16);
 }
 
 /**
