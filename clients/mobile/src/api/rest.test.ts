@@ -1,4 +1,4 @@
-import { ApiError, errorOf, historyPath, normalizeServerUrl, wsUrl } from "./rest";
+import { ApiError, errorOf, historyAfterPath, historyPath, normalizeServerUrl, wsUrl } from "./rest";
 
 describe("server URLs", () => {
   it.each([
@@ -22,6 +22,8 @@ describe("server URLs", () => {
   it("builds history queries for rooms and peers", () => {
     expect(historyPath("room:general")).toBe("/api/messages?room=general&limit=100");
     expect(historyPath("dm:bob.s", 20)).toBe("/api/messages?user=bob.s&limit=20");
+    expect(historyAfterPath("room:general", 0, 5)).toBe("/api/messages?room=general&after_seq=0&limit=5");
+    expect(historyAfterPath("dm:bob.s", 41, 100)).toBe("/api/messages?user=bob.s&after_seq=41&limit=100");
   });
 });
 

@@ -182,6 +182,13 @@ export function historyPath(key: ConvKey, limit = 100): string {
   return `/api/messages?${who}&limit=${limit}`;
 }
 
+/** historyAfterPath is the /api/messages query for a page of a conversation after a seq (oldest first). */
+export function historyAfterPath(key: ConvKey, afterSeq: number, limit: number): string {
+  const { kind, name } = parseKey(key);
+  const who = kind === "room" ? `room=${encodeURIComponent(name)}` : `user=${encodeURIComponent(name)}`;
+  return `/api/messages?${who}&after_seq=${afterSeq}&limit=${limit}`;
+}
+
 /** TokenSource gives an access token; force asks for a fresh one. */
 export type TokenSource = (force: boolean) => Promise<string>;
 
@@ -206,6 +213,11 @@ export class Api {
 
   history(key: ConvKey, limit = 100) {
     return this.withToken((t) => this.rest.get(historyPath(key, limit), t, GetHistoryResponseSchema));
+  }
+
+  /** historyAfter fetches up to limit messages with seq > afterSeq (the gap fill). */
+  historyAfter(key: ConvKey, afterSeq: number, limit: number) {
+    return this.withToken((t) => this.rest.get(historyAfterPath(key, afterSeq, limit), t, GetHistoryResponseSchema));
   }
 
   onlineUsers(pageSize = 100, pageToken = "") {

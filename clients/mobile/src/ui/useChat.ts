@@ -16,7 +16,8 @@ import { fromWire, parseKey, type ConvKey, type FileInfo } from "../../../shared
 import { initialState, reduce, type ChatState } from "../../../shared/src/chat/store";
 import { TokenBucket } from "../../../shared/src/chat/typing";
 import { loadConversations } from "../../../shared/src/chat/conversations";
-import { liveCommands, onServerEvent, resumeCursors, runLive, type ChatDeps, type LiveCommands } from "../../../shared/src/chat/live";
+import { liveCommands, liveGaps, onServerEvent, resumeCursors, runLive, type ChatDeps, type LiveCommands } from "../../../shared/src/chat/live";
+import type { GapFiller } from "../../../shared/src/chat/gaps";
 
 export { newClientMsgId } from "../../../shared/src/chat/live";
 
@@ -81,44 +82,50 @@ export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveCon
       });
   }, [api]);
 
+  // A page after a seq, for the shared gap fill.
+  const fetchAfter = useCallback<ChatDeps["fetchAfter"]>((key, afterSeq, limit) => api.historyAfter(key, afterSeq, limit), [api]);
+
   // The app's loaders, read through a ref so the connection and the
   // commands, made once per session, always call the latest ones.
-  const loaders = useRef<Pick<ChatDeps, "loadHistory" | "loadConversations" | "refreshOnline">>({
+  const loaders = useRef<Pick<ChatDeps, "loadHistory" | "fetchAfter" | "loadConversations" | "refreshOnline">>({
     loadHistory: () => {},
+    fetchAfter: () => Promise.reject(new Error("not ready")),
     loadConversations: () => {},
     refreshOnline: () => {},
   });
-  loaders.current = { loadHistory, loadConversations: fetchConversations, refreshOnline: fetchOnline };
+  loaders.current = { loadHistory, fetchAfter, loadConversations: fetchConversations, refreshOnline: fetchOnline };
   const deps = useMemo<ChatDeps>(
     () => ({
       dispatch,
       state: () => stateRef.current,
       session,
       loadHistory: (key) => loaders.current.loadHistory(key),
+      fetchAfter: (key, afterSeq, limit) => loaders.current.fetchAfter(key, afterSeq, limit),
       loadConversations: () => loaders.current.loadConversations(),
       refreshOnline: () => loaders.current.refreshOnline(),
     }),
     [session],
   );
 
-  const live = useMemo(() => {
+  const [live, gaps] = useMemo((): [LiveConnection, GapFiller] => {
     const conn: LiveConnection = new LiveConnection({
       url: wsUrl(api.rest.baseUrl),
       webSocket: opts.webSocket,
       backoff: opts.backoff,
       token: (force) => session.accessToken(force),
-      onEvent: (ev) => onServerEvent(conn, ev, deps),
+      onEvent: (ev) => onServerEvent(conn, ev, deps, filler),
       onStatus: (s) => dispatch({ type: "conn", conn: { phase: s.phase, attempt: s.attempt, retryAt: s.retryAt, detail: s.detail } }),
-      cursors: () => resumeCursors(stateRef.current),
+      cursors: () => resumeCursors(stateRef.current, filler),
       onAuthLost: (reason) => signedOut.current(`Signed out: ${reason}`),
     });
-    return conn;
+    const filler = liveGaps(conn, deps);
+    return [conn, filler];
     // The connection lives as long as the session it belongs to.
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [session, api, deps]);
 
   useEffect(() => {
-    const stop = runLive(live, session);
+    const stop = runLive(live, session, gaps);
     // Expire typing indicators whose stop never came (only when one is shown).
     const tick = setInterval(() => {
       const showing = Object.values(stateRef.current.convs).some((c) => Object.keys(c.typing).length > 0);
@@ -133,7 +140,7 @@ export function useChat(opts: UseChatOptions): [ChatState, ChatCommands, LiveCon
       sub?.remove();
       stop();
     };
-  }, [live, session]);
+  }, [live, session, gaps]);
 
   // Below the server's default typing limit (2/s, burst 5).
   const typingBudget = useMemo(() => new TokenBucket(1.5, 4), []);

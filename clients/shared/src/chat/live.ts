@@ -1,8 +1,9 @@
 // The glue both apps' useChat hooks share between the live connection, the
 // session and the reducer: what to do on each server event, where to resume
-// from, the stream's lifetime (token forwarding, room refreshes) and the
-// commands that go over the stream. The hooks only bind these to React and
-// add what differs (how each app fetches history, online users, files).
+// from, the gap fill of live messages (./gaps), the stream's lifetime (token
+// forwarding, room refreshes) and the commands that go over the stream. The
+// hooks only bind these to React and add what differs (how each app fetches
+// history, online users, files).
 //
 // Plain functions, no React; used from the JS thread only.
 
@@ -10,8 +11,10 @@ import { NoticeKind, type ServerEvent } from "../gen/chat/v1/chat_pb";
 import type { LiveConnection, CursorInit } from "../live/connection";
 import { newRequestId } from "../live/connection";
 import type { SessionData } from "../auth/session";
-import { conversationInit, parseKey, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "./model";
-import { QUIET_PREFIX, cursorsOf, type Action, type ChatState } from "./store";
+import { randomHex } from "../live/traceparent";
+import { GapFiller, type FetchAfter, type GapOptions } from "./gaps";
+import { conversationInit, keyOf, parseKey, peerKeyOf, roomKey, type ChatMessage, type ConvKey, type FileInfo } from "./model";
+import { GAP_PREFIX, QUIET_PREFIX, cursorsOf, type Action, type ChatState } from "./store";
 import type { TokenBucket } from "./typing";
 
 /** SessionLike is the part of SessionManager the glue uses. */
@@ -29,6 +32,8 @@ export interface ChatDeps {
   session: SessionLike;
   /** loadHistory fetches the latest page of one conversation. */
   loadHistory: (key: ConvKey) => void;
+  /** fetchAfter fetches a page of one conversation after a seq (GetHistory after_seq), for gap fills. */
+  fetchAfter: FetchAfter;
   /** loadConversations fetches every stored conversation. */
   loadConversations: () => void;
   /** refreshOnline refetches the online users (presence came as counts only). */
@@ -37,22 +42,68 @@ export interface ChatDeps {
 
 /** newClientMsgId returns a random id for retry-safe sends (works outside secure contexts too). */
 export function newClientMsgId(): string {
-  const b = new Uint8Array(16);
-  const c = (globalThis as { crypto?: { getRandomValues?: (b: Uint8Array) => Uint8Array } }).crypto;
-  if (c?.getRandomValues) c.getRandomValues(b);
-  else for (let i = 0; i < b.length; i++) b[i] = Math.floor(Math.random() * 256);
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return randomHex(16);
 }
 
-/** resumeCursors is where every conversation resumes from, in wire form. */
-export function resumeCursors(state: ChatState): CursorInit {
-  return cursorsOf(state).map((c) => ({ conversation: conversationInit(c.key), lastSeq: BigInt(c.lastSeq) }));
+/**
+ * resumeCursors is where every conversation resumes from, in wire form:
+ * before a gap still open (gaps), so that the replay fills it.
+ */
+export function resumeCursors(state: ChatState, gaps: GapFiller): CursorInit {
+  const cursors = cursorsOf(state).map((c) => ({ key: c.key, lastSeq: gaps.cursor(c.key, c.lastSeq) }));
+  // The state may lag behind the events: add what only the filler saw yet.
+  for (const key of gaps.keys()) if (!state.convs[key]) cursors.push({ key, lastSeq: gaps.cursor(key, 0) });
+  return cursors.map((c) => ({ conversation: conversationInit(c.key), lastSeq: BigInt(c.lastSeq) }));
 }
 
-/** onServerEvent reduces one event and does what it calls for. */
-export function onServerEvent(live: LiveConnection, ev: ServerEvent, d: ChatDeps): void {
-  d.dispatch({ type: "server", ev, now: Date.now() });
+/**
+ * liveGaps makes the gap filler of one live connection: it fetches through
+ * d.fetchAfter, fills the state with gapFill and falls back to a Resume of
+ * the conversation over live (request id GAP_PREFIX…). Stop it with the
+ * connection (runLive does).
+ */
+export function liveGaps(live: LiveConnection, d: ChatDeps, opts: Partial<GapOptions> = {}): GapFiller {
+  return new GapFiller({
+    fetchAfter: (key, afterSeq, limit) => d.fetchAfter(key, afterSeq, limit),
+    deliver: (key, messages) => d.dispatch({ type: "gapFill", key, messages }),
+    resume: (key, afterSeq) =>
+      live.send(
+        { event: { case: "resume", value: { cursors: [{ conversation: conversationInit(key), lastSeq: BigInt(afterSeq) }] } } },
+        { requestId: newRequestId(GAP_PREFIX) },
+      ),
+    ...opts,
+  });
+}
+
+/** knownSeq is the state's cursor for key; undefined when it has none yet. */
+function knownSeq(state: ChatState, key: ConvKey): number | undefined {
+  const c = state.convs[key];
+  return c && (c.lastSeq > 0 || c.historyLoaded) ? c.lastSeq : undefined;
+}
+
+/**
+ * onServerEvent reduces one event and does what it calls for. Live
+ * messages pass the gap filler first: a duplicate is dropped here, a jump
+ * past the cursor is delivered and its gap filled.
+ */
+export function onServerEvent(live: LiveConnection, ev: ServerEvent, d: ChatDeps, gaps: GapFiller): void {
   const e = ev.event;
+  if (e.case === "message") {
+    const st = d.state();
+    const key = keyOf(e.value.conversation, st.me, e.value.sender);
+    if (key && gaps.message(key, Number(e.value.seq), knownSeq(st, key)) === "duplicate") return;
+  } else if (e.case === "recentMessages") {
+    const key = peerKeyOf(e.value.conversation);
+    if (key) gaps.seen(key, e.value.messages.map((m) => Number(m.seq)));
+  } else if (e.case === "ack" && e.value.conversation) {
+    // Our own message: like a live one (its echo may come later, or not
+    // before other members' older ones), but always reduced, as it settles
+    // the pending copy.
+    const st = d.state();
+    const key = keyOf(e.value.conversation, st.me, st.me);
+    if (key) gaps.message(key, Number(e.value.seq), knownSeq(st, key));
+  }
+  d.dispatch({ type: "server", ev, now: Date.now() });
   if (e.case === "welcome") {
     // Rooms with counts; the stream answers with RoomsList.
     live.send({ event: { case: "listRooms", value: {} } });
@@ -66,7 +117,7 @@ export function onServerEvent(live: LiveConnection, ev: ServerEvent, d: ChatDeps
     const s = d.session.current;
     if (s && s.accessExpiresAt - Date.now() < 60_000) d.session.refresh().catch(() => {});
   }
-  if (e.case === "stateRestored" && !e.value.complete) {
+  if (e.case === "stateRestored" && !e.value.complete && !ev.requestId.startsWith(GAP_PREFIX)) {
     // More was missed than the server replays: fetch the latest page of
     // every conversation (merging dedupes the overlap).
     for (const key of Object.keys(d.state().convs)) d.loadHistory(key);
@@ -82,9 +133,9 @@ export function onServerEvent(live: LiveConnection, ev: ServerEvent, d: ChatDeps
 /**
  * runLive starts the stream and keeps it fed while it lives: refreshed
  * access tokens go in band, the room list is refreshed every 15 s. The
- * returned function stops it all.
+ * returned function stops it all, gaps' pending fills included.
  */
-export function runLive(live: LiveConnection, session: SessionLike): () => void {
+export function runLive(live: LiveConnection, session: SessionLike, gaps: GapFiller): () => void {
   live.start();
   let last = session.current?.accessToken;
   const unsub = session.subscribe((d) => {
@@ -99,6 +150,7 @@ export function runLive(live: LiveConnection, session: SessionLike): () => void 
   return () => {
     unsub();
     clearInterval(rooms);
+    gaps.stop();
     live.stop();
   };
 }

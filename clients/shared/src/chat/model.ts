@@ -44,6 +44,21 @@ export function keyOf(conv: Conversation | undefined, me: string, actor: string)
   }
 }
 
+/**
+ * peerKeyOf maps a Conversation whose `user` is the reader's peer (requests,
+ * RecentMessages) to its key.
+ */
+export function peerKeyOf(conv: Conversation | undefined): ConvKey | null {
+  switch (conv?.kind.case) {
+    case "room":
+      return roomKey(conv.kind.value);
+    case "user":
+      return dmKey(conv.kind.value);
+    default:
+      return null;
+  }
+}
+
 /** FileInfo describes an uploaded file attached to a message. */
 export interface FileInfo {
   id: string;

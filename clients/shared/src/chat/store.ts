@@ -12,7 +12,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Role, ServerEventSchema } from "../gen/chat/v1/chat_pb";
 import type { ConversationSummary, ServerEvent } from "../gen/chat/v1/chat_pb";
 import { summaryKey } from "./conversations";
-import { GENERAL, dmKey, fromWire, keyOf, parseKey, roomKey } from "./model";
+import { GENERAL, dmKey, fromWire, keyOf, parseKey, peerKeyOf, roomKey } from "./model";
 import type { ChatMessage, ConvKey } from "./model";
 
 /**
@@ -20,6 +20,13 @@ import type { ChatMessage, ConvKey } from "./model";
  * not hear about (typing indicators): their in-band errors are dropped.
  */
 export const QUIET_PREFIX = "q";
+
+/**
+ * GAP_PREFIX starts the request id of the Resume a gap fill falls back to
+ * (see ./gaps). Its answers fill a gap on a stream that stayed up: they are
+ * not a reconnect's restore, and its errors are quiet too.
+ */
+export const GAP_PREFIX = `${QUIET_PREFIX}gap`;
 
 /** MAX_MESSAGES caps what one conversation keeps in memory. */
 export const MAX_MESSAGES = 500;
@@ -118,6 +125,11 @@ export type Action =
   | { type: "open"; key: ConvKey }
   | { type: "pending"; key: ConvKey; msg: ChatMessage }
   | { type: "history"; key: ConvKey; messages: ChatMessage[] }
+  /**
+   * gapFill adds the messages a gap fill fetched (./gaps): missed live
+   * messages, so they count as unread, but not the conversation's history.
+   */
+  | { type: "gapFill"; key: ConvKey; messages: ChatMessage[] }
   /**
    * conversations adds the stored conversation list (ListConversations):
    * each one appears with its last message, and its rooms count as joined.
@@ -249,6 +261,8 @@ export function reduce(state: ChatState, action: Action): ChatState {
       return withConv(state, action.key, (c) => ({ ...c, messages: [...c.messages, action.msg] }));
     case "history":
       return addMessages(state, action.key, action.messages, false, true);
+    case "gapFill":
+      return addMessages(state, action.key, action.messages, true, false);
     case "conversations": {
       let s = state;
       for (const sum of action.summaries) {
@@ -380,12 +394,12 @@ function serverEvent(state: ChatState, ev: ServerEvent, now: number): ChatState 
     case "recentMessages": {
       // Here, unlike in Message, a direct conversation's `user` is the
       // reader's peer.
-      const conv = e.value.conversation;
-      const key = conv?.kind.case === "user" ? dmKey(conv.kind.value) : keyOf(conv, state.me, state.me);
+      const key = peerKeyOf(e.value.conversation);
       if (!key) return state;
-      // What a reconnect replays was missed while this page was open: unread.
-      // What the first connect brings is history this reader may have seen.
-      const replay = (state.conn.reconnects ?? 0) > 0;
+      // What a reconnect or a gap's Resume replays was missed while this
+      // page was open: unread. What the first connect brings is history
+      // this reader may have seen.
+      const replay = (state.conn.reconnects ?? 0) > 0 || ev.requestId.startsWith(GAP_PREFIX);
       return addMessages(state, key, e.value.messages.map(fromWire), replay, true);
     }
     case "message": {
@@ -482,6 +496,8 @@ function serverEvent(state: ChatState, ev: ServerEvent, now: number): ChatState 
         s = updateRoom(s, r, { joined: true });
         s = withConv(s, roomKey(r), (c) => c);
       }
+      // A gap's Resume is no reconnect to report.
+      if (ev.requestId.startsWith(GAP_PREFIX)) return s;
       return {
         ...s,
         conn: {

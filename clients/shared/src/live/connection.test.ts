@@ -4,6 +4,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { ClientEventSchema, NoticeKind, ServerEventSchema, type ClientEvent } from "../gen/chat/v1/chat_pb";
 import { LiveConnection, type LiveOptions, type StatusUpdate, type StreamHandlers } from "./connection";
 import { closeDetail } from "./disconnect";
+import { TRACE_PARENT } from "./traceparent";
 
 /** FakeStream is the server side of one stream of the in-memory transport. */
 class FakeStream {
@@ -275,6 +276,36 @@ describe("LiveConnection's stream", () => {
     expect(t.last().kinds()).toEqual(["resume", "sendMessage", "sendMessage"]);
     expect(t.last().sent.slice(1).map((e) => e.requestId)).toEqual([b, c]);
     expect(t.live.reconnects).toBe(1);
+    t.live.stop();
+  });
+
+  it("gives every command but keepalive pings a traceparent of its own, the same on every re-send", async () => {
+    const t = await connected({ pingMs: 1_000 });
+    const a = t.live.send({ event: { case: "sendMessage", value: { room: "general", text: "a", clientMsgId: "ca" } } }, { durable: true });
+    t.live.send({ event: { case: "typing", value: { typing: true } } });
+    t.live.send(
+      { event: { case: "joinRoom", value: { room: "dev" } }, traceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+      { durable: true },
+    );
+    t.live.refreshToken("tok2");
+    await vi.advanceTimersByTimeAsync(1_000); // a keepalive ping
+    const first = t.last().sent;
+    expect(first.map((e) => e.event.case)).toEqual(["sendMessage", "typing", "joinRoom", "refreshToken", "ping"]);
+    for (const e of first.slice(0, 4)) expect(e.traceParent).toMatch(TRACE_PARENT);
+    expect(new Set(first.slice(0, 4).map((e) => e.traceParent)).size).toBe(4);
+    expect(first[2].traceParent).toBe("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"); // the caller's, kept
+    expect(first[4].traceParent).toBe("");
+    expect(first.every((e) => e.traceState === "")).toBe(true);
+
+    t.last().end(1006);
+    await vi.advanceTimersByTimeAsync(t.wait());
+    t.last().welcome();
+    const again = t.last().sent;
+    expect(again.map((e) => e.event.case)).toEqual(["resume", "sendMessage", "joinRoom"]);
+    expect(again[0].traceParent).toMatch(TRACE_PARENT);
+    expect(again[1].requestId).toBe(a);
+    expect(again[1].traceParent).toBe(first[0].traceParent); // a retry joins its first try's trace
+    expect(again[2].traceParent).toBe(first[2].traceParent);
     t.live.stop();
   });
 

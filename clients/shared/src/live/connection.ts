@@ -6,7 +6,9 @@
 // request and client_msg_id, so the server answers duplicate=true instead of
 // storing a message twice), forwards refreshed access tokens in band, watches
 // for a silent stream with application pings, and decides whether to
-// reconnect by the one rule in ./disconnect.
+// reconnect by the one rule in ./disconnect. Every command but its
+// keepalive pings carries a W3C traceparent of its own (./traceparent), the
+// same on every re-send, so the server's spans for it join one trace.
 //
 // It runs on the JS thread; callbacks are invoked synchronously from
 // transport events. Not safe for use from several threads (there are none).
@@ -16,6 +18,7 @@ import { NoticeKind } from "../gen/chat/v1/chat_pb";
 import type { ClientEventSchema, Disconnect, ServerEvent } from "../gen/chat/v1/chat_pb";
 import { backoffDelay, type BackoffOptions } from "./backoff";
 import { decide } from "./disconnect";
+import { newTraceParent } from "./traceparent";
 
 /** ClientEventInit is a ClientEvent to send, without its request id. */
 export type ClientEventInit = Omit<MessageInitShape<typeof ClientEventSchema>, "requestId">;
@@ -94,6 +97,14 @@ interface Outgoing {
   durable: boolean;
 }
 
+/**
+ * command is an Outgoing with its own trace context: the caller's when ev
+ * has one, else a new traceparent.
+ */
+function command(requestId: string, ev: ClientEventInit, durable: boolean): Outgoing {
+  return { requestId, ev: ev.traceParent ? ev : { ...ev, traceParent: newTraceParent() }, durable };
+}
+
 let reqCounter = 0;
 
 /** newRequestId returns a request id unique within this app run. */
@@ -154,10 +165,11 @@ export class LiveConnection {
   /**
    * send queues one command and returns its request id. Durable commands
    * (messages, files, joins) survive reconnects until answered; others
-   * (typing, pings) are dropped while disconnected.
+   * (typing, pings) are dropped while disconnected. Each command gets a new
+   * traceparent unless ev carries one; a re-send keeps it.
    */
   send(ev: ClientEventInit, opts: { durable?: boolean; requestId?: string } = {}): string {
-    const out: Outgoing = { requestId: opts.requestId ?? newRequestId(), ev, durable: opts.durable ?? false };
+    const out = command(opts.requestId ?? newRequestId(), ev, opts.durable ?? false);
     if (out.durable) this.unacked.set(out.requestId, out);
     if (this.ready) this.write(out);
     else if (out.durable) this.queue.push(out);
@@ -166,7 +178,7 @@ export class LiveConnection {
 
   /** refreshToken hands a new access token to the live stream. */
   refreshToken(accessToken: string): void {
-    if (this.ready) this.write({ requestId: newRequestId("t"), ev: { event: { case: "refreshToken", value: { accessToken } } }, durable: false });
+    if (this.ready) this.write(command(newRequestId("t"), { event: { case: "refreshToken", value: { accessToken } } }, false));
   }
 
   /** currentPhase is the last reported phase. */
@@ -309,7 +321,7 @@ export class LiveConnection {
       if (wasReconnect) {
         const cursors = this.opts.cursors();
         if (cursors && cursors.length > 0) {
-          this.write({ requestId: newRequestId("resume"), ev: { event: { case: "resume", value: { cursors } } }, durable: false });
+          this.write(command(newRequestId("resume"), { event: { case: "resume", value: { cursors } } }, false));
         }
       }
       // Re-send what was not answered, then what was queued, in order.
@@ -344,6 +356,8 @@ export class LiveConnection {
         this.fail("no data from server", 0);
         return;
       }
+      // No trace context: a keepalive every pingMs per client is not worth
+      // a trace each.
       if (this.ready) this.write({ requestId: newRequestId("qp"), ev: { event: { case: "ping", value: {} } }, durable: false });
     }, every);
   }

@@ -15,7 +15,8 @@ import { fromWire } from "../../../shared/src/chat/model";
 import { initialState, reduce, type ChatState } from "../../../shared/src/chat/store";
 import { TokenBucket } from "../../../shared/src/chat/typing";
 import { loadConversations } from "../../../shared/src/chat/conversations";
-import { liveCommands, onServerEvent, resumeCursors, runLive, type ChatDeps, type LiveCommands } from "../../../shared/src/chat/live";
+import { liveCommands, liveGaps, onServerEvent, resumeCursors, runLive, type ChatDeps, type LiveCommands } from "../../../shared/src/chat/live";
+import type { GapFiller } from "../../../shared/src/chat/gaps";
 import { errorText } from "../rpc/errors";
 
 export { newClientMsgId } from "../../../shared/src/chat/live";
@@ -48,8 +49,9 @@ export function useChat(opts: {
 
   // The app's loaders (defined below), read through a ref so the connection
   // and the commands, made once per session, always call the latest ones.
-  const loaders = useRef<Pick<ChatDeps, "loadHistory" | "loadConversations" | "refreshOnline">>({
+  const loaders = useRef<Pick<ChatDeps, "loadHistory" | "fetchAfter" | "loadConversations" | "refreshOnline">>({
     loadHistory: () => {},
+    fetchAfter: () => Promise.reject(new Error("not ready")),
     loadConversations: () => {},
     refreshOnline: () => {},
   });
@@ -59,26 +61,27 @@ export function useChat(opts: {
       state: () => stateRef.current,
       session,
       loadHistory: (key) => loaders.current.loadHistory(key),
+      fetchAfter: (key, afterSeq, limit) => loaders.current.fetchAfter(key, afterSeq, limit),
       loadConversations: () => loaders.current.loadConversations(),
       refreshOnline: () => loaders.current.refreshOnline(),
     }),
     [session],
   );
-  const live = useMemo(
-    () =>
-      new LiveConnection({
-        token: (force) => session.accessToken(force),
-        onEvent: (ev) => onServerEvent(live, ev, deps),
-        onStatus: (s) =>
-          dispatch({ type: "conn", conn: { phase: s.phase, attempt: s.attempt, retryAt: s.retryAt, detail: s.detail } }),
-        cursors: () => resumeCursors(stateRef.current),
-        onAuthLost: (reason) => signedOut.current(`Signed out: ${reason}`),
-      }),
-    [session, deps],
-  );
+  const [live, gaps] = useMemo((): [LiveConnection, GapFiller] => {
+    const conn: LiveConnection = new LiveConnection({
+      token: (force) => session.accessToken(force),
+      onEvent: (ev) => onServerEvent(conn, ev, deps, filler),
+      onStatus: (s) =>
+        dispatch({ type: "conn", conn: { phase: s.phase, attempt: s.attempt, retryAt: s.retryAt, detail: s.detail } }),
+      cursors: () => resumeCursors(stateRef.current, filler),
+      onAuthLost: (reason) => signedOut.current(`Signed out: ${reason}`),
+    });
+    const filler = liveGaps(conn, deps);
+    return [conn, filler];
+  }, [session, deps]);
 
   useEffect(() => {
-    const stop = runLive(live, session);
+    const stop = runLive(live, session, gaps);
     const tick = setInterval(() => dispatch({ type: "tick", now: Date.now() }), 1000);
     const online = () => {
       if (live.currentPhase !== "connected") live.reconnectNow();
@@ -89,7 +92,7 @@ export function useChat(opts: {
       window.removeEventListener("online", online);
       stop();
     };
-  }, [live, session]);
+  }, [live, session, gaps]);
 
   const loadHistory = useCallback(
     (key: ConvKey) => {
@@ -98,6 +101,11 @@ export function useChat(opts: {
         .then((res) => dispatch({ type: "history", key, messages: res.messages.map(fromWire) }))
         .catch((err: unknown) => dispatch({ type: "toast", text: `History of ${parseKey(key).name}: ${errorText(err)}`, now: Date.now() }));
     },
+    [api],
+  );
+
+  const fetchAfter = useCallback<ChatDeps["fetchAfter"]>(
+    (key, afterSeq, limit) => api.call(defs.getHistory, { conversation: conversationInit(key), afterSeq: BigInt(afterSeq), limit }),
     [api],
   );
 
@@ -153,7 +161,7 @@ export function useChat(opts: {
   }, [fetchOnline]);
   useEffect(() => () => clearTimeout(refreshTimer.current), []);
 
-  loaders.current = { loadHistory, loadConversations: loadConvs, refreshOnline };
+  loaders.current = { loadHistory, fetchAfter, loadConversations: loadConvs, refreshOnline };
 
   // Below the server's default typing limit (2/s, burst 5).
   const typingBudget = useMemo(() => new TokenBucket(1.5, 4), []);
