@@ -56,12 +56,12 @@ type Broker struct {
 	log    *slog.Logger
 	in     chan *nats.Msg
 
-	mu   sync.Mutex
-	subs map[string]*nats.Subscription
+	mu      sync.Mutex
+	subs    map[string]*nats.Subscription
 	recv    func(subject, reply string, data []byte)
 	resumed func(lost time.Time)
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 
 	lostAt  atomic.Int64 // unix nanos of the last disconnect not yet resumed
 	dropped atomic.Int64
