@@ -1,9 +1,10 @@
 // Command parley-check checks Parley's delivery guarantees end to end, for
 // fault scripts (scripts/faults) and CI: N publishers and M subscribers in
 // fresh rooms (and direct messages) on a running parleyd, reconnecting and
-// resuming through whatever happens to the server meanwhile. It records
-// every acknowledgement and every delivery (live, and what restores and
-// Resume replay), then reads history and reports:
+// resuming through whatever happens to the server meanwhile. It is a thin
+// command over package check (clients/go/check), which records every
+// acknowledgement and every delivery (live, and what restores and Resume
+// replay), then reads history and reports:
 //
 //   - acked_lost: acknowledged messages missing from history or never
 //     delivered to a subscriber who was a member;
@@ -34,6 +35,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/parleychat/parley/clients/go/check"
 )
 
 func main() {
@@ -46,7 +49,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("parley-check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cfg Config
+	var cfg check.Config
 	fs.StringVar(&cfg.Addr, "grpc-addr", "127.0.0.1:50051", "parleyd's native gRPC address")
 	fs.IntVar(&cfg.Publishers, "publishers", 4, "publishers (each its own user and session)")
 	fs.IntVar(&cfg.Subscribers, "subscribers", 4, "subscribers (each its own user and session), members of every room")
@@ -85,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, *deadline)
 	defer cancel()
 
-	rep, err := Check(ctx, cfg)
+	rep, err := check.Check(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "parley-check: %v\n", err)
 		if rep == nil || errors.Is(err, context.DeadlineExceeded) {
@@ -94,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	line, _ := json.Marshal(struct {
 		Check string `json:"check"`
-		*Report
+		*check.Report
 		Error string `json:"error,omitempty"`
 	}{"parley-check", rep, errString(err)})
 	fmt.Fprintf(stdout, "%s\n", line)
