@@ -137,7 +137,7 @@ func faultUnderLoad(t *testing.T, sig syscall.Signal) {
 	p := newParleyd(t)
 	struck := make(chan error, 1)
 	cfg := check.Config{
-		Addr: p.addr, Publishers: 3, Subscribers: 3, Rooms: 2, DMs: true,
+		Addrs: []string{p.addr}, Publishers: 3, Subscribers: 3, Rooms: 2, DMs: true,
 		Duration: 4 * time.Second, Rate: 25, SendTimeout: 30 * time.Second, Settle: 10 * time.Second,
 		Published: func() {
 			time.Sleep(500 * time.Millisecond) // under load, not at its first message
@@ -170,8 +170,8 @@ func faultUnderLoad(t *testing.T, sig syscall.Signal) {
 		t.Errorf("no client reconnected: the fault did not reach them")
 	}
 	if !rep.OK {
-		t.Errorf("after %v under load: acked lost %d (deliveries %d, history %d), duplicated %d, reordered %d, history gaps %d, stored duplicates %d",
-			sig, rep.AckedLost, rep.LostDeliveries, rep.LostFromHistory, rep.Duplicated, rep.Reordered, rep.HistoryGaps, rep.StoredDuplicates)
+		t.Errorf("after %v under load: acked lost %d (deliveries %d, history %d), duplicated %d, reordered %d, live gaps %d, history gaps %d, stored duplicates %d",
+			sig, rep.AckedLost, rep.LostDeliveries, rep.LostFromHistory, rep.Duplicated, rep.Reordered, rep.LiveGaps, rep.HistoryGaps, rep.StoredDuplicates)
 	}
 }
 
