@@ -96,6 +96,13 @@ type Report struct {
 	// RepairedByResume counts (message, subscriber) pairs that arrived only
 	// after the checker's final reconnect-and-resume.
 	RepairedByResume int `json:"repaired_by_resume"`
+	// FilledLive counts replayed deliveries of new messages in a
+	// conversation that had already had a live delivery on the same
+	// connection: messages the server's live stream skipped or delayed,
+	// which the SDK then read from history (its gap fill) or asked for (its
+	// gap repair). Not a failure, as the application got them in order or
+	// once, but a measure of the server's live ordering.
+	FilledLive int `json:"filled_live"`
 	// Nodes breaks sessions, acknowledgements and deliveries down by the
 	// node they happened on, in Config.Addrs order.
 	Nodes []NodeReport `json:"nodes"`
@@ -398,6 +405,7 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		rep.Reordered += s.reordered
 		rep.LiveGaps += s.liveGaps
+		rep.FilledLive += s.filled
 		rep.LiveDeliveries += s.live
 		rep.ReplayedDeliveries += s.replayed
 		for i, n := range s.byNode {

@@ -74,6 +74,7 @@ type member struct {
 	replayed  int
 	reordered int
 	liveGaps  int
+	filled    int
 	late      map[string]bool // ids delivered after the final resume began
 	final     bool            // the final resume began
 }
@@ -89,6 +90,7 @@ type nodeCounts struct {
 // session, from its Welcome to the next).
 type connState struct {
 	hi    map[string]int64 // conv -> highest seq delivered on it
+	lived map[string]bool  // convs with a live delivery on it
 	jumps []jump
 }
 
@@ -104,7 +106,7 @@ func newMember(name string, nodes *nodeSet, home int) *member {
 		name: name, nodes: nodes, home: home, at: -1,
 		sessions: map[string]int{}, byNode: make([]nodeCounts, len(nodes.addrs)),
 		delivered: map[string]int{}, top: map[string]int64{}, seqs: map[string]map[int64]bool{},
-		late: map[string]bool{}, conn: connState{hi: map[string]int64{}},
+		late: map[string]bool{}, conn: newConnState(),
 	}
 	m.next.Store(int32(home))
 	return m
@@ -270,7 +272,11 @@ func (m *member) endConn() {
 			}
 		}
 	}
-	m.conn = connState{hi: map[string]int64{}}
+	m.conn = newConnState()
+}
+
+func newConnState() connState {
+	return connState{hi: map[string]int64{}, lived: map[string]bool{}}
 }
 
 // acked counts an acknowledgement received on s.
@@ -318,9 +324,15 @@ func (m *member) deliver(msg *chatv1.Message, live bool) {
 		if hi, ok := m.conn.hi[key]; ok && seq <= hi {
 			m.reordered++
 		}
+		if !live && m.conn.lived[key] {
+			m.filled++
+		}
 		if top, ok := m.top[key]; ok && live && seq > top+1 {
 			m.conn.jumps = append(m.conn.jumps, jump{conv: key, from: top + 1, to: seq})
 		}
+	}
+	if live {
+		m.conn.lived[key] = true
 	}
 	if hi, ok := m.conn.hi[key]; !ok || seq > hi {
 		m.conn.hi[key] = seq

@@ -111,10 +111,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Error string `json:"error,omitempty"`
 	}{"parley-check", rep, errString(err)})
 	fmt.Fprintf(stdout, "%s\n", line)
-	fmt.Fprintf(stderr, "parley-check %s: acked %d (unacked %d, refused %d, retries %d, reconnects %d); lost %d, duplicated %d, reordered %d, live gaps %d, history gaps %d, stored duplicates %d; live %d, replayed %d, repaired by resume %d\n",
+	fmt.Fprintf(stderr, "parley-check %s: acked %d (unacked %d, refused %d, retries %d, reconnects %d); lost %d, duplicated %d, reordered %d, live gaps %d, history gaps %d, stored duplicates %d; live %d, replayed %d (filled live %d), repaired by resume %d\n",
 		rep.Run, rep.Acked, rep.Unacked, rep.Refused, rep.Retries, rep.Reconnects,
 		rep.AckedLost, rep.Duplicated, rep.Reordered, rep.LiveGaps, rep.HistoryGaps, rep.StoredDuplicates,
-		rep.LiveDeliveries, rep.ReplayedDeliveries, rep.RepairedByResume)
+		rep.LiveDeliveries, rep.ReplayedDeliveries, rep.FilledLive, rep.RepairedByResume)
 	if len(rep.Nodes) > 1 {
 		for _, n := range rep.Nodes {
 			fmt.Fprintf(stderr, "  node %s: members %d, sessions %d (reconnects %d, failed over %d), acked %d, live %d, replayed %d\n",
