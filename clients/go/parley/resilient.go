@@ -65,15 +65,15 @@ func WithReconnectHook(fn func(err error, wait time.Duration)) ReconnectOption {
 // Each conversation it has a cursor for comes in seq order, each message
 // once: a live message whose seq jumps past the cursor (seq > last+1, and
 // above any seq already delivered beyond an earlier gap) is held while the
-// missing ones are read from history ([Client.History], at most
-// maxGapFill of them), which are delivered first as one RecentMessages;
-// then the live message. A message at or below the cursor is a duplicate
-// and dropped, except where the cursor is a guess: below the first message
-// seen of a conversation it had no cursor for, and up to a room's latest
-// seq read when it was joined; there only messages already delivered (by
-// id) are dropped. When history cannot be read, or lacks some of the
-// missing messages, the live message is delivered anyway and the rest
-// follow later, out of order, by a Resume (see gapRepairAfter): so an
+// missing ones are read from history ([Client.History], at most 1,000 of
+// them), which are delivered first as one RecentMessages; then the live
+// message. A message at or below the cursor is a duplicate and dropped,
+// except where the cursor is a guess: below the first message seen of a
+// conversation it had no cursor for, and up to a room's latest seq read
+// when it was joined; there only messages already delivered (by id) are
+// dropped. When history cannot be read, or lacks some of the missing
+// messages, the live message is delivered anyway and the rest follow
+// later, out of order, by a Resume (once the gap has lasted 2s): so an
 // application that must never show a message out of order still sorts by
 // Message.seq.
 //
