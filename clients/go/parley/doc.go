@@ -11,6 +11,16 @@
 //     with backoff when the stream is lost, resumes every conversation from
 //     the last sequence it saw, and drops messages it already delivered.
 //
+// Order: a ResilientSession keeps a cursor per conversation (the last seq
+// delivered with none missing before it). A live message that jumps past
+// it (seq > last+1) is held while the missing messages are read with
+// [Client.History]; they are delivered first, as one RecentMessages event,
+// then the live one, on the same session. A message at or below the cursor
+// is a duplicate and dropped. So each conversation comes in seq order,
+// once, unless history cannot supply the missing messages: then they
+// follow later by Resume (see [ResilientSession] for the exact rules). A
+// plain Session keeps no cursors and passes on what the server sends.
+//
 // Credentials come from [WithToken], [WithTokenSource] or [WithAutoRefresh];
 // with the last, the client trades its refresh token before the access token
 // expires and hands each new access token to its live sessions in band, so a

@@ -60,8 +60,22 @@ func WithReconnectHook(fn func(err error, wait time.Duration)) ReconnectOption {
 // Events delivers what each underlying [Session] delivers, with the same
 // slow-consumer caveat: a Welcome opens each (re)connection. After a
 // reconnect, the server's connect-time copy of a conversation the session
-// already tracks is dropped in favour of the resumed replay; a live message
-// can still arrive before older missed ones, so order by Message.seq.
+// already tracks is dropped in favour of the resumed replay.
+//
+// Each conversation it has a cursor for comes in seq order, each message
+// once: a live message whose seq jumps past the cursor (seq > last+1, and
+// above any seq already delivered beyond an earlier gap) is held while the
+// missing ones are read from history ([Client.History], at most 1,000 of
+// them), which are delivered first as one RecentMessages; then the live
+// message. A message at or below the cursor is a duplicate and dropped,
+// except where the cursor is a guess: below the first message seen of a
+// conversation it had no cursor for, and up to a room's latest seq read
+// when it was joined; there only messages already delivered (by id) are
+// dropped. When history cannot be read, or lacks some of the missing
+// messages, the live message is delivered anyway and the rest follow
+// later, out of order, by a Resume (once the gap has lasted 2s): so an
+// application that must never show a message out of order still sorts by
+// Message.seq.
 //
 // Commands wait for a live session (bounded by their ctx). Send, SendPrivate
 // and SendFile are retried on the next session when the stream is lost
@@ -304,6 +318,13 @@ func (r *ResilientSession) pump(s *Session) {
 		}
 		switch e := ev.GetEvent().(type) {
 		case *chatv1.ServerEvent_Message:
+			if fill := r.fillGap(me, e.Message); fill != nil {
+				select {
+				case r.events <- fill:
+				case <-r.ctx.Done():
+					return
+				}
+			}
 			r.mu.Lock()
 			fresh := r.track.see(me, e.Message)
 			r.mu.Unlock()
@@ -353,6 +374,64 @@ const (
 	gapRepairAfter = 2 * time.Second // the server holds out-of-order deliveries for 1s
 	gapRepairTries = 3
 )
+
+// A live message that jumps past a conversation's cursor is held while
+// the missing messages are read from history: at most maxGapFill of them,
+// within gapFillTimeout (the session's events wait meanwhile). What that
+// does not bring is left to the gap repair above.
+const (
+	maxGapFill     = 1000 // the server's default replay cap
+	gapFillTimeout = 5 * time.Second
+)
+
+// fillGap returns, when m jumps past the cursor of a conversation already
+// tracked, the missing messages not yet delivered, read from history, as
+// one RecentMessages to deliver before m (and marks them delivered); nil
+// when there is no jump or nothing new was found. Called from pump only.
+func (r *ResilientSession) fillGap(me string, m *chatv1.Message) *chatv1.ServerEvent {
+	key, seq := convKey(me, m), m.GetSeq()
+	r.mu.Lock()
+	c := r.track.convs[key]
+	if c == nil || seq <= c.top()+1 {
+		r.mu.Unlock()
+		return nil
+	}
+	conv, after := c.conv, c.last
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(r.ctx, gapFillTimeout)
+	defer cancel()
+	var missing []*chatv1.Message
+	for len(missing) < maxGapFill {
+		page, more, err := r.c.History(ctx, conv, HistoryOptions{Forward: true, AfterSeq: after, Limit: 100})
+		if err != nil {
+			r.log.Debug("parley: gap not filled from history", "conversation", key, "after", after, "before", seq, "err", err)
+			break
+		}
+		for _, pm := range page {
+			if pm.GetSeq() < seq {
+				missing = append(missing, pm)
+			}
+		}
+		if !more || len(page) == 0 || page[len(page)-1].GetSeq() >= seq-1 {
+			break
+		}
+		after = page[len(page)-1].GetSeq()
+	}
+	r.mu.Lock()
+	kept := missing[:0]
+	for _, pm := range missing {
+		if r.track.see(me, pm) {
+			kept = append(kept, pm)
+		}
+	}
+	r.mu.Unlock()
+	if len(kept) == 0 {
+		return nil
+	}
+	return &chatv1.ServerEvent{Event: &chatv1.ServerEvent_RecentMessages{RecentMessages: &chatv1.RecentMessages{
+		Conversation: conv, Messages: kept,
+	}}}
+}
 
 type gapState struct {
 	last  int64 // the cursor when the gap was seen
@@ -536,7 +615,7 @@ func (r *ResilientSession) baseline(ctx context.Context, room string) {
 	}
 	r.mu.Lock()
 	if _, known := r.track.convs[key]; !known {
-		r.track.convs[key] = &convState{conv: Room(room), last: last}
+		r.track.convs[key] = &convState{conv: Room(room), last: last, floor: last}
 	}
 	r.mu.Unlock()
 }
@@ -586,6 +665,20 @@ type convState struct {
 	conv  *chatv1.Conversation // as a request names it (peer for direct)
 	last  int64                // every seq ≤ last was delivered or predates tracking
 	ahead map[int64]struct{}   // delivered seqs beyond a gap
+	// floor: seqs ≤ floor are below a guess, not known delivered: the seq
+	// before the first message seen, or a room's latest seq when it was
+	// joined (a message sent around the join may still be on its way).
+	// There only ids already seen are dropped; above it, every seq ≤ last.
+	floor int64
+}
+
+// top is the highest seq delivered (or assumed) in the conversation.
+func (c *convState) top() int64 {
+	top := c.last
+	for s := range c.ahead {
+		top = max(top, s)
+	}
+	return top
 }
 
 // dedupeWindow is how many message ids are remembered: more than a restore
@@ -630,20 +723,26 @@ func cursorKey(c *chatv1.Conversation) string {
 	return ""
 }
 
-// see records m and reports whether it is new.
+// see records m and reports whether it is new: not delivered before by
+// id, nor by seq (at or below the cursor, above its floor, or beyond a
+// gap).
 func (t *tracker) see(me string, m *chatv1.Message) bool {
 	key := convKey(me, m)
 	seq := m.GetSeq()
 	c := t.convs[key]
-	if id := m.GetId(); id != "" {
-		if _, dup := t.seen[id]; dup {
+	id := m.GetId()
+	if _, dup := t.seen[id]; dup && id != "" {
+		return false
+	}
+	if c != nil {
+		if _, dup := c.ahead[seq]; dup {
 			return false
 		}
-		if c != nil {
-			if _, dup := c.ahead[seq]; dup {
-				return false
-			}
+		if seq <= c.last && seq > c.floor {
+			return false
 		}
+	}
+	if id != "" {
 		if old := t.ring[t.next]; old != "" {
 			delete(t.seen, old)
 		}
@@ -656,7 +755,7 @@ func (t *tracker) see(me string, m *chatv1.Message) bool {
 		if key[0] == '@' {
 			conv = Direct(key[1:])
 		}
-		c = &convState{conv: conv, last: seq - 1}
+		c = &convState{conv: conv, last: seq - 1, floor: seq - 1}
 		t.convs[key] = c
 	}
 	switch {

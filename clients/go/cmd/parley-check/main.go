@@ -1,21 +1,26 @@
 // Command parley-check checks Parley's delivery guarantees end to end, for
 // fault scripts (scripts/faults) and CI: N publishers and M subscribers in
 // fresh rooms (and direct messages) on a running parleyd, reconnecting and
-// resuming through whatever happens to the server meanwhile. It records
-// every acknowledgement and every delivery (live, and what restores and
-// Resume replay), then reads history and reports:
+// resuming through whatever happens to the server meanwhile. It is a thin
+// command over package check (clients/go/check), which records every
+// acknowledgement and every delivery (live, and what restores and Resume
+// replay), then reads history and reports:
 //
 //   - acked_lost: acknowledged messages missing from history or never
 //     delivered to a subscriber who was a member;
 //   - duplicated: a message delivered twice to one subscriber;
 //   - reordered: a conversation's seq not increasing on one connection;
+//   - live_gaps: a live delivery that skipped seqs the SDK then did not
+//     fill on that connection;
 //   - history_gaps: seqs missing from a conversation's history;
 //   - stored_duplicates: one client_msg_id stored twice.
 //
-// It prints one JSON line on stdout (the summary, "ok" true when all are
-// 0) and a readable line on stderr, and exits 1 when any is not 0 (2 when
-// the run itself failed). It connects only where --grpc-addr says (meant
-// for loopback) and ends by --deadline.
+// It prints one JSON line on stdout (the summary, with per-node counts,
+// "ok" true when all are 0) and a readable line on stderr (and one per
+// node when --grpc-addr lists several), and exits 1 when any is not 0 (2
+// when the run itself failed). It connects only where --grpc-addr says
+// (meant for loopback) and ends by --deadline. Package check has the exact
+// definitions.
 //
 // `parley-check proxy --listen ADDR --target ADDR` is a TCP forwarder the
 // fault scripts put in front of PostgreSQL, to stall it (SIGSTOP the
@@ -32,8 +37,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/parleychat/parley/clients/go/check"
 )
 
 func main() {
@@ -46,8 +54,8 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("parley-check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cfg Config
-	fs.StringVar(&cfg.Addr, "grpc-addr", "127.0.0.1:50051", "parleyd's native gRPC address")
+	var cfg check.Config
+	addrs := fs.String("grpc-addr", "127.0.0.1:50051", "parleyd's native gRPC address; comma-separated for the nodes of a cluster (members are spread over them and fail over to the next)")
 	fs.IntVar(&cfg.Publishers, "publishers", 4, "publishers (each its own user and session)")
 	fs.IntVar(&cfg.Subscribers, "subscribers", 4, "subscribers (each its own user and session), members of every room")
 	fs.IntVar(&cfg.Rooms, "rooms", 2, "fresh rooms to publish in")
@@ -63,6 +71,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	debug := fs.Bool("debug", false, "log every retry to stderr")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	for _, a := range strings.Split(*addrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.Addrs = append(cfg.Addrs, a)
+		}
 	}
 	level := slog.LevelWarn
 	if *verbose {
@@ -85,7 +98,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, *deadline)
 	defer cancel()
 
-	rep, err := Check(ctx, cfg)
+	rep, err := check.Check(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "parley-check: %v\n", err)
 		if rep == nil || errors.Is(err, context.DeadlineExceeded) {
@@ -94,14 +107,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	line, _ := json.Marshal(struct {
 		Check string `json:"check"`
-		*Report
+		*check.Report
 		Error string `json:"error,omitempty"`
 	}{"parley-check", rep, errString(err)})
 	fmt.Fprintf(stdout, "%s\n", line)
-	fmt.Fprintf(stderr, "parley-check %s: acked %d (unacked %d, refused %d, retries %d, reconnects %d); lost %d, duplicated %d, reordered %d, history gaps %d, stored duplicates %d; live %d, replayed %d, repaired by resume %d\n",
+	fmt.Fprintf(stderr, "parley-check %s: acked %d (unacked %d, refused %d, retries %d, reconnects %d); lost %d, duplicated %d, reordered %d, live gaps %d, history gaps %d, stored duplicates %d; live %d, replayed %d (filled live %d), repaired by resume %d\n",
 		rep.Run, rep.Acked, rep.Unacked, rep.Refused, rep.Retries, rep.Reconnects,
-		rep.AckedLost, rep.Duplicated, rep.Reordered, rep.HistoryGaps, rep.StoredDuplicates,
-		rep.LiveDeliveries, rep.ReplayedDeliveries, rep.RepairedByResume)
+		rep.AckedLost, rep.Duplicated, rep.Reordered, rep.LiveGaps, rep.HistoryGaps, rep.StoredDuplicates,
+		rep.LiveDeliveries, rep.ReplayedDeliveries, rep.FilledLive, rep.RepairedByResume)
+	if len(rep.Nodes) > 1 {
+		for _, n := range rep.Nodes {
+			fmt.Fprintf(stderr, "  node %s: members %d, sessions %d (reconnects %d, failed over %d), acked %d, live %d, replayed %d\n",
+				n.Addr, n.Members, n.Sessions, n.Reconnects, n.FailedOver, n.Acked, n.LiveDeliveries, n.ReplayedDeliveries)
+		}
+	}
 	switch {
 	case err != nil:
 		return 2

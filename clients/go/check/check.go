@@ -1,4 +1,4 @@
-package main
+package check
 
 import (
 	"context"
@@ -23,8 +23,15 @@ import (
 
 // Config is one checker run.
 type Config struct {
-	// Addr is parleyd's native gRPC address.
-	Addr string
+	// Addrs are the native gRPC addresses of parleyd's nodes (one address
+	// for a single node). Members are spread over them round-robin:
+	// subscriber j starts on Addrs[j mod N], publisher i on
+	// Addrs[(i+1) mod N], so that with more than one node publisher i's
+	// direct messages to subscriber i (mod M) cross nodes. A member whose
+	// node refuses a connection moves on to the next address in the list
+	// (and stays there until that one fails), resuming as after any
+	// reconnect.
+	Addrs []string
 	// Publishers and Subscribers are how many users of each kind; every
 	// publisher and subscriber joins every room.
 	Publishers, Subscribers int
@@ -53,8 +60,14 @@ type Config struct {
 	Published func()
 }
 
-// Report is what a run found. The counts after Acked are failures: each
-// must be 0.
+// Report is what a run found. The counts from AckedLost on, except the
+// break-downs LostDeliveries and LostFromHistory, are failures: each must
+// be 0.
+//
+// Deliveries are counted for subscribers. A connection is one underlying
+// session of a subscriber's ResilientSession: it begins with a Welcome and
+// ends with the next one (or the run). A conversation is a room or the
+// direct conversation of two users.
 type Report struct {
 	Run         string `json:"run"`
 	Publishers  int    `json:"publishers"`
@@ -71,16 +84,28 @@ type Report struct {
 	// Retries counts sends retried after Unavailable, a lost session or a
 	// timeout.
 	Retries int64 `json:"retries"`
-	// Reconnects counts subscriber and publisher sessions re-established.
-	Reconnects int64 `json:"reconnects"`
+	// Reconnects counts sessions of subscribers and publishers
+	// re-established after the first (every Welcome but each member's
+	// first), including the checker's own final reconnects.
+	Reconnects int `json:"reconnects"`
 	// LiveDeliveries and ReplayedDeliveries count what subscribers got as
-	// live Message events and as RecentMessages (connect-time restore and
-	// Resume replays).
+	// live Message events and as RecentMessages (connect-time restore,
+	// Resume replays and the SDK's gap fills).
 	LiveDeliveries     int `json:"live_deliveries"`
 	ReplayedDeliveries int `json:"replayed_deliveries"`
 	// RepairedByResume counts (message, subscriber) pairs that arrived only
 	// after the checker's final reconnect-and-resume.
 	RepairedByResume int `json:"repaired_by_resume"`
+	// FilledLive counts replayed deliveries of new messages in a
+	// conversation that had already had a live delivery on the same
+	// connection: messages the server's live stream skipped or delayed,
+	// which the SDK then read from history (its gap fill) or asked for (its
+	// gap repair). Not a failure, as the application got them in order or
+	// once, but a measure of the server's live ordering.
+	FilledLive int `json:"filled_live"`
+	// Nodes breaks sessions, acknowledgements and deliveries down by the
+	// node they happened on, in Config.Addrs order.
+	Nodes []NodeReport `json:"nodes"`
 
 	// AckedLost counts acknowledged messages missing from history or from
 	// some member subscriber's deliveries.
@@ -90,12 +115,22 @@ type Report struct {
 	// history at their acknowledged seq.
 	LostDeliveries  int `json:"lost_deliveries"`
 	LostFromHistory int `json:"lost_from_history"`
-	// Duplicated counts deliveries of a message a subscriber already had.
+	// Duplicated counts deliveries of a message (by id) a subscriber had
+	// already been delivered, on any connection.
 	Duplicated int `json:"duplicated"`
-	// Reordered counts live deliveries whose seq did not exceed the last
-	// one of the same conversation on the same connection, plus replays out
-	// of order within one RecentMessages.
+	// Reordered counts deliveries, live or replayed, of a message new to
+	// the subscriber whose seq is lower than or equal to one already
+	// delivered in the same conversation on the same connection. (A
+	// delivery of a message the subscriber already had is Duplicated
+	// instead, so no delivery counts twice.)
 	Reordered int `json:"reordered"`
+	// LiveGaps counts live deliveries that jumped: seq s in a conversation
+	// the subscriber has a cursor for (a room it joined, or one it was
+	// delivered a message of before, on any connection) while some seq
+	// between its highest delivered one and s had not been delivered, and
+	// was still not delivered when the connection ended (the SDK did not
+	// fill it on that connection).
+	LiveGaps int `json:"live_gaps"`
 	// HistoryGaps counts seqs missing between 1 and a conversation's last.
 	HistoryGaps int `json:"history_gaps"`
 	// StoredDuplicates counts client_msg_ids stored more than once.
@@ -104,9 +139,29 @@ type Report struct {
 	OK bool `json:"ok"`
 }
 
+// NodeReport is one node's share of a run.
+type NodeReport struct {
+	Addr string `json:"addr"`
+	// Members counts the members (publishers and subscribers) that started
+	// on this node.
+	Members int `json:"members"`
+	// Sessions counts sessions of members welcomed here; Reconnects those
+	// of them that replaced a lost one, FailedOver those whose lost one was
+	// on another node.
+	Sessions   int `json:"sessions"`
+	Reconnects int `json:"reconnects"`
+	FailedOver int `json:"failed_over"`
+	// Acked counts acknowledgements publishers got from this node.
+	Acked int `json:"acked"`
+	// LiveDeliveries and ReplayedDeliveries count deliveries to
+	// subscribers on sessions of this node.
+	LiveDeliveries     int `json:"live_deliveries"`
+	ReplayedDeliveries int `json:"replayed_deliveries"`
+}
+
 // Failures is the sum of the counts that must be 0.
 func (r *Report) Failures() int {
-	return r.AckedLost + r.Duplicated + r.Reordered + r.HistoryGaps + r.StoredDuplicates
+	return r.AckedLost + r.Duplicated + r.Reordered + r.LiveGaps + r.HistoryGaps + r.StoredDuplicates
 }
 
 const password = "parley-check-password"
@@ -116,22 +171,6 @@ type ack struct {
 	id, cmid, conv string // conv: "r:room" or "d:a:b"
 	seq            int64
 	to             string // DM recipient; "" for rooms
-}
-
-// member is one user with its resilient session.
-type member struct {
-	name   string
-	client *parley.Client
-	rs     *parley.ResilientSession
-
-	mu        sync.Mutex
-	delivered map[string]int   // message id -> deliveries
-	lastLive  map[string]int64 // conv -> last live seq on this connection
-	live      int
-	replayed  int
-	reordered int
-	late      map[string]bool // ids delivered after the final resume began
-	final     bool            // the final resume began
 }
 
 func newRun() string {
@@ -147,7 +186,7 @@ func dmKey(a, b string) string {
 	return "d:" + a + ":" + b
 }
 
-// Check runs publishers and subscribers against cfg.Addr and reports what
+// Check runs publishers and subscribers against cfg.Addrs and reports what
 // was lost, duplicated, reordered or missing from history.
 func Check(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Run == "" {
@@ -156,6 +195,9 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("no server address")
+	}
 	if cfg.Publishers < 1 || cfg.Subscribers < 1 || cfg.Rooms < 0 || (cfg.Rooms == 0 && !cfg.DMs) {
 		return nil, errors.New("need at least one publisher, one subscriber and a room or DMs")
 	}
@@ -163,21 +205,42 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.Rate = 10
 	}
 	rep := &Report{Run: cfg.Run, Publishers: cfg.Publishers, Subscribers: cfg.Subscribers, Rooms: cfg.Rooms}
-	var retries, reconnects atomic.Int64
-	defer func() { rep.Retries, rep.Reconnects = retries.Load(), reconnects.Load() }()
+	for _, a := range cfg.Addrs {
+		rep.Nodes = append(rep.Nodes, NodeReport{Addr: a})
+	}
+	var retries atomic.Int64
+	defer func() { rep.Retries = retries.Load() }()
 
 	rooms := make([]string, cfg.Rooms)
 	for i := range rooms {
 		rooms[i] = fmt.Sprintf("%s-r%d", cfg.Run, i)
 	}
+	nodes := newNodeSet(cfg.Addrs)
 	var all, pubs, subs []*member
 	for i := range cfg.Publishers {
-		pubs = append(pubs, &member{name: fmt.Sprintf("%s-p%d", cfg.Run, i)})
+		pubs = append(pubs, newMember(fmt.Sprintf("%s-p%d", cfg.Run, i), nodes, (i+1)%len(cfg.Addrs)))
 	}
-	for i := range cfg.Subscribers {
-		subs = append(subs, &member{name: fmt.Sprintf("%s-s%d", cfg.Run, i)})
+	for j := range cfg.Subscribers {
+		subs = append(subs, newMember(fmt.Sprintf("%s-s%d", cfg.Run, j), nodes, j%len(cfg.Addrs)))
 	}
 	all = append(append(all, subs...), pubs...)
+	for _, m := range all {
+		rep.Nodes[m.home].Members++
+	}
+	// Sessions and reconnects are summed even when the run fails.
+	defer func() {
+		for _, m := range all {
+			m.mu.Lock()
+			rep.Reconnects += max(m.welcomes-1, 0)
+			for i, n := range m.byNode {
+				rep.Nodes[i].Sessions += n.sessions
+				rep.Nodes[i].Reconnects += n.reconnects
+				rep.Nodes[i].FailedOver += n.failedOver
+				rep.Nodes[i].Acked += n.acked
+			}
+			m.mu.Unlock()
+		}
+	}()
 	defer func() {
 		for _, m := range all {
 			if m.rs != nil {
@@ -195,12 +258,12 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 	var g errgroup.Group
 	g.SetLimit(4) // registration costs the server an argon2 hash each
 	for _, m := range all {
-		g.Go(func() error { return connectMember(ctx, cfg, m, rooms, &reconnects, &retries) })
+		g.Go(func() error { return connectMember(ctx, cfg, m, rooms, &retries) })
 	}
 	if err := g.Wait(); err != nil {
 		return rep, err
 	}
-	cfg.Log.Info("connected", "publishers", len(pubs), "subscribers", len(subs), "rooms", len(rooms))
+	cfg.Log.Info("connected", "publishers", len(pubs), "subscribers", len(subs), "rooms", len(rooms), "nodes", len(cfg.Addrs))
 
 	// Publish.
 	var mu sync.Mutex
@@ -322,6 +385,7 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 	lostIDs := map[string]bool{}
 	for _, s := range subs {
 		s.mu.Lock()
+		s.endConn()
 		for _, a := range acks {
 			if a.to != "" && a.to != s.name {
 				continue
@@ -339,9 +403,15 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 				rep.Duplicated += n - 1
 			}
 		}
+		rep.Reordered += s.reordered
+		rep.LiveGaps += s.liveGaps
+		rep.FilledLive += s.filled
 		rep.LiveDeliveries += s.live
 		rep.ReplayedDeliveries += s.replayed
-		rep.Reordered += s.reordered
+		for i, n := range s.byNode {
+			rep.Nodes[i].LiveDeliveries += n.live
+			rep.Nodes[i].ReplayedDeliveries += n.replayed
+		}
 		s.mu.Unlock()
 	}
 
@@ -458,6 +528,7 @@ func send(ctx context.Context, cfg Config, p *member, room, to, text, cmid strin
 			}
 			cancel()
 			if err == nil {
+				p.acked(s)
 				return a, nil
 			}
 		} else {
@@ -487,39 +558,6 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// connectMember registers m, opens its resilient session, starts
-// recording its events and joins the rooms, retrying while the server is
-// down or unavailable.
-func connectMember(ctx context.Context, cfg Config, m *member, rooms []string, reconnects, retries *atomic.Int64) error {
-	m.delivered, m.lastLive, m.late = map[string]int{}, map[string]int64{}, map[string]bool{}
-	anon, err := parley.Dial(ctx, cfg.Addr)
-	if err != nil {
-		return err
-	}
-	defer anon.Close()
-	var tok parley.Tokens
-	if err := again(ctx, retries, func() (err error) { tok, err = anon.Register(ctx, m.name, password); return err }); err != nil {
-		return fmt.Errorf("register %s: %w", m.name, err)
-	}
-	if m.client, err = parley.Dial(ctx, cfg.Addr, parley.WithToken(tok.AccessToken), parley.WithEventBuffer(4096)); err != nil {
-		return err
-	}
-	hook := parley.WithReconnectHook(func(error, time.Duration) { reconnects.Add(1) })
-	if err := again(ctx, retries, func() (err error) {
-		m.rs, err = m.client.ConnectResilient(ctx, parley.WithBackoff(100*time.Millisecond, time.Second), hook)
-		return err
-	}); err != nil {
-		return fmt.Errorf("connect %s: %w", m.name, err)
-	}
-	go m.record()
-	for _, r := range rooms {
-		if err := again(ctx, retries, func() error { _, err := m.rs.Join(ctx, r); return err }); err != nil {
-			return fmt.Errorf("%s join %s: %w", m.name, r, err)
-		}
-	}
-	return nil
-}
-
 // again runs f until it succeeds, fails for good, or a minute passes.
 func again(ctx context.Context, retries *atomic.Int64, f func() error) error {
 	end := time.Now().Add(time.Minute)
@@ -534,57 +572,6 @@ func again(ctx context.Context, retries *atomic.Int64, f func() error) error {
 		}
 		retries.Add(1)
 		sleep(ctx, max(wait, 200*time.Millisecond))
-	}
-}
-
-// record notes every delivery of m's sessions until they stop.
-func (m *member) record() {
-	for ev := range m.rs.Events() {
-		m.mu.Lock()
-		switch e := ev.GetEvent().(type) {
-		case *chatv1.ServerEvent_Welcome:
-			clear(m.lastLive) // a new connection: order is per connection
-		case *chatv1.ServerEvent_Message:
-			msg := e.Message
-			key := m.convOf(msg)
-			if last, ok := m.lastLive[key]; ok && msg.GetSeq() <= last {
-				m.reordered++
-			}
-			m.lastLive[key] = msg.GetSeq()
-			m.live++
-			m.deliver(msg)
-		case *chatv1.ServerEvent_RecentMessages:
-			var prev int64
-			for _, msg := range e.RecentMessages.GetMessages() {
-				if msg.GetSeq() <= prev {
-					m.reordered++
-				}
-				prev = msg.GetSeq()
-				m.replayed++
-				m.deliver(msg)
-			}
-		}
-		m.mu.Unlock()
-	}
-}
-
-func (m *member) convOf(msg *chatv1.Message) string {
-	if r := msg.GetConversation().GetRoom(); r != "" {
-		return "r:" + r
-	}
-	peer := msg.GetConversation().GetUser()
-	if peer == m.name {
-		peer = msg.GetSender()
-	}
-	return dmKey(m.name, peer)
-}
-
-// deliver counts one delivery; m.mu is held.
-func (m *member) deliver(msg *chatv1.Message) {
-	id := msg.GetId()
-	m.delivered[id]++
-	if m.final && m.delivered[id] == 1 {
-		m.late[id] = true
 	}
 }
 

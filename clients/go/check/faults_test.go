@@ -1,4 +1,4 @@
-package main
+package check_test
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/clients/go/check"
 )
 
 // parleyd is a real parleyd process the test starts, kills and restarts.
@@ -134,8 +136,8 @@ func (p *parleyd) signal(sig syscall.Signal, limit time.Duration) (time.Duration
 func faultUnderLoad(t *testing.T, sig syscall.Signal) {
 	p := newParleyd(t)
 	struck := make(chan error, 1)
-	cfg := Config{
-		Addr: p.addr, Publishers: 3, Subscribers: 3, Rooms: 2, DMs: true,
+	cfg := check.Config{
+		Addrs: []string{p.addr}, Publishers: 3, Subscribers: 3, Rooms: 2, DMs: true,
 		Duration: 4 * time.Second, Rate: 25, SendTimeout: 30 * time.Second, Settle: 10 * time.Second,
 		Published: func() {
 			time.Sleep(500 * time.Millisecond) // under load, not at its first message
@@ -151,7 +153,7 @@ func faultUnderLoad(t *testing.T, sig syscall.Signal) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	rep, err := Check(ctx, cfg)
+	rep, err := check.Check(ctx, cfg)
 	if err != nil {
 		t.Fatalf("check: %v (report %+v)", err, rep)
 	}
@@ -168,8 +170,8 @@ func faultUnderLoad(t *testing.T, sig syscall.Signal) {
 		t.Errorf("no client reconnected: the fault did not reach them")
 	}
 	if !rep.OK {
-		t.Errorf("after %v under load: acked lost %d (deliveries %d, history %d), duplicated %d, reordered %d, history gaps %d, stored duplicates %d",
-			sig, rep.AckedLost, rep.LostDeliveries, rep.LostFromHistory, rep.Duplicated, rep.Reordered, rep.HistoryGaps, rep.StoredDuplicates)
+		t.Errorf("after %v under load: acked lost %d (deliveries %d, history %d), duplicated %d, reordered %d, live gaps %d, history gaps %d, stored duplicates %d",
+			sig, rep.AckedLost, rep.LostDeliveries, rep.LostFromHistory, rep.Duplicated, rep.Reordered, rep.LiveGaps, rep.HistoryGaps, rep.StoredDuplicates)
 	}
 }
 
