@@ -143,12 +143,18 @@ cluster_up() {
 
 # check_start NAME ADDRS ARGS...: parley-check on ADDRS in the background
 # (its output in $WORK/NAME.json and NAME.err); returns once every
-# publisher has an acknowledged message.
+# publisher has an acknowledged message. The load is the cluster issue's:
+# $PUBLISHERS (6) publishers at $RATE (40) messages a second into rooms
+# and direct messages; with SERVER_ONLY=1 (the default) the SDK's repair
+# of live gaps is off, so the counts are the server's own stream's.
 check_start() {
   local name=$1 addrs=$2
   shift 2
   rm -f "$WORK/$name.ready"
-  "$BIN/parley-check" --grpc-addr "$addrs" --ready-file "$WORK/$name.ready" "$@" > "$WORK/$name.json" 2> "$WORK/$name.err" &
+  local only=()
+  [ "${SERVER_ONLY:-1}" = 1 ] && only=(--server-only)
+  "$BIN/parley-check" --grpc-addr "$addrs" --ready-file "$WORK/$name.ready" \
+    --publishers "${PUBLISHERS:-6}" --rate "${RATE:-40}" "${only[@]}" "$@" > "$WORK/$name.json" 2> "$WORK/$name.err" &
   CHECK_PIDS[$name]=$!
   local end=$((SECONDS + 60))
   until [ -e "$WORK/$name.ready" ]; do

@@ -51,6 +51,11 @@ type Config struct {
 	// Settle is how long, after publishing, deliveries may take to arrive
 	// (twice: before and after the final resume).
 	Settle time.Duration
+	// ServerOnly turns the SDK's repair of live gaps off
+	// (parley.WithoutGapRepair), so that the counts measure the server's
+	// own stream: a message it skipped live counts as lost until the final
+	// resume, and one it sent out of order as reordered.
+	ServerOnly bool
 	// Run names this run's users and rooms; default random.
 	Run string
 	// Log receives progress; nil discards.

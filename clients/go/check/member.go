@@ -201,7 +201,11 @@ func connectMember(ctx context.Context, cfg Config, m *member, rooms []string, r
 		return err
 	}
 	if err := again(ctx, retries, func() (err error) {
-		m.rs, err = m.client.ConnectResilient(ctx, parley.WithBackoff(100*time.Millisecond, time.Second))
+		ropts := []parley.ReconnectOption{parley.WithBackoff(100*time.Millisecond, time.Second)}
+		if cfg.ServerOnly {
+			ropts = append(ropts, parley.WithoutGapRepair())
+		}
+		m.rs, err = m.client.ConnectResilient(ctx, ropts...)
 		return err
 	}); err != nil {
 		return fmt.Errorf("connect %s: %w", m.name, err)

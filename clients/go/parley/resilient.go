@@ -22,6 +22,7 @@ type reconnectConfig struct {
 	min, max time.Duration
 	cursors  []*chatv1.ConversationCursor
 	hook     func(err error, wait time.Duration)
+	noRepair bool
 }
 
 // WithBackoff sets the reconnect delays: the first retry waits about min,
@@ -43,6 +44,15 @@ func WithResumeFrom(cursors []*chatv1.ConversationCursor) ReconnectOption {
 // the session's event goroutine and must return quickly.
 func WithReconnectHook(fn func(err error, wait time.Duration)) ReconnectOption {
 	return func(c *reconnectConfig) { c.hook = fn }
+}
+
+// WithoutGapRepair turns off the filling and repair of gaps in the live
+// stream (both below): a session then delivers what the server sends, in
+// the order it sends it, dropping only what it already delivered. It is
+// for tools that measure the server's own ordering (parley-check); an
+// application wants the repair.
+func WithoutGapRepair() ReconnectOption {
+	return func(c *reconnectConfig) { c.noRepair = true }
 }
 
 // ResilientSession is a live session that survives lost connections and
@@ -306,6 +316,9 @@ func (r *ResilientSession) pump(s *Session) {
 			}
 			ev = e
 		case now := <-tick.C:
+			if r.cfg.noRepair {
+				continue
+			}
 			r.mu.Lock()
 			cursors := r.track.gapCursors(gaps, now)
 			r.mu.Unlock()
@@ -389,6 +402,9 @@ const (
 // one RecentMessages to deliver before m (and marks them delivered); nil
 // when there is no jump or nothing new was found. Called from pump only.
 func (r *ResilientSession) fillGap(me string, m *chatv1.Message) *chatv1.ServerEvent {
+	if r.cfg.noRepair {
+		return nil
+	}
 	key, seq := convKey(me, m), m.GetSeq()
 	r.mu.Lock()
 	c := r.track.convs[key]

@@ -63,6 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish")
 	fs.Float64Var(&cfg.Rate, "rate", 20, "messages per second per publisher")
 	fs.DurationVar(&cfg.SendTimeout, "send-timeout", time.Minute, "how long one message is retried before it counts as unacknowledged")
+	fs.BoolVar(&cfg.ServerOnly, "server-only", false, "turn the SDK's live gap repair off: count what the server's stream itself skips or reorders")
 	fs.DurationVar(&cfg.Settle, "settle", 15*time.Second, "how long deliveries may take after publishing")
 	fs.StringVar(&cfg.Run, "run", "", "name of this run's users and rooms (default random)")
 	readyFile := fs.String("ready-file", "", "create this file once every publisher has an acknowledged message (a fault script waits for it)")
