@@ -270,6 +270,10 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	}
 	s := newSession(randomID(8), id.Username, h.cfg.QueueSize)
 	s.slow = &h.slowConsumers
+	// Live events wait behind the restore below (its history is read after
+	// registration), so none reaches the client ahead of older messages.
+	s.hold()
+	defer s.release()
 	welcome := &chatv1.Welcome{
 		SessionId:  s.ID,
 		User:       &chatv1.User{Username: id.Username, Role: id.Role},
@@ -280,7 +284,7 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	if !tokenExpiry.IsZero() {
 		welcome.TokenExpiresAt = timestamppb.New(tokenExpiry)
 	}
-	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Welcome{Welcome: welcome}})
+	s.sendEventNow(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Welcome{Welcome: welcome}})
 
 	var joined []string
 	h.mu.Lock()
@@ -311,7 +315,7 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	// the first page only, so a connect costs the same however many users
 	// are online.
 	users, next, count := h.onlinePageLocked("", h.cfg.OnlineSnapshotLimit)
-	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_OnlineUsers{OnlineUsers: &chatv1.OnlineUsers{
+	s.sendEventNow(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_OnlineUsers{OnlineUsers: &chatv1.OnlineUsers{
 		Users: users, OnlineCount: int32(count), NextPageToken: next,
 	}}})
 	if first && !h.onlineElsewhere(id.Username) {
@@ -341,7 +345,7 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 		h.Detach(s)
 		return nil, err
 	}
-	s.SendEvent(recentEvent(&chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: GeneralRoom}}, recent))
+	s.sendEventNow(recentEvent(&chatv1.Conversation{Kind: &chatv1.Conversation_Room{Room: GeneralRoom}}, recent))
 
 	// A user who never had a session (LastSeenAt zero) has missed every
 	// direct message sent to it: zero reads from the start.
@@ -352,7 +356,7 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	}
 	replayed, complete := len(dms), !more
 	h.sendGrouped(s, dms)
-	s.SendEvent(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
+	s.sendEventNow(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
 		Rooms: rooms, MessagesReplayed: int32(replayed), Complete: complete,
 	}}})
 	return s, nil
@@ -944,6 +948,9 @@ func (h *Hub) Resume(ctx context.Context, s *Session, requestID string, cursors 
 			rooms = append(rooms, r)
 		}
 	}
+	// Live events wait behind the replay (see Session.hold).
+	s.hold()
+	defer s.release()
 	budget, replayed, complete := h.cfg.ReplayCap, 0, true
 	for i, c := range cursors {
 		after := max(c.GetLastSeq(), 0)
@@ -965,7 +972,7 @@ func (h *Hub) Resume(ctx context.Context, s *Session, requestID string, cursors 
 			if len(msgs) > 0 {
 				ev := recentEvent(c.GetConversation(), msgs)
 				ev.RequestId = requestID
-				s.SendEvent(ev)
+				s.sendEventNow(ev)
 				after = msgs[len(msgs)-1].Seq
 				budget -= len(msgs)
 				replayed += len(msgs)
@@ -975,7 +982,7 @@ func (h *Hub) Resume(ctx context.Context, s *Session, requestID string, cursors 
 			}
 		}
 	}
-	s.SendEvent(&chatv1.ServerEvent{RequestId: requestID, Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
+	s.sendEventNow(&chatv1.ServerEvent{RequestId: requestID, Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
 		Rooms: rooms, MessagesReplayed: int32(replayed), Complete: complete,
 	}}})
 	return nil
@@ -1007,7 +1014,7 @@ func (h *Hub) sendGrouped(s *Session, msgs []store.Message) {
 		}
 		for len(ms) > 0 {
 			n := min(replayPage, len(ms))
-			s.SendEvent(recentEvent(conv, ms[:n]))
+			s.sendEventNow(recentEvent(conv, ms[:n]))
 			ms = ms[n:]
 		}
 	}

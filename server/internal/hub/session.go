@@ -130,8 +130,13 @@ type Session struct {
 	ID       string
 	Username string
 
-	mu        sync.Mutex
-	queue     []*Frame
+	mu    sync.Mutex
+	queue []*Frame
+	// While a restore or Resume replays history (holds > 0), frames the
+	// hub fans out wait in held, behind the replay: a live message must not
+	// reach the client before the older ones the replay brings.
+	held      []*Frame
+	holds     int
 	limit     int
 	ready     chan struct{} // holds a token while the queue is not empty; made by Ready
 	urgent    chan struct{} // gets a token when the queue reaches half its bound; made by Urgent
@@ -245,17 +250,27 @@ func (s *Session) DrainOnClose() bool { return s.drain.Load() }
 
 // Send queues f without blocking. A full queue means the client cannot keep
 // up: the session is closed as a slow consumer rather than stall the sender.
-func (s *Session) Send(f *Frame) bool {
+func (s *Session) Send(f *Frame) bool { return s.send(f, false) }
+
+// sendNow is Send for the replay itself, ahead of what is held.
+func (s *Session) sendNow(f *Frame) bool { return s.send(f, true) }
+
+func (s *Session) send(f *Frame, now bool) bool {
 	select {
 	case <-s.done:
 		return false
 	default:
 	}
 	s.mu.Lock()
-	if len(s.queue) >= s.limit {
+	if len(s.queue)+len(s.held) >= s.limit {
 		s.mu.Unlock()
 		s.Close(ReasonSlowConsumer, false)
 		return false
+	}
+	if s.holds > 0 && !now {
+		s.held = append(s.held, f)
+		s.mu.Unlock()
+		return true
 	}
 	s.queue = append(s.queue, f)
 	first, half := len(s.queue) == 1, len(s.queue) == s.half()
@@ -275,6 +290,42 @@ func (s *Session) Send(f *Frame) bool {
 
 // SendEvent encodes and queues one event for this session only.
 func (s *Session) SendEvent(ev *chatv1.ServerEvent) bool { return s.Send(Encode(ev)) }
+
+// sendEventNow is SendEvent for a replay's own events (see hold).
+func (s *Session) sendEventNow(ev *chatv1.ServerEvent) bool { return s.sendNow(Encode(ev)) }
+
+// hold makes fan-out frames wait until release, while the caller replays
+// history with sendNow; holds nest.
+func (s *Session) hold() {
+	s.mu.Lock()
+	s.holds++
+	s.mu.Unlock()
+}
+
+// release queues what was held, after the replay.
+func (s *Session) release() {
+	s.mu.Lock()
+	s.holds--
+	if s.holds > 0 || len(s.held) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	first := len(s.queue) == 0
+	s.queue = append(s.queue, s.held...)
+	s.held = nil
+	half := len(s.queue) >= s.half()
+	ready, urgent := s.ready, s.urgent
+	s.mu.Unlock()
+	if half {
+		signal(urgent)
+	}
+	if first {
+		signal(ready)
+		if f := s.onReady.Load(); f != nil {
+			(*f)()
+		}
+	}
+}
 
 // Close ends the session once; with drain the writer flushes what is queued
 // (such as a final notice) before it stops.
