@@ -185,12 +185,17 @@ func testCluster(t *testing.T, dirA, dirB, databaseURL string) {
 		t.Fatalf("room members changed on B = %v", mc)
 	}
 
-	if _, err := admin.Broadcast(actx, &chatv1.BroadcastRequest{Text: "cluster-wide"}); err != nil {
-		t.Fatal(err)
+	// Counts span the cluster: alice, dave and erin on A, bob on B.
+	if br, err := admin.Broadcast(actx, &chatv1.BroadcastRequest{Text: "cluster-wide"}); err != nil || br.GetSessions() != 4 {
+		t.Fatalf("broadcast reached %d sessions (%v), want 4 on both nodes", br.GetSessions(), err)
 	}
 	bob.next(func(ev *chatv1.ServerEvent) bool { return ev.GetAdminBroadcast().GetText() == "cluster-wide" })
-	if _, err := admin.DisconnectUser(actx, &chatv1.DisconnectUserRequest{Username: "bob"}); err != nil {
-		t.Fatal(err)
+	if br, err := admin.Broadcast(actx, &chatv1.BroadcastRequest{Text: "ops only", Room: "ops"}); err != nil || br.GetSessions() != 4 {
+		t.Fatalf("room broadcast reached %d sessions (%v), want 4", br.GetSessions(), err)
+	}
+	bob.next(func(ev *chatv1.ServerEvent) bool { return ev.GetAdminBroadcast().GetText() == "ops only" })
+	if dr, err := admin.DisconnectUser(actx, &chatv1.DisconnectUserRequest{Username: "bob"}); err != nil || dr.GetSessions() != 1 {
+		t.Fatalf("disconnect on A closed %d of bob's sessions on B (%v), want 1", dr.GetSessions(), err)
 	}
 	bob.ended()
 	alice.next(wentOffline("bob"))

@@ -126,7 +126,8 @@ type Config struct {
 	// NATSURL joins this node to a cluster over NATS: nodes that share the
 	// NATS subject and the database serve one chat. Empty runs one node.
 	NATSURL string
-	// NATSSubject is the cluster's subject; default "parley.events".
+	// NATSSubject is the prefix of the cluster's NATS subjects (rooms,
+	// users, presence, admin: see the hub's cluster.go); default "parley".
 	NATSSubject string
 	// DisableRegistration refuses Auth.Register.
 	DisableRegistration bool

@@ -22,6 +22,7 @@ type parleyd struct {
 	bin     string
 	dataDir string
 	addr    string
+	args    []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -66,8 +67,11 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func newParleyd(t *testing.T) *parleyd {
-	p := &parleyd{t: t, bin: buildParleyd(t), dataDir: t.TempDir(), addr: freePort(t)}
+func newParleyd(t *testing.T) *parleyd { return newParleydArgs(t) }
+
+// newParleydArgs is newParleyd with more flags (a cluster's).
+func newParleydArgs(t *testing.T, args ...string) *parleyd {
+	p := &parleyd{t: t, bin: buildParleyd(t), dataDir: t.TempDir(), addr: freePort(t), args: args}
 	p.start()
 	t.Cleanup(func() {
 		p.mu.Lock()
@@ -88,8 +92,9 @@ func newParleyd(t *testing.T) *parleyd {
 // waits until it accepts connections.
 func (p *parleyd) start() {
 	p.t.Helper()
-	cmd := exec.Command(p.bin, "--data-dir", p.dataDir, "--grpc-addr", p.addr, "--http-addr", "off", "--metrics-addr", "off",
-		"--log-level", "warn", "--rate-limits", "message=unlimited,join=unlimited,connect=unlimited,other=unlimited")
+	args := append([]string{"--data-dir", p.dataDir, "--grpc-addr", p.addr, "--http-addr", "off", "--metrics-addr", "off",
+		"--log-level", "warn", "--rate-limits", "message=unlimited,join=unlimited,connect=unlimited,other=unlimited"}, p.args...)
+	cmd := exec.Command(p.bin, args...)
 	cmd.Stdout, cmd.Stderr = &p.logs, &p.logs
 	if err := cmd.Start(); err != nil {
 		p.t.Fatal(err)

@@ -260,7 +260,7 @@ func (c cli) serve(args []string) error {
 	namesLimit := fs.num("presence-names-limit", 1000, "above this many users online, presence changes carry only the count (names_omitted), and so do a room's member changes above this many members; negative always sends names")
 	noRegister := fs.boolean("disable-registration", "refuse Auth.Register")
 	natsURL := fs.str("nats-url", "", "NATS server URL: join the nodes that share it (and the database) into one cluster")
-	natsSubject := fs.str("nats-subject", "parley.events", "the cluster's NATS subject")
+	natsSubject := fs.str("nats-subject", "parley", "prefix of the cluster's NATS subjects (clusters sharing a NATS server but not a database need their own)")
 	rates := fs.str("rate-limits", "", "per-user limits kind=rate/s:burst,... kinds: message,typing,join,upload,connect,other")
 	grace := fs.dur("shutdown-grace", 10*time.Second, "on SIGTERM: the whole graceful stop (refuse new clients, notify and drain sessions, close storage) ends within this")
 	logLevel := fs.str("log-level", "info", "debug, info, warn or error")
