@@ -12,9 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/clients/go/check"
 	"github.com/parleychat/parley/clients/go/parley"
+	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 )
 
 // clusterEnv is what the nodes of one test cluster share: a fresh
