@@ -133,6 +133,7 @@ type Hub struct {
 	msgsIn, msgsOut atomic.Int64
 	dropped         atomic.Int64 // frames not queued: the session was closed or full
 	slowConsumers   atomic.Int64 // sessions closed because their queue was full
+	filled          atomic.Int64 // messages delivered from the store to fill a gap
 }
 
 // count records a fan-out's n queued and d dropped frames.
@@ -1195,6 +1196,18 @@ func (h *Hub) OnlineCount() int {
 	return h.onlineCountLocked()
 }
 
+// ClusterDropped counts cluster events not published because the
+// outbound queue was full (0 on a single node).
+func (h *Hub) ClusterDropped() int64 {
+	if h.cluster == nil {
+		return 0
+	}
+	return h.cluster.dropped.Load()
+}
+
+// Filled counts messages delivered from the store to fill gaps.
+func (h *Hub) Filled() int64 { return h.filled.Load() }
+
 // isLocal reports whether name has a session on this node.
 func (h *Hub) isLocal(name string) bool {
 	h.mu.RLock()
@@ -1211,6 +1224,7 @@ func (h *Hub) deliverStored(conv string, msgs []store.Message) {
 	if !ok || len(msgs) == 0 {
 		return
 	}
+	h.filled.Add(int64(len(msgs)))
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if len(msgs) <= smallFill {

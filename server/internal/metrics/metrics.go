@@ -193,6 +193,7 @@ func (m *Metrics) Watch(src Sources) {
 	counter("parley_messages_out_total", "Events queued to sessions by fan-out (deliveries).", nil, stat(func(st hub.Stats) int64 { return st.MessagesOut }))
 	counter("parley_messages_dropped_total", "Events fan-out could not queue because the session was closing or its queue was full.", nil, stat(func(st hub.Stats) int64 { return st.Dropped }))
 	counter("parley_slow_consumer_disconnects_total", "Sessions closed because their outbound queue was full.", nil, stat(func(st hub.Stats) int64 { return st.SlowConsumers }))
+	counter("parley_store_filled_messages_total", "Messages delivered from the store to fill a gap in the live stream (an event lost or late between nodes, or a catch-up after a NATS outage).", nil, func() float64 { return float64(h.Filled()) })
 	gauge("parley_cluster_peers", "Other nodes this node has heard from within the presence TTL (0 on a single node).", func() float64 { return float64(h.Peers()) })
 
 	for _, k := range ratelimit.Kinds() {
@@ -212,6 +213,10 @@ func (m *Metrics) Watch(src Sources) {
 		})
 		counter("parley_nats_reconnects_total", "Times the NATS connection was re-established.", nil, func() float64 { return float64(b.Reconnects()) })
 		counter("parley_nats_dropped_total", "Cluster events NATS dropped because this node's subscription fell behind.", nil, func() float64 { return float64(b.Dropped()) })
+		counter("parley_nats_received_messages_total", "Cluster events this node received: only its rooms' and users' traffic, presence and admin.", nil, func() float64 { n, _ := b.Received(); return float64(n) })
+		counter("parley_nats_received_bytes_total", "Bytes of the cluster events this node received.", nil, func() float64 { _, n := b.Received(); return float64(n) })
+		gauge("parley_nats_subscriptions", "NATS subjects this node listens on (its rooms and users, and the cluster's own).", func() float64 { return float64(b.Subscriptions()) })
+		counter("parley_cluster_outbound_dropped_total", "Cluster events not published because the outbound queue was full (stored messages among them are announced for the others to read from the store).", nil, func() float64 { return float64(h.ClusterDropped()) })
 	}
 }
 
