@@ -97,6 +97,7 @@ type cluster struct {
 
 	out     chan outbound
 	dropped atomic.Int64
+	warned  atomic.Int64 // when a publish failure was last logged (unix nanos)
 
 	mu        sync.Mutex
 	peers     map[string]*peer
@@ -213,8 +214,21 @@ func (c *cluster) send(o outbound) {
 	if err == nil {
 		err = c.broker.Publish(o.subject, o.reply, b)
 	}
-	if err != nil {
-		c.h.log.Warn("cluster publish", "kind", o.env.Kind, "err", err)
+	if err == nil {
+		return
+	}
+	// NATS is unreachable and the client's reconnect buffer is full: a
+	// stored message is announced as a tail once the link is back, so the
+	// others read it from the store.
+	c.dropped.Add(1)
+	if o.env.Seq > 0 && o.env.Kind != clusterv1.Kind_KIND_TAIL {
+		c.mu.Lock()
+		c.tails[o.env.Conversation] = max(c.tails[o.env.Conversation], o.env.Seq)
+		c.mu.Unlock()
+	}
+	if now := time.Now().UnixNano(); now-c.warned.Load() > int64(time.Second) {
+		c.warned.Store(now)
+		c.h.log.Warn("cluster publish", "kind", o.env.Kind, "err", err, "dropped_total", c.dropped.Load())
 	}
 }
 
@@ -852,6 +866,9 @@ func (c *cluster) snapshot() *clusterv1.PresenceDelta {
 	return d
 }
 
+// catchUpReads bounds the store reads a catch-up runs at once.
+const catchUpReads = 8
+
 // resumed catches up after events may have been lost: every conversation
 // tracked here is read from the store to its end and delivered (in pages,
 // which a healthy session's queue takes), and each local user's direct
@@ -862,8 +879,16 @@ func (c *cluster) resumed(lost time.Time) {
 	// Subjects that failed to subscribe while disconnected get their
 	// start now.
 	c.reconcile(context.Background())
+	c.sendTails()
+	// A bounded number of reads at once: a node tracking thousands of
+	// conversations must not open thousands of store queries together.
+	sem := make(chan struct{}, catchUpReads)
 	for _, co := range h.seq.all() {
-		go h.seq.catchUp(co, math.MaxInt64)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			h.seq.catchUp(co, math.MaxInt64)
+		}()
 	}
 	h.mu.RLock()
 	users := make([]string, 0, len(h.users))

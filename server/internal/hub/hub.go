@@ -357,6 +357,18 @@ func (h *Hub) Attach(ctx context.Context, id Identity, tokenExpiry time.Time) (*
 	}
 	replayed, complete := len(dms), !more
 	h.sendGrouped(s, dms)
+	if h.cluster != nil && complete {
+		// Every direct message committed after the subscription began and
+		// before that read is in the replay, and every later one arrives
+		// live: each replayed conversation starts after its last one.
+		last := map[string]int64{}
+		for _, m := range dms {
+			last[m.Conversation] = max(last[m.Conversation], m.Seq)
+		}
+		for conv, seq := range last {
+			h.seq.track(conv, seq)
+		}
+	}
 	s.sendEventNow(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_StateRestored{StateRestored: &chatv1.StateRestored{
 		Rooms: rooms, MessagesReplayed: int32(replayed), Complete: complete,
 	}}})

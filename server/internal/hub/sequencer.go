@@ -461,6 +461,12 @@ func (q *sequencer) establish(co *convOrder) {
 	co.mu.Lock()
 	defer co.mu.Unlock()
 	co.establishing = false
+	if co.next != 0 {
+		// Tracked meanwhile (the user's restore replayed it): that start
+		// is exact, and what this read found is before it or pending.
+		co.runLocked(q)
+		return
+	}
 	co.next = base + 1
 	for _, m := range msgs {
 		if m.Seq <= base {
