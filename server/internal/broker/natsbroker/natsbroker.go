@@ -13,6 +13,13 @@
 // disconnect, which this package reports through Receiver.Resumed). A
 // stream would store every message a second time, on the write path.
 //
+// Queue groups are not used: every node with an interest needs every
+// event, not one of them. Presence is not kept in a JetStream KV bucket:
+// a dead node's keys would outlive it until a per-key TTL (nats-server
+// 2.11; this machine runs 2.9), while heartbeats on a subject let the
+// others drop it within seconds, and a node that missed a change asks
+// the one that made it (Gather), which NATS request/reply does for free.
+//
 // Ordering: all subscriptions deliver into one channel read by one
 // goroutine, so the receiver sees the events in the order this connection
 // got them; NATS keeps each publisher's order.
