@@ -29,7 +29,14 @@
 // authorization, content-type, grpc-timeout, grpc-encoding,
 // grpc-accept-encoding, x-grpc-web, x-user-agent, user-agent and te reach
 // the server, whether they came as HTTP headers or in the WebSocket header
-// frame. The header frame must arrive within 10s. A browser that goes away
+// frame. The header frame must arrive within 10s. With Config.Sessions
+// set, the WebSocket transport's Chat.Connect is attached to the server's
+// sessions directly (like /ws): its header frame gives the authorization
+// and grpc-timeout (the call's deadline, as on a gRPC server: when it
+// passes the session ends with DEADLINE_EXCEEDED); a broken header frame
+// or client message ends the call with a status in its trailers, and a
+// message over MaxFrameBytes ends it with INVALID_ARGUMENT naming the
+// limit, then closes with 1009. A browser that goes away
 // ends the call: a close or read error cancels the stream, and on Linux
 // TCP_USER_TIMEOUT (2 x PingInterval) makes the kernel drop a peer that
 // stops acknowledging, which the pings guarantee is noticed.

@@ -167,6 +167,9 @@ const slowCloseTimeout = time.Second
 func (s *wsSession) end(code websocket.StatusCode, reason string) {
 	s.endOnce.Do(func() {
 		s.code, s.reason = code, closeReason(reason)
+		if s.grpcWeb != nil {
+			s.grpcWeb.trailer.CompareAndSwap(nil, noTrailer) // ended without a status
+		}
 		close(s.done)
 		s.mu.Lock()
 		s.ended = true
