@@ -248,7 +248,7 @@ func (b *Bridge) Close() error {
 			s.endGRPCWeb(status.New(codes.Unavailable, "server shutting down"))
 			continue
 		}
-		s.end(closeGoingAway, "server shutting down")
+		s.endFor(session.Disconnect{Code: session.CodeGoingAway, Reason: "server shutting down"})
 	}
 	b.wg.Wait()
 	if b.proxy != nil {

@@ -84,12 +84,16 @@
 // closes with 1002. No extension is negotiated (no compression); messages
 // may be fragmented. The handshake and the frames are the bridge's own
 // (wsConn): an idle connection then costs a few hundred bytes besides its
-// session, not a WebSocket library's connection state. The
-// stream's final status becomes the close code and reason; see CloseCode
-// for the table. The bridge pings every PingInterval and ends a session
-// whose pong does not come within another PingInterval. Events wait in a
-// queue of SendQueue; a client that lets it fill is closed with 1008
-// "slow consumer", and its Connect stream is cancelled.
+// session, not a WebSocket library's connection state. A session the
+// server ends sends a Disconnect event last, and the close carries its
+// code and reason; otherwise the stream's final status becomes the close
+// code and reason; see CloseCode for the table. The bridge pings every
+// PingInterval and ends a session whose pong does not come within another
+// PingInterval. Events wait in a queue of SendQueue; a client that lets it
+// fill is closed with 1008 "slow consumer", and its Connect stream is
+// cancelled. A proxied session the bridge ends itself while its stream is
+// open (that slow consumer, or Close: 1001) gets the Disconnect event of
+// the same code first, best effort, as the server's sessions do.
 //
 // # REST
 //
