@@ -436,4 +436,3 @@ func (e *Engine) readLoop(ctx context.Context, t Transport, sess *hub.Session) e
 		}
 	}
 }
-

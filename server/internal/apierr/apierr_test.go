@@ -293,7 +293,7 @@ func TestStatusLog(t *testing.T) {
 		{errors.New("pq: syntax error"), true},
 		{status.Error(codes.Unknown, "odd"), true},
 		{fmt.Errorf("read blob: %w", syscall.EIO), true},
-		{apierr.Internal(), false}, // made by code that logged it, or had nothing to say
+		{apierr.Internal(), false},                                                                // made by code that logged it, or had nothing to say
 		{apierr.Unavailable(storefault.Classify(store.ErrClosed), apierr.StoreRetryAfter), false}, // logged by the guard
 		{status.Error(codes.PermissionDenied, "no"), false},
 		{context.Canceled, false},
