@@ -11,8 +11,11 @@ import (
 	"time"
 
 	"github.com/improbable-eng/grpc-web/go/grpcweb"
-	"github.com/parleychat/parley/server/session"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/parleychat/parley/server/session"
 )
 
 // Defaults for the zero values of Config.
@@ -240,7 +243,12 @@ func (b *Bridge) Close() error {
 	b.mu.Unlock()
 
 	for _, s := range sessions {
-		s.end(closeGoingAway, "server shutting down")
+		if s.grpcWeb != nil {
+			// The table's 1001: Unavailable, in the call's trailers.
+			s.endGRPCWeb(status.New(codes.Unavailable, "server shutting down"))
+			continue
+		}
+		s.endFor(session.Disconnect{Code: session.CodeGoingAway, Reason: "server shutting down"})
 	}
 	b.wg.Wait()
 	if b.proxy != nil {

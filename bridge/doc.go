@@ -29,7 +29,14 @@
 // authorization, content-type, grpc-timeout, grpc-encoding,
 // grpc-accept-encoding, x-grpc-web, x-user-agent, user-agent and te reach
 // the server, whether they came as HTTP headers or in the WebSocket header
-// frame. The header frame must arrive within 10s. A browser that goes away
+// frame. The header frame must arrive within 10s. With Config.Sessions
+// set, the WebSocket transport's Chat.Connect is attached to the server's
+// sessions directly (like /ws): its header frame gives the authorization
+// and grpc-timeout (the call's deadline, as on a gRPC server: when it
+// passes the session ends with DEADLINE_EXCEEDED); a broken header frame
+// or client message ends the call with a status in its trailers, and a
+// message over MaxFrameBytes ends it with INVALID_ARGUMENT naming the
+// limit, then closes with 1009. A browser that goes away
 // ends the call: a close or read error cancels the stream, and on Linux
 // TCP_USER_TIMEOUT (2 x PingInterval) makes the kernel drop a peer that
 // stops acknowledging, which the pings guarantee is noticed.
@@ -77,12 +84,16 @@
 // closes with 1002. No extension is negotiated (no compression); messages
 // may be fragmented. The handshake and the frames are the bridge's own
 // (wsConn): an idle connection then costs a few hundred bytes besides its
-// session, not a WebSocket library's connection state. The
-// stream's final status becomes the close code and reason; see CloseCode
-// for the table. The bridge pings every PingInterval and ends a session
-// whose pong does not come within another PingInterval. Events wait in a
-// queue of SendQueue; a client that lets it fill is closed with 1008
-// "slow consumer", and its Connect stream is cancelled.
+// session, not a WebSocket library's connection state. A session the
+// server ends sends a Disconnect event last, and the close carries its
+// code and reason; otherwise the stream's final status becomes the close
+// code and reason; see CloseCode for the table. The bridge pings every
+// PingInterval and ends a session whose pong does not come within another
+// PingInterval. Events wait in a queue of SendQueue; a client that lets it
+// fill is closed with 1008 "slow consumer", and its Connect stream is
+// cancelled. A proxied session the bridge ends itself while its stream is
+// open (that slow consumer, or Close: 1001) gets the Disconnect event of
+// the same code first, best effort, as the server's sessions do.
 //
 // # REST
 //

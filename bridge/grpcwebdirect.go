@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -98,20 +100,27 @@ func (s *wsSession) runGRPCWeb(conn *wsConn, ip string) {
 	_, data, err := conn.ReadMessage()
 	late.Stop()
 	if err == nil {
-		var auth string
-		if auth, err = parseGRPCWebHeaders(data); err != nil {
+		var call grpcWebCall
+		if call, err = parseGRPCWebHeaders(data); err != nil {
 			s.endGRPCWeb(status.New(codes.InvalidArgument, err.Error()))
 		} else {
-			t := &grpcWebTransport{s: s, ip: ip}
-			ctx := context.WithValue(context.Background(), grpcWebKey{}, true)
-			err := s.b.cfg.Sessions.Attach(ctx, session.Conn{Authorization: auth, ClientIP: ip}, t, t.detached)
+			ctx, cancel := context.WithCancel(context.WithValue(context.Background(), grpcWebKey{}, true))
+			if call.hasTimeout {
+				// As a gRPC server sets a call's deadline from grpc-timeout:
+				// the session's own watch ends it when the deadline passes,
+				// with DeadlineExceeded through the Disconnect table.
+				ctx, cancel = context.WithTimeout(ctx, call.timeout)
+			}
+			t := &grpcWebTransport{s: s, ip: ip, cancel: cancel}
+			err := s.b.cfg.Sessions.Attach(ctx, session.Conn{Authorization: call.auth, ClientIP: ip}, t, t.detached)
 			if err == nil {
 				return // the session finishes the connection
 			}
+			cancel()
 			t.Close(session.FromStatus(err))
 		}
 	} else {
-		s.readFailed(err)
+		s.grpcWebReadFailed(err)
 	}
 	s.end(closeGoingAway, "")
 	<-s.closed
@@ -119,8 +128,31 @@ func (s *wsSession) runGRPCWeb(conn *wsConn, ip string) {
 	s.finish(ip)
 }
 
-// endGRPCWeb ends the call with st in its trailers.
+// grpcWebReadFailed is readFailed for a gRPC-Web call. A message over the
+// limit also ends the call with a status that says so, the Disconnect
+// table's for 1009 (InvalidArgument), in trailers before the 1009 close:
+// improbable's wrapper only closes, which a browser's client reports as a
+// call that ended without a status.
+func (s *wsSession) grpcWebReadFailed(err error) {
+	if errors.Is(err, websocket.ErrMessageTooBig) {
+		d := session.Disconnect{Code: session.CodeTooBig, Reason: fmt.Sprintf("grpc-web: a message over the %d-byte limit", s.conn.limit)}
+		s.grpcWeb.trailer.CompareAndSwap(nil, status.Convert(d.Err()))
+	}
+	s.readFailed(err)
+}
+
+// noTrailer seals a call that ended without a status (its peer vanished
+// or broke the protocol, a write failed): a status that comes after the
+// end, such as the session's own for the same failure, must not race the
+// close to the wire.
+var noTrailer = status.New(codes.Unknown, "")
+
+// endGRPCWeb ends the call with st in its trailers; nil is OK (as
+// status.Convert(nil) gives it), which needs its trailers too.
 func (s *wsSession) endGRPCWeb(st *status.Status) {
+	if st == nil {
+		st = status.New(codes.OK, "")
+	}
 	s.grpcWeb.trailer.CompareAndSwap(nil, st)
 	code := closeNormal // as improbable closes after the trailers
 	if st.Code() == codes.Unavailable {
@@ -135,7 +167,7 @@ func (s *wsSession) endGRPCWeb(st *status.Status) {
 // close frame, under the close's write deadline.
 func (s *wsSession) writeTrailer() {
 	st := s.grpcWeb.trailer.Load()
-	if st == nil {
+	if st == nil || st == noTrailer {
 		return
 	}
 	cork := s.conn.cork
@@ -176,33 +208,93 @@ func appendGRPCMessage(b []byte, msg string) []byte {
 	return b
 }
 
-// parseGRPCWebHeaders reads the header frame and returns the one header
-// of it a session uses, authorization. The rest (content-type, x-grpc-web,
-// user agents) is the client library's and is dropped, as are identity
-// and forwarding headers: the client's address is the TCP peer's.
-func parseGRPCWebHeaders(data []byte) (auth string, err error) {
+// grpcWebCall is what a session uses of the header frame.
+type grpcWebCall struct {
+	auth       string        // authorization, or empty
+	timeout    time.Duration // grpc-timeout, when hasTimeout
+	hasTimeout bool
+}
+
+// parseGRPCWebHeaders reads the header frame and returns the headers of it
+// a session uses: authorization, and grpc-timeout (the call's deadline,
+// as a gRPC server honours it). The rest (content-type, x-grpc-web, user
+// agents) is the client library's and is dropped, as are identity and
+// forwarding headers: the client's address is the TCP peer's.
+func parseGRPCWebHeaders(data []byte) (grpcWebCall, error) {
+	var call grpcWebCall
 	r := textproto.NewReader(bufio.NewReader(io.MultiReader(strings.NewReader(string(data)), strings.NewReader("\r\n"))))
 	h, err := r.ReadMIMEHeader()
 	if err != nil {
-		return "", fmt.Errorf("bad header frame: %v", err)
+		return call, fmt.Errorf("bad header frame: %v", err)
 	}
 	if vv := h["Authorization"]; len(vv) > 1 {
-		return "", fmt.Errorf("bad header frame: authorization given %d times", len(vv))
+		return call, fmt.Errorf("bad header frame: authorization given %d times", len(vv))
 	} else if len(vv) == 1 {
-		auth = vv[0]
+		call.auth = vv[0]
 	}
-	if !printableASCII(auth) {
-		return "", fmt.Errorf("bad header frame: authorization must be printable ASCII")
+	if !printableASCII(call.auth) {
+		return call, fmt.Errorf("bad header frame: authorization must be printable ASCII")
 	}
-	return auth, nil
+	switch vv := h["Grpc-Timeout"]; len(vv) {
+	case 0:
+	case 1:
+		if call.timeout, call.hasTimeout, err = parseGRPCTimeout(vv[0]); err != nil {
+			return call, fmt.Errorf("bad header frame: %v", err)
+		}
+	default:
+		return call, fmt.Errorf("bad header frame: grpc-timeout given %d times", len(vv))
+	}
+	return call, nil
+}
+
+// parseGRPCTimeout reads a grpc-timeout value as gRPC over HTTP/2 defines
+// it: at most 8 digits, then a unit, H, M, S, m, u or n. A value longer
+// than a time.Duration holds (99999999H is some 11,000 years) is no
+// deadline at all (ok false).
+func parseGRPCTimeout(v string) (d time.Duration, ok bool, err error) {
+	bad := func() (time.Duration, bool, error) {
+		return 0, false, fmt.Errorf("grpc-timeout %q: want up to 8 digits and a unit (H, M, S, m, u or n)", clip(v))
+	}
+	if len(v) < 2 || len(v) > 9 {
+		return bad()
+	}
+	var n int64
+	for _, c := range []byte(v[:len(v)-1]) {
+		if c < '0' || c > '9' {
+			return bad()
+		}
+		n = n*10 + int64(c-'0')
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return bad()
+	}
+	if n > math.MaxInt64/int64(unit) {
+		return 0, false, nil
+	}
+	return time.Duration(n) * unit, true, nil
 }
 
 // grpcWebTransport is the gRPC-Web WebSocket as the server's session sees
 // it: the hub's encoded events framed straight into the corked write
 // buffer, a burst to one write(2).
 type grpcWebTransport struct {
-	s  *wsSession
-	ip string
+	s      *wsSession
+	ip     string
+	cancel context.CancelFunc // releases the call's context (and its deadline) once detached
 }
 
 // errClientGone is how a vanished client ends its call: improbable's
@@ -212,7 +304,7 @@ var errClientGone = status.Error(codes.Canceled, "client went away")
 func (t *grpcWebTransport) Recv(ev *chatv1.ClientEvent) error {
 	_, data, err := t.s.conn.ReadMessage()
 	if err != nil {
-		t.s.readFailed(err)
+		t.s.grpcWebReadFailed(err)
 		return errClientGone
 	}
 	msg, halfClosed, err := grpcWebClientMessage(data)
@@ -230,8 +322,9 @@ func (t *grpcWebTransport) Recv(ev *chatv1.ClientEvent) error {
 
 // grpcWebClientMessage unwraps one client message of improbable's
 // transport: 0x00 and one whole, uncompressed gRPC frame (its message
-// returned), or a lone 0x01 (halfClosed). Anything else is a broken
-// client and ends the call with InvalidArgument.
+// returned), or a lone 0x01 (halfClosed). A compressed frame ends the
+// call with Unimplemented (no compression is negotiated), anything else
+// with InvalidArgument: a broken client.
 func grpcWebClientMessage(data []byte) (msg []byte, halfClosed bool, err error) {
 	switch {
 	case len(data) == 1 && data[0] == 1:
@@ -243,8 +336,10 @@ func grpcWebClientMessage(data []byte) (msg []byte, halfClosed bool, err error) 
 	switch {
 	case len(f) < 5:
 		return nil, false, status.Error(codes.InvalidArgument, "grpc-web: truncated gRPC frame")
+	case f[0] == 1:
+		return nil, false, status.Error(codes.Unimplemented, "grpc-web: gRPC frame flag 0x1: compression is not supported")
 	case f[0] != 0:
-		return nil, false, status.Errorf(codes.Unimplemented, "grpc-web: gRPC frame flag %#x: compression is not supported", f[0])
+		return nil, false, status.Errorf(codes.InvalidArgument, "grpc-web: gRPC frame flag %#x: a client message's flag must be 0x0", f[0])
 	case uint64(binary.BigEndian.Uint32(f[1:5])) != uint64(len(f)-5):
 		return nil, false, status.Error(codes.InvalidArgument, "grpc-web: gRPC frame length does not match its WebSocket message")
 	}
@@ -284,6 +379,7 @@ func (t *grpcWebTransport) Close(d session.Disconnect) {
 
 // detached finishes the connection once the session has let go of it.
 func (t *grpcWebTransport) detached() {
+	t.cancel()
 	<-t.s.closed
 	t.s.finish(t.ip)
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/parleychat/parley/bridge"
 	"github.com/parleychat/parley/bridge/internal/grpcwebws"
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/session"
 )
 
 func TestMain(m *testing.M) {
@@ -192,6 +193,20 @@ func (c *testChat) Connect(stream chatv1.Chat_ConnectServer) (err error) {
 				return status.Error(codes.Internal, "internal error")
 			case text == "bye":
 				return nil
+			case strings.HasPrefix(text, "disconnect:"):
+				// As parleyd ends a session: its Disconnect event, then
+				// the status of the same row of the table.
+				var code int
+				var reason string
+				if i := strings.IndexByte(text[len("disconnect:"):], ':'); i >= 0 {
+					code, _ = strconv.Atoi(text[len("disconnect:") : len("disconnect:")+i])
+					reason = text[len("disconnect:")+i+1:]
+				}
+				d := session.Disconnect{Code: session.Code(code), Reason: reason}
+				if err := stream.Send(d.Event()); err != nil {
+					return err
+				}
+				return d.Err()
 			case text == "invalid":
 				out = append(out, &chatv1.ServerEvent{RequestId: rid, Event: &chatv1.ServerEvent_Error{Error: &chatv1.Error{
 					Code: chatv1.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, Message: "text: invalid",
@@ -518,16 +533,26 @@ func mustReadWS(t testing.TB, ctx context.Context, c *websocket.Conn, wantType w
 // readClose reads until the connection closes and returns the close frame.
 func readClose(t testing.TB, ctx context.Context, c *websocket.Conn) websocket.CloseError {
 	t.Helper()
+	_, ce := readLastAndClose(t, ctx, c)
+	return ce
+}
+
+// readLastAndClose reads until the connection closes and returns the last
+// event before the close frame (nil if none came) and the close frame.
+func readLastAndClose(t testing.TB, ctx context.Context, c *websocket.Conn) (*chatv1.ServerEvent, websocket.CloseError) {
+	t.Helper()
+	var last *chatv1.ServerEvent
 	for {
-		_, _, err := c.Read(ctx)
+		_, ev, raw, err := readWS(ctx, c)
 		if err == nil {
+			last = ev
 			continue
 		}
 		var ce websocket.CloseError
 		if !errors.As(err, &ce) {
-			t.Fatalf("connection ended without a close frame: %v", err)
+			t.Fatalf("connection ended without a close frame: %v (%s)", err, raw)
 		}
-		return ce
+		return last, ce
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/session"
 )
 
 const (
@@ -116,6 +117,9 @@ type wsItem struct {
 	ev    *chatv1.ServerEvent
 	final *status.Status
 	isEnd bool
+	// disconnect, on the end, is the Disconnect event the server sent last,
+	// if it did: the close then carries its code and reason.
+	disconnect *chatv1.Disconnect
 }
 
 // wsSession is one /ws connection and its Connect stream.
@@ -150,6 +154,13 @@ type wsSession struct {
 	closed  chan struct{} // closed when the WebSocket is
 	code    websocket.StatusCode
 	reason  string
+	// farewell is the Disconnect event of a proxied session the bridge
+	// itself ends while the stream is open (slow consumer, shutdown),
+	// written before the close as the server's sessions write theirs.
+	farewell *chatv1.ServerEvent
+	// writerDone is closed when the proxied path's writeLoop returns; nil
+	// until it starts (s.mu guards the field).
+	writerDone chan struct{}
 
 	grpcWeb *grpcWebState // set on a gRPC-Web Connect (grpcwebdirect.go)
 }
@@ -164,9 +175,23 @@ const slowCloseTimeout = time.Second
 
 // end records why the session ends and closes the WebSocket (once run has
 // started); the first call wins.
-func (s *wsSession) end(code websocket.StatusCode, reason string) {
+func (s *wsSession) end(code websocket.StatusCode, reason string) { s.endWith(code, reason, nil) }
+
+// endFor ends the session for a reason of the bridge's own, d from the one
+// Disconnect table: the close carries its code and reason and, on the
+// proxied path, the client first gets d as a Disconnect event, as from a
+// session the server ends. (Attached to the server's sessions, the
+// session writes its own.)
+func (s *wsSession) endFor(d session.Disconnect) {
+	s.endWith(websocket.StatusCode(d.Code), d.Reason, d.Event())
+}
+
+func (s *wsSession) endWith(code websocket.StatusCode, reason string, farewell *chatv1.ServerEvent) {
 	s.endOnce.Do(func() {
-		s.code, s.reason = code, closeReason(reason)
+		s.code, s.reason, s.farewell = code, closeReason(reason), farewell
+		if s.grpcWeb != nil {
+			s.grpcWeb.trailer.CompareAndSwap(nil, noTrailer) // ended without a status
+		}
 		close(s.done)
 		s.mu.Lock()
 		s.ended = true
@@ -190,11 +215,38 @@ func (s *wsSession) shutdown() {
 		// connection for long.
 		grace = slowCloseTimeout
 	}
+	deadline := time.Now().Add(grace)
 	if s.grpcWeb != nil {
-		_ = s.conn.cork.SetWriteDeadline(time.Now().Add(grace))
+		_ = s.conn.cork.SetWriteDeadline(deadline)
 		s.writeTrailer()
 	}
-	_ = s.conn.Close(s.code, s.reason, grace)
+	if s.farewell != nil {
+		s.sayFarewell(deadline)
+	}
+	_ = s.conn.Close(s.code, s.reason, time.Until(deadline))
+}
+
+// sayFarewell writes the Disconnect event of a proxied session the bridge
+// ended, once its writer has stopped (so that the event is the last one),
+// within deadline: a writer stuck on a client that stopped reading fails
+// at the deadline, and the event with it. Best effort, as on the server:
+// the close carries the same code and reason.
+func (s *wsSession) sayFarewell(deadline time.Time) {
+	s.mu.Lock()
+	writerDone := s.writerDone
+	s.mu.Unlock()
+	if writerDone == nil {
+		return // attached, or the stream never opened
+	}
+	_ = s.conn.cork.SetWriteDeadline(deadline)
+	<-writerDone
+	typ, frame, err := s.encode(wsItem{ev: s.farewell})
+	if err != nil {
+		return
+	}
+	if s.conn.cork.WriteFrame(typ, frame) == nil {
+		_ = s.conn.cork.Uncork()
+	}
 }
 
 // run serves the connection until it ends, or until a session attached
@@ -275,9 +327,13 @@ func (s *wsSession) readLoop(ctx context.Context, ip, subToken string, late *tim
 		return false
 	}
 	s.queue = make(chan wsItem, s.b.cfg.SendQueue)
+	writerDone := make(chan struct{})
+	s.mu.Lock()
+	s.writerDone = writerDone
+	s.mu.Unlock()
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.recvLoop(stream) }()
-	go func() { defer s.wg.Done(); s.writeLoop() }()
+	go func() { defer s.wg.Done(); defer close(writerDone); s.writeLoop() }()
 
 	sendOK := true
 	if !isHello {
@@ -356,11 +412,12 @@ func (s *wsSession) enqueue(it wsItem) {
 	case s.queue <- it:
 	case <-s.done:
 	default:
-		s.end(closeSlowConsumer, "slow consumer")
+		s.endFor(session.Disconnect{Code: session.CodeSlowConsumer, Reason: "slow consumer"})
 	}
 }
 
 func (s *wsSession) recvLoop(stream grpc.ClientStream) {
+	var last []byte // the last message, which may be the server's Disconnect
 	for {
 		m := new(rawMsg)
 		if err := stream.RecvMsg(m); err != nil {
@@ -368,11 +425,33 @@ func (s *wsSession) recvLoop(stream grpc.ClientStream) {
 			if !errors.Is(err, io.EOF) {
 				st = status.Convert(err)
 			}
-			s.enqueue(wsItem{final: st, isEnd: true})
+			s.enqueue(wsItem{final: st, isEnd: true, disconnect: lastDisconnect(last)})
 			return
 		}
+		last = m.b
 		s.enqueue(wsItem{raw: m.b})
 	}
+}
+
+// lastDisconnect is the Disconnect event in raw, the last message of a
+// stream, if it is one. A session the server ends sends it before its
+// status and gives the close code there: the status alone cannot always
+// name it (a slow consumer and a rate limit both end ResourceExhausted,
+// 1008 and 4429 in the table). Only the last message is decoded, once per
+// stream.
+func lastDisconnect(raw []byte) *chatv1.Disconnect {
+	if raw == nil {
+		return nil
+	}
+	ev := new(chatv1.ServerEvent)
+	if proto.Unmarshal(raw, ev) != nil {
+		return nil
+	}
+	d := ev.GetDisconnect()
+	if d == nil || d.GetCode() > 0xffff || !validCloseCode(websocket.StatusCode(d.GetCode())) {
+		return nil
+	}
+	return d
 }
 
 func (s *wsSession) writeLoop() {
@@ -382,7 +461,11 @@ func (s *wsSession) writeLoop() {
 			return
 		case it := <-s.queue:
 			if it.isEnd {
-				s.end(CloseCode(it.final), it.final.Message())
+				if d := it.disconnect; d != nil {
+					s.end(websocket.StatusCode(d.GetCode()), d.GetReason())
+				} else {
+					s.end(CloseCode(it.final), it.final.Message())
+				}
 				return
 			}
 			typ, frame, err := s.encode(it)

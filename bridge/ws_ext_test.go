@@ -9,9 +9,13 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parleychat/parley/bridge"
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
+	"github.com/parleychat/parley/server/session"
 )
 
 func TestWSJSONRoundTrip(t *testing.T) {
@@ -260,6 +264,7 @@ func TestWSFinalStatusToCloseCode(t *testing.T) {
 		badToken   bool
 		code       websocket.StatusCode
 		reason     string
+		disconnect bool // the server sent a Disconnect event last
 	}{
 		{user: "cc-ok", text: "bye", code: websocket.StatusNormalClosure, reason: ""},
 		{user: "cc-perm", text: "perm", code: 4403, reason: "not allowed in this room"},
@@ -267,6 +272,13 @@ func TestWSFinalStatusToCloseCode(t *testing.T) {
 		{user: "cc-exhausted", text: "exhausted", code: 4429, reason: "too many connections"},
 		{user: "cc-internal", text: "internal", code: 4500, reason: "internal error"},
 		{user: "cc-unauth", badToken: true, code: 4401, reason: "missing or invalid token"},
+		// A session the server ended: the close carries its Disconnect's
+		// code, which the status alone cannot always name (ResourceExhausted
+		// is 4429 by the table, but a slow consumer's is 1008).
+		{user: "cc-slow", text: "disconnect:1008:slow consumer", code: websocket.StatusPolicyViolation, reason: "slow consumer", disconnect: true},
+		{user: "cc-admin", text: "disconnect:4409:disconnected by an administrator: spam", code: 4409, reason: "disconnected by an administrator: spam", disconnect: true},
+		{user: "cc-restart", text: "disconnect:1012:server shutting down", code: websocket.StatusServiceRestart, reason: "server shutting down", disconnect: true},
+		{user: "cc-limited", text: "disconnect:4429:too many connections", code: 4429, reason: "too many connections", disconnect: true},
 	} {
 		t.Run(tc.user, func(t *testing.T) {
 			t.Parallel()
@@ -279,11 +291,44 @@ func TestWSFinalStatusToCloseCode(t *testing.T) {
 				mustReadWS(t, ctx, c, websocket.MessageText)
 				writeJSONEvent(t, ctx, c, say("x", "general", tc.text))
 			}
-			ce := readClose(t, ctx, c)
+			last, ce := readLastAndClose(t, ctx, c)
 			if ce.Code != tc.code || ce.Reason != tc.reason {
 				t.Fatalf("close %d %q, want %d %q", ce.Code, ce.Reason, tc.code, tc.reason)
 			}
+			if d := last.GetDisconnect(); tc.disconnect && (d.GetCode() != uint32(tc.code) || d.GetReason() != tc.reason) {
+				t.Fatalf("last event %v, want the server's Disconnect", last)
+			}
 		})
+	}
+}
+
+// TestWSSlowConsumerToldWhy: a client whose queue fills (here, one event,
+// behind a burst) while its socket still takes writes is told why, as a
+// session the server ends tells it: a Disconnect event from the table,
+// then the close with the same code and reason.
+func TestWSSlowConsumerToldWhy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, inProcess, func(c *bridge.Config) { c.SendQueue = 1 })
+	for _, format := range []websocket.MessageType{websocket.MessageText, websocket.MessageBinary} {
+		ctx := testCtx(t)
+		c := dialWS(t, ctx, e, wsOpts{})
+		user := "told-" + format.String()
+		if err := c.Write(ctx, format, []byte(hello(user))); err != nil {
+			t.Fatal(err)
+		}
+		mustReadWS(t, ctx, c, format)
+		writeJSONEvent(t, ctx, c, say("f", "general", "flood:5000:10"))
+		last, ce := readLastAndClose(t, ctx, c)
+		want := session.Disconnect{Code: session.CodeSlowConsumer, Reason: "slow consumer"}.Event().GetDisconnect()
+		if ce.Code != websocket.StatusPolicyViolation || ce.Reason != "slow consumer" {
+			t.Fatalf("%v: close %d %q, want 1008 \"slow consumer\"", format, ce.Code, ce.Reason)
+		}
+		if !proto.Equal(last.GetDisconnect(), want) {
+			t.Fatalf("%v: last event %v, want %v", format, last, want)
+		}
+		if err := e.waitEnded(t, user, 10*time.Second); status.Code(err) != codes.Canceled {
+			t.Fatalf("%v: the stream ended %v, want cancelled", format, err)
+		}
 	}
 }
 
@@ -404,8 +449,13 @@ func TestBridgeCloseEndsSessions(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { done <- e.bridge.Close() }()
-	if ce := readClose(t, ctx, c); ce.Code != websocket.StatusGoingAway {
+	last, ce := readLastAndClose(t, ctx, c)
+	if ce.Code != websocket.StatusGoingAway {
 		t.Fatalf("close %v, want 1001", ce)
+	}
+	// The table's row for it, told first as the server's sessions tell it.
+	if d := last.GetDisconnect(); d.GetCode() != 1001 || !d.GetReconnect() || d.GetReason() != ce.Reason {
+		t.Fatalf("last event %v, want Disconnect 1001 %q", last, ce.Reason)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -278,6 +278,7 @@ type Store interface {
 	authsvc.Store
 	adminsvc.Store
 	filegc.Store
+	UserStore // EnsureUser's
 	DeleteMessagesBefore(ctx context.Context, t time.Time) (int64, error)
 	DeleteExpiredRefreshTokens(ctx context.Context, now time.Time) (int64, error)
 	// Ping reports whether the database answers, for /readyz.

@@ -78,8 +78,8 @@ func (g *guardedStore) CreateUser(ctx context.Context, u store.User) error {
 	return call0(g, ctx, "CreateUser", func(ctx context.Context) error { return g.Store.CreateUser(ctx, u) })
 }
 
-func (g *guardedStore) SetUserActive(ctx context.Context, username string, active bool) error {
-	return call0(g, ctx, "SetUserActive", func(ctx context.Context) error { return g.Store.SetUserActive(ctx, username, active) })
+func (g *guardedStore) UpdateUser(ctx context.Context, username string, check store.UserCheck, change store.UserChange) error {
+	return call0(g, ctx, "UpdateUser", func(ctx context.Context) error { return g.Store.UpdateUser(ctx, username, check, change) })
 }
 
 func (g *guardedStore) SetUserRole(ctx context.Context, username, role string) error {

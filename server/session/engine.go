@@ -121,7 +121,9 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Open(ctx context.Context, p *auth.Principal) (*hub.Session, error) {
 	sess, err := e.hub.Attach(ctx, hub.Identity{Username: p.Username, Role: p.Role.Proto(), LastSeenAt: p.LastSeenAt}, p.ExpiresAt())
 	if err != nil {
-		return nil, toStatus(e.log, err)
+		// apierr's one mapping at a call boundary; the cause of an
+		// internal error is logged, never sent.
+		return nil, apierr.StatusLog(e.log, "opening a chat session failed", err)
 	}
 	e.cfg.Observer.SessionStarted(ctx)
 	return sess, nil
@@ -433,21 +435,4 @@ func (e *Engine) readLoop(ctx context.Context, t Transport, sess *hub.Session) e
 			sess.SendEvent(reply)
 		}
 	}
-}
-
-// toStatus maps a failure to open a session to its gRPC status; causes of
-// internal errors are logged, never sent.
-func toStatus(log *slog.Logger, err error) error {
-	var e *apierr.Error
-	switch {
-	case errors.As(err, &e):
-		return e.GRPCStatus().Err()
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
-	}
-	if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
-		return err
-	}
-	log.Error("opening a chat session failed", "err", err)
-	return status.Error(codes.Internal, "internal error")
 }

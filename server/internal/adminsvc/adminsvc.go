@@ -1,8 +1,10 @@
 // Package adminsvc implements chat.v1.Admin for moderators and admins. The
 // interceptors check that the caller's role reaches the method; this
 // package checks who may act on whom (the actor/target table in
-// proto/chat/v1/admin.proto, see mayAct) and then acts. Safe for
-// concurrent use.
+// proto/chat/v1/admin.proto, see mayAct) and then acts. A change to a
+// user is checked against the target's role as the write's own store
+// transaction reads it (Store.UpdateUser), so a moderator racing an
+// admin's promotion of its target cannot win. Safe for concurrent use.
 //
 // Every failure is mapped by package apierr. A store that fails while a
 // target is looked up for the access check is Unavailable (or Internal),
@@ -13,6 +15,7 @@ package adminsvc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -29,8 +32,9 @@ import (
 // Store is what the service needs from storage.
 type Store interface {
 	GetUser(ctx context.Context, username string) (store.User, error)
-	SetUserActive(ctx context.Context, username string, active bool) error
-	SetUserRole(ctx context.Context, username, role string) error
+	// UpdateUser writes change if check approves the target's row as the
+	// write's own transaction reads it (see the stores' UpdateUser).
+	UpdateUser(ctx context.Context, username string, check store.UserCheck, change store.UserChange) error
 }
 
 // Config configures the service.
@@ -190,30 +194,61 @@ func mayAct(actor *auth.Principal, target store.User, targetRole auth.Role, act 
 		actor.Role, act, target.Username, targetRole)
 }
 
-// authorize looks the target up and applies mayAct. The target's role is
-// read here rather than under the write, so a promotion that commits in
-// between is not seen; the window is one round trip and only matters to a
-// moderator racing an admin. Its errors are *apierr.Error.
-func (s *Service) authorize(ctx context.Context, username string, act action, newRole auth.Role) error {
-	actor, ok := auth.FromContext(ctx)
+// actor is the caller, or Unauthenticated.
+func actor(ctx context.Context) (*auth.Principal, error) {
+	p, ok := auth.FromContext(ctx)
 	if !ok {
-		return apierr.Unauthenticated("no principal")
+		return nil, apierr.Unauthenticated("no principal")
 	}
-	target, err := s.cfg.Store.GetUser(ctx, username)
-	if err != nil {
-		return s.storeErr(ctx, "get user", err)
-	}
-	role, err := auth.ParseRole(target.Role)
-	if err != nil {
-		return s.storeErr(ctx, "stored role of "+username, err)
-	}
-	return mayAct(actor, target, role, act, newRole)
+	return p, nil
 }
 
-// DisconnectUser closes a user's sessions.
+// allows is mayAct as the store's UserCheck for act by p: it judges the
+// target's row as the write's own transaction reads it, so a role change
+// that commits meanwhile (an admin promoting the target of a moderator)
+// is either seen or ordered after the write. A stored role that does not
+// parse is the store's fault, not a refusal (Internal, logged).
+func allows(p *auth.Principal, act action, newRole auth.Role) store.UserCheck {
+	return func(target store.User) error {
+		role, err := auth.ParseRole(target.Role)
+		if err != nil {
+			return fmt.Errorf("stored role of %s: %w", target.Username, err)
+		}
+		return mayAct(p, target, role, act, newRole)
+	}
+}
+
+// update applies change to username when act by the caller is allowed
+// on it, in one store transaction. Its errors are *apierr.Error.
+func (s *Service) update(ctx context.Context, what, username string, act action, newRole auth.Role, change store.UserChange) error {
+	p, err := actor(ctx)
+	if err != nil {
+		return err
+	}
+	if act == actSetRole && !p.Role.AtLeast(auth.RoleAdmin) {
+		return mayAct(p, store.User{}, 0, act, newRole) // refused on the actor's role alone: the store need not be asked
+	}
+	if err := s.cfg.Store.UpdateUser(ctx, username, allows(p, act, newRole), change); err != nil {
+		return s.storeErr(ctx, what, err)
+	}
+	return nil
+}
+
+// DisconnectUser closes a user's sessions. Nothing is written, so the
+// target is read on its own: a promotion that commits meanwhile may not
+// be seen, a window of one round trip for a disconnect the user recovers
+// from by reconnecting.
 func (s *Service) DisconnectUser(ctx context.Context, req *chatv1.DisconnectUserRequest) (*chatv1.DisconnectUserResponse, error) {
-	if err := s.authorize(ctx, req.GetUsername(), actDisconnect, 0); err != nil {
+	p, err := actor(ctx)
+	if err != nil {
 		return nil, apierr.Status(err)
+	}
+	target, err := s.cfg.Store.GetUser(ctx, req.GetUsername())
+	if err == nil {
+		err = allows(p, actDisconnect, 0)(target)
+	}
+	if err != nil {
+		return nil, apierr.Status(s.storeErr(ctx, "disconnect user", err))
 	}
 	n := s.cfg.Hub.DisconnectUser(req.GetUsername(), req.GetReason())
 	s.logAction(ctx, "disconnect user", req.GetUsername())
@@ -227,11 +262,9 @@ func (s *Service) SetUserActive(ctx context.Context, req *chatv1.SetUserActiveRe
 	if !req.GetActive() {
 		act = actDeactivate
 	}
-	if err := s.authorize(ctx, req.GetUsername(), act, 0); err != nil {
+	active := req.GetActive()
+	if err := s.update(ctx, "set user active", req.GetUsername(), act, 0, store.UserChange{Active: &active}); err != nil {
 		return nil, apierr.Status(err)
-	}
-	if err := s.cfg.Store.SetUserActive(ctx, req.GetUsername(), req.GetActive()); err != nil {
-		return nil, apierr.Status(s.storeErr(ctx, "set user active", err))
 	}
 	if !req.GetActive() {
 		s.cfg.Hub.DisconnectUser(req.GetUsername(), "account deactivated")
@@ -248,11 +281,8 @@ func (s *Service) SetUserRole(ctx context.Context, req *chatv1.SetUserRoleReques
 		// otherwise reach the store.
 		return nil, apierr.Status(apierr.InvalidArgument("role must be user, moderator or admin"))
 	}
-	if err := s.authorize(ctx, req.GetUsername(), actSetRole, role); err != nil {
+	if err := s.update(ctx, "set user role", req.GetUsername(), actSetRole, role, store.UserChange{Role: role.String()}); err != nil {
 		return nil, apierr.Status(err)
-	}
-	if err := s.cfg.Store.SetUserRole(ctx, req.GetUsername(), role.String()); err != nil {
-		return nil, apierr.Status(s.storeErr(ctx, "set user role", err))
 	}
 	s.logAction(ctx, "set user role", req.GetUsername(), "role", role.String())
 	return &chatv1.SetUserRoleResponse{}, nil

@@ -507,3 +507,54 @@ func TestGetStats(t *testing.T) {
 		t.Fatalf("second stats %v", n2)
 	}
 }
+
+// promotingStore is a real store in which an admin's promotion of target
+// commits right after every read of a user the service makes outside a
+// write: the worst timing of a moderator racing that promotion, if the
+// service judged the target by such a read.
+type promotingStore struct {
+	*sqlite.Store
+	target string
+}
+
+func (p promotingStore) GetUser(ctx context.Context, username string) (store.User, error) {
+	u, err := p.Store.GetUser(ctx, username)
+	if err == nil && username == p.target {
+		err = p.Store.SetUserRole(ctx, username, store.RoleAdmin)
+	}
+	return u, err
+}
+
+// TestModeratorRacingPromotionLoses: a moderator's (de)activation is
+// judged by the target's role as the write's own transaction reads it.
+// With a promotion hooked to commit right after any read the service made
+// on its own, a service that judged by such a read would let a moderator
+// deactivate a just-promoted admin; this one makes none, so the user is
+// deactivated as the user it was when the write read it. (The store
+// suite's UpdateUserRace races the two for real, in both orders, against
+// both stores.)
+func TestModeratorRacingPromotionLoses(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	svc, err := adminsvc.New(adminsvc.Config{Hub: e.hub, Store: promotingStore{e.st, "alice"}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.SetUserActive(as("mod"), &chatv1.SetUserActiveRequest{Username: "alice", Active: false}); err != nil {
+		t.Fatalf("a moderator deactivating a user: %v", err)
+	}
+	if u, _ := e.st.GetUser(context.Background(), "alice"); u.Active || u.Role != store.RoleUser {
+		t.Fatalf("alice: %+v, want an inactive user: a moderator deactivated an admin", u)
+	}
+	// And a promotion that committed first is what the write sees.
+	if err := e.st.SetUserRole(context.Background(), "bob", store.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.SetUserActive(as("mod"), &chatv1.SetUserActiveRequest{Username: "bob", Active: false})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "who is a admin") {
+		t.Fatalf("a moderator deactivating a promoted admin: %v, want PermissionDenied naming the new role", err)
+	}
+	if u, _ := e.st.GetUser(context.Background(), "bob"); !u.Active || u.Role != store.RoleAdmin {
+		t.Fatalf("bob: %+v, want an active admin", u)
+	}
+}

@@ -6,7 +6,9 @@
 // a retry hint, so clients retry instead of giving up, and never to a
 // refusal (PermissionDenied, NotFound); the store's own answers (not
 // found, taken, a reused refresh token) map to their codes; anything else
-// is Internal, whose message never carries the cause.
+// is Internal, whose message never carries the cause. Status applies it
+// at a call boundary, where a status decided below and the call's own
+// cancellation or deadline pass through as they are.
 //
 // Errors are immutable values: safe for concurrent use.
 package apierr
@@ -15,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -228,13 +231,71 @@ func From(err error) *Error {
 	return e
 }
 
-// Status is From(err) as a gRPC status error, for a unary handler's
-// return; nil gives nil.
+// Status is err as the gRPC status error a call or stream ends with, for
+// a handler's return (the one mapping at every call boundary: chatsvc's
+// calls, the session engine's open, auth, admin); nil gives nil.
+//
+//   - an *Error anywhere in the chain: its status;
+//   - an error that already is a gRPC status (other than Unknown): err
+//     itself, details and all; something below decided it (grpc-go, an
+//     interceptor, a peer);
+//   - the call's own end, context.Canceled or context.DeadlineExceeded
+//     with no storage failure named beside it: Canceled or
+//     DeadlineExceeded, as grpc-go reports them (status.FromContextError).
+//     The store guard has already turned a store's own deadline into an
+//     Unavailable *Error, and passes the caller's through as it is;
+//   - anything else: From's table, so a storage failure is Unavailable and
+//     never a refusal, and an unknown error is Internal without its cause.
 func Status(err error) error {
-	if err == nil {
-		return nil
+	st, _ := boundary(err)
+	return st
+}
+
+// StatusLog is Status, logging with log, as msg, the cause of what the
+// client is not told: the cause of an Internal error, or a storage failure
+// no guard had classified (a classified one is an *Error already, logged
+// in aggregate where the store is called).
+func StatusLog(log *slog.Logger, msg string, err error) error {
+	st, hidden := boundary(err)
+	if hidden {
+		log.Error(msg, "err", err)
 	}
-	return From(err).GRPCStatus().Err()
+	return st
+}
+
+// boundary is Status, and whether it hid err's cause.
+func boundary(err error) (st error, hidden bool) {
+	var e *Error
+	switch {
+	case err == nil:
+		return nil, false
+	case errors.As(err, &e):
+		return e.GRPCStatus().Err(), false
+	}
+	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
+		return err, false
+	}
+	if callEnded(err) {
+		return status.FromContextError(err).Err(), false
+	}
+	e = From(err)
+	c := e.GRPCCode()
+	return e.GRPCStatus().Err(), c == codes.Internal || c == codes.Unavailable
+}
+
+// callEnded reports whether err is a call's own end (its context cancelled
+// or past its deadline) rather than a storage failure that wraps one: a
+// fault storefault classified, store.ErrUnavailable, or a closed store.
+func callEnded(err error) bool {
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var fe *storefault.Error
+	if errors.As(err, &fe) || errors.Is(err, store.ErrUnavailable) {
+		return false
+	}
+	k := storefault.KindOf(err)
+	return k == storefault.KindNone || k == storefault.KindTimeout
 }
 
 // AsUnavailable returns err as an *Error when it is a storage failure

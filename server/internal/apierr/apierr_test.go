@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/apierr"
@@ -100,9 +102,13 @@ func TestFrom(t *testing.T) {
 			e := apierr.From(tt.err)
 			check(t, e, tt.want)
 			// The cause stays reachable for the log (and errors.Is), and
-			// Status is the same mapping as an error.
+			// Status is the same mapping as an error, but for a call's own
+			// end, which it passes through (TestStatus).
 			if !errors.Is(e, tt.err) && !errors.Is(tt.err, e) {
 				t.Errorf("From(%v) lost its cause", tt.err)
+			}
+			if errors.Is(tt.err, context.Canceled) || errors.Is(tt.err, context.DeadlineExceeded) {
+				return
 			}
 			st, ok := status.FromError(apierr.Status(tt.err))
 			if !ok || st.Code() != tt.want.grpc || st.Message() != tt.want.msg {
@@ -208,5 +214,99 @@ func TestInBand(t *testing.T) {
 	}
 	if _, ok := apierr.AsInBand(inner); ok {
 		t.Fatal("an *Error is not an InBand")
+	}
+}
+
+// TestStatus is the mapping at a call boundary: a status decided below
+// and the call's own end pass through unchanged; everything else is
+// From's table, so no storage failure ever reads as a refusal.
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	limited, _ := status.New(codes.ResourceExhausted, "slow down").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(3 * time.Second)})
+	for _, err := range []error{
+		status.Error(codes.PermissionDenied, "not a member of ops"),
+		status.Error(codes.InvalidArgument, "bad room"),
+		limited.Err(),
+		fmt.Errorf("join: %w", status.Error(codes.NotFound, "no such room")),
+	} {
+		if got := apierr.Status(err); got != err {
+			t.Errorf("Status(%v) = %v, want it unchanged", err, got)
+		}
+	}
+	if d := status.Convert(apierr.Status(limited.Err())).Details(); len(d) != 1 {
+		t.Errorf("details lost: %v", d)
+	}
+
+	storageDownStatus := status.Convert(apierr.Unavailable(nil, apierr.StoreRetryAfter))
+	for _, tt := range []struct {
+		name string
+		err  error
+		code codes.Code
+		msg  string
+	}{
+		// The call's own end, as grpc-go reports it.
+		{"cancelled", context.Canceled, codes.Canceled, "context canceled"},
+		{"deadline", context.DeadlineExceeded, codes.DeadlineExceeded, "context deadline exceeded"},
+		{"wrapped cancel", fmt.Errorf("attach: %w", context.Canceled), codes.Canceled, "attach: context canceled"},
+		{"wrapped deadline", fmt.Errorf("attach: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "attach: context deadline exceeded"},
+		// Storage named beside a context error: a storage failure.
+		{"classified store timeout", storefault.Classify(fmt.Errorf("query: %w", context.DeadlineExceeded)), codes.Unavailable, storageDownStatus.Message()},
+		{"store unavailable and deadline", errors.Join(store.ErrUnavailable, context.DeadlineExceeded), codes.Unavailable, storageDownStatus.Message()},
+		{"closed store and cancel", errors.Join(store.ErrClosed, context.Canceled), codes.Unavailable, storageDownStatus.Message()},
+		{"guard's Unavailable of a store deadline", apierr.Unavailable(storefault.Classify(context.DeadlineExceeded), apierr.StoreRetryAfter), codes.Unavailable, storageDownStatus.Message()},
+		// An *Error wins over anything in its chain.
+		{"apierr around a status", fmt.Errorf("x: %w", apierr.PermissionDenied("no")), codes.PermissionDenied, "no"},
+		// Unknown is not a decision: Internal, the cause hidden.
+		{"unknown status", status.Error(codes.Unknown, "pq: secret"), codes.Internal, "internal error"},
+		{"plain error", errors.New("boom"), codes.Internal, "internal error"},
+		{"not found", fmt.Errorf("get: %w", store.ErrNotFound), codes.NotFound, "not found"},
+	} {
+		st := status.Convert(apierr.Status(tt.err))
+		if st.Code() != tt.code || st.Message() != tt.msg {
+			t.Errorf("%s: Status = %v %q, want %v %q", tt.name, st.Code(), st.Message(), tt.code, tt.msg)
+		}
+	}
+
+	// No store error, alone, wrapped, joined with a context error or a
+	// fault, is ever a refusal.
+	for _, base := range []error{store.ErrNotFound, store.ErrExists, store.ErrRefreshTokenReused, store.ErrUnavailable, store.ErrClosed,
+		syscall.ECONNREFUSED, syscall.ENOSPC, syscall.EIO, &storefault.Error{Kind: storefault.KindIO, Cause: errors.New("EIO")}} {
+		for _, err := range []error{base, fmt.Errorf("w: %w", base), errors.Join(base, context.Canceled), errors.Join(base, context.DeadlineExceeded), errors.Join(store.ErrNotFound, base)} {
+			if c := status.Code(apierr.Status(err)); c == codes.PermissionDenied || c == codes.Unauthenticated && !errors.Is(err, store.ErrRefreshTokenReused) {
+				t.Errorf("Status(%v) = %v: a store error read as a refusal", err, c)
+			}
+		}
+	}
+	if apierr.Status(nil) != nil {
+		t.Error("nil must map to nil")
+	}
+}
+
+// TestStatusLog logs the cause of what Status hides (an Internal's, an
+// unclassified storage failure's) and nothing else.
+func TestStatusLog(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		err    error
+		logged bool
+	}{
+		{errors.New("pq: syntax error"), true},
+		{status.Error(codes.Unknown, "odd"), true},
+		{fmt.Errorf("read blob: %w", syscall.EIO), true},
+		{apierr.Internal(), false},                                                                // made by code that logged it, or had nothing to say
+		{apierr.Unavailable(storefault.Classify(store.ErrClosed), apierr.StoreRetryAfter), false}, // logged by the guard
+		{status.Error(codes.PermissionDenied, "no"), false},
+		{context.Canceled, false},
+		{fmt.Errorf("get: %w", store.ErrNotFound), false},
+	} {
+		var buf strings.Builder
+		log := slog.New(slog.NewTextHandler(&buf, nil))
+		st := apierr.StatusLog(log, "call failed", tt.err)
+		if got := strings.Contains(buf.String(), "call failed"); got != tt.logged {
+			t.Errorf("StatusLog(%v): logged %v, want %v (%q)", tt.err, got, tt.logged, buf.String())
+		}
+		if st.Error() != apierr.Status(tt.err).Error() {
+			t.Errorf("StatusLog(%v) = %v, Status = %v", tt.err, st, apierr.Status(tt.err))
+		}
 	}
 }

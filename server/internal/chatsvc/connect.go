@@ -283,20 +283,8 @@ func (s *Service) errorEvent(err error) *chatv1.ServerEvent {
 	return e.Event("")
 }
 
-// toStatus maps an error to a gRPC status at a call boundary.
+// toStatus maps an error to a gRPC status at a call boundary (apierr's
+// one mapping), logging the cause of what the client is not told.
 func toStatus(log *slog.Logger, err error) error {
-	var e *apierr.Error
-	switch {
-	case errors.As(err, &e):
-		return e.GRPCStatus().Err()
-	case errors.Is(err, store.ErrNotFound):
-		return status.Error(codes.NotFound, "not found")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
-	}
-	if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
-		return err
-	}
-	log.Error("chat call failed", "err", err)
-	return status.Error(codes.Internal, "internal error")
+	return apierr.StatusLog(log, "chat call failed", err)
 }

@@ -55,6 +55,19 @@ type User struct {
 	LastSeenAt time.Time
 }
 
+// UserChange is an admin's change to one user (a store's UpdateUser): the
+// fields set are written, the others left as they are.
+type UserChange struct {
+	Active *bool  // nil leaves it
+	Role   string // one of the Role constants; empty leaves it
+}
+
+// UserCheck approves a UserChange from the target's row as the change's
+// own transaction read it. A non-nil error refuses the change, which
+// UpdateUser then returns as it is. It runs inside the transaction: it
+// must be quick and must not call the store.
+type UserCheck func(target User) error
+
 // RefreshToken is a stored refresh token. Only a hash of the token is kept.
 type RefreshToken struct {
 	Hash      string // hex SHA-256 of the opaque token

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,4 +49,41 @@ func (s *Store) SetUserPassword(ctx context.Context, username, passwordHash stri
 			WHERE username = $3 AND revoked_at = 0`, time.Now().UnixNano(), storeutil.RevokedLogout, username)
 		return err
 	})
+}
+
+// UpdateUser writes change to username's row if check approves the row as
+// this same transaction reads it, under the row's lock (SELECT ... FOR
+// UPDATE): a concurrent change to the row (an admin's promotion of it,
+// from any node) waits for this one, or this one waits for it and reads
+// what it wrote. A moderator racing that promotion either acts first, on
+// a user, or is judged by the promoted role. store.ErrNotFound if there is
+// no such user (check is not called); check's error as it is.
+func (s *Store) UpdateUser(ctx context.Context, username string, check store.UserCheck, change store.UserChange) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if change.Role != "" && !storeutil.ValidRole(change.Role) {
+		return fmt.Errorf("postgres: bad role %q", change.Role)
+	}
+	var role *string
+	if change.Role != "" {
+		role = &change.Role
+	}
+	var refused error
+	err := s.withTx(ctx, func(tx pgx.Tx) error {
+		u, err := storeutil.ScanUser(tx.QueryRow(ctx, `SELECT username, password_hash, role, active, created_at, last_seen_at
+			FROM users WHERE username = $1 FOR UPDATE`, username))
+		if err != nil {
+			return err
+		}
+		if refused = check(u); refused != nil {
+			return refused
+		}
+		return s.affected(tx.Exec(ctx, `UPDATE users SET active = COALESCE($1, active), role = COALESCE($2, role) WHERE username = $3`,
+			change.Active, role, username))
+	})
+	if refused != nil {
+		return refused
+	}
+	return err
 }

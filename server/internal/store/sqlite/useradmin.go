@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"time"
 
 	"github.com/parleychat/parley/server/internal/store"
@@ -47,4 +48,37 @@ func (s *Store) SetUserPassword(ctx context.Context, username, passwordHash stri
 			WHERE username = ? AND revoked_at = 0`, time.Now().UnixNano(), storeutil.RevokedLogout, username)
 		return err
 	})
+}
+
+// UpdateUser writes change to username's row if check approves the row as
+// this same transaction reads it: a write transaction holds SQLite's one
+// writer from BEGIN IMMEDIATE on, so no other change to the row (an
+// admin's promotion of it) can commit between the check and the write. A
+// moderator racing that promotion either acts first, on a user, or is
+// judged by the promoted role. store.ErrNotFound if there is no such user
+// (check is not called); check's error as it is.
+func (s *Store) UpdateUser(ctx context.Context, username string, check store.UserCheck, change store.UserChange) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if change.Role != "" && !storeutil.ValidRole(change.Role) {
+		return fmt.Errorf("sqlite: bad role %q", change.Role)
+	}
+	var refused error
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		u, err := storeutil.ScanUser(tx.QueryRowContext(ctx, `SELECT username, password_hash, role, active, created_at, last_seen_at
+			FROM users WHERE username = ?`, username))
+		if err != nil {
+			return err
+		}
+		if refused = check(u); refused != nil {
+			return refused
+		}
+		return s.affected(tx.ExecContext(ctx, `UPDATE users SET active = COALESCE(?, active), role = COALESCE(?, role) WHERE username = ?`,
+			change.Active, nullIfEmpty(change.Role), username))
+	})
+	if refused != nil {
+		return refused
+	}
+	return err
 }

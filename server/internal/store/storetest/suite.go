@@ -29,6 +29,7 @@ type Store interface {
 	GetUser(ctx context.Context, username string) (store.User, error)
 	SetUserActive(ctx context.Context, username string, active bool) error
 	SetUserRole(ctx context.Context, username, role string) error
+	UpdateUser(ctx context.Context, username string, check store.UserCheck, change store.UserChange) error
 	TouchLastSeen(ctx context.Context, username string, t time.Time) error
 	CountUsers(ctx context.Context) (int64, error)
 	History(ctx context.Context, conversation string, q store.HistoryQuery) ([]store.Message, bool, error)
@@ -119,6 +120,7 @@ func Run(t *testing.T, b Backend) {
 	// On an empty store, opened with the default options.
 	plain := map[string]func(*testing.T, Store){
 		"Users":                         Users,
+		"UpdateUser":                    UpdateUser,
 		"AppendAssigns":                 AppendAssigns,
 		"History":                       History,
 		"DirectMessagesSince":           func(t *testing.T, s Store) { DirectMessagesSince(t, s, b.MaxDirectLimit) },
@@ -144,6 +146,7 @@ func Run(t *testing.T, b Backend) {
 	for name, check := range map[string]func(*testing.T, Backend){
 		"RefreshTokenReuse":     RefreshTokenReuseIn,
 		"RotateRace":            RotateRace,
+		"UpdateUserRace":        UpdateUserRace,
 		"UpgradeRefreshTokens":  UpgradeRefreshTokens,
 		"UpgradeFiles":          UpgradeFiles,
 		"Dedup":                 Dedup,

@@ -129,7 +129,10 @@ func Closed(t *testing.T, s Store) {
 		"CreateUser":    func() error { return s.CreateUser(ctx, store.User{Username: "a"}) },
 		"GetUser":       func() error { _, err := s.GetUser(ctx, "a"); return err },
 		"SetUserActive": func() error { return s.SetUserActive(ctx, "a", true) },
-		"CountUsers":    func() error { _, err := s.CountUsers(ctx); return err },
+		"UpdateUser": func() error {
+			return s.UpdateUser(ctx, "a", func(store.User) error { return nil }, store.UserChange{Role: store.RoleUser})
+		},
+		"CountUsers": func() error { _, err := s.CountUsers(ctx); return err },
 		"RotateRefreshToken": func() error {
 			_, err := s.RotateRefreshToken(ctx, "x", store.RefreshToken{Hash: "y"}, time.Now())
 			return err
