@@ -307,6 +307,42 @@ func (r *ResilientSession) pump(s *Session) {
 	defer tick.Stop()
 	gaps := map[string]*gapState{}
 	events := s.Events()
+	// After a reconnect, live messages wait behind the Resume's replay
+	// (until its StateRestored): they are newer than what it brings back.
+	var held []*chatv1.ServerEvent
+	holding := false
+	var holdUntil time.Time
+	deliver := func(ev *chatv1.ServerEvent) bool {
+		if fill := r.fillGap(me, ev.GetMessage()); fill != nil {
+			select {
+			case r.events <- fill:
+			case <-r.ctx.Done():
+				return false
+			}
+		}
+		r.mu.Lock()
+		fresh := r.track.see(me, ev.GetMessage())
+		r.mu.Unlock()
+		if !fresh {
+			return true
+		}
+		select {
+		case r.events <- ev:
+			return true
+		case <-r.ctx.Done():
+			return false
+		}
+	}
+	release := func() bool {
+		holding = false
+		for _, h := range held {
+			if !deliver(h) {
+				return false
+			}
+		}
+		held = nil
+		return true
+	}
 	for {
 		var ev *chatv1.ServerEvent
 		select {
@@ -316,6 +352,9 @@ func (r *ResilientSession) pump(s *Session) {
 			}
 			ev = e
 		case now := <-tick.C:
+			if holding && now.After(holdUntil) && !release() {
+				return // the Resume went unanswered: let the held ones go
+			}
 			if r.cfg.noRepair {
 				continue
 			}
@@ -331,19 +370,14 @@ func (r *ResilientSession) pump(s *Session) {
 		}
 		switch e := ev.GetEvent().(type) {
 		case *chatv1.ServerEvent_Message:
-			if fill := r.fillGap(me, e.Message); fill != nil {
-				select {
-				case r.events <- fill:
-				case <-r.ctx.Done():
-					return
-				}
-			}
-			r.mu.Lock()
-			fresh := r.track.see(me, e.Message)
-			r.mu.Unlock()
-			if !fresh {
+			if holding && len(held) < maxHeld {
+				held = append(held, ev)
 				continue
 			}
+			if !deliver(ev) {
+				return
+			}
+			continue
 		case *chatv1.ServerEvent_RecentMessages:
 			if ev = r.filterRecent(me, ev, restoring, tracked); ev == nil {
 				continue
@@ -355,7 +389,9 @@ func (r *ResilientSession) pump(s *Session) {
 					r.baseline(r.ctx, room)
 				}
 				if len(tracked) > 0 {
-					r.resume(s, true, e.StateRestored.GetRooms())
+					if r.resume(s, true, e.StateRestored.GetRooms()) {
+						holding, holdUntil = true, time.Now().Add(holdFor)
+					}
 				} else if !e.StateRestored.GetComplete() {
 					// The server cut the missed direct messages short:
 					// resume the conversations they came from, from the
@@ -366,6 +402,17 @@ func (r *ResilientSession) pump(s *Session) {
 			} else if !e.StateRestored.GetComplete() && resumes < 100 {
 				resumes++
 				r.resume(s, false, nil)
+			} else if holding {
+				// The replay is in: forward its end, then what waited.
+				select {
+				case r.events <- ev:
+				case <-r.ctx.Done():
+					return
+				}
+				if !release() {
+					return
+				}
+				continue
 			}
 		}
 		select {
@@ -518,7 +565,16 @@ func (r *ResilientSession) filterRecent(me string, ev *chatv1.ServerEvent, resto
 // members are the user's stored rooms (from the connect-time
 // StateRestored): rooms outside them and general were left and are
 // forgotten, since the server refuses a Resume that names them.
-func (r *ResilientSession) resume(s *Session, filter bool, members []string) {
+// maxHeld and holdFor bound the live messages held behind a reconnect's
+// replay, and for how long.
+const (
+	maxHeld = 10000
+	holdFor = 5 * time.Second
+)
+
+// resume sends one Resume from the tracked cursors (only general and
+// members' rooms, with filter); it reports whether one was sent.
+func (r *ResilientSession) resume(s *Session, filter bool, members []string) bool {
 	r.mu.Lock()
 	var keep map[string]bool
 	if filter {
@@ -530,11 +586,13 @@ func (r *ResilientSession) resume(s *Session, filter bool, members []string) {
 	cursors := r.track.cursors(keep)
 	r.mu.Unlock()
 	if len(cursors) == 0 {
-		return
+		return false
 	}
 	if err := s.Resume(r.ctx, cursors); err != nil {
 		r.log.Debug("parley: resume not sent", "err", err)
+		return false
 	}
+	return true
 }
 
 // session waits for a live session.
