@@ -43,13 +43,13 @@ type Broker interface {
 //
 //	p.room.<room>   a room's messages, typing, member events and joins:
 //	                subscribed while a member of the room is online here
-//	p.user.<user>   a user's direct messages and typing, and its joins and
-//	                leaves (its sessions on other nodes follow them):
+//	p.user.<user>   a user's direct messages and typing, its joins and
+//	                leaves (its sessions on other nodes follow them) and
+//	                an admin's disconnect of it (answered with counts):
 //	                subscribed while the user has a session here
 //	p.node.<id>     requests to one node (presence sync, member replies)
 //	p.presence      heartbeats and presence changes: every node
-//	p.admin         broadcasts and disconnects, answered with counts:
-//	                every node
+//	p.admin         broadcasts, answered with counts: every node
 //
 // The general room is everyone's, so its messages go to p.room.general,
 // which every node with a session subscribes to. Names outside
@@ -1021,18 +1021,33 @@ func (c *cluster) peerCount() int {
 // counts; a node that does not answer within gatherTimeout is not
 // counted.
 func (c *cluster) gather(e *clusterv1.Envelope) int {
+	return c.gatherOn(c.subject("admin"), c.peerCount(), e)
+}
+
+// gatherUser sends a command for user to the nodes where it is online
+// (its subject's subscribers, as presence counts them) and sums their
+// counts.
+func (c *cluster) gatherUser(user string, e *clusterv1.Envelope) int {
+	c.mu.Lock()
+	want := 0
+	for _, p := range c.peers {
+		if _, ok := p.users[user]; ok {
+			want++
+		}
+	}
+	c.mu.Unlock()
+	return c.gatherOn(c.userSubject(user), want, e)
+}
+
+func (c *cluster) gatherOn(subject string, want int, e *clusterv1.Envelope) int {
 	e.Node = c.h.cfg.NodeID
 	b, err := proto.Marshal(e)
-	if err != nil {
-		return 0
-	}
-	want := c.peerCount()
-	if want == 0 {
+	if err != nil || want == 0 {
 		return 0
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), gatherTimeout)
 	defer cancel()
-	replies, err := c.broker.Gather(ctx, c.subject("admin"), b, want)
+	replies, err := c.broker.Gather(ctx, subject, b, want)
 	if err != nil {
 		c.h.log.Warn("cluster gather", "kind", e.Kind, "err", err)
 	}

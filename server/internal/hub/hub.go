@@ -1065,7 +1065,8 @@ func (h *Hub) DisconnectUser(username, reason string) int {
 	}}})
 	n := h.disconnectLocal(username, f)
 	if h.cluster != nil {
-		n += h.cluster.gather(&clusterv1.Envelope{Kind: clusterv1.Kind_KIND_DISCONNECT, Users: []string{username}, Frame: f.Data})
+		// On the user's own subject: only the nodes it is online on hear it.
+		n += h.cluster.gatherUser(username, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_DISCONNECT, Users: []string{username}, Frame: f.Data})
 	}
 	return n
 }
