@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/internal/testenv"
+
 	"github.com/parleychat/parley/clients/go/check"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/servertest"
@@ -23,13 +25,13 @@ func TestClusterCheck(t *testing.T) {
 	b := make([]byte, 6)
 	rand.Read(b)
 	subject := "parley.test.check." + hex.EncodeToString(b)
-	databaseURL := postgresSchema(t)
+	databaseURL := testenv.PostgresSchema(t, "parley_test_")
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	var addrs []string
 	for range 3 {
 		n := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
-			c.NATSURL, c.NATSSubject = natsURL(), subject
+			c.NATSURL, c.NATSSubject = testenv.NATSURL(), subject
 			c.DatabaseURL = databaseURL
 			c.JWTSecret = secret
 			c.RateLimits = "message=unlimited,join=unlimited,connect=unlimited,other=unlimited"

@@ -4,29 +4,19 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/parleychat/parley/internal/testenv"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/internal/auth"
 	"github.com/parleychat/parley/server/servertest"
 )
-
-// natsURL is the NATS server the cluster tests use: this machine's, unless
-// PARLEY_TEST_NATS_URL names another.
-func natsURL() string {
-	if u := os.Getenv("PARLEY_TEST_NATS_URL"); u != "" {
-		return u
-	}
-	return "nats://127.0.0.1:4222"
-}
 
 // TestCluster runs two nodes that share a database and a NATS subject,
 // with one user on each: presence, global, room and private messages,
@@ -50,45 +40,8 @@ func TestCluster(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dirB, "jwt.secret"), []byte(hex.EncodeToString(secret)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		testCluster(t, dirA, dirB, postgresSchema(t))
+		testCluster(t, dirA, dirB, testenv.PostgresSchema(t, "parley_test_"))
 	})
-}
-
-// postgresSchema makes a fresh schema on the test PostgreSQL and returns a
-// URL whose search_path points at it.
-func postgresSchema(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("PARLEY_TEST_POSTGRES_URL")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "parley_test_" + hex.EncodeToString(b)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("PostgreSQL (set PARLEY_TEST_POSTGRES_URL): %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err == nil {
-			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(context.Background())
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 func testCluster(t *testing.T, dirA, dirB, databaseURL string) {
@@ -96,7 +49,7 @@ func testCluster(t *testing.T, dirA, dirB, databaseURL string) {
 	rand.Read(b)
 	subject := "parley.test." + hex.EncodeToString(b)
 	node := func(c *server.Config) {
-		c.NATSURL, c.NATSSubject = natsURL(), subject
+		c.NATSURL, c.NATSSubject = testenv.NATSURL(), subject
 		c.DatabaseURL = databaseURL
 		c.RateLimits = "other=unlimited"
 		// Long enough that the burst of joins below falls in one window;

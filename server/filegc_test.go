@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/internal/testenv"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -30,7 +32,7 @@ func TestRetentionDeletesFiles(t *testing.T) {
 			t.Parallel()
 			url := ""
 			if db == "postgres" {
-				url = postgresSchema(t)
+				url = testenv.PostgresSchema(t, "parley_test_")
 			}
 			srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
 				c.DatabaseURL = url

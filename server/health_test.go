@@ -9,6 +9,8 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/parleychat/parley/internal/testenv"
+
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/parleychat/parley/server"
@@ -52,7 +54,7 @@ func TestProbes(t *testing.T) {
 // the reason, /healthz stays 200, and gRPC health follows readiness.
 func TestReadyzFailsWhenTheStoreIsUnreachable(t *testing.T) {
 	t.Parallel()
-	dbURL, err := url.Parse(postgresSchema(t))
+	dbURL, err := url.Parse(testenv.PostgresSchema(t, "parley_test_"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +108,7 @@ func TestReadyzFailsWhenTheStoreIsUnreachable(t *testing.T) {
 // is cut (a proxy of the test's own, closed) is not ready.
 func TestReadyzFailsWhenNATSIsUnreachable(t *testing.T) {
 	t.Parallel()
-	u, err := url.Parse(natsURL())
+	u, err := url.Parse(testenv.NATSURL())
 	if err != nil {
 		t.Fatal(err)
 	}

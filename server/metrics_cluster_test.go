@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/internal/testenv"
+
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/servertest"
 )
@@ -92,7 +94,7 @@ func (p *cutProxy) restore() {
 // NATS, its gauge says so, and once NATS is back its reconnect is counted.
 func TestMetricsNATS(t *testing.T) {
 	t.Parallel()
-	proxy := newCutProxy(t, strings.TrimPrefix(natsURL(), "nats://"))
+	proxy := newCutProxy(t, strings.TrimPrefix(testenv.NATSURL(), "nats://"))
 	b := make([]byte, 6)
 	rand.Read(b)
 	subject := "parley.test.metrics." + hex.EncodeToString(b)
@@ -101,7 +103,7 @@ func TestMetricsNATS(t *testing.T) {
 		c.NATSURL, c.NATSSubject, c.MetricsAddr = "nats://"+proxy.lis.Addr().String(), subject, "127.0.0.1:0"
 	}})
 	servertest.Start(t, servertest.Options{DataDir: dir, Configure: func(c *server.Config) {
-		c.NATSURL, c.NATSSubject = natsURL(), subject
+		c.NATSURL, c.NATSSubject = testenv.NATSURL(), subject
 	}})
 
 	waitMetric := func(what string, ok func(m map[string]map[string]float64) bool) {

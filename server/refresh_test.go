@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/parleychat/parley/internal/testenv"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -48,7 +50,7 @@ func TestRefreshTokenReuse(t *testing.T) {
 			var logs syncBuffer
 			url := ""
 			if db == "postgres" {
-				url = postgresSchema(t)
+				url = testenv.PostgresSchema(t, "parley_test_")
 			}
 			srv := servertest.Start(t, servertest.Options{Configure: func(c *server.Config) {
 				c.DatabaseURL = url

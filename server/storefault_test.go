@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 
+	"github.com/parleychat/parley/internal/testenv"
+
 	"log/slog"
 	"net"
 	"net/url"
@@ -192,7 +194,7 @@ func (b *lockedBuffer) errorLines() []string {
 // proxiedSchema is postgresSchema reached through a proxy of the test's own.
 func proxiedSchema(t *testing.T) (string, *tcpProxy) {
 	t.Helper()
-	u, err := url.Parse(postgresSchema(t))
+	u, err := url.Parse(testenv.PostgresSchema(t, "parley_test_"))
 	if err != nil {
 		t.Fatal(err)
 	}

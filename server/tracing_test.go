@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/internal/testenv"
+
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -38,7 +40,7 @@ func TestTraceAcrossNodes(t *testing.T) {
 	rand.Read(b)
 	subject := "parley.test.trace." + hex.EncodeToString(b)
 	dir := t.TempDir() // one SQLite file, shared by both nodes
-	node := func(c *server.Config) { c.NATSURL, c.NATSSubject = natsURL(), subject }
+	node := func(c *server.Config) { c.NATSURL, c.NATSSubject = testenv.NATSURL(), subject }
 	a := servertest.Start(t, servertest.Options{DataDir: dir, Configure: node})
 	bn := servertest.Start(t, servertest.Options{DataDir: dir, Configure: node})
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/parleychat/parley/internal/testenv"
 
 	"github.com/parleychat/parley/clients/go/check"
 	"github.com/parleychat/parley/clients/go/parley"
@@ -27,40 +27,13 @@ type clusterEnv struct {
 
 func newClusterEnv(t *testing.T) clusterEnv {
 	t.Helper()
-	base := os.Getenv("PARLEY_TEST_POSTGRES_URL")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	natsURL := os.Getenv("PARLEY_TEST_NATS_URL")
-	if natsURL == "" {
-		natsURL = "nats://127.0.0.1:4222"
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	id := hex.EncodeToString(b)
-	schema := "parley_check_" + id
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("PostgreSQL (set PARLEY_TEST_POSTGRES_URL): %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if c, err := pgx.Connect(context.Background(), base); err == nil {
-			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(context.Background())
-		}
-	})
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	secretFile := filepath.Join(t.TempDir(), "jwt.secret")
 	if err := os.WriteFile(secretFile, []byte(hex.EncodeToString(secret)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return clusterEnv{dbURL: base + "&search_path=" + schema, natsURL: natsURL, subject: "parley.test.check." + id, secretFile: secretFile}
+	return clusterEnv{dbURL: testenv.PostgresSchema(t, "parley_check_"), natsURL: testenv.NATSURL(), subject: testenv.Unique("parley.test.check."), secretFile: secretFile}
 }
 
 func (e clusterEnv) args() []string {

@@ -3,16 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/parleychat/parley/internal/testenv"
 
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/internal/auth"
@@ -206,45 +203,9 @@ func TestAccountsSQLite(t *testing.T) {
 func TestAccountsPostgres(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	env := map[string]string{"PARLEY_DATA_DIR": dir, "PARLEY_DATABASE_URL": postgresSchema(t)}
+	env := map[string]string{"PARLEY_DATA_DIR": dir, "PARLEY_DATABASE_URL": testenv.PostgresSchema(t, "parleyd_test_")}
 	testAccounts(t, env, dir)
 	if _, err := os.Stat(filepath.Join(dir, "parley.db")); !os.IsNotExist(err) {
 		t.Fatalf("a command made a SQLite file although PostgreSQL is configured: %v", err)
 	}
-}
-
-// postgresSchema makes a fresh schema on the test PostgreSQL and returns a
-// URL whose search_path points at it.
-func postgresSchema(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("PARLEY_TEST_POSTGRES_URL")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "parleyd_test_" + hex.EncodeToString(b)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("PostgreSQL (set PARLEY_TEST_POSTGRES_URL): %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if c, err := pgx.Connect(context.Background(), base); err == nil {
-			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(context.Background())
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
 }

@@ -2,14 +2,13 @@ package hub_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/internal/testenv"
 
 	chatv1 "github.com/parleychat/parley/proto/gen/go/chat/v1"
 	"github.com/parleychat/parley/server/internal/broker/natsbroker"
@@ -237,13 +236,7 @@ func TestPresenceNamesOmittedAboveLimit(t *testing.T) {
 // once do not hear each other.
 func natsBrokers(t *testing.T, n int) []hub.Broker {
 	t.Helper()
-	url := os.Getenv("PARLEY_TEST_NATS_URL")
-	if url == "" {
-		url = "nats://127.0.0.1:4222"
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	prefix := "parleytest." + hex.EncodeToString(b)
+	url, prefix := testenv.NATSURL(), testenv.Unique("parleytest.")
 	out := make([]hub.Broker, n)
 	for i := range out {
 		br, err := natsbroker.New(natsbroker.Config{URL: url, Subject: prefix, Name: t.Name()})
