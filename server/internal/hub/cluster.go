@@ -76,7 +76,8 @@ const (
 	gatherTimeout    = time.Second
 )
 
-// outboundSize bounds the events waiting to be published. When it is full
+// outboundSize is the default of Config.ClusterQueue, which bounds the
+// events waiting to be published. When it is full
 // an event is dropped rather than stall the fan-out that made it; a
 // dropped stored message is announced later as a tail (the receivers read
 // it from the store), typing and member events are simply lost.
@@ -133,7 +134,7 @@ type peer struct {
 func newCluster(h *Hub, b Broker) (*cluster, error) {
 	c := &cluster{
 		h: h, broker: b, prefix: b.Prefix(),
-		out:   make(chan outbound, outboundSize),
+		out:   make(chan outbound, h.cfg.ClusterQueue),
 		peers: map[string]*peer{}, members: map[string]map[string]map[string]struct{}{},
 		delta: map[string]*clusterv1.OnlineUser{}, tails: map[string]int64{}, sinceUser: map[string]time.Time{},
 		wanted: map[string]bool{}, subscribed: map[string]bool{},

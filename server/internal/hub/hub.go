@@ -100,6 +100,11 @@ type Config struct {
 	// as counts only (RoomMembersChanged with names_omitted), for the same
 	// reason. Default 1000; negative always sends names.
 	PresenceNamesLimit int
+	// ClusterQueue bounds the cluster events waiting to be published;
+	// default 16,384. When it is full an event is dropped and counted, and
+	// a stored message among them is announced as a tail for the other
+	// nodes to read from the store.
+	ClusterQueue int
 	// Broker, when set, joins this node to a cluster: events reach the
 	// sessions of every node sharing the broker (and the database), and
 	// presence, rooms and stats span the cluster. Nil runs one node.
@@ -184,6 +189,9 @@ func New(cfg Config) (*Hub, error) {
 	}
 	if cfg.OnlineSnapshotLimit <= 0 {
 		cfg.OnlineSnapshotLimit = defaultOnlineSnapshotLimit
+	}
+	if cfg.ClusterQueue <= 0 {
+		cfg.ClusterQueue = outboundSize
 	}
 	if cfg.PresenceNamesLimit == 0 {
 		cfg.PresenceNamesLimit = defaultPresenceNamesLimit

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -362,4 +363,75 @@ func BenchmarkAttachWithOnline(b *testing.B) {
 			stop()
 		})
 	}
+}
+
+// TestClusterQueueFullIsHealed: a node whose outbound queue is too small
+// for a burst drops cluster events rather than stall its fan-out, and the
+// stored messages among them still reach the other node's members, in
+// order and once: it announces their conversations as tails, and the
+// other node reads them from the store.
+func TestClusterQueueFullIsHealed(t *testing.T) {
+	t.Parallel()
+	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "hub.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i := range 2 {
+		if err := st.CreateUser(context.Background(), store.User{Username: fmt.Sprintf("user%05d", i), PasswordHash: "x", Role: store.RoleUser, Active: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	br := natsBrokers(t, 2)
+	a, err := hub.New(hub.Config{Store: st, Broker: br[0], NodeID: "a", ClusterQueue: 1, QueueSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown(time.Second)
+	b, err := hub.New(hub.Config{Store: st, Broker: br[1], NodeID: "b", QueueSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown(time.Second)
+	sender := attach(t, a, "user00000")
+	reader := attach(t, b, "user00001")
+	drain(reader)
+	const n = 300
+	var wg sync.WaitGroup
+	for w := range 6 { // concurrent senders, so the queue overflows
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 6 {
+				if _, err := a.SendRoom(context.Background(), sender, hub.GeneralRoom, fmt.Sprint("m", i), fmt.Sprint("c", i)); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if a.ClusterDropped() == 0 {
+		t.Fatal("nothing was dropped: the queue of 1 held the burst")
+	}
+	var seqs []int64
+	deadline := time.Now().Add(10 * time.Second)
+	for len(seqs) < n && time.Now().Before(deadline) {
+		for _, ev := range events(t, reader) {
+			if m := ev.GetMessage(); m != nil {
+				seqs = append(seqs, m.GetSeq())
+			}
+			for _, m := range ev.GetRecentMessages().GetMessages() {
+				seqs = append(seqs, m.GetSeq())
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	want := make([]int64, n)
+	for i := range want {
+		want[i] = int64(i + 1)
+	}
+	if !slices.Equal(seqs, want) {
+		t.Fatalf("node b's member got %d messages (dropped on a: %d), want 1..%d in order once; first %v", len(seqs), a.ClusterDropped(), n, seqs[:min(20, len(seqs))])
+	}
+	t.Logf("%d cluster events dropped on a; %d messages filled from the store on b", a.ClusterDropped(), b.Filled())
 }
