@@ -767,13 +767,14 @@ func (c *cluster) route(e *clusterv1.Envelope, f *Frame) {
 		deliver()
 		return
 	}
-	if room {
-		h.mu.RLock()
-		here := h.rooms[e.Room] != nil
-		h.mu.RUnlock()
-		if !here {
-			return // a late event for a room no one here is in any more
-		}
+	h.mu.RLock()
+	here := room && h.rooms[e.Room] != nil
+	for _, u := range e.Users {
+		here = here || (!room && h.users[u] != nil)
+	}
+	h.mu.RUnlock()
+	if !here {
+		return // a late event for a room or user no longer here: not tracked
 	}
 	h.seq.remote(e.Conversation, e.Seq, deliver)
 }
