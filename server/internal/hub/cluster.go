@@ -646,9 +646,14 @@ func (c *cluster) receive(subject, reply string, data []byte) {
 				nodes[e.Node] = map[string]struct{}{}
 			}
 			for _, u := range e.Users {
-				if join {
+				switch {
+				case join:
 					nodes[e.Node][u] = struct{}{}
-				} else {
+				case e.Membership: // left the room: on every node
+					for _, users := range nodes {
+						delete(users, u)
+					}
+				default: // went offline on that node
 					delete(nodes[e.Node], u)
 				}
 			}

@@ -644,7 +644,7 @@ func (h *Hub) Leave(ctx context.Context, s *Session, r string) error {
 	}
 	h.mu.Unlock()
 	if left && h.cluster != nil {
-		e := &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_LEAVE, Room: r, Users: []string{s.Username}}
+		e := &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_LEAVE, Room: r, Users: []string{s.Username}, Membership: true}
 		h.toRoomSubject(r, e)
 		h.toUserSubjects(e, s.Username)
 		go h.cluster.reconcile(context.Background())

@@ -151,7 +151,10 @@ type Envelope struct {
 	// An admin command's text or reason.
 	Text string `protobuf:"bytes,13,opt,name=text,proto3" json:"text,omitempty"`
 	// An admin reply's count, or a Who reply's members in users.
-	Count         int64 `protobuf:"varint,14,opt,name=count,proto3" json:"count,omitempty"`
+	Count int64 `protobuf:"varint,14,opt,name=count,proto3" json:"count,omitempty"`
+	// On a leave: the users left the room itself (LeaveRoom), on every
+	// node, not only went offline on the one that says so.
+	Membership    bool `protobuf:"varint,15,opt,name=membership,proto3" json:"membership,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +285,13 @@ func (x *Envelope) GetCount() int64 {
 		return x.Count
 	}
 	return 0
+}
+
+func (x *Envelope) GetMembership() bool {
+	if x != nil {
+		return x.Membership
+	}
+	return false
 }
 
 // Heartbeat is what a node says about itself every second.
@@ -573,7 +583,7 @@ var File_cluster_v1_cluster_proto protoreflect.FileDescriptor
 const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18cluster/v1/cluster.proto\x12\n" +
-	"cluster.v1\"\xa8\x03\n" +
+	"cluster.v1\"\xc8\x03\n" +
 	"\bEnvelope\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12$\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x10.cluster.v1.KindR\x04kind\x12\x12\n" +
@@ -590,7 +600,10 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\theartbeat\x18\v \x01(\v2\x15.cluster.v1.HeartbeatR\theartbeat\x125\n" +
 	"\bpresence\x18\f \x01(\v2\x19.cluster.v1.PresenceDeltaR\bpresence\x12\x12\n" +
 	"\x04text\x18\r \x01(\tR\x04text\x12\x14\n" +
-	"\x05count\x18\x0e \x01(\x03R\x05count\"\xe3\x01\n" +
+	"\x05count\x18\x0e \x01(\x03R\x05count\x12\x1e\n" +
+	"\n" +
+	"membership\x18\x0f \x01(\bR\n" +
+	"membership\"\xe3\x01\n" +
 	"\tHeartbeat\x12!\n" +
 	"\fpresence_seq\x18\x01 \x01(\x04R\vpresenceSeq\x12\x14\n" +
 	"\x05users\x18\x02 \x01(\x03R\x05users\x12+\n" +
