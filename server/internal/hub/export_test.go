@@ -9,8 +9,8 @@ func (h *Hub) SeqBegin(ctx context.Context, conv string) (any, error) {
 	return h.seq.begin(ctx, h.store, conv)
 }
 
-func (h *Hub) SeqEnd(co any, conv string, seq int64, deliver func()) {
-	h.seq.end(co.(*convOrder), conv, seq, deliver)
+func (h *Hub) SeqEnd(co any, conv string, seq int64, deliver func()) bool {
+	return h.seq.end(co.(*convOrder), conv, seq, deliver)
 }
 
 func (h *Hub) SeqRemote(conv string, seq int64, deliver func()) { h.seq.remote(conv, seq, deliver) }

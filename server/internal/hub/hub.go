@@ -812,15 +812,19 @@ func (h *Hub) post(ctx context.Context, m store.Message) (Sent, error) {
 	}
 	h.msgsIn.Add(1)
 	pm := MessageProto(stored)
-	h.seq.end(co, m.Conversation, stored.Seq, func() { h.deliver(ctx, stored, pm) })
+	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Message{Message: pm}})
+	if !h.seq.end(co, m.Conversation, stored.Seq, func() { h.deliver(ctx, stored, f) }) {
+		// Already delivered here from the store (a gap fill overtook this
+		// append): the other nodes must still hear of it.
+		h.publishStored(ctx, stored, f)
+	}
 	return Sent{Message: pm}, nil
 }
 
 // deliver fans a stored message out to whoever may see it; ctx is its
 // command's, for the trace.
-func (h *Hub) deliver(ctx context.Context, m store.Message, pm *chatv1.Message) {
+func (h *Hub) deliver(ctx context.Context, m store.Message, f *Frame) {
 	ctx, span := tracing.Start(ctx, "hub.fanout")
-	f := Encode(&chatv1.ServerEvent{Event: &chatv1.ServerEvent_Message{Message: pm}})
 	var n int
 	room, _, _, _ := store.ParseKey(m.Conversation)
 	h.mu.RLock()
@@ -830,18 +834,24 @@ func (h *Hub) deliver(ctx context.Context, m store.Message, pm *chatv1.Message) 
 		n = h.toUsersLocked(f, m.Sender, m.Recipient)
 	}
 	h.mu.RUnlock()
-	if h.cluster != nil {
-		if room != "" {
-			h.toRoomSubject(room, h.traced(ctx, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_ROOM, Room: room, Frame: f.Data, Conversation: m.Conversation, Seq: m.Seq}))
-		} else {
-			h.toUserSubjects(h.traced(ctx, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_USERS, Users: []string{m.Sender, m.Recipient}, Frame: f.Data, Conversation: m.Conversation, Seq: m.Seq}), m.Sender, m.Recipient)
-		}
-	}
+	h.publishStored(ctx, m, f)
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("parley.sessions", n), attribute.String("parley.message_id", m.ID))
 	}
 	span.End()
 	h.typing.stop(m.Conversation, m.Sender)
+}
+
+// publishStored sends a stored message to the other nodes that need it.
+func (h *Hub) publishStored(ctx context.Context, m store.Message, f *Frame) {
+	if h.cluster == nil {
+		return
+	}
+	if room, _, _, _ := store.ParseKey(m.Conversation); room != "" {
+		h.toRoomSubject(room, h.traced(ctx, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_ROOM, Room: room, Frame: f.Data, Conversation: m.Conversation, Seq: m.Seq}))
+	} else {
+		h.toUserSubjects(h.traced(ctx, &clusterv1.Envelope{Kind: clusterv1.Kind_KIND_USERS, Users: []string{m.Sender, m.Recipient}, Frame: f.Data, Conversation: m.Conversation, Seq: m.Seq}), m.Sender, m.Recipient)
+	}
 }
 
 // Typing starts or stops username's typing indicator in conv.

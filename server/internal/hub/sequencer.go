@@ -127,11 +127,14 @@ func (q *sequencer) begin(ctx context.Context, st Store, conv string) (*convOrde
 
 // end reports an append's outcome: seq 0 for a failed or duplicate append
 // (no number was used), else the number and the delivery to run in order.
-func (q *sequencer) end(co *convOrder, conv string, seq int64, deliver func()) {
+// It returns false when the delivery was dropped because the number was
+// already delivered (a fill from the store overtook the append).
+func (q *sequencer) end(co *convOrder, conv string, seq int64, deliver func()) bool {
 	co.mu.Lock()
 	co.inflight--
+	queued := true
 	if seq > 0 {
-		co.addLocked(q, seq, deliver)
+		queued = co.addLocked(q, seq, deliver)
 	}
 	idle := co.inflight == 0 && len(co.pending) == 0 && !co.establishing
 	co.mu.Unlock()
@@ -144,6 +147,7 @@ func (q *sequencer) end(co *convOrder, conv string, seq int64, deliver func()) {
 		co.mu.Unlock()
 		q.mu.Unlock()
 	}
+	return queued
 }
 
 // maxIdleConvs is how many conversations a single node keeps the next
@@ -291,12 +295,13 @@ func (q *sequencer) all() []*convOrder {
 // number already delivered is dropped: a gap is filled from the store,
 // never skipped, so it was delivered from there or by another copy.
 // co.mu is held.
-func (co *convOrder) addLocked(q *sequencer, seq int64, deliver func()) {
+func (co *convOrder) addLocked(q *sequencer, seq int64, deliver func()) bool {
 	if seq < co.next {
-		return
+		return false
 	}
 	co.pending[seq] = deliver
 	co.runLocked(q)
+	return true
 }
 
 // runLocked delivers what is in order and arms the gap timer when a gap

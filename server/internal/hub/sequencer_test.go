@@ -142,3 +142,37 @@ func TestSequencerCatchUpPages(t *testing.T) {
 		t.Fatal("the catch-up overflowed the member's queue")
 	}
 }
+
+// TestSequencerReportsOvertakenAppend: when a fill from the store delivers
+// a message before its own append reports it, end says the delivery was
+// dropped, so the caller still publishes the message to the other nodes.
+func TestSequencerReportsOvertakenAppend(t *testing.T) {
+	t.Parallel()
+	h, st := newHub(t, 1, 0)
+	ctx := context.Background()
+	h.SeqTrack("r:x", 0)
+	co, err := h.SeqBegin(ctx, "r:x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The append commits (seq 1), but its end is slow; seq 2 arrives and
+	// the gap is filled from the store.
+	if _, _, err := st.AppendMessage(ctx, store.Message{Conversation: "r:x", Sender: "user00000", Text: "slow", SentAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	var r record
+	h.SeqRemote("r:x", 2, r.at(2))
+	deadline := time.Now().Add(5 * time.Second)
+	for r.String() != "[2]" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r.String() != "[2]" {
+		t.Fatalf("after the fill: %v", &r)
+	}
+	if h.SeqEnd(co, "r:x", 1, r.at(1)) {
+		t.Fatal("end queued a delivery the fill had already made")
+	}
+	if r.String() != "[2]" {
+		t.Fatalf("delivered twice: %v", &r)
+	}
+}

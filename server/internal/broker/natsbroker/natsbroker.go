@@ -94,6 +94,9 @@ func New(cfg Config) (*Broker, error) {
 	log := cfg.Logger
 	nc, err := nats.Connect(cfg.URL,
 		nats.Name(cfg.Name),
+		// A node never needs its own events back; without this NATS echoes
+		// every publish to the subjects it also listens on (its rooms).
+		nats.NoEcho(),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
