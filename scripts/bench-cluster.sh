@@ -11,15 +11,17 @@
 #
 #   single   one node (PostgreSQL + NATS, as a cluster node): the rooms
 #            workload, 200 rooms x 10 members, everyone publishing, at
-#            $RATES msg/s per member (a sweep: the knee is the best step
-#            with p99 <= 20 ms and no loss)
+#            $SINGLE_RATES msg/s per member (every step runs; the knee is
+#            the best step with p99 <= 20 ms and no loss)
 #   local    three nodes, 600 rooms, room r's members all on node r mod 3
-#            (200 rooms x 10 per node): the same sweep; each node should
-#            receive from NATS only its own rooms' traffic
-#   cross    three nodes, 600 rooms, room r's 5 publishers (2 msg/s each,
-#            the same 10 msg/s per room) on node r mod 3, its 5 other
-#            members on the next node: latency on the sender's node and
-#            across NATS
+#            (200 rooms x 10 per node), at $CLUSTER_RATES msg/s per
+#            member; each node should receive from NATS only its own
+#            rooms' traffic
+#   cross    three nodes, 600 rooms, room r's 5 publishers on node r mod 3
+#            and its 5 other members on the next node, the publishers at
+#            $CROSS_RATES msg/s (1 and 2: the room's traffic of 0.5 and 1
+#            msg/s per member): latency on the sender's node and across
+#            NATS
 #   presence 30,000 idle users, 10,000 per node (three bench processes,
 #            one per node: a process may hold at most its open-file limit,
 #            ulimit -Hn), NATS bytes per node while they connect (a
@@ -33,24 +35,32 @@
 # Register would cost 30,000 argon2id hashes, about 15 minutes of both
 # cores.
 #
+# CPU: every node's (--server-pid), the bench's own, this nats-server's
+# and every postgres process's on the machine (--aux-comms postgres: other
+# users of the shared PostgreSQL count too) in every report.
+#
 # Output: every bench report (one JSON line each, tagged with the run and
 # phase) goes to stdout and $OUT; a summary with medians over the runs
 # follows on stderr and in $OUT.summary. Only processes this script
 # started are signalled, by pid.
 #
-# Knobs: RUNS=3 PHASES="single local cross presence" RATES=1,2,3,4
+# Knobs: RUNS=3 PHASES="single local cross presence"
+# SINGLE_RATES=0.5,1,1.5,2 CLUSTER_RATES=0.25,0.5,0.75,1 CROSS_RATES=1,2
 # DURATION=20s REST=30s IDLE_PER_NODE=10000 LOAD_MAX=1.5 LOAD_WAIT=120
 # TRANSPORT=ws-binary KEEP=1 (keep the work directory).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${RUNS:-3}
 PHASES=${PHASES:-single local cross presence}
-RATES=${RATES:-1,2,3,4}
+SINGLE_RATES=${SINGLE_RATES:-0.5,1,1.5,2}
+CLUSTER_RATES=${CLUSTER_RATES:-0.25,0.5,0.75,1}
+CROSS_RATES=${CROSS_RATES:-1,2}
 DURATION=${DURATION:-20s}
 REST=${REST:-30s}
 IDLE_PER_NODE=${IDLE_PER_NODE:-10000}
 LOAD_MAX=${LOAD_MAX:-1.5}
-LOAD_WAIT=${LOAD_WAIT:-120}
+LOAD_WAIT=${LOAD_WAIT:-120}           # before each run
+LOAD_WAIT_PHASE=${LOAD_WAIT_PHASE:-45} # before each phase
 TRANSPORT=${TRANSPORT:-ws-binary}
 PGURL_BASE=${PGURL_BASE:-postgres://postgres@127.0.0.1:5432/test}
 NODES=3
@@ -137,10 +147,11 @@ print(u.urlunparse(p._replace(query=u.urlencode(q))))
 EOF
 }
 
-# wait_load: until the 1-minute load average is at most LOAD_MAX, for at
-# most LOAD_WAIT seconds; prints the load it starts with.
+# wait_load [SECONDS]: until the 1-minute load average is at most
+# LOAD_MAX, for at most SECONDS (default LOAD_WAIT_PHASE); prints the load
+# it starts with.
 wait_load() {
-  local end=$((SECONDS + LOAD_WAIT)) l
+  local end=$((SECONDS + ${1:-$LOAD_WAIT_PHASE})) l
   while :; do
     l=$(cut -d' ' -f1 /proc/loadavg)
     if python3 -c "import sys; sys.exit(0 if float('$l') <= $LOAD_MAX else 1)" || [ $SECONDS -ge $end ]; then
@@ -206,6 +217,7 @@ bench() {
     --grpc-addr "$(join_list "${NODE_GRPC[@]}")" --http-addr "$(join_list "${NODE_HTTP[@]}")" \
     --metrics-addr "$(join_list "${NODE_METRICS[@]}")" --server-pid "$(join_list "${NODE_PIDS[@]}")" \
     --jwt-secret-file "$WORK/jwt.secret" --users-prefix bench-c- \
+    --aux-pids "nats-server=$NATS_PID" --aux-comms postgres \
     > "$WORK/$run-$phase.json" 2> "$WORK/$run-$phase.err" || say "$phase: parley-bench exited $?"
   grep -v '^time=' "$WORK/$run-$phase.err" >&2 || true
   tag "$run" "$phase" "$load" < "$WORK/$run-$phase.json"
@@ -234,7 +246,8 @@ presence() {
   for ((i = 0; i < NODES; i++)); do
     local measure=()
     if [ "$i" = 0 ]; then
-      measure=(--metrics-addr "$(join_list "${NODE_METRICS[@]}")" --server-pid "$(join_list "${NODE_PIDS[@]}")")
+      measure=(--metrics-addr "$(join_list "${NODE_METRICS[@]}")" --server-pid "$(join_list "${NODE_PIDS[@]}")"
+        --aux-pids "nats-server=$NATS_PID" --aux-comms postgres)
     fi
     "$BIN/parley-bench" idle --transport "$TRANSPORT" --conns "$IDLE_PER_NODE" --duration "$REST" --concurrency 32 \
       --grpc-addr "$(join_list "${NODE_GRPC[@]}")" --http-addr "$(join_list "${NODE_HTTP[@]}")" --connect-nodes "$i" \
@@ -256,6 +269,7 @@ node_logs() {
   local f
   for f in "$WORK/$1"-node*.log; do
     say "$(basename "$f"): $(wc -l < "$f") lines, $(grep -c 'level=ERROR' "$f" || true) ERROR, $(grep -c 'level=WARN' "$f" || true) WARN"
+    grep -m 3 'level=ERROR\|level=WARN' "$f" >&2 || true
   done
 }
 
@@ -273,12 +287,13 @@ python3 -c 'import secrets; print(secrets.token_hex(32))' > "$WORK/jwt.secret"
 
 for ((run = 1; run <= RUNS; run++)); do
   say "=== run $run of $RUNS"
+  wait_load "$LOAD_WAIT" > /dev/null
   for phase in $PHASES; do
     case $phase in
       single)
         cluster_up 1 "$run-single"
         make_users
-        bench "$run" single rooms --rooms 200 --members 10 --rate "$RATES" --duration "$DURATION" --deadline 900s
+        bench "$run" single rooms --rooms 200 --members 10 --rate "$SINGLE_RATES" --keep-going --duration "$DURATION" --deadline 900s
         node_logs "$run-single"
         stop_all
         drop_schema
@@ -289,8 +304,8 @@ for ((run = 1; run <= RUNS; run++)); do
           make_users
         fi
         case $phase in
-          local) bench "$run" local rooms --rooms 600 --members 10 --placement local --rate "$RATES" --duration "$DURATION" --deadline 900s ;;
-          cross) bench "$run" cross rooms --rooms 600 --members 10 --publishers 5 --placement cross --rate 2 --duration "$DURATION" --p99 0 --deadline 600s ;;
+          local) bench "$run" local rooms --rooms 600 --members 10 --placement local --rate "$CLUSTER_RATES" --keep-going --duration "$DURATION" --deadline 900s ;;
+          cross) bench "$run" cross rooms --rooms 600 --members 10 --publishers 5 --placement cross --rate "$CROSS_RATES" --keep-going --duration "$DURATION" --deadline 900s ;;
           presence) presence "$run" ;;
         esac
         ;;

@@ -281,3 +281,53 @@ func barrier(ctx context.Context, dir, name string, n int) error {
 		}
 	}
 }
+
+// auxSample is the CPU time of the processes around the servers (the
+// PostgreSQL backends, nats-server), by name: --aux-pids names pids,
+// --aux-comms takes every process with that command name at the moment
+// of the sample (PostgreSQL starts a backend per connection).
+func auxSample(t target) map[string]time.Duration {
+	if len(t.auxPIDs) == 0 && len(t.auxComms) == 0 {
+		return nil
+	}
+	out := map[string]time.Duration{}
+	for name, pid := range t.auxPIDs {
+		if s, err := sampleProc(pid); err == nil {
+			out[name] += s.cpu
+		}
+	}
+	if len(t.auxComms) > 0 {
+		want := map[string]bool{}
+		for _, c := range t.auxComms {
+			want[c] = true
+		}
+		dirs, _ := os.ReadDir("/proc")
+		for _, d := range dirs {
+			pid, err := strconv.Atoi(d.Name())
+			if err != nil {
+				continue
+			}
+			comm, err := os.ReadFile("/proc/" + d.Name() + "/comm")
+			if c := strings.TrimSpace(string(comm)); err == nil && want[c] {
+				if s, err := sampleProc(pid); err == nil {
+					out[c] += s.cpu
+				}
+			}
+		}
+	}
+	return out
+}
+
+// diffAux is each name's CPU seconds between two aux samples. A process
+// that ended in between takes its CPU time with it, so a figure is at
+// least what the survivors used.
+func diffAux(a, b map[string]time.Duration) map[string]float64 {
+	if a == nil || b == nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for name, v := range b {
+		out[name] = max((v - a[name]).Seconds(), 0)
+	}
+	return out
+}

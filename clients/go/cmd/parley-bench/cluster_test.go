@@ -239,3 +239,23 @@ func TestMintParley(t *testing.T) {
 		t.Fatalf("tokens signed with another secret: exit %d, want 1", code)
 	}
 }
+
+// TestAuxSample measures this process by pid and by command name while
+// it burns some CPU.
+func TestAuxSample(t *testing.T) {
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := target{auxPIDs: map[string]int{"me": os.Getpid()}, auxComms: []string{strings.TrimSpace(string(comm))}}
+	a := auxSample(tg)
+	for end := time.Now().Add(150 * time.Millisecond); time.Now().Before(end); {
+	}
+	d := diffAux(a, auxSample(tg))
+	if d["me"] <= 0 || d[strings.TrimSpace(string(comm))] < d["me"] {
+		t.Fatalf("aux CPU %v", d)
+	}
+	if diffAux(nil, a) != nil || auxSample(target{}) != nil {
+		t.Fatal("aux figures without aux processes")
+	}
+}

@@ -93,6 +93,8 @@ type options struct {
 	syncN                   int
 	secretFile, usersPrefix string
 	usersOffset             int
+	auxPIDs                 map[string]int
+	auxComms                []string
 	sioSecret               string
 	tokensFile              string
 	registerConc, connConc  int
@@ -160,7 +162,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	targetFor := func(tr string) target {
 		t := target{transport: tr, nodes: o.nodes, pids: o.serverPIDs, tokens: tokens, run: runID, concurrency: o.connConc,
-			metricsAddrs: o.metricsAddrs, placement: o.placement, connectNodes: o.connectNodes, syncDir: o.syncDir, syncN: o.syncN}
+			metricsAddrs: o.metricsAddrs, placement: o.placement, connectNodes: o.connectNodes, syncDir: o.syncDir, syncN: o.syncN,
+			auxPIDs: o.auxPIDs, auxComms: o.auxComms}
 		if tr == trSocketIO {
 			t.nodes, t.pids, t.metricsAddrs = []endpoints{o.ep}, []int{o.sioPID}, nil
 			t.tokens, t.connectNodes = minter{secret: []byte(o.sioSecret), run: runID}, nil
@@ -253,6 +256,19 @@ func newFlags(workload string, o *options) *flag.FlagSet {
 		}
 		return nil
 	})
+	fs.Func("aux-pids", "NAME=PID,...: processes around the servers (e.g. nats-server=1234) whose CPU each phase reports", func(s string) error {
+		o.auxPIDs = map[string]int{}
+		for _, f := range splitList(s) {
+			name, v, ok := strings.Cut(f, "=")
+			pid, err := strconv.Atoi(v)
+			if !ok || name == "" || err != nil || pid <= 0 {
+				return fmt.Errorf("bad NAME=PID %q", f)
+			}
+			o.auxPIDs[name] = pid
+		}
+		return nil
+	})
+	fs.Func("aux-comms", "command names (e.g. postgres): every process of that name, at each sample, counts in the phase's aux CPU", list(&o.auxComms))
 	fs.StringVar(&o.syncDir, "sync-dir", "", "idle: with --sync-n, a directory where several bench processes meet: they start the hold once all are connected, and close once all held")
 	fs.IntVar(&o.syncN, "sync-n", 0, "idle: the number of bench processes meeting in --sync-dir")
 	fs.StringVar(&o.secretFile, "jwt-secret-file", "", "sign tokens with the nodes' HS256 secret file instead of registering users; the accounts --users-prefix N must exist")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"text/tabwriter"
 )
@@ -83,6 +84,12 @@ func summary(r report) string {
 			fmt.Fprintf(&b, "    %s: %s\n", label, phaseLine(p))
 		}
 	}
+	if len(r.AuxCPUConnect) > 0 {
+		fmt.Fprintf(&b, "  around the servers while connecting: %s\n", auxLine(r.AuxCPUConnect))
+	}
+	if len(r.AuxCPU) > 0 {
+		fmt.Fprintf(&b, "  around the servers: %s\n", auxLine(r.AuxCPU))
+	}
 	fmt.Fprintf(&b, "  bench: %.2f CPU-s; load average %.2f -> %.2f", r.BenchCPUS, r.Load[0][0], r.Load[1][0])
 	return b.String()
 }
@@ -95,6 +102,19 @@ func phaseLine(p *phaseStats) string {
 		s += " (" + p.Error + ")"
 	}
 	return s
+}
+
+func auxLine(m map[string]float64) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %.2f CPU-s", n, m[n])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func lat(l *latency) latency {

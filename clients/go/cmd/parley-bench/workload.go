@@ -24,6 +24,8 @@ type target struct {
 	connectNodes []int  // idle, storm: connect only to these nodes (nil: all)
 	syncDir      string // idle: meet syncN bench processes there
 	syncN        int
+	auxPIDs      map[string]int // processes measured besides the servers, by name
+	auxComms     []string       // and every process with these command names
 	tokens       tokenSource
 	run          string // unique per invocation; names users and rooms
 	concurrency  int    // parallel connection attempts
@@ -84,6 +86,10 @@ type report struct {
 	LatencyCrossNode  *latency     `json:"latency_cross_node_ms,omitempty"`
 	Nodes             []nodeReport `json:"nodes,omitempty"`
 	Placement         string       `json:"placement,omitempty"`
+	// CPU seconds of the processes around the servers (--aux-pids,
+	// --aux-comms) during the phase, and for idle while connecting.
+	AuxCPU        map[string]float64 `json:"aux_cpu_s,omitempty"`
+	AuxCPUConnect map[string]float64 `json:"aux_cpu_connect_s,omitempty"`
 
 	Server    *serverStats  `json:"server,omitempty"`
 	BenchCPUS float64       `json:"bench_cpu_s"`
@@ -316,6 +322,7 @@ func fanoutStep(ctx context.Context, t target, sp fanoutSpec, sessions []*sessio
 	if perNode {
 		before = sampleNodes(ctx, t)
 	}
+	aux0 := auxSample(t)
 	watch := startMultiWatch(t.pids)
 	start := time.Now()
 	end := start.Add(window)
@@ -386,6 +393,7 @@ func fanoutStep(ctx context.Context, t target, sp fanoutSpec, sessions []*sessio
 	l := c.hist.summary()
 	rep.Latency = &l
 	rep.Server, rep.BenchCPUS, rep.Load = watch.finish(c.unique, 0)
+	rep.AuxCPU = diffAux(aux0, auxSample(t))
 	if len(t.nodes) > 1 {
 		rep.ReceivedSameNode, rep.ReceivedCrossNode = int64(c.route[0].n), int64(c.route[1].n)
 		l0, l1 := c.route[0].summary(), c.route[1].summary()
@@ -477,6 +485,7 @@ func runIdle(ctx context.Context, t target, conns int, hold time.Duration, emit 
 	if perNode {
 		s0 = sampleNodes(ctx, t)
 	}
+	aux0 := auxSample(t)
 	watch := startMultiWatch(t.pids)
 	sessions := connectAll(ctx, t, users, t.spreadNode, nil, &rep)
 	defer closeAll(sessions)
@@ -488,7 +497,10 @@ func runIdle(ctx context.Context, t target, conns int, hold time.Duration, emit 
 	if perNode {
 		s1 = sampleNodes(ctx, t)
 	}
+	aux1 := auxSample(t)
+	rep.AuxCPUConnect = diffAux(aux0, aux1)
 	sleepCtx(ctx, hold)
+	rep.AuxCPU = diffAux(aux1, auxSample(t))
 	health(sessions, &rep)
 	rep.DurationS = hold.Seconds()
 	live := int64(rep.Conns - rep.Dropped)
@@ -553,6 +565,7 @@ func runStorm(ctx context.Context, t target, workers, total int, limit time.Dura
 	if perNode {
 		s0 = sampleNodes(ctx, t)
 	}
+	aux0 := auxSample(t)
 	watch := startMultiWatch(t.pids)
 	sctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
@@ -595,6 +608,7 @@ func runStorm(ctx context.Context, t target, workers, total int, limit time.Dura
 	rep.ConnectLatency = &l
 	rep.ConnectFailures, rep.ConnectError = failures, errString(firstErr)
 	rep.Server, rep.BenchCPUS, rep.Load = watch.finish(0, 0)
+	rep.AuxCPU = diffAux(aux0, auxSample(t))
 	if perNode {
 		s1 := sampleNodes(ctx, t)
 		rep.Nodes = newNodeReports(t)
