@@ -110,8 +110,8 @@ def knees(by):
 
 
 def nats_table(by):
-    out = ["| phase | msg/s per member | node | rooms | msgs in its rooms | msgs in the others' | NATS msgs received | NATS KiB received | subscriptions | outbound dropped | filled from store |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| phase | msg/s per member | node | rooms | msgs in its rooms | msgs in the others' | NATS msgs received | NATS KiB received | subscriptions | outbound dropped | filled from store | store commits: ms each, messages each, over 25 ms |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for ph in ROOM_PHASES:
         for rate, ss in sorted(steps(by, ph).items()):
             for i in range(len(ss[0].get("nodes") or [])):
@@ -123,7 +123,9 @@ def nats_table(by):
                            f"| {med([p(s).get('nats_bytes', 0) / 1024 for s in ss], '{:.0f}')} "
                            f"| {med([p(s).get('nats_subscriptions') for s in ss], '{:.0f}')} "
                            f"| {med([p(s).get('cluster_outbound_dropped') for s in ss], '{:.0f}')} "
-                           f"| {med([p(s).get('store_filled_messages') for s in ss], '{:.0f}')} |")
+                           f"| {med([p(s).get('store_filled_messages') for s in ss], '{:.0f}')} "
+                           f"| {med([p(s).get('store_commit_mean_ms') for s in ss])}; {med([p(s).get('store_messages_per_commit') for s in ss], '{:.1f}')}; "
+                           f"{med([p(s).get('store_commits_over_25ms') if p(s).get('store_commits') else None for s in ss], '{:.0f}')} |")
     return "\n".join(out)
 
 

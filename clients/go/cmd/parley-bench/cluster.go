@@ -50,6 +50,12 @@ var nodeCounters = []string{
 	"parley_cluster_outbound_dropped_total",
 	"parley_store_filled_messages_total",
 	"parley_messages_out_total",
+	// The store's group commits: how long they took, how many messages
+	// each held, and how many took over 25 ms.
+	"parley_store_commit_duration_seconds_sum",
+	"parley_store_commit_duration_seconds_count",
+	"parley_store_commit_batch_messages_sum",
+	`parley_store_commit_duration_seconds_bucket{le="0.025"}`,
 }
 
 // nodeSample is one node at one moment: its CPU time (with a pid) and its
@@ -90,8 +96,9 @@ func sampleNodes(ctx context.Context, t target) []nodeSample {
 	return out
 }
 
-// scrapeCounters reads the unlabelled samples of nodeCounters from a
-// parleyd metrics listener (no forced GC, unlike scrapeGo).
+// scrapeCounters reads the samples of nodeCounters (a name, or a name and
+// its labels as the exposition format writes them) from a parleyd metrics
+// listener (no forced GC, unlike scrapeGo).
 func scrapeCounters(ctx context.Context, addr string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -149,7 +156,12 @@ type phaseStats struct {
 	OutDropped    float64 `json:"cluster_outbound_dropped"`
 	Filled        float64 `json:"store_filled_messages"`
 	MessagesOut   float64 `json:"messages_out"` // events queued to this node's sessions
-	Error         string  `json:"error,omitempty"`
+	// The store's group commits during the phase.
+	Commits         float64 `json:"store_commits"`
+	CommitMeanMs    float64 `json:"store_commit_mean_ms,omitempty"`
+	MsgsPerCommit   float64 `json:"store_messages_per_commit,omitempty"`
+	CommitsOver25ms float64 `json:"store_commits_over_25ms"`
+	Error           string  `json:"error,omitempty"`
 }
 
 func diffSample(a, b nodeSample) *phaseStats {
@@ -169,6 +181,12 @@ func diffSample(a, b nodeSample) *phaseStats {
 	p.Subscriptions = b.counters["parley_nats_subscriptions"]
 	p.OutDropped, p.Filled = d("parley_cluster_outbound_dropped_total"), d("parley_store_filled_messages_total")
 	p.MessagesOut = d("parley_messages_out_total")
+	p.Commits = d("parley_store_commit_duration_seconds_count")
+	if p.Commits > 0 {
+		p.CommitMeanMs = d("parley_store_commit_duration_seconds_sum") * 1e3 / p.Commits
+		p.MsgsPerCommit = d("parley_store_commit_batch_messages_sum") / p.Commits
+		p.CommitsOver25ms = p.Commits - d(`parley_store_commit_duration_seconds_bucket{le="0.025"}`)
+	}
 	return p
 }
 

@@ -103,6 +103,9 @@ func TestClusterRooms(t *testing.T) {
 				if p == nil || p.Error != "" || p.NATSMsgs <= 0 || p.NATSBytes <= 0 || p.Subscriptions <= 0 {
 					t.Fatalf("node %d phase %+v", n.Node, p)
 				}
+				if p.Commits <= 0 || p.MsgsPerCommit <= 0 || p.CommitMeanMs <= 0 {
+					t.Errorf("node %d: no store commits in %+v", n.Node, *p)
+				}
 				if n.Conns != 4 || n.Sent+r.Nodes[1-n.Node].Sent != r.Sent {
 					t.Errorf("node %d: %d connections, sent %d of %d", n.Node, n.Conns, n.Sent, r.Sent)
 				}

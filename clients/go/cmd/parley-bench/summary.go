@@ -98,6 +98,9 @@ func summary(r report) string {
 func phaseLine(p *phaseStats) string {
 	s := fmt.Sprintf("%.1fs, CPU %.2fs; NATS in %.0f msgs (%.0f/s), %.0f B (%.1f KiB/s); %.0f subscriptions; outbound dropped %.0f, filled from store %.0f, queued to sessions %.0f",
 		p.Seconds, p.CPUSeconds, p.NATSMsgs, p.NATSMsgsPerS, p.NATSBytes, p.NATSBytesPerS/1024, p.Subscriptions, p.OutDropped, p.Filled, p.MessagesOut)
+	if p.Commits > 0 {
+		s += fmt.Sprintf("; %.0f commits (%.2f ms, %.1f messages each; %.0f over 25 ms)", p.Commits, p.CommitMeanMs, p.MsgsPerCommit, p.CommitsOver25ms)
+	}
 	if p.Error != "" {
 		s += " (" + p.Error + ")"
 	}
