@@ -63,7 +63,7 @@ func TestSmoke(t *testing.T) {
 	for _, tr := range parleyTransports {
 		t.Run(tr, func(t *testing.T) {
 			sp := smokeSpec(members, messages)
-			tg := target{transport: tr, ep: ep, pid: os.Getpid(), tokens: users, run: "test", concurrency: 8}
+			tg := target{transport: tr, nodes: []endpoints{ep}, pids: []int{os.Getpid()}, tokens: users, run: "test", concurrency: 8}
 			reps := runFanout(ctx, tg, sp, func(r report) { t.Log(summary(r)) })
 			if err := smokeCheck(reps, sp); err != nil {
 				t.Fatal(err)
@@ -248,13 +248,13 @@ func TestSmokeSocketIO(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sp := smokeSpec(5, 50)
-	tg := target{transport: trSocketIO, ep: endpoints{sioAddr: srv.Listener.Addr().String()},
+	tg := target{transport: trSocketIO, nodes: []endpoints{{sioAddr: srv.Listener.Addr().String()}},
 		tokens: minter{secret: secret, run: "sio"}, run: "sio", concurrency: 4}
 	reps := runFanout(ctx, tg, sp, func(r report) { t.Log(summary(r)) })
 	if err := smokeCheck(reps, sp); err != nil {
 		t.Fatal(err)
 	}
-	bad := target{transport: trSocketIO, ep: tg.ep, tokens: minter{secret: []byte("wrong"), run: "x"}, run: "x"}
+	bad := target{transport: trSocketIO, nodes: tg.nodes, tokens: minter{secret: []byte("wrong"), run: "x"}, run: "x"}
 	if reps := runFanout(ctx, bad, smokeSpec(1, 1), func(report) {}); reps[0].OK || !strings.Contains(reps[0].Problem, "refused") {
 		t.Fatalf("a bad token connected: %+v", reps[0])
 	}

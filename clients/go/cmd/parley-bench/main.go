@@ -61,6 +61,17 @@ setup; --tokens FILE keeps them for later runs (tokens last --access-ttl).
 For RSS figures, register first (parley-bench tokens), restart the server,
 then run with --tokens, so that hashing memory does not count.
 
+Several nodes of one cluster: list them in --grpc-addr and --http-addr (and
+--server-pid, --metrics-addr) in the same order. fanout and rooms place room
+r's members by --placement (local: all on node r mod N; cross: its publishers
+there, its other members on the next node) and report latency for
+deliveries on the sender's node and across nodes; idle and storm spread the
+users round-robin (--connect-nodes: over some of them). Every report then
+has each node's connections, CPU-us per delivery and, from its /metrics
+before and after the phase, the NATS events and bytes it received. With
+--jwt-secret-file (the nodes' secret), tokens are signed for existing
+accounts PREFIX<i> (--users-prefix, --users-offset) instead of registering.
+
 The Socket.IO reference verifies HS256 tokens signed with its JWT_SECRET:
 pass the same secret in --sio-secret or PARLEY_BENCH_SIO_SECRET.
 
@@ -69,10 +80,21 @@ flags:
 
 // options are the parsed flags.
 type options struct {
-	ep                      endpoints
+	ep                      endpoints // the first node, and the Socket.IO server
+	grpcAddrs, httpAddrs    []string  // every node
+	nodes                   []endpoints
 	transports              []string
-	serverPID, sioPID       int
-	metricsAddr             string
+	serverPIDs              []int
+	sioPID                  int
+	metricsAddrs            []string
+	placement               string
+	connectNodes            []int
+	syncDir                 string
+	syncN                   int
+	secretFile, usersPrefix string
+	usersOffset             int
+	auxPIDs                 map[string]int
+	auxComms                []string
 	sioSecret               string
 	tokensFile              string
 	registerConc, connConc  int
@@ -129,10 +151,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	runID := newRunID()
 	reg := &registrar{addr: o.ep.grpcAddr, run: runID, concurrency: o.registerConc, file: o.tokensFile}
+	var tokens tokenSource = reg
+	if o.secretFile != "" {
+		secret, err := readSecretFile(o.secretFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "parley-bench:", err)
+			return 2
+		}
+		tokens = parleyMinter{secret: secret, prefix: o.usersPrefix, offset: o.usersOffset, ttl: 12 * time.Hour, issuer: "parley", audience: "parley"}
+	}
 	targetFor := func(tr string) target {
-		t := target{transport: tr, ep: o.ep, pid: o.serverPID, tokens: reg, run: runID, concurrency: o.connConc, metricsAddr: o.metricsAddr}
+		t := target{transport: tr, nodes: o.nodes, pids: o.serverPIDs, tokens: tokens, run: runID, concurrency: o.connConc,
+			metricsAddrs: o.metricsAddrs, placement: o.placement, connectNodes: o.connectNodes, syncDir: o.syncDir, syncN: o.syncN,
+			auxPIDs: o.auxPIDs, auxComms: o.auxComms}
 		if tr == trSocketIO {
-			t.pid, t.tokens, t.metricsAddr = o.sioPID, minter{secret: []byte(o.sioSecret), run: runID}, ""
+			t.nodes, t.pids, t.metricsAddrs = []endpoints{o.ep}, []int{o.sioPID}, nil
+			t.tokens, t.connectNodes = minter{secret: []byte(o.sioSecret), run: runID}, nil
 		}
 		return t
 	}
@@ -204,15 +238,59 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func newFlags(workload string, o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("parley-bench "+workload, flag.ContinueOnError)
-	fs.StringVar(&o.ep.grpcAddr, "grpc-addr", "127.0.0.1:50051", "Parley native gRPC address (loopback only)")
-	fs.StringVar(&o.ep.httpAddr, "http-addr", "127.0.0.1:8080", "Parley HTTP address: gRPC-Web and /ws (loopback only)")
+	o.grpcAddrs, o.httpAddrs = []string{"127.0.0.1:50051"}, []string{"127.0.0.1:8080"}
+	list := func(dst *[]string) func(string) error {
+		return func(s string) error { *dst = splitList(s); return nil }
+	}
+	fs.Func("grpc-addr", "Parley native gRPC address (loopback only); a comma-separated list for the nodes of a cluster (default 127.0.0.1:50051)", list(&o.grpcAddrs))
+	fs.Func("http-addr", "Parley HTTP address, gRPC-Web and /ws (loopback only); a list for a cluster, in the order of --grpc-addr (default 127.0.0.1:8080)", list(&o.httpAddrs))
+	fs.StringVar(&o.placement, "placement", placeLocal, "fanout, rooms on several nodes: local (room r's members all on node r mod N) or cross (its publishers on node r mod N, its other members on the next node)")
+	fs.Func("connect-nodes", "idle, storm: connect only to these nodes (indices into the address lists), while every listed node is measured", func(s string) error {
+		o.connectNodes = nil
+		for _, f := range splitList(s) {
+			v, err := strconv.Atoi(f)
+			if err != nil || v < 0 {
+				return fmt.Errorf("bad node index %q", f)
+			}
+			o.connectNodes = append(o.connectNodes, v)
+		}
+		return nil
+	})
+	fs.Func("aux-pids", "NAME=PID,...: processes around the servers (e.g. nats-server=1234) whose CPU each phase reports", func(s string) error {
+		o.auxPIDs = map[string]int{}
+		for _, f := range splitList(s) {
+			name, v, ok := strings.Cut(f, "=")
+			pid, err := strconv.Atoi(v)
+			if !ok || name == "" || err != nil || pid <= 0 {
+				return fmt.Errorf("bad NAME=PID %q", f)
+			}
+			o.auxPIDs[name] = pid
+		}
+		return nil
+	})
+	fs.Func("aux-comms", "command names (e.g. postgres): every process of that name, at each sample, counts in the phase's aux CPU", list(&o.auxComms))
+	fs.StringVar(&o.syncDir, "sync-dir", "", "idle: with --sync-n, a directory where several bench processes meet: they start the hold once all are connected, and close once all held")
+	fs.IntVar(&o.syncN, "sync-n", 0, "idle: the number of bench processes meeting in --sync-dir")
+	fs.StringVar(&o.secretFile, "jwt-secret-file", "", "sign tokens with the nodes' HS256 secret file instead of registering users; the accounts --users-prefix N must exist")
+	fs.StringVar(&o.usersPrefix, "users-prefix", "bench-", "with --jwt-secret-file: accounts are named PREFIX<i>")
+	fs.IntVar(&o.usersOffset, "users-offset", 0, "with --jwt-secret-file: the first account's index")
 	fs.StringVar(&o.ep.sioAddr, "sio-addr", "127.0.0.1:3000", "Socket.IO reference server address (loopback only)")
 	fs.Func("transport", "comma-separated: grpc, grpcweb, ws-json, ws-binary, socketio (default ws-binary; smoke: the four Parley ones)", func(s string) error {
 		o.transports = splitList(s)
 		return nil
 	})
-	fs.IntVar(&o.serverPID, "server-pid", 0, "parleyd's pid, for CPU and RSS figures from /proc")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "idle: parleyd's metrics listener (e.g. 127.0.0.1:9090), for live heap and goroutines per connection (forces a GC)")
+	fs.Func("server-pid", "parleyd's pid, for CPU and RSS figures from /proc; a list for a cluster, in node order (sums and per-node figures)", func(s string) error {
+		o.serverPIDs = nil
+		for _, f := range splitList(s) {
+			v, err := strconv.Atoi(f)
+			if err != nil || v <= 0 {
+				return fmt.Errorf("bad pid %q", f)
+			}
+			o.serverPIDs = append(o.serverPIDs, v)
+		}
+		return nil
+	})
+	fs.Func("metrics-addr", "parleyd's metrics listener (e.g. 127.0.0.1:9090), a list for a cluster: NATS events received per node before and after each phase; idle on one node: live heap and goroutines per connection (forces a GC)", list(&o.metricsAddrs))
 	fs.IntVar(&o.sioPID, "sio-pid", 0, "the Socket.IO server's pid (node), for its CPU and RSS figures")
 	fs.StringVar(&o.sioSecret, "sio-secret", os.Getenv("PARLEY_BENCH_SIO_SECRET"), "the Socket.IO server's JWT_SECRET (default $PARLEY_BENCH_SIO_SECRET)")
 	fs.StringVar(&o.tokensFile, "tokens", "", "file of registered users to reuse (and to add newly registered ones to)")
@@ -290,6 +368,32 @@ func (o *options) finish(fs *flag.FlagSet, workload string) error {
 	if o.pubs == 0 || o.pubs > o.members {
 		o.pubs = o.members
 	}
+	if len(o.grpcAddrs) != len(o.httpAddrs) || len(o.grpcAddrs) == 0 {
+		return fmt.Errorf("--grpc-addr lists %d nodes and --http-addr %d: give both for every node, in the same order", len(o.grpcAddrs), len(o.httpAddrs))
+	}
+	o.nodes = nil
+	for i := range o.grpcAddrs {
+		o.nodes = append(o.nodes, endpoints{grpcAddr: o.grpcAddrs[i], httpAddr: o.httpAddrs[i], sioAddr: o.ep.sioAddr})
+	}
+	o.ep.grpcAddr, o.ep.httpAddr = o.grpcAddrs[0], o.httpAddrs[0]
+	n := len(o.nodes)
+	switch {
+	case len(o.serverPIDs) > 0 && len(o.serverPIDs) != n:
+		return fmt.Errorf("--server-pid lists %d pids for %d nodes", len(o.serverPIDs), n)
+	case len(o.metricsAddrs) > 0 && len(o.metricsAddrs) != n:
+		return fmt.Errorf("--metrics-addr lists %d addresses for %d nodes", len(o.metricsAddrs), n)
+	case o.placement != placeLocal && o.placement != placeCross:
+		return fmt.Errorf("--placement %q: local or cross", o.placement)
+	case o.placement == placeCross && n > 1 && o.pubs >= o.members:
+		return errors.New("--placement cross puts a room's publishers on one node and its other members on the next: --publishers must be below --members")
+	case o.syncN > 1 && o.syncDir == "":
+		return errors.New("--sync-n needs --sync-dir")
+	}
+	for _, c := range o.connectNodes {
+		if c >= n {
+			return fmt.Errorf("--connect-nodes %d: only %d nodes", c, n)
+		}
+	}
 	switch {
 	case o.rooms < 1 || o.members < 1 || o.conns < 1 || o.workers < 1 || o.n < 1:
 		return errors.New("--rooms, --members, --conns, --workers and --n must be positive")
@@ -312,10 +416,7 @@ func (o *options) finish(fs *flag.FlagSet, workload string) error {
 		}
 	}
 	if needParley {
-		addrs := []string{o.ep.grpcAddr, o.ep.httpAddr}
-		if o.metricsAddr != "" {
-			addrs = append(addrs, o.metricsAddr)
-		}
+		addrs := append(append(append([]string(nil), o.grpcAddrs...), o.httpAddrs...), o.metricsAddrs...)
 		for _, a := range addrs {
 			if err := loopbackOnly(a); err != nil {
 				return err

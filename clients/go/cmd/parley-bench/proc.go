@@ -111,6 +111,7 @@ func startWatch(pid int) *procWatch {
 // serverStats is what a report says about the server process.
 type serverStats struct {
 	PID            int     `json:"pid"`
+	PIDs           []int   `json:"pids,omitempty"` // several nodes: the figures are their sums
 	CPUSeconds     float64 `json:"cpu_s"`
 	CPUUsPerDeliv  float64 `json:"cpu_us_per_delivery,omitempty"`
 	RSSMiB         float64 `json:"rss_mib"`

@@ -45,6 +45,7 @@ func openSession(ctx context.Context, transport string, ep endpoints, u user, tr
 	case <-s.ready:
 		return s, time.Since(start), nil
 	case <-s.done:
+		s.w.close() // the server refused: the connection (a grpc ClientConn) is still ours
 		return nil, 0, fmt.Errorf("connect %s: %w", u.name, s.err)
 	case <-ctx.Done():
 		s.close()

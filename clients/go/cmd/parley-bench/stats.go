@@ -79,11 +79,17 @@ func cutInt(b []byte) (v int64, rest []byte, ok bool) {
 type tracker struct {
 	run      []byte
 	received *atomic.Int64 // shared: unique deliveries of the current step, all sessions
+	// On several nodes: this session's node, and each publisher's (by
+	// publisher id), to tell deliveries made on the sender's node from
+	// those that crossed NATS. pubNode is nil on one node.
+	node    int
+	pubNode []int
 
 	mu     sync.Mutex
 	step   int
 	pubs   map[int]*seen
 	hist   histogram
+	route  [2]histogram // [0] same node as the publisher, [1] another node
 	unique int64
 	dups   int64
 	ooo    int64 // arrived after a higher seq of the same publisher
@@ -135,14 +141,28 @@ func (t *tracker) observe(text []byte, now int64) {
 	t.unique++
 	t.lastAt = now
 	t.hist.record((now - ts) / 1e3)
+	if t.pubNode != nil && pub >= 0 && pub < len(t.pubNode) {
+		r := 0
+		if t.pubNode[pub] != t.node {
+			r = 1
+		}
+		t.route[r].record((now - ts) / 1e3)
+	}
 	t.received.Add(1)
+}
+
+// uniqueCount is the step's unique deliveries so far.
+func (t *tracker) uniqueCount() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.unique
 }
 
 // reset starts a new step.
 func (t *tracker) reset(step int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.step, t.pubs, t.hist = step, map[int]*seen{}, histogram{}
+	t.step, t.pubs, t.hist, t.route = step, map[int]*seen{}, histogram{}, [2]histogram{}
 	t.unique, t.dups, t.ooo, t.late, t.alien, t.lastAt = 0, 0, 0, 0, 0, 0
 }
 
@@ -151,6 +171,7 @@ type counts struct {
 	unique, dups, ooo, late, alien int64
 	lastAt                         int64
 	hist                           histogram
+	route                          [2]histogram
 }
 
 func (c *counts) add(t *tracker) {
@@ -163,6 +184,8 @@ func (c *counts) add(t *tracker) {
 	c.alien += t.alien
 	c.lastAt = max(c.lastAt, t.lastAt)
 	c.hist.merge(&t.hist)
+	c.route[0].merge(&t.route[0])
+	c.route[1].merge(&t.route[1])
 }
 
 // histogram records microseconds in log-linear buckets: exact below 64,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"text/tabwriter"
 )
@@ -27,6 +28,15 @@ func summary(r report) string {
 			r.Sent, r.Received, r.Expected, r.Lost, r.Dups, r.OOO, r.Late, r.DurationS, r.DeliveredPerS)
 		l := lat(r.Latency)
 		fmt.Fprintf(&b, "  latency p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms\n", l.P50, l.P90, l.P99, l.Max)
+		if r.LatencySameNode != nil {
+			for _, x := range []struct {
+				name string
+				n    int64
+				l    latency
+			}{{"same node", r.ReceivedSameNode, *r.LatencySameNode}, {"cross-node", r.ReceivedCrossNode, *r.LatencyCrossNode}} {
+				fmt.Fprintf(&b, "  %s (%s): %d deliveries, p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms\n", x.name, r.Placement, x.n, x.l.P50, x.l.P90, x.l.P99, x.l.Max)
+			}
+		}
 	}
 	if r.Errors > 0 || r.Dropped > 0 {
 		fmt.Fprintf(&b, "  in-band errors %d (%s); dropped by server %d (%s)\n", r.Errors, r.LastError, r.Dropped, r.DropReason)
@@ -49,8 +59,65 @@ func summary(r report) string {
 			b.WriteString("\n")
 		}
 	}
+	for _, n := range r.Nodes {
+		fmt.Fprintf(&b, "  node %d (%s, pid %d): %d connections", n.Node, n.GRPCAddr, n.PID, n.Conns)
+		if r.Rate > 0 {
+			fmt.Fprintf(&b, ", %d rooms; sent %d, received %d", n.Rooms, n.Sent, n.Received)
+			if n.CPUUsPerDeliv > 0 {
+				fmt.Fprintf(&b, ", %.2f CPU-us/delivery", n.CPUUsPerDeliv)
+			}
+		}
+		b.WriteString("\n")
+		if n.Connect != nil {
+			fmt.Fprintf(&b, "    connecting: %s\n", phaseLine(n.Connect))
+		}
+		if p := n.Phase; p != nil {
+			label := "phase"
+			switch {
+			case r.Rate > 0:
+				label = fmt.Sprintf("step (messages in its rooms %d, in the others' %d)", n.SentOwnRooms, n.SentElsewhere)
+			case r.Workload == "idle":
+				label = "at rest"
+			case r.Workload == "storm":
+				label = "storm"
+			}
+			fmt.Fprintf(&b, "    %s: %s\n", label, phaseLine(p))
+		}
+	}
+	if len(r.AuxCPUConnect) > 0 {
+		fmt.Fprintf(&b, "  around the servers while connecting: %s\n", auxLine(r.AuxCPUConnect))
+	}
+	if len(r.AuxCPU) > 0 {
+		fmt.Fprintf(&b, "  around the servers: %s\n", auxLine(r.AuxCPU))
+	}
 	fmt.Fprintf(&b, "  bench: %.2f CPU-s; load average %.2f -> %.2f", r.BenchCPUS, r.Load[0][0], r.Load[1][0])
 	return b.String()
+}
+
+// phaseLine is one node's phase: CPU and the NATS counters.
+func phaseLine(p *phaseStats) string {
+	s := fmt.Sprintf("%.1fs, CPU %.2fs; NATS in %.0f msgs (%.0f/s), %.0f B (%.1f KiB/s); %.0f subscriptions; outbound dropped %.0f, filled from store %.0f, queued to sessions %.0f",
+		p.Seconds, p.CPUSeconds, p.NATSMsgs, p.NATSMsgsPerS, p.NATSBytes, p.NATSBytesPerS/1024, p.Subscriptions, p.OutDropped, p.Filled, p.MessagesOut)
+	if p.Commits > 0 {
+		s += fmt.Sprintf("; %.0f commits (%.2f ms, %.1f messages each; %.0f over 25 ms)", p.Commits, p.CommitMeanMs, p.MsgsPerCommit, p.CommitsOver25ms)
+	}
+	if p.Error != "" {
+		s += " (" + p.Error + ")"
+	}
+	return s
+}
+
+func auxLine(m map[string]float64) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %.2f CPU-s", n, m[n])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func lat(l *latency) latency {

@@ -13,13 +13,31 @@ import (
 
 // target is where and how one run connects.
 type target struct {
-	transport   string
-	ep          endpoints
-	pid         int // the server's pid for /proc figures; 0 for none
-	tokens      tokenSource
-	run         string // unique per invocation; names users and rooms
-	concurrency int    // parallel connection attempts
-	metricsAddr string // the server's Go metrics listener (idle: live heap and goroutines per connection)
+	transport string
+	nodes     []endpoints // one server, or the nodes of a cluster
+	// Per node, when set: the server's pid for /proc figures (0 for
+	// none), and its metrics listener (NATS counters; idle on one node:
+	// live heap and goroutines per connection).
+	pids         []int
+	metricsAddrs []string
+	placement    string // placeLocal or placeCross: where a room's members connect
+	connectNodes []int  // idle, storm: connect only to these nodes (nil: all)
+	syncDir      string // idle: meet syncN bench processes there
+	syncN        int
+	auxPIDs      map[string]int // processes measured besides the servers, by name
+	auxComms     []string       // and every process with these command names
+	tokens       tokenSource
+	run          string // unique per invocation; names users and rooms
+	concurrency  int    // parallel connection attempts
+}
+
+// spreadNode is the node of the i-th user of idle and storm: round-robin
+// over connectNodes (default every node).
+func (t target) spreadNode(i int) int {
+	if len(t.connectNodes) > 0 {
+		return t.connectNodes[i%len(t.connectNodes)]
+	}
+	return i % max(len(t.nodes), 1)
 }
 
 // report is one run (or one step of a rate sweep). It is printed as one
@@ -60,6 +78,19 @@ type report struct {
 	DeliveredPerS float64  `json:"delivered_per_s,omitempty"`
 	Latency       *latency `json:"latency_ms,omitempty"`
 
+	// Several nodes: latency of deliveries made by the node the message
+	// was sent to, and of those that crossed NATS; each node's share.
+	ReceivedSameNode  int64        `json:"received_same_node,omitempty"`
+	ReceivedCrossNode int64        `json:"received_cross_node,omitempty"`
+	LatencySameNode   *latency     `json:"latency_same_node_ms,omitempty"`
+	LatencyCrossNode  *latency     `json:"latency_cross_node_ms,omitempty"`
+	Nodes             []nodeReport `json:"nodes,omitempty"`
+	Placement         string       `json:"placement,omitempty"`
+	// CPU seconds of the processes around the servers (--aux-pids,
+	// --aux-comms) during the phase, and for idle while connecting.
+	AuxCPU        map[string]float64 `json:"aux_cpu_s,omitempty"`
+	AuxCPUConnect map[string]float64 `json:"aux_cpu_connect_s,omitempty"`
+
 	Server    *serverStats  `json:"server,omitempty"`
 	BenchCPUS float64       `json:"bench_cpu_s"`
 	Load      [2][3]float64 `json:"loadavg_start_end"`
@@ -67,9 +98,10 @@ type report struct {
 	Problem   string        `json:"problem,omitempty"`
 }
 
-// connectAll opens one session per user, concurrency at a time, stopping
-// early if ctx ends. tr gives each session's tracker (nil for none).
-func connectAll(ctx context.Context, t target, users []user, tr func(i int) *tracker, rep *report) []*session {
+// connectAll opens one session per user, user i on node nodeOf(i),
+// concurrency at a time, stopping early if ctx ends. tr gives each
+// session's tracker (nil for none).
+func connectAll(ctx context.Context, t target, users []user, nodeOf func(i int) int, tr func(i int) *tracker, rep *report) []*session {
 	sessions := make([]*session, len(users))
 	var hist histogram
 	var mu sync.Mutex
@@ -93,7 +125,7 @@ func connectAll(ctx context.Context, t target, users []user, tr func(i int) *tra
 			if tr != nil {
 				trk = tr(i)
 			}
-			s, d, err := openSession(ctx, t.transport, t.ep, u, trk)
+			s, d, err := openSession(ctx, t.transport, t.nodes[nodeOf(i)], u, trk)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -162,10 +194,33 @@ type fanoutSpec struct {
 	workload                   string
 }
 
+// nodeOf is the node of session i (member i%members of room i/members).
+func (sp fanoutSpec) nodeOf(t target, i int) int {
+	return memberNode(t.placement, len(t.nodes), i/sp.members, i%sp.members, sp.publishers)
+}
+
+// pubNodes is the node of each publisher (by publisher id), or nil on one
+// node.
+func (sp fanoutSpec) pubNodes(t target) []int {
+	if len(t.nodes) <= 1 {
+		return nil
+	}
+	out := make([]int, sp.rooms*sp.publishers)
+	for r := range sp.rooms {
+		for k := range sp.publishers {
+			out[r*sp.publishers+k] = memberNode(t.placement, len(t.nodes), r, k, sp.publishers)
+		}
+	}
+	return out
+}
+
 // runFanout runs the fan-out (or rooms) workload; it reports each step
 // through emit and returns the reports.
 func runFanout(ctx context.Context, t target, sp fanoutSpec, emit func(report)) []report {
 	base := report{Workload: sp.workload, Transport: t.transport, Run: t.run, Rooms: sp.rooms, Members: sp.members, Publishers: sp.publishers, Size: sp.size}
+	if len(t.nodes) > 1 {
+		base.Placement = t.placement
+	}
 	fail := func(r report, problem string) []report {
 		r.Problem, r.OK = problem, false
 		emit(r)
@@ -181,10 +236,12 @@ func runFanout(ctx context.Context, t target, sp fanoutSpec, emit func(report)) 
 
 	var received atomic.Int64
 	trackers := make([]*tracker, n)
+	pubNode := sp.pubNodes(t)
 	for i := range trackers {
 		trackers[i] = newTracker(t.run, &received)
+		trackers[i].node, trackers[i].pubNode = sp.nodeOf(t, i), pubNode
 	}
-	sessions := connectAll(ctx, t, users, func(i int) *tracker { return trackers[i] }, &base)
+	sessions := connectAll(ctx, t, users, func(i int) int { return sp.nodeOf(t, i) }, func(i int) *tracker { return trackers[i] }, &base)
 	defer closeAll(sessions)
 	if base.ConnectFailures > 0 {
 		health(sessions, &base)
@@ -260,7 +317,13 @@ func fanoutStep(ctx context.Context, t target, sp fanoutSpec, sessions []*sessio
 	for _, s := range sessions {
 		errsBefore += s.errs.Load()
 	}
-	watch := startWatch(t.pid)
+	perNode := len(t.nodes) > 1 || len(t.metricsAddrs) > 0
+	var before []nodeSample
+	if perNode {
+		before = sampleNodes(ctx, t)
+	}
+	aux0 := auxSample(t)
+	watch := startMultiWatch(t.pids)
 	start := time.Now()
 	end := start.Add(window)
 	pubs := make([]int64, sp.rooms*sp.publishers) // messages sent per publisher
@@ -330,6 +393,15 @@ func fanoutStep(ctx context.Context, t target, sp fanoutSpec, sessions []*sessio
 	l := c.hist.summary()
 	rep.Latency = &l
 	rep.Server, rep.BenchCPUS, rep.Load = watch.finish(c.unique, 0)
+	rep.AuxCPU = diffAux(aux0, auxSample(t))
+	if len(t.nodes) > 1 {
+		rep.ReceivedSameNode, rep.ReceivedCrossNode = int64(c.route[0].n), int64(c.route[1].n)
+		l0, l1 := c.route[0].summary(), c.route[1].summary()
+		rep.LatencySameNode, rep.LatencyCrossNode = &l0, &l1
+	}
+	if perNode {
+		rep.Nodes = fanoutNodes(t, sp, trackers, pubs, before, sampleNodes(ctx, t))
+	}
 	switch {
 	case ctx.Err() != nil:
 		rep.Problem = errDeadline.Error()
@@ -346,6 +418,47 @@ func fanoutStep(ctx context.Context, t target, sp fanoutSpec, sessions []*sessio
 	return rep
 }
 
+// fanoutNodes is each node's share of a fanout step: its sessions, rooms,
+// the messages sent by its sessions and into its rooms, its deliveries,
+// and its CPU and NATS counters between the samples.
+func fanoutNodes(t target, sp fanoutSpec, trackers []*tracker, pubs []int64, before, after []nodeSample) []nodeReport {
+	nodes := newNodeReports(t)
+	var total int64
+	for _, n := range pubs {
+		total += n
+	}
+	for r := range sp.rooms {
+		var inRoom int64
+		for k := range sp.publishers {
+			id := r*sp.publishers + k
+			inRoom += pubs[id]
+			nodes[memberNode(t.placement, len(t.nodes), r, k, sp.publishers)].Sent += pubs[id]
+		}
+		here := make([]bool, len(nodes))
+		for k := range sp.members {
+			i := r*sp.members + k
+			nd := sp.nodeOf(t, i)
+			nodes[nd].Conns++
+			nodes[nd].Received += trackers[i].uniqueCount()
+			here[nd] = true
+		}
+		for nd, h := range here {
+			if h {
+				nodes[nd].Rooms++
+				nodes[nd].SentOwnRooms += inRoom
+			}
+		}
+	}
+	for i := range nodes {
+		nodes[i].SentElsewhere = total - nodes[i].SentOwnRooms
+		nodes[i].Phase = diffSample(before[i], after[i])
+		if nodes[i].Received > 0 && nodes[i].Phase.CPUSeconds > 0 {
+			nodes[i].CPUUsPerDeliv = nodes[i].Phase.CPUSeconds * 1e6 / float64(nodes[i].Received)
+		}
+	}
+	return nodes
+}
+
 // runIdle holds conns connections for hold and reports the server's RSS
 // per connection.
 func runIdle(ctx context.Context, t target, conns int, hold time.Duration, emit func(report)) report {
@@ -358,21 +471,61 @@ func runIdle(ctx context.Context, t target, conns int, hold time.Duration, emit 
 		emit(rep)
 		return rep
 	}
+	// One node with a metrics listener: live heap and goroutines per
+	// connection. Several: each node's CPU and NATS counters while the
+	// connections are made (a connect storm) and while they are held.
+	heap := len(t.nodes) == 1 && len(t.metricsAddrs) == 1
+	perNode := len(t.nodes) > 1 || len(t.metricsAddrs) > 0
 	var before goStats
 	var beforeErr error
-	if t.metricsAddr != "" {
-		before, beforeErr = scrapeGo(ctx, t.metricsAddr)
+	if heap {
+		before, beforeErr = scrapeGo(ctx, t.metricsAddrs[0])
 	}
-	watch := startWatch(t.pid)
-	sessions := connectAll(ctx, t, users, nil, &rep)
+	var s0, s1 []nodeSample
+	if perNode {
+		s0 = sampleNodes(ctx, t)
+	}
+	aux0 := auxSample(t)
+	watch := startMultiWatch(t.pids)
+	sessions := connectAll(ctx, t, users, t.spreadNode, nil, &rep)
 	defer closeAll(sessions)
+	// Other bench processes hold the rest of the cluster's connections:
+	// the hold starts when all are connected, and ends for all at once.
+	if err := barrier(ctx, t.syncDir, "connected", t.syncN); err != nil {
+		rep.Problem = err.Error()
+	}
+	if perNode {
+		s1 = sampleNodes(ctx, t)
+	}
+	aux1 := auxSample(t)
+	rep.AuxCPUConnect = diffAux(aux0, aux1)
 	sleepCtx(ctx, hold)
+	rep.AuxCPU = diffAux(aux1, auxSample(t))
 	health(sessions, &rep)
 	rep.DurationS = hold.Seconds()
 	live := int64(rep.Conns - rep.Dropped)
-	rep.Server, rep.BenchCPUS, rep.Load = watch.finish(0, live)
-	if t.metricsAddr != "" && live > 0 {
-		after, err := scrapeGo(ctx, t.metricsAddr)
+	perConn := live
+	if t.syncN > 1 {
+		perConn = 0 // the nodes also hold the other processes' connections
+	}
+	rep.Server, rep.BenchCPUS, rep.Load = watch.finish(0, perConn)
+	if perNode {
+		s2 := sampleNodes(ctx, t)
+		rep.Nodes = newNodeReports(t)
+		for i, s := range sessions {
+			if s != nil {
+				rep.Nodes[t.spreadNode(i)].Conns++
+			}
+		}
+		for i := range rep.Nodes {
+			rep.Nodes[i].Connect, rep.Nodes[i].Phase = diffSample(s0[i], s1[i]), diffSample(s1[i], s2[i])
+		}
+	}
+	if err := barrier(ctx, t.syncDir, "held", t.syncN); err != nil && rep.Problem == "" {
+		rep.Problem = err.Error()
+	}
+	if heap && live > 0 {
+		after, err := scrapeGo(ctx, t.metricsAddrs[0])
 		if err = errors.Join(beforeErr, err); err != nil {
 			rep.Problem = "metrics: " + err.Error()
 		} else if rep.Server != nil {
@@ -407,7 +560,13 @@ func runStorm(ctx context.Context, t target, workers, total int, limit time.Dura
 		emit(rep)
 		return rep
 	}
-	watch := startWatch(t.pid)
+	perNode := len(t.nodes) > 1 || len(t.metricsAddrs) > 0
+	var s0 []nodeSample
+	if perNode {
+		s0 = sampleNodes(ctx, t)
+	}
+	aux0 := auxSample(t)
+	watch := startMultiWatch(t.pids)
 	sctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var next atomic.Int64
@@ -417,18 +576,20 @@ func runStorm(ctx context.Context, t target, workers, total int, limit time.Dura
 	var firstErr error
 	start := time.Now()
 	var wg sync.WaitGroup
-	for _, u := range users {
+	perWorker := make([]int, len(users))
+	for w, u := range users {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(total) && sctx.Err() == nil {
-				s, d, err := openSession(sctx, t.transport, t.ep, u, nil)
+				s, d, err := openSession(sctx, t.transport, t.nodes[t.spreadNode(w)], u, nil)
 				if err == nil {
 					s.close()
 				}
 				mu.Lock()
 				if err == nil {
 					hist.record(d.Microseconds())
+					perWorker[w]++
 				} else if sctx.Err() == nil {
 					failures++
 					if firstErr == nil {
@@ -447,6 +608,17 @@ func runStorm(ctx context.Context, t target, workers, total int, limit time.Dura
 	rep.ConnectLatency = &l
 	rep.ConnectFailures, rep.ConnectError = failures, errString(firstErr)
 	rep.Server, rep.BenchCPUS, rep.Load = watch.finish(0, 0)
+	rep.AuxCPU = diffAux(aux0, auxSample(t))
+	if perNode {
+		s1 := sampleNodes(ctx, t)
+		rep.Nodes = newNodeReports(t)
+		for w, n := range perWorker {
+			rep.Nodes[t.spreadNode(w)].Conns += n // connections made, one after another
+		}
+		for i := range rep.Nodes {
+			rep.Nodes[i].Phase = diffSample(s0[i], s1[i])
+		}
+	}
 	switch {
 	case ctx.Err() != nil:
 		rep.Problem = errDeadline.Error()
