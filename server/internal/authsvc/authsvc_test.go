@@ -433,6 +433,9 @@ func TestHashLimiterFull(t *testing.T) {
 				defer close(done)
 				e.svc.Login(ctx, &chatv1.LoginRequest{Username: "slow", Password: "anything"})
 			}()
+			// A head start, longer each attempt, so that on a loaded
+			// machine the slow login holds the slot before the probe asks.
+			time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
 			for !refused {
 				select {
 				case <-done:
