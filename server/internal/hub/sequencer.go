@@ -95,7 +95,7 @@ func (q *sequencer) getLocked(conv string) (*convOrder, bool) {
 // finds the start the way it does for a remote message (establish).
 func (q *sequencer) begin(ctx context.Context, st Store, conv string) (*convOrder, error) {
 	q.mu.Lock()
-	co, created := q.getLocked(conv)
+	co, _ := q.getLocked(conv)
 	co.mu.Lock()
 	co.inflight++
 	q.mu.Unlock()
@@ -110,7 +110,6 @@ func (q *sequencer) begin(ctx context.Context, st Store, conv string) (*convOrde
 		return co, nil
 	}
 	co.mu.Unlock()
-	_ = created
 	last, err := st.LastSeq(ctx, conv)
 	co.mu.Lock()
 	defer co.mu.Unlock()

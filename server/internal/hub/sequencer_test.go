@@ -25,6 +25,13 @@ func (r *record) at(n int64) func() {
 
 func (r *record) String() string { r.mu.Lock(); defer r.mu.Unlock(); return fmt.Sprint(r.got) }
 
+// waitFor waits up to limit for the record to read want.
+func (r *record) waitFor(want string, limit time.Duration) {
+	for deadline := time.Now().Add(limit); r.String() != want && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestSequencerOrdersAppends: appends in flight that finish out of order
 // are delivered in sequence order, and a failed append uses no number.
 func TestSequencerOrdersAppends(t *testing.T) {
@@ -71,10 +78,7 @@ func TestSequencerFillsGapFromStore(t *testing.T) {
 	h.SeqTrack("r:x", 0)
 	var r record
 	h.SeqRemote("r:x", 3, r.at(3)) // 1 and 2 never come
-	deadline := time.Now().Add(5 * time.Second)
-	for r.String() != "[3]" && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	r.waitFor("[3]", 5*time.Second)
 	if r.String() != "[3]" {
 		t.Fatalf("after the gap: %v", &r)
 	}
@@ -113,10 +117,7 @@ func TestSequencerCatchUpPages(t *testing.T) {
 	h.SeqTrack("r:x", 0)
 	var r record
 	h.SeqRemote("r:x", lost+1, r.at(lost+1))
-	deadline := time.Now().Add(10 * time.Second)
-	for r.String() != fmt.Sprint([]int64{lost + 1}) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	r.waitFor(fmt.Sprint([]int64{lost + 1}), 10*time.Second)
 	var seqs []int64
 	frames := 0
 	for _, ev := range events(t, watcher) {
@@ -162,10 +163,7 @@ func TestSequencerReportsOvertakenAppend(t *testing.T) {
 	}
 	var r record
 	h.SeqRemote("r:x", 2, r.at(2))
-	deadline := time.Now().Add(5 * time.Second)
-	for r.String() != "[2]" && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	r.waitFor("[2]", 5*time.Second)
 	if r.String() != "[2]" {
 		t.Fatalf("after the fill: %v", &r)
 	}
